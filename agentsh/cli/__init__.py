@@ -1,0 +1,1 @@
+"""One thin module per `ab-*` command: parse, call the core, print, exit."""

@@ -1,0 +1,55 @@
+"""ab-allow / ab-deny: trust or block a project's .agentsh.toml (direnv-style)."""
+
+import os
+
+from .common import parser, run
+
+
+def _project_file(directory):
+    from .. import project
+    from ..errors import AgentshError
+
+    proj = project.find(directory)
+    if not proj.config_file:
+        raise AgentshError(f"no {project.PROJECT_FILE} in {proj.root} or above it",
+                           "nothing to allow; create one, or give the project's directory")
+    return os.path.realpath(proj.config_file)
+
+
+def allow_body(argv):
+    p = parser("ab-allow", "Trust the current content of the project's .agentsh.toml. Any later "
+               "edit makes it untrusted again, until allowed again.",
+               ["ab-allow            # the project holding .", "ab-allow ~/src/app"])
+    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    args = p.parse_args(argv)
+
+    from .. import trust
+    from ..state import Store
+
+    path = _project_file(args.dir)
+    trust.allow(Store(), path)
+    print(f"allowed {path}")
+    return 0
+
+
+def deny_body(argv):
+    p = parser("ab-deny", "Block the project's .agentsh.toml whatever its content (the denial survives "
+               "edits) until 'ab-allow'.", ["ab-deny", "ab-deny ~/src/untrusted-repo"])
+    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    args = p.parse_args(argv)
+
+    from .. import trust
+    from ..state import Store
+
+    path = _project_file(args.dir)
+    trust.deny(Store(), path)
+    print(f"denied {path}")
+    return 0
+
+
+def allow_main():
+    run("ab-allow", allow_body)
+
+
+def deny_main():
+    run("ab-deny", deny_body)

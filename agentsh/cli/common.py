@@ -1,0 +1,69 @@
+"""What every command shares: argument parsing with examples, error exit, output."""
+
+import os
+import sys
+
+from ..errors import EXIT_FAILURE, EXIT_USAGE, AgentshError
+
+
+
+def parser(prog, summary, examples, **kw):
+    import argparse
+
+    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
+    return argparse.ArgumentParser(prog=prog, description=summary, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+
+
+def notice(message):
+    """A one-line message for the user on stderr (never on stdout: it is for pipes)."""
+    sys.stderr.write(f"agentsh: {message}\n")
+    sys.stderr.flush()
+
+
+def print_json(obj):
+    import json
+
+    sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def run(prog, body, argv=None):
+    """Call body(argv) and turn its outcome into an exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        status = body(argv)
+    except AgentshError as e:
+        sys.stderr.write(f"{prog}: {e}\n")
+        status = e.code
+    except KeyboardInterrupt:
+        status = 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error worth a trace.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = 141
+    sys.exit(status or 0)
+
+
+def load_context(directory=None, flags=None, quiet=False):
+    """The project for a directory, its config, the engine and the store."""
+    from .. import config, project
+    from ..engine import Engine
+    from ..state import Store
+
+    store = Store()
+    proj = project.find(directory)
+    cfg = config.load(proj, store, flags)
+    if not quiet:
+        for msg in cfg.notices:
+            notice(msg)
+    return proj, cfg, Engine(cfg["engine"]), store
+
+
+def usage_error(message):
+    from ..errors import UsageError
+
+    raise UsageError(message)
+
+
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "parser", "notice", "print_json", "run", "load_context"]

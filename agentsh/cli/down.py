@@ -1,0 +1,52 @@
+"""ab-down: stop (and remove) sandboxes."""
+
+from .common import load_context, parser, print_json, run
+
+EXAMPLES = [
+    "ab-down                 # stop this project's sandbox",
+    "ab-down --rm            # remove it (the home volume stays for next time)",
+    "ab-down --rm --volumes  # remove it and its home volume",
+    "ab-down --all --rm      # remove every agentsh sandbox",
+]
+
+
+def body(argv):
+    p = parser("ab-down", "Stop the sandbox of the project holding DIR (default: .), or all with --all.", EXAMPLES)
+    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    p.add_argument("--all", action="store_true", help="every agentsh sandbox, not one project's")
+    p.add_argument("--rm", action="store_true", help="remove the container, not only stop it")
+    p.add_argument("--volumes", action="store_true", help="with --rm: also remove the home volume")
+    p.add_argument("--json", action="store_true", help="print the names acted on as a JSON list")
+    args = p.parse_args(argv)
+    if args.all and args.dir:
+        p.error("give DIR or --all, not both")
+    if args.volumes and not args.rm:
+        p.error("--volumes needs --rm")
+
+    from .. import sandbox
+
+    if args.all:
+        from .. import config
+        from ..engine import Engine
+
+        engine = Engine(config.load()["engine"])
+        names = [r["name"] for r in sandbox.listing(engine)]
+        volumes = [n + "-home" for n in names] if args.volumes else []
+        from ..state import Store
+
+        store = Store()
+    else:
+        proj, _, engine, store = load_context(args.dir)
+        names = [proj.sandbox]
+        volumes = [proj.home_volume] if args.volumes else []
+    done = sandbox.down(engine, names, remove=args.rm, volumes=volumes, store=store)
+    if args.json:
+        print_json(done)
+    else:
+        for name in done:
+            print(name)
+    return 0
+
+
+def main():
+    run("ab-down", body)

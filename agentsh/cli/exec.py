@@ -1,0 +1,57 @@
+"""ab-exec: run a command in the project's sandbox, like running it here."""
+
+import os
+import sys
+
+from .common import load_context, notice, parser, run
+
+EXAMPLES = [
+    "ab-exec -- make test                 # in the sandbox, in the same directory",
+    "ab-exec --dir ~/src/app -- git status",
+    "printf 'a\\0b' | ab-exec -- cat | od -c   # stdin/stdout pass byte for byte",
+    "ab-exec -e DEBUG=1 -e GITHUB_TOKEN -- ./script.sh",
+    "ab-exec                              # an interactive shell (bash, else sh)",
+]
+
+
+def body(argv):
+    import argparse
+
+    p = parser("ab-exec", "Run CMD in the sandbox of the project holding DIR (default: .), in the same "
+               "directory, starting the sandbox if needed. Exit status is CMD's (125: agentsh or the "
+               "engine failed first; 127: CMD not found). Only TERM, LANG, LC_*, COLORTERM and TZ "
+               "pass from the host, plus config 'env' and -e.", EXAMPLES)
+    p.add_argument("--dir", help="run in the project holding DIR, in DIR (default: .)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
+                   help="pass a host variable (NAME) or set one (NAME=VALUE); repeatable")
+    tty = p.add_mutually_exclusive_group()
+    tty.add_argument("-t", "--tty", action="store_true", default=None, help="allocate a terminal")
+    tty.add_argument("-T", "--no-tty", dest="tty", action="store_false", help="never allocate a terminal")
+    p.add_argument("--image", help="image to use if the sandbox must be created")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
+                   help="the command; default: an interactive shell")
+    args = p.parse_args(argv)
+    if args.cmd[:1] == ["--"]:
+        args.cmd = args.cmd[1:]
+
+    from .. import execute
+
+    proj, cfg, engine, store = load_context(args.dir, {"image": args.image})
+    workdir = os.path.realpath(args.dir if args.dir else os.getcwd())
+    environ = os.environ
+    names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
+    extra, values = execute.parse_env_args(args.env, environ)
+    tty = args.tty if args.tty is not None else (sys.stdin.isatty() and sys.stdout.isatty())
+    cmd = args.cmd or execute.shell_command(cfg["shell"])
+
+    def recover():
+        from .. import sandbox
+
+        notice(f"sandbox {proj.sandbox} is not running; starting it")
+        sandbox.up(proj, cfg, engine, store, notify=notice)
+
+    return execute.run(engine, proj.sandbox, cmd, workdir, names + extra, values, tty, recover)
+
+
+def main():
+    run("ab-exec", body)

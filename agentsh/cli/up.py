@@ -1,0 +1,34 @@
+"""ab-up: create or start the project's sandbox and print its name."""
+
+from .common import load_context, notice, parser, print_json, run
+
+EXAMPLES = [
+    "ab-up                      # sandbox for the current project; prints its name",
+    "ab-up ~/src/app --json     # name, id, project, image, state as JSON",
+    "ab-up --image localhost/mytools:latest",
+]
+
+
+def body(argv):
+    p = parser("ab-up", "Create or start the sandbox of the project holding DIR (default: .) "
+               "and print its name. Idempotent: an unchanged running sandbox is reused; "
+               "a changed spec (config, image name) recreates it.", EXAMPLES)
+    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    p.add_argument("--image", help="image to run (overrides config 'image')")
+    p.add_argument("--recreate", action="store_true", help="remove and recreate the sandbox even if unchanged")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of the name")
+    args = p.parse_args(argv)
+
+    from .. import sandbox
+
+    proj, cfg, engine, store = load_context(args.dir, {"image": args.image})
+    record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice)
+    if args.json:
+        print_json(record)
+    else:
+        print(record["name"])
+    return 0
+
+
+def main():
+    run("ab-up", body)

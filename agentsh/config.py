@@ -1,0 +1,190 @@
+"""Configuration: defaults < user config.toml < trusted .agentsh.toml < flags.
+
+Every key is declared once in SCHEMA with its type and default; an unknown key
+or a wrong type is an error naming the file and the key. An untrusted project
+file is never parsed (a hostile repo cannot add mounts or grants): the caller
+gets a one-line notice and the user config alone.
+"""
+
+import os
+import re
+
+from . import paths, trust
+from .errors import ConfigError
+
+DEFAULT_IMAGE = "localhost/agentsh:latest"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+CAPABILITY = re.compile(r"(CAP_)?[A-Z_]+\Z")
+SIZE = re.compile(r"[0-9]+[bkmgBKMG]?\Z")
+
+
+def _str(choices=None):
+    def check(value, where):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {_type(value)}")
+        if choices and value not in choices:
+            raise ConfigError(f"{where} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    return check
+
+
+def _names(pattern, what):
+    def check(value, where):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        for v in value:
+            if not pattern.match(v):
+                raise ConfigError(f"{where}: {v!r} is not a valid {what}")
+        return list(value)
+
+    return check
+
+
+def _positive_int(value, where):
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where} must be a positive integer, not {value!r}")
+    return value
+
+
+def _size(value, where):
+    if not isinstance(value, str) or not SIZE.match(value):
+        raise ConfigError(f"{where} must be a size such as \"8g\" or \"512m\", not {value!r}")
+    return value
+
+
+def _cpus(value, where):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{where} must be a positive number, not {value!r}")
+    return value
+
+
+def _mounts(value, where):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of \"HOST:SANDBOX[:ro]\" strings")
+    for v in value:
+        parts = v.split(":")
+        if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/") or (
+            len(parts) == 3 and parts[2] not in ("ro", "rw")
+        ):
+            raise ConfigError(f"{where}: {v!r} is not HOST:SANDBOX[:ro|rw] with an absolute SANDBOX path")
+    return list(value)
+
+
+def _type(value):
+    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+# key -> (checker, default). Tables are nested dicts of the same shape.
+SCHEMA = {
+    "image": (_str(), DEFAULT_IMAGE),
+    "engine": (_str(("podman", "docker")), "podman"),
+    "env": (_names(ENV_NAME, "environment variable name"), []),
+    "ca_bundle": (_str(), "auto"),
+    "cap_add": (_names(CAPABILITY, "capability name"), []),
+    "pids": (_positive_int, 4096),
+    "memory": (_size, None),
+    "cpus": (_cpus, None),
+    "mounts": (_mounts, []),
+    "shell": (_str(), None),
+    "network": {"mode": (_str(("full", "none")), "full")},
+    "hook": {"on_enter": (_str(("shell", "up", "none")), "shell")},
+}
+# Keys whose values add up across layers instead of replacing each other.
+ADDITIVE = {"env", "cap_add", "mounts"}
+
+
+def defaults(schema=SCHEMA):
+    return {k: defaults(v) if isinstance(v, dict) else (list(v[1]) if isinstance(v[1], list) else v[1])
+            for k, v in schema.items()}
+
+
+def validate(data, source, schema=SCHEMA, prefix=""):
+    """Check a parsed TOML table against the schema; returns it unchanged."""
+    for key, value in data.items():
+        dotted = prefix + key
+        where = f"{source}: key '{dotted}'"
+        if key not in schema:
+            raise ConfigError(f"{source}: unknown key '{dotted}'", "see docs/config.md for the keys agentsh reads")
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where} must be a table ([{dotted}]), not {_type(value)}")
+            validate(value, source, spec, dotted + ".")
+        else:
+            spec[0](value, where)
+    return data
+
+
+def parse(text, source):
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}", "fix the file and run the command again") from None
+    return validate(data, source)
+
+
+def merge(base, layer):
+    out = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, dict):
+            out[key] = merge(base.get(key, {}), value)
+        elif key in ADDITIVE:
+            out[key] = base.get(key, []) + [v for v in value if v not in base.get(key, [])]
+        else:
+            out[key] = value
+    return out
+
+
+def read_toml_file(path):
+    data = trust.read_file(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text", "fix the file's encoding") from None
+    return data, text
+
+
+class Config(dict):
+    """The merged settings, plus how the project file was treated."""
+
+    project_file = None  # path of the project file, if the project has one
+    project_trust = None  # trust.ALLOWED / DENIED / BLOCKED, or None
+    notices = ()  # one-line messages for the user (e.g. untrusted file ignored)
+
+
+def load(project=None, store=None, flags=None):
+    """The effective config for a project (None: user config only)."""
+    cfg = defaults()
+    notices = []
+    user_file = paths.user_config_file()
+    if os.path.exists(user_file):
+        cfg = merge(cfg, parse(read_toml_file(user_file)[1], user_file))
+    trust_state = None
+    if project is not None and project.config_file:
+        if store is None:
+            from .state import Store
+
+            store = Store()
+        data, text = read_toml_file(project.config_file)
+        trust_state = trust.status(store, project.config_file, data)
+        if trust_state == trust.ALLOWED:
+            cfg = merge(cfg, parse(text, project.config_file))
+        elif trust_state == trust.DENIED:
+            notices.append(f"{project.config_file} is denied; ignoring it (run 'ab-allow' to trust it)")
+        else:
+            notices.append(f"{project.config_file} is not trusted (new or changed); ignoring it. "
+                           "Run 'ab-allow' to trust its content.")
+    env_engine = os.environ.get("AGENTSH_ENGINE")
+    if env_engine:
+        cfg = merge(cfg, validate({"engine": env_engine}, "AGENTSH_ENGINE"))
+    if flags:
+        cfg = merge(cfg, {k: v for k, v in flags.items() if v is not None})
+    out = Config(cfg)
+    out.project_file = project.config_file if project else None
+    out.project_trust = trust_state
+    out.notices = notices
+    return out

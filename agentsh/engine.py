@@ -1,0 +1,207 @@
+"""The only place that builds container-engine command lines.
+
+Podman by default, Docker where its flags allow. Every call goes through a
+runner (a function taking argv and returning (status, stdout, stderr)), so unit
+tests swap in a recorder. Engine failures become one-line errors that say what
+to run next; policy (which mounts, which user) lives in `sandbox`.
+"""
+
+import json
+import os
+
+from .errors import EngineError
+
+INSTALL_HINT = {
+    "podman": "install it (Debian/Ubuntu: sudo apt-get install podman; Fedora: sudo dnf install podman)",
+    "docker": "install Docker Engine, or use Podman (set engine = \"podman\")",
+}
+
+
+def which(program):
+    """shutil.which without importing shutil (hot path)."""
+    if os.sep in program:
+        return program if os.access(program, os.X_OK) else None
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def subprocess_runner(argv, input=None, capture=True, timeout=None):
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        raise EngineError(f"{argv[0]}: not found") from None
+    out = proc.stdout.decode("utf-8", "replace") if capture else ""
+    err = proc.stderr.decode("utf-8", "replace") if capture else ""
+    return proc.returncode, out, err
+
+
+class NoSuchContainer(EngineError):
+    pass
+
+
+class Engine:
+    """A Podman or Docker command line, and how its answers are read."""
+
+    def __init__(self, name="podman", runner=None, rootless=None, exe=None):
+        if name not in INSTALL_HINT:
+            raise EngineError(f"unknown engine {name!r}", "set engine to \"podman\" or \"docker\"")
+        self.name = name
+        self._exe = exe
+        self.runner = runner or subprocess_runner
+        self._rootless = rootless
+
+    @property
+    def exe(self):
+        """The engine binary; a clear error when it is not installed."""
+        if self._exe is None:
+            found = which(self.name)
+            if not found:
+                raise EngineError(f"{self.name} is not installed (not found on PATH)", INSTALL_HINT[self.name])
+            self._exe = found
+        return self._exe
+
+    @property
+    def is_podman(self):
+        return self.name == "podman"
+
+    @property
+    def rootless(self):
+        """Rootless engines map the user's uid into the container themselves.
+
+        Podman run by a non-root user is rootless (unless it talks to a remote
+        service); Docker is rootless when its socket is the user's own.
+        Decided without an engine call, since `ab-up` needs it on its hot path.
+        """
+        if self._rootless is None:
+            if self.is_podman:
+                self._rootless = os.geteuid() != 0 and not os.environ.get("CONTAINER_HOST")
+            else:
+                host = os.environ.get("DOCKER_HOST", "")
+                self._rootless = "/run/user/" in host or "rootless" in host
+        return self._rootless
+
+    # -- plumbing -------------------------------------------------------
+
+    def argv(self, *args):
+        return [self.exe, *args]
+
+    def call(self, *args, input=None, check=True, timeout=None, what=None):
+        """Run an engine subcommand; returns stdout, or raises a clear error."""
+        status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)
+        if status != 0 and check:
+            raise self.error(err, what or args[0])
+        return out if check else (status, out, err)
+
+    def error(self, stderr, what):
+        """Turn engine stderr into one actionable line."""
+        text = " ".join(stderr.strip().split())
+        low = text.lower()
+        if "no such container" in low or "no container with name or id" in low:
+            return NoSuchContainer(f"{what}: no such container")
+        if "cannot connect to the docker daemon" in low or "cannot connect to podman" in low:
+            fix = ("start it: sudo systemctl start docker" if self.name == "docker"
+                   else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")
+            return EngineError(f"the {self.name} engine is not running", fix)
+        if any(s in low for s in ("image not known", "unable to find image", "manifest unknown",
+                                  "no such image", "repository does not exist", "initializing source")):
+            return EngineError(f"{what}: image not found ({text[:160]})",
+                               "build it with 'ab-image build' or set another image")
+        last = text[-300:] if text else "no error text"
+        return EngineError(f"{self.name} {what} failed: {last}")
+
+    # -- containers -----------------------------------------------------
+
+    def inspect(self, name):
+        """The container's inspect dict, or None if there is no such container."""
+        status, out, err = self.call("container", "inspect", name, check=False)
+        if status != 0:
+            e = self.error(err, "inspect")
+            if isinstance(e, NoSuchContainer):
+                return None
+            raise e
+        data = json.loads(out or "[]")
+        return data[0] if data else None
+
+    def run_detached(self, run_args):
+        return self.call("run", "-d", *run_args, what="run").strip()
+
+    def start(self, name):
+        self.call("start", name)
+
+    def stop(self, name, timeout=5):
+        self.call("stop", "-t", str(timeout), name)
+
+    def remove(self, name):
+        status, _, err = self.call("rm", "-f", name, check=False)
+        if status != 0 and not isinstance(self.error(err, "rm"), NoSuchContainer):
+            raise self.error(err, "rm")
+
+    def exec_argv(self, name, cmd, workdir=None, env_names=(), tty=False, interactive=True, user=None):
+        """argv for `exec`: env values come from the caller's environment, never argv."""
+        args = ["exec"]
+        if interactive:
+            args.append("-i")
+        if tty:
+            args.append("-t")
+        if workdir:
+            args += ["-w", workdir]
+        if user:
+            args += ["-u", user]
+        for n in env_names:
+            args += ["-e", n]
+        return self.argv(*args, name, *cmd)
+
+    def list(self, labels):
+        """Containers carrying all of `labels` ({key: value}), as dicts."""
+        filters = []
+        for k, v in labels.items():
+            filters += ["--filter", f"label={k}={v}"]
+        if self.is_podman:
+            return json.loads(self.call("ps", "-a", *filters, "--format", "json") or "[]")
+        out = self.call("ps", "-a", "--no-trunc", *filters, "--format", "{{json .}}")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    # -- volumes and images ------------------------------------------------
+
+    def volume_exists(self, name):
+        if self.is_podman:
+            return self.call("volume", "exists", name, check=False)[0] == 0
+        return self.call("volume", "inspect", name, check=False)[0] == 0
+
+    def volume_create(self, name, labels):
+        args = ["volume", "create"]
+        for k, v in labels.items():
+            args += ["--label", f"{k}={v}"]
+        self.call(*args, name)
+
+    def volume_remove(self, name):
+        self.call("volume", "rm", "-f", name, check=False)
+
+    def image_exists(self, image):
+        if self.is_podman:
+            return self.call("image", "exists", image, check=False)[0] == 0
+        return self.call("image", "inspect", image, check=False)[0] == 0
+
+    def images(self, reference=None):
+        args = ["images", "--format", "json" if self.is_podman else "{{json .}}"]
+        if reference:
+            args += ["--filter", f"reference={reference}"]
+        out = self.call(*args)
+        if self.is_podman:
+            return json.loads(out or "[]")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def info(self):
+        return json.loads(self.call("info", "--format", "json"))

@@ -1,0 +1,150 @@
+"""`ab-exec`'s core: one `exec` call on the hot path, with pass-through I/O.
+
+stdin and stdout are handed to the engine untouched (byte for byte). stderr
+is relayed, only so that the engine's own "no such container" / "not
+running" error can be recognised and answered by starting the sandbox and
+trying once more, instead of being shown. The engine does not forward
+signals to an exec'd process, so we do: every process the command started
+carries a marker in its environment, and a signal to us is re-sent to them.
+"""
+
+import os
+import signal
+import sys
+
+HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
+FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
+MARKER = "AGENTSH_EXEC_ID"
+_NOT_FOUND = b"executable file not found"
+_ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper")
+# Sent into the sandbox on a signal: re-send it to every process carrying the marker.
+_KILL_SCRIPT = (
+    'for d in /proc/[0-9]*; do '
+    'if tr "\\000" "\\n" < "$d/environ" 2>/dev/null | grep -qxF "$2"; then kill -s "$1" "${d#/proc/}" 2>/dev/null; fi; '
+    'done'
+)
+
+
+def host_env_names(environ):
+    """The host variables every exec inherits: TERM, LANG, LC_*, COLORTERM, TZ."""
+    return [n for n in environ if n in HOST_ENV or n.startswith("LC_")]
+
+
+def parse_env_args(items, environ):
+    """-e NAME or -e NAME=VALUE -> (names, values to set in the engine's env)."""
+    from .config import ENV_NAME
+    from .errors import UsageError
+
+    names, values = [], {}
+    for item in items:
+        name, eq, value = item.partition("=")
+        if not ENV_NAME.match(name):
+            raise UsageError(f"-e {item!r}: {name!r} is not a valid variable name")
+        if eq:
+            values[name] = value
+        elif name not in environ:
+            continue  # like `podman exec -e NAME`: unset stays unset
+        names.append(name)
+    return names, values
+
+
+def _is_engine_gone(data):
+    head = data[:400].lower()
+    return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
+
+
+def run(engine, name, cmd, workdir, env_names, env_values, tty, recover):
+    """Run cmd in sandbox `name`; returns its exit status.
+
+    `recover()` is called when the sandbox is missing or stopped; it starts
+    it, and the command is tried once more.
+    """
+    import subprocess
+
+    marker = f"{os.getpid()}-{os.urandom(6).hex()}"
+    env = dict(os.environ, **env_values)
+    env[MARKER] = marker
+    names = list(dict.fromkeys([*env_names, MARKER]))
+    argv = engine.exec_argv(name, cmd, workdir=workdir, env_names=names, tty=tty)
+
+    # Without a terminal, the engine gets its own process group so a Ctrl-C
+    # or kill reaches only us, and we pass it on; the command's exit status
+    # then still comes back through the engine.
+    own_group = not tty and not os.isatty(0)
+    for attempt in (1, 2):
+        proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE,
+                                process_group=0 if own_group else None)
+        previous = _forward_signals(engine, name, marker, proc)
+        try:
+            held = _relay_stderr(proc.stderr.fileno(), cmd[0])
+            status = proc.wait()
+        finally:
+            _restore(previous)
+            proc.stderr.close()
+        if held is not None:
+            if attempt == 1 and status in (125, 255):
+                recover()
+                continue
+            os.write(2, held)
+        break
+    return 128 - status if status < 0 else status
+
+
+def _relay_stderr(fd, cmd0):
+    """Copy fd to our stderr until EOF; returns an engine 'gone' error held back."""
+    first = True
+    held = None
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return held
+        if first and _is_engine_gone(chunk):
+            held = chunk
+        elif first and chunk.startswith(b"Error: ") and _NOT_FOUND in chunk:
+            _write_all(2, b"ab-exec: " + cmd0.encode(errors="surrogateescape") + b": command not found in the sandbox\n")
+        else:
+            if held is not None:
+                _write_all(2, held)
+                held = None
+            _write_all(2, chunk)
+        first = False
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BrokenPipeError:
+            return
+
+
+def _forward_signals(engine, name, marker, proc):
+    def forward(signum, _frame):
+        import subprocess
+
+        sig = signal.Signals(signum).name.removeprefix("SIG")
+        subprocess.Popen(engine.argv("exec", name, "sh", "-c", _KILL_SCRIPT, "sh", sig, f"{MARKER}={marker}"),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    previous = {}
+    for signame in FORWARDED_SIGNALS:
+        signum = getattr(signal, signame)
+        previous[signum] = signal.signal(signum, forward)
+    return previous
+
+
+def _restore(previous):
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def shell_command(shell):
+    """The command for an interactive shell: the configured one, else bash, else sh."""
+    if shell:
+        return [shell, "-l"] if "/" not in shell and " " not in shell else ["sh", "-c", f"exec {shell}"]
+    return ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
+
+
+def stdio_is_terminal():
+    return sys.stdin.isatty() and sys.stdout.isatty()

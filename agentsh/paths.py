@@ -1,0 +1,56 @@
+"""Where agentsh keeps its files.
+
+The directories are platformdirs' user dirs for "agentsh", so XDG_STATE_HOME,
+XDG_CONFIG_HOME and XDG_DATA_HOME relocate them (tests isolate that way).
+On Linux the same rule is computed here without importing platformdirs,
+because these paths sit on every command's hot path; tests check both agree.
+Nothing is created on import.
+"""
+
+import os
+import sys
+
+APP = "agentsh"
+
+
+def _xdg(var, fallback):
+    value = os.environ.get(var, "").strip()
+    if not value:
+        value = os.path.expanduser(fallback)
+    return os.path.join(value, APP)
+
+
+def _platformdirs(kind):
+    import platformdirs
+
+    return getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False)
+
+
+def state_dir():
+    """Lock, trust records, sandbox records."""
+    if sys.platform.startswith("linux"):
+        return _xdg("XDG_STATE_HOME", "~/.local/state")
+    return _platformdirs("state")
+
+
+def config_dir():
+    """The user's config.toml (and, later, the credential key)."""
+    if sys.platform.startswith("linux"):
+        return _xdg("XDG_CONFIG_HOME", "~/.config")
+    return _platformdirs("config")
+
+
+def data_dir():
+    """Bulky things the user may want back: worktrees, credential records."""
+    if sys.platform.startswith("linux"):
+        return _xdg("XDG_DATA_HOME", "~/.local/share")
+    return _platformdirs("data")
+
+
+def user_config_file():
+    return os.path.join(config_dir(), "config.toml")
+
+
+def home_dir():
+    """The real path of the user's home, which is never a project."""
+    return os.path.realpath(os.path.expanduser("~"))

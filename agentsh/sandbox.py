@@ -1,0 +1,233 @@
+"""Turning a project and its config into a container, and keeping them in step.
+
+`spec()` is pure: config + project + engine facts -> the `run` arguments and a
+hash of them. `up()` is idempotent: a running sandbox whose spec label matches
+is reused after one inspect; a changed spec is recreated; creation happens
+under a per-sandbox lock so concurrent `ab-up`s make exactly one container.
+"""
+
+import json
+import os
+import time
+
+from .digest import sha256_hex
+from .errors import AgentshError, ConfigError
+
+LABEL_MANAGED = "io.agentsh.managed"
+LABEL_PROJECT = "io.agentsh.project"
+LABEL_SPEC = "io.agentsh.spec"
+SANDBOX_HOME = "/home/agent"
+CA_PATH = "/run/agentsh/ca-bundle.crt"
+CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO",
+          "CURL_CA_BUNDLE")
+HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                   "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem")
+# Capabilities kept after --cap-drop=all. They only ever matter to uid 0 in
+# the sandbox (a non-root user holds none, and no-new-privileges stops setuid
+# binaries from granting any): enough for a root shell to own, chmod and
+# chown files and for package managers to drop to their own users.
+MIN_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
+KEEPALIVE = ("sleep", "infinity")
+RUNNING = "running"
+
+
+class Spec:
+    """What `run` needs: the argument list (minus the spec label) and its hash."""
+
+    def __init__(self, name, project_root, image, run_args):
+        self.name = name
+        self.project_root = project_root
+        self.image = image
+        self.hash = sha256_hex(json.dumps(run_args))[:16]
+        self.run_args = run_args
+
+    def full_run_args(self):
+        """run arguments with the spec label, ready for `run -d`."""
+        *flags, image = self.run_args[: -len(KEEPALIVE)]
+        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *KEEPALIVE]
+
+
+def host_ca_bundle():
+    for path in HOST_CA_BUNDLES:
+        if os.path.isfile(path):
+            return os.path.realpath(path)
+    return None
+
+
+def ca_bundle_source(setting):
+    """Host file to mount as the sandbox's CA bundle, or None ("image")."""
+    if setting == "image":
+        return None
+    if setting in ("auto", "host"):
+        found = host_ca_bundle()
+        if found is None and setting == "host":
+            raise ConfigError("ca_bundle = \"host\" but no CA bundle was found on this host",
+                              "set ca_bundle to the bundle's path, or to \"image\"")
+        return found
+    path = os.path.realpath(os.path.expanduser(setting))
+    if not os.path.isfile(path):
+        raise ConfigError(f"ca_bundle {setting!r} is not a file", "give a PEM bundle path, \"host\" or \"image\"")
+    return path
+
+
+def _mount_source(path):
+    if ":" in path:
+        raise AgentshError(f"{path} contains ':', which container engines cannot mount",
+                           "rename or move the directory")
+    return path
+
+
+def spec(project, cfg, engine):
+    """The container spec for a project under a config (pure, no engine call)."""
+    root = _mount_source(project.root)
+    args = [
+        "--name", project.sandbox,
+        "--hostname", project.slug,
+        "--label", f"{LABEL_MANAGED}=true",
+        "--label", f"{LABEL_PROJECT}={root}",
+        "--init",
+        "--cap-drop=all",
+        *(f"--cap-add={c}" for c in sorted(set(MIN_CAPS) | {c.removeprefix("CAP_") for c in cfg["cap_add"]})),
+        "--security-opt=no-new-privileges",
+        f"--pids-limit={cfg['pids']}",
+    ]
+    if cfg["memory"]:
+        args.append(f"--memory={cfg['memory']}")
+    if cfg["cpus"]:
+        args.append(f"--cpus={cfg['cpus']}")
+    if engine.is_podman:
+        args.append("--pull=never")
+        args.append("--userns=keep-id" if engine.rootless else f"--user={os.getuid()}:{os.getgid()}")
+    elif not engine.rootless:
+        args.append(f"--user={os.getuid()}:{os.getgid()}")
+    if cfg["network"]["mode"] == "none":
+        args.append("--network=none")
+    args += ["-v", f"{root}:{root}"]
+    git_dir = project.git_dir()
+    if git_dir:
+        # The agent may edit the repo, but not what git runs on the host.
+        args += ["-v", f"{git_dir}/hooks:{git_dir}/hooks:ro", "-v", f"{git_dir}/config:{git_dir}/config:ro"]
+    args += ["-v", f"{project.home_volume}:{SANDBOX_HOME}"]
+    for m in cfg["mounts"]:
+        host, _, rest = m.partition(":")
+        host = os.path.realpath(os.path.expanduser(host))
+        if not os.path.exists(host):
+            raise ConfigError(f"mounts: {host} does not exist", "create it or remove the entry from 'mounts'")
+        args += ["-v", f"{_mount_source(host)}:{rest}"]
+    env = {"HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
+    bundle = ca_bundle_source(cfg["ca_bundle"])
+    if bundle:
+        args += ["-v", f"{_mount_source(bundle)}:{CA_PATH}:ro"]
+        env.update(dict.fromkeys(CA_ENV, CA_PATH))
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}"]
+    args += ["-w", root, cfg["image"], *KEEPALIVE]
+    return Spec(project.sandbox, root, cfg["image"], args)
+
+
+def prepare_host(project):
+    """Host-side paths the mounts need (an empty hooks dir git would make anyway)."""
+    git_dir = project.git_dir()
+    if git_dir:
+        os.makedirs(os.path.join(git_dir, "hooks"), exist_ok=True)
+        config = os.path.join(git_dir, "config")
+        if not os.path.exists(config):
+            open(config, "ab").close()
+
+
+def describe(info, project, image=None):
+    """The ab-up / ab-ls record for an inspect dict."""
+    state = info.get("State", {})
+    return {
+        "name": project.sandbox,
+        "id": info.get("Id", ""),
+        "project": project.root,
+        "image": image or info.get("ImageName") or info.get("Config", {}).get("Image", ""),
+        "state": state.get("Status", "unknown") if isinstance(state, dict) else str(state),
+    }
+
+
+def up(project, cfg, engine, store, recreate=False, notify=None):
+    """Make the project's sandbox run with the current spec; returns its record."""
+    notify = notify or (lambda msg: None)
+    want = spec(project, cfg, engine)
+    info = engine.inspect(want.name)
+    if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
+        return describe(info, project, want.image)
+    with store.lock("sandbox-" + want.name):
+        if info is not None:  # another process may have acted while we waited
+            info = engine.inspect(want.name)
+        if info is not None and (recreate or not _matches(info, want)):
+            require_image(engine, want.image)  # never remove a sandbox we cannot replace
+            notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
+            engine.remove(want.name)
+            info = None
+        if info is None:
+            prepare_host(project)
+            cid = engine.run_detached(want.full_run_args())
+            store.write(f"sandboxes/{want.name}.json", {
+                "name": want.name, "project": project.root, "image": want.image,
+                "spec": want.hash, "created": int(time.time()),
+            })
+            return {"name": want.name, "id": cid, "project": project.root, "image": want.image,
+                    "state": RUNNING}
+        status = info["State"]["Status"]
+        if status == "paused":
+            engine.call("unpause", want.name)
+        elif status != RUNNING:
+            engine.start(want.name)
+        return {**describe(info, project, want.image), "state": RUNNING}
+
+
+def require_image(engine, image):
+    if not engine.image_exists(image):
+        raise AgentshError(f"image {image} is not there",
+                           "build it with 'ab-image build', or pick another with --image or config 'image'")
+
+
+def _matches(info, want):
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    return labels.get(LABEL_SPEC) == want.hash
+
+
+def down(engine, names, remove=False, volumes=(), store=None):
+    """Stop (and remove) sandboxes; returns the names acted on."""
+    done = []
+    for name in names:
+        if remove:
+            engine.remove(name)
+            if store is not None:
+                store.remove(f"sandboxes/{name}.json")
+        else:
+            try:
+                engine.stop(name)
+            except AgentshError as e:
+                if "no such container" not in e.message:
+                    raise
+                continue
+        done.append(name)
+    for volume in volumes:
+        engine.volume_remove(volume)
+    return done
+
+
+def listing(engine):
+    """Every agentsh sandbox the engine knows: name, project, state, image, created."""
+    rows = []
+    for c in engine.list({LABEL_MANAGED: "true"}):
+        labels = c.get("Labels") or {}
+        if isinstance(labels, str):  # docker: "k=v,k=v"
+            labels = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
+        names = c.get("Names") or []
+        created = c.get("Created") or c.get("CreatedAt")
+        if isinstance(created, (int, float)):
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        rows.append({
+            "name": names[0] if isinstance(names, list) and names else str(names),
+            "id": c.get("Id") or c.get("ID", ""),
+            "project": labels.get(LABEL_PROJECT, ""),
+            "state": c.get("State", ""),
+            "image": c.get("Image", ""),
+            "created": created or "",
+        })
+    return sorted(rows, key=lambda r: r["name"])

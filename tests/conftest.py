@@ -1,0 +1,159 @@
+"""Shared fixtures: isolated agentsh dirs, a real engine, a tiny image, helpers.
+
+Every test gets its own XDG state/config/data dirs. Integration tests share
+one tiny busybox image (built once per run, in well under a second) and clean
+up the sandboxes of their own projects. When AGENTSH_REQUIRE_ENGINE=1 (CI), a
+missing engine fails the run instead of skipping it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TINY_IMAGE = "localhost/agentsh-test-tiny:latest"
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "/integration/" in str(item.fspath) or "/reliability/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    """Relocate agentsh's state, config and data dirs into the test's tmp dir."""
+    dirs = {}
+    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        d = tmp_path / "xdg" / var.lower()
+        d.mkdir(parents=True)
+        monkeypatch.setenv(var, str(d))
+        dirs[var] = d
+    for var in ("AGENTSH_ENGINE", "AGENTSH_HOOK", "AGENTSH_SANDBOX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    return dirs
+
+
+@pytest.fixture
+def user_config(isolated_dirs):
+    """Write the user's config.toml; returns its path."""
+    path = isolated_dirs["XDG_CONFIG_HOME"] / "agentsh" / "config.toml"
+
+    def write(text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def git_init(path):
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q", str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A fresh git repository (the usual kind of project)."""
+    return git_init(tmp_path / "repo")
+
+
+def ab(*args, input=None, cwd=None, check=False, env=None, timeout=120):
+    """Run an ab-* command as a user would; returns the CompletedProcess (bytes)."""
+    proc = subprocess.run(list(args), input=input, cwd=cwd, env=env, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}: {proc.stderr.decode()}")
+    return proc
+
+
+def podman(*args, check=True, input=None):
+    proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"podman {args} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def inspect(name):
+    return json.loads(podman("container", "inspect", name).stdout)[0]
+
+
+def engine_problem():
+    """Why no real engine can be used here, or None."""
+    if shutil.which("podman") is None:
+        return "podman is not installed"
+    proc = subprocess.run(["podman", "info", "--format", "{{.Host.OCIRuntime.Name}}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"podman does not work: {proc.stderr.strip()[-200:]}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def engine_ready():
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("AGENTSH_REQUIRE_ENGINE") == "1":
+            pytest.fail(f"integration tests need a container engine: {problem}")
+        pytest.skip(problem)
+
+
+def make_tiny_rootfs(directory):
+    """A busybox root filesystem: every applet, /tmp, /home, an /etc/passwd."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    root = Path(directory)
+    for d in ("bin", "tmp", "home", "etc", "root", "proc", "sys", "dev", "run"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "tmp").chmod(0o1777)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    applets = subprocess.run([str(root / "bin" / "busybox"), "--list"], capture_output=True, text=True, check=True)
+    for applet in applets.stdout.split():
+        if applet != "busybox":
+            link = root / "bin" / applet
+            if not link.exists():
+                link.symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc" / "group").write_text("root:x:0:\n")
+    return root
+
+
+def import_tiny_image(run=subprocess.run, prefix=()):
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        make_tiny_rootfs(d)
+        tar = subprocess.run(["tar", "-C", d, "-c", "."], capture_output=True, check=True).stdout
+    proc = run([*prefix, "podman", "import", "-q", "-", TINY_IMAGE], input=tar, capture_output=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"cannot import the tiny image: {proc.stderr.decode()[-400:]}")
+
+
+@pytest.fixture(scope="session")
+def tiny_image(engine_ready):
+    """The small image most integration tests run (busybox)."""
+    import_tiny_image()
+    return TINY_IMAGE
+
+
+@pytest.fixture
+def sandbox_env(tiny_image, user_config, tmp_path):
+    """User config selecting the tiny image; removes this test's sandboxes after."""
+    user_config(f'image = "{tiny_image}"\n')
+    yield
+    remove_sandboxes_under(str(tmp_path))
+
+
+def remove_sandboxes_under(prefix, run_podman=podman):
+    proc = run_podman("ps", "-a", "--filter", "label=io.agentsh.managed=true", "--format", "json", check=False)
+    for c in json.loads(proc.stdout or "[]"):
+        project = (c.get("Labels") or {}).get("io.agentsh.project", "")
+        if project.startswith(prefix):
+            name = c["Names"][0]
+            run_podman("rm", "-f", "-t", "0", name, check=False)
+            run_podman("volume", "rm", "-f", f"{name}-home", check=False)

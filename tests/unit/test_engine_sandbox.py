@@ -1,0 +1,167 @@
+import os
+
+import pytest
+
+from agentsh import config, project, sandbox
+from agentsh.engine import Engine, NoSuchContainer
+from agentsh.errors import AgentshError, EngineError
+from agentsh.state import Store
+from tests.conftest import git_init
+from tests.unit.fake_engine import fake_engine
+
+
+@pytest.fixture
+def proj(tmp_path):
+    return project.find(str(git_init(tmp_path / "repo")))
+
+
+def flags_of(args):
+    return set(args)
+
+
+def test_security_defaults_rootful(proj):
+    engine, _ = fake_engine(rootless=False)
+    args = sandbox.spec(proj, config.load(), engine).full_run_args()
+    for flag in ("--init", "--cap-drop=all", "--security-opt=no-new-privileges", "--pids-limit=4096",
+                 f"--user={os.getuid()}:{os.getgid()}", "--pull=never"):
+        assert flag in args
+    assert "--userns=keep-id" not in args
+    caps = {a.split("=", 1)[1] for a in args if a.startswith("--cap-add=")}
+    assert caps == set(sandbox.MIN_CAPS)
+
+
+def test_keep_id_when_rootless(proj):
+    engine, _ = fake_engine(rootless=True)
+    args = sandbox.spec(proj, config.load(), engine).run_args
+    assert "--userns=keep-id" in args and not any(a.startswith("--user=") for a in args)
+
+
+def test_mounts_project_same_path_git_read_only_and_no_host_home(proj):
+    engine, _ = fake_engine()
+    args = sandbox.spec(proj, config.load(), engine).run_args
+    volumes = [args[i + 1] for i, a in enumerate(args) if a == "-v"]
+    root = proj.root
+    assert f"{root}:{root}" in volumes
+    assert f"{root}/.git/hooks:{root}/.git/hooks:ro" in volumes
+    assert f"{root}/.git/config:{root}/.git/config:ro" in volumes
+    assert f"{proj.home_volume}:/home/agent" in volumes
+    home = os.path.expanduser("~")
+    sources = [v.split(":")[0] for v in volumes]
+    assert home not in sources
+    assert not any("podman.sock" in v or "docker.sock" in v for v in volumes)
+    assert not any(v.endswith(":Z") or v.endswith(":z") for v in volumes)  # no relabel of user files
+
+
+def test_labels_and_name(proj):
+    engine, _ = fake_engine()
+    s = sandbox.spec(proj, config.load(), engine)
+    args = s.full_run_args()
+    labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
+    assert labels == ["io.agentsh.managed=true", f"io.agentsh.project={proj.root}", f"io.agentsh.spec={s.hash}"]
+    assert args[args.index("--name") + 1] == proj.sandbox
+    assert args[-2:] == ["sleep", "infinity"]
+
+
+def test_spec_hash_follows_the_config(proj, user_config):
+    engine, _ = fake_engine()
+    first = sandbox.spec(proj, config.load(), engine).hash
+    assert sandbox.spec(proj, config.load(), engine).hash == first
+    user_config('image = "other"\n')
+    assert sandbox.spec(proj, config.load(), engine).hash != first
+
+
+def test_ca_bundle_mount_and_variables(proj, tmp_path, user_config):
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    user_config(f'ca_bundle = "{bundle}"\n')
+    engine, _ = fake_engine()
+    args = sandbox.spec(proj, config.load(), engine).run_args
+    assert f"{bundle}:{sandbox.CA_PATH}:ro" in args
+    for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO"):
+        assert f"{var}={sandbox.CA_PATH}" in args
+    user_config('ca_bundle = "image"\n')
+    assert not any(sandbox.CA_PATH in a for a in sandbox.spec(proj, config.load(), engine).run_args)
+    user_config(f'ca_bundle = "{tmp_path}/missing.pem"\n')
+    with pytest.raises(AgentshError, match="is not a file"):
+        sandbox.spec(proj, config.load(), engine)
+
+
+def test_limits_network_and_mounts(proj, tmp_path, user_config):
+    (tmp_path / "cache").mkdir()
+    user_config(f'memory = "2g"\ncpus = 1.5\npids = 99\nmounts = ["{tmp_path}/cache:/cache:ro"]\n'
+                '[network]\nmode = "none"\n')
+    engine, _ = fake_engine()
+    args = sandbox.spec(proj, config.load(), engine).run_args
+    for flag in ("--memory=2g", "--cpus=1.5", "--pids-limit=99", "--network=none", f"{tmp_path}/cache:/cache:ro"):
+        assert flag in args
+    user_config(f'mounts = ["{tmp_path}/nope:/x"]\n')
+    with pytest.raises(AgentshError, match="does not exist"):
+        sandbox.spec(proj, config.load(), engine)
+
+
+def test_up_on_running_unchanged_sandbox_is_one_inspect(proj):
+    engine, runner = fake_engine()
+    sandbox.up(proj, config.load(), engine, Store())
+    runner.calls.clear()
+    record = sandbox.up(proj, config.load(), engine, Store())
+    assert runner.commands() == ["container inspect"]
+    assert record["state"] == "running" and record["name"] == proj.sandbox
+
+
+def test_up_creates_then_starts_then_recreates(proj, user_config):
+    engine, runner = fake_engine()
+    store = Store()
+    sandbox.up(proj, config.load(), engine, store)
+    assert "run" in runner.commands()
+    assert store.read(f"sandboxes/{proj.sandbox}.json")["project"] == proj.root
+    runner.containers[proj.sandbox]["State"]["Status"] = "exited"
+    runner.calls.clear()
+    sandbox.up(proj, config.load(), engine, store)
+    assert runner.commands() == ["container inspect", "container inspect", "start"]
+    user_config('pids = 7\n')
+    runner.images.add(config.DEFAULT_IMAGE)
+    notes = []
+    runner.calls.clear()
+    sandbox.up(proj, config.load(), engine, store, notify=notes.append)
+    assert notes == [f"spec changed; recreating sandbox {proj.sandbox}"]
+    assert runner.commands()[-2:] == ["rm", "run"]
+
+
+def test_changed_spec_with_missing_image_keeps_the_old_sandbox(proj, user_config):
+    engine, runner = fake_engine()
+    sandbox.up(proj, config.load(), engine, Store())
+    user_config('image = "localhost/nothing:here"\n')
+    with pytest.raises(AgentshError, match="image localhost/nothing:here is not there"):
+        sandbox.up(proj, config.load(), engine, Store())
+    assert proj.sandbox in runner.containers
+
+
+@pytest.mark.parametrize("stderr, kind, words", [
+    ('Error: no container with name or ID "x" found: no such container', NoSuchContainer, "no such container"),
+    ("Error: localhost/agentsh:latest: image not known", EngineError, "ab-image build"),
+    ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", EngineError, "not running"),
+    ("Error: something odd\nhappened", EngineError, "podman run failed: Error: something odd happened"),
+])
+def test_engine_errors_are_one_actionable_line(stderr, kind, words):
+    e = Engine("podman", exe="podman").error(stderr, "run")
+    assert isinstance(e, kind) and words in str(e) and "\n" not in str(e)
+
+
+def test_missing_engine_binary(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(EngineError, match="podman is not installed.*apt-get install podman"):
+        Engine("podman").exe
+
+
+def test_rootless_detection(monkeypatch):
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
+    assert Engine("podman").rootless == (os.geteuid() != 0)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    assert Engine("docker").rootless is True
+    monkeypatch.setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert Engine("docker").rootless is False
+
+
+def test_exec_argv_passes_env_by_name_only():
+    argv = Engine("podman", exe="podman").exec_argv("sb", ["env"], workdir="/p", env_names=["TOKEN"], tty=False)
+    assert argv == ["podman", "exec", "-i", "-w", "/p", "-e", "TOKEN", "sb", "env"]
