@@ -154,8 +154,9 @@ def up(project, cfg, engine, store, recreate=False, notify=None):
     info = engine.inspect(want.name)
     if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
         return describe(info, project, want.image)
-    with store.lock("sandbox-" + want.name):
-        if info is not None:  # another process may have acted while we waited
+    lock = store.lock("sandbox-" + want.name)
+    with _acquired(lock) as waited:
+        if waited or info is not None:  # what we saw may be stale: look again
             info = engine.inspect(want.name)
         if info is not None and (recreate or not _matches(info, want)):
             require_image(engine, want.image)  # never remove a sandbox we cannot replace
@@ -164,19 +165,49 @@ def up(project, cfg, engine, store, recreate=False, notify=None):
             info = None
         if info is None:
             prepare_host(project)
-            cid = engine.run_detached(want.full_run_args())
-            store.write(f"sandboxes/{want.name}.json", {
-                "name": want.name, "project": project.root, "image": want.image,
-                "spec": want.hash, "created": int(time.time()),
-            })
-            return {"name": want.name, "id": cid, "project": project.root, "image": want.image,
-                    "state": RUNNING}
+            try:
+                cid = engine.run_detached(want.full_run_args())
+            except AgentshError as e:
+                if "already in use" not in e.message:
+                    raise
+                # Made between our inspect and our lock by a process that
+                # held no lock: theirs is as good as ours if the spec agrees.
+                info = engine.inspect(want.name)
+                if info is None or not _matches(info, want):
+                    raise
+            else:
+                store.write(f"sandboxes/{want.name}.json", {
+                    "name": want.name, "project": project.root, "image": want.image,
+                    "spec": want.hash, "created": int(time.time()),
+                })
+                return {"name": want.name, "id": cid, "project": project.root, "image": want.image,
+                        "state": RUNNING}
         status = info["State"]["Status"]
         if status == "paused":
             engine.call("unpause", want.name)
         elif status != RUNNING:
             engine.start(want.name)
         return {**describe(info, project, want.image), "state": RUNNING}
+
+
+class _acquired:
+    """Hold a FileLock; `as` gives whether we had to wait for another holder."""
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def __enter__(self):
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire(timeout=0)
+            return False
+        except Timeout:
+            self.lock.acquire()
+            return True
+
+    def __exit__(self, *exc):
+        self.lock.release()
 
 
 def require_image(engine, image):
