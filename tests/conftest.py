@@ -157,3 +157,69 @@ def remove_sandboxes_under(prefix, run_podman=podman):
             name = c["Names"][0]
             run_podman("rm", "-f", "-t", "0", name, check=False)
             run_podman("volume", "rm", "-f", f"{name}-home", check=False)
+
+
+ROOTLESS_USER = "agentsh-test"
+
+
+class RootlessUser:
+    """Runs commands as an unprivileged user with its own rootless Podman."""
+
+    def __init__(self, name):
+        import pwd
+
+        pw = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir)
+        self.runtime_dir = Path(f"/tmp/agentsh-test-runtime-{self.uid}")
+        self.runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chown(self.runtime_dir, self.uid, self.gid)
+        self.work = self.home / "work"
+        self.env = {
+            "HOME": str(self.home), "USER": name, "LOGNAME": name,
+            "PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin",
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "XDG_STATE_HOME": str(self.home / "xdg/state"),
+            "XDG_CONFIG_HOME": str(self.home / "xdg/config"),
+            "XDG_DATA_HOME": str(self.home / "xdg/data"),
+            "LANG": "C.UTF-8",
+        }
+        conf = os.environ.get("CONTAINERS_CONF")
+        if conf:
+            copy = self.home / "containers.conf"
+            shutil.copyfile(conf, copy)
+            os.chown(copy, self.uid, self.gid)
+            self.env["CONTAINERS_CONF"] = str(copy)
+
+    def run(self, *args, cwd=None, input=None, check=False):
+        argv = ["runuser", "-u", self.name, "--", "env", "-i",
+                *(f"{k}={v}" for k, v in self.env.items()), *args]
+        proc = subprocess.run(argv, cwd=cwd or self.home, input=input, capture_output=True, timeout=300)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} as {self.name} exited {proc.returncode}: {proc.stderr.decode()}")
+        return proc
+
+    def mkdir(self, relative):
+        path = self.home / relative
+        self.run("mkdir", "-p", str(path), check=True)
+        return path
+
+
+@pytest.fixture(scope="session")
+def rootless_user(engine_ready):
+    """An ordinary user (created if missing) with the tiny image in its storage."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to a test user; as a non-root user the whole suite is rootless")
+    if subprocess.run(["id", ROOTLESS_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", ROOTLESS_USER], check=True)
+    if os.path.exists("/dev/net/tun"):
+        os.chmod("/dev/net/tun", 0o666)  # rootless networking (slirp4netns) on these hosts
+    user = RootlessUser(ROOTLESS_USER)
+    probe = user.run("ab", "--version")
+    if probe.returncode != 0:
+        pytest.fail(f"{ROOTLESS_USER} cannot run {BIN}/ab (is the venv's Python readable by others?): "
+                    f"{probe.stderr.decode()[-300:]}")
+    import_tiny_image(run=lambda argv, **kw: user.run(*argv, input=kw.get("input")))
+    config = user.home / "xdg/config/agentsh/config.toml"
+    user.run("mkdir", "-p", str(config.parent), check=True)
+    user.run("sh", "-c", f"printf 'image = \"{TINY_IMAGE}\"\\n' > {config}", check=True)
+    return user
