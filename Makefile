@@ -1,0 +1,17 @@
+# make test   : install what the tests need (Podman via apt, venv) and run them all
+# make unit   : the fast tests only (no engine)
+# make bench  : the benchmarks (see docs/performance.md)
+.PHONY: test unit bench setup
+
+PYTEST_ARGS ?=
+
+test:
+	@conf=$$(bash scripts/test-setup) && \
+	  CONTAINERS_CONF=$$conf AGENTSH_REQUIRE_ENGINE=$${AGENTSH_REQUIRE_ENGINE:-$${CI:+1}} \
+	  .venv/bin/python -m pytest -q $(PYTEST_ARGS)
+
+unit:
+	@bash scripts/test-setup >/dev/null && .venv/bin/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+bench:
+	@conf=$$(bash scripts/test-setup) && CONTAINERS_CONF=$$conf .venv/bin/python bench/run.py
