@@ -47,6 +47,12 @@ def subprocess_runner(argv, input=None, capture=True, timeout=None):
     return proc.returncode, out, err
 
 
+# Failures of the engine's defaults on some hosts (cgroups v1 "hybrid" with
+# crun; hosts refusing rootful Podman's default rlimits), fixed by a
+# containers.conf the user selects, never by flags we hard-code.
+HOST_QUIRKS = ("cgroups in hybrid mode", "error setting rlimit", "setrlimit")
+
+
 class NoSuchContainer(EngineError):
     pass
 
@@ -118,6 +124,10 @@ class Engine:
                                   "no such image", "repository does not exist", "initializing source")):
             return EngineError(f"{what}: image not found ({text[:160]})",
                                "build it with 'ab-image build' or set another image")
+        if any(s in low for s in HOST_QUIRKS):
+            conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "containers-compat.conf")
+            return EngineError(f"{self.name} cannot start containers with its defaults on this host ({text[-160:]})",
+                               f"use runc and lower ulimits: export CONTAINERS_CONF={conf}")
         last = text[-300:] if text else "no error text"
         return EngineError(f"{self.name} {what} failed: {last}")
 

@@ -141,6 +141,10 @@ def test_changed_spec_with_missing_image_keeps_the_old_sandbox(proj, user_config
     ("Error: localhost/agentsh:latest: image not known", EngineError, "ab-image build"),
     ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", EngineError, "not running"),
     ("Error: something odd\nhappened", EngineError, "podman run failed: Error: something odd happened"),
+    ("Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all controllers from cgroupv2",
+     EngineError, "export CONTAINERS_CONF="),
+    ("error setting rlimits for ready process: error setting rlimit type 7: operation not permitted",
+     EngineError, "use runc and lower ulimits"),
 ])
 def test_engine_errors_are_one_actionable_line(stderr, kind, words):
     e = Engine("podman", exe="podman").error(stderr, "run")
