@@ -1,0 +1,30 @@
+"""ab-doctor: what works, what does not, and how to fix it."""
+
+from .common import parser, print_json, run
+
+EXAMPLES = ["ab-doctor", "ab-doctor --json | jq '.[] | select(.status != \"ok\")'"]
+MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+
+
+def body(argv):
+    p = parser("ab-doctor", "Check the engine, the runtime, the image, the CA bundle and the state dir; "
+               "each problem comes with its fix. Exit 1 if any check fails.", EXAMPLES)
+    p.add_argument("--json", action="store_true", help="a JSON list of {name, status, detail, fix}")
+    p.add_argument("--no-run", action="store_true", help="skip starting a throwaway container")
+    args = p.parse_args(argv)
+
+    from .. import doctor
+
+    checks = doctor.run_checks(run_container=not args.no_run)
+    if args.json:
+        print_json(checks)
+    else:
+        for c in checks:
+            print(f"{MARKS[c['status']]}  {c['name']:<10} {c['detail']}")
+            if c["fix"] and c["status"] != "ok":
+                print(f"      {'':<10} fix: {c['fix']}")
+    return 1 if any(c["status"] == "fail" for c in checks) else 0
+
+
+def main():
+    run("ab-doctor", body)
