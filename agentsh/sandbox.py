@@ -104,6 +104,13 @@ def spec(project, cfg, engine):
         args.append("--network=none")
     args += ["-v", f"{root}:{root}"]
     git_dir = project.git_dir()
+    if git_dir is None:
+        # A linked worktree: git needs the main repo's git dir at its real
+        # path (objects, refs, its own dir under worktrees/), and nothing
+        # else of the main checkout.
+        git_dir = project.linked_common_dir()
+        if git_dir:
+            args += ["-v", f"{_mount_source(git_dir)}:{git_dir}"]
     if git_dir:
         # The agent may edit the repo, but not what git runs on the host.
         args += ["-v", f"{git_dir}/hooks:{git_dir}/hooks:ro", "-v", f"{git_dir}/config:{git_dir}/config:ro"]
@@ -127,7 +134,7 @@ def spec(project, cfg, engine):
 
 def prepare_host(project):
     """Host-side paths the mounts need (an empty hooks dir git would make anyway)."""
-    git_dir = project.git_dir()
+    git_dir = project.git_dir() or project.linked_common_dir()
     if git_dir:
         os.makedirs(os.path.join(git_dir, "hooks"), exist_ok=True)
         config = os.path.join(git_dir, "config")
@@ -163,31 +170,40 @@ def up(project, cfg, engine, store, recreate=False, notify=None):
             notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
             engine.remove(want.name)
             info = None
-        if info is None:
-            prepare_host(project)
+        if info is not None and info["State"]["Status"] not in (RUNNING, "paused"):
             try:
-                cid = engine.run_detached(want.full_run_args())
+                engine.start(want.name)
             except AgentshError as e:
-                if "already in use" not in e.message:
-                    raise
-                # Made between our inspect and our lock by a process that
-                # held no lock: theirs is as good as ours if the spec agrees.
-                info = engine.inspect(want.name)
-                if info is None or not _matches(info, want):
-                    raise
-            else:
-                store.write(f"sandboxes/{want.name}.json", {
-                    "name": want.name, "project": project.root, "image": want.image,
-                    "spec": want.hash, "created": int(time.time()),
-                })
-                return {"name": want.name, "id": cid, "project": project.root, "image": want.image,
-                        "state": RUNNING}
-        status = info["State"]["Status"]
-        if status == "paused":
+                # A container that cannot start (made under other engine
+                # settings, or half-made) is ours to replace; its home stays.
+                notify(f"sandbox {want.name} does not start ({e.message}); recreating it")
+                engine.remove(want.name)
+                info = None
+        elif info is not None and info["State"]["Status"] == "paused":
             engine.call("unpause", want.name)
-        elif status != RUNNING:
-            engine.start(want.name)
-        return {**describe(info, project, want.image), "state": RUNNING}
+        if info is not None:
+            return {**describe(info, project, want.image), "state": RUNNING}
+        return _create(engine, store, project, want)
+
+
+def _create(engine, store, project, want):
+    prepare_host(project)
+    try:
+        cid = engine.run_detached(want.full_run_args())
+    except AgentshError as e:
+        if "already in use" not in e.message:
+            raise
+        # Made between our inspect and our lock by a process that held no
+        # lock: theirs is as good as ours if the spec agrees.
+        info = engine.inspect(want.name)
+        if info is None or not _matches(info, want):
+            raise
+        return describe(info, project, want.image)
+    store.write(f"sandboxes/{want.name}.json", {
+        "name": want.name, "project": project.root, "image": want.image,
+        "spec": want.hash, "created": int(time.time()),
+    })
+    return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING}
 
 
 class _acquired:

@@ -209,3 +209,15 @@ def test_tty_only_with_a_terminal(repo):
     assert ab("ab-exec", "-t", "--", "sh", "-c", "[ -t 1 ] && echo tty", cwd=repo, check=True).stdout.strip() == b"tty"
     assert ab("ab-exec", "-T", "--", "sh", "-c", "[ -t 1 ] && echo tty || echo notty",
               cwd=repo, check=True).stdout == b"notty\n"
+
+
+def test_a_sandbox_that_cannot_start_is_replaced(repo, tiny_image):
+    name = up_json(repo)["name"]
+    labels = inspect(name)["Config"]["Labels"]
+    podman("rm", "-f", "-t", "0", name)
+    podman("create", "--name", name, *(f"--label={k}={v}" for k, v in labels.items()), tiny_image,
+           "/no/such/keepalive")
+    proc = ab("ab-up", str(repo))
+    assert proc.returncode == 0, proc.stderr
+    assert b"does not start" in proc.stderr and b"recreating it" in proc.stderr
+    assert inspect(name)["State"]["Status"] == "running"
