@@ -215,3 +215,112 @@ class Engine:
 
     def info(self):
         return json.loads(self.call("info", "--format", "json"))
+
+    # -- image building (ab-image) ------------------------------------------
+
+    def build_argv(self, context, tag, file=None, build_args=None, secrets=None, labels=None,
+                   no_cache=False):
+        """argv for `build`. The base must already be local: nothing is pulled.
+
+        secrets ({id: host file}) reach only the RUN steps that mount them
+        (`RUN --mount=type=secret,id=ID`); they are not kept in the image and
+        do not change its layer cache.
+        """
+        args = ["build", "-t", tag]
+        if file:
+            args += ["-f", file]
+        for k, v in (build_args or {}).items():
+            args += ["--build-arg", f"{k}={v}"]
+        for k, v in (secrets or {}).items():
+            args += ["--secret", f"id={k},src={v}"]
+        for k, v in (labels or {}).items():
+            args += ["--label", f"{k}={v}"]
+        if self.is_podman:
+            args.append("--pull=never")
+        if no_cache:
+            args.append("--no-cache")
+        return self.argv(*args, context)
+
+    def build(self, context, tag, on_line=None, timeout=None, **kw):
+        """Build an image, streaming its output lines to on_line.
+
+        On failure: an EngineError whose `tail` holds the last output lines.
+        """
+        status, tail = self.stream(self.build_argv(context, tag, **kw), on_line, timeout=timeout)
+        if status != 0:
+            step = next((l for l in reversed(tail) if l.startswith(("STEP ", "Step ", "#"))), "")
+            where = f" at {step.split(':', 1)[0]}" if step.startswith(("STEP ", "Step ")) else ""
+            reason = next((l.strip() for l in reversed(tail) if l.strip()), f"exit status {status}")
+            error = EngineError(f"{self.name} build failed{where}: {reason.removeprefix('Error: ')[-300:]}")
+            error.tail = tail
+            raise error
+
+    def pull(self, image, on_line=None, timeout=None):
+        """Pull an image; an EngineError naming the engine's reason when it cannot."""
+        status, tail = self.stream(self.argv("pull", image), on_line, timeout=timeout)
+        if status != 0:
+            reason = next((l.strip() for l in reversed(tail) if l.strip()), f"exit status {status}")
+            raise EngineError(f"cannot pull {image}: {reason.removeprefix('Error: ')[-300:]}")
+
+    def import_image(self, tarball, ref, changes=()):
+        """Make an image from a root filesystem tarball; returns its id."""
+        args = ["import"]
+        for change in changes:
+            args += ["--change", change]
+        out = self.call(*args, tarball, ref, what="import")
+        return out.strip().splitlines()[-1].removeprefix("sha256:") if out.strip() else ""
+
+    def image_inspect(self, image):
+        """The image's inspect dict, or None when there is no such image."""
+        status, out, _ = self.call("image", "inspect", image, check=False)
+        if status != 0:
+            return None
+        data = json.loads(out or "[]")
+        return data[0] if data else None
+
+    def stream(self, argv, on_line=None, timeout=None, keep=60):
+        """Run argv, passing each output line (stdout and stderr merged) to on_line.
+
+        Returns (status, the last `keep` lines). A runner other than the
+        subprocess one (a test's) is called once and its output replayed.
+        """
+        from collections import deque
+
+        tail = deque(maxlen=keep)
+
+        def emit(line):
+            tail.append(line)
+            if on_line:
+                on_line(line)
+
+        if self.runner is not subprocess_runner:
+            status, out, err = self.runner(argv, timeout=timeout)
+            for line in (out + err).splitlines():
+                emit(line)
+            return status, list(tail)
+        import subprocess
+        import threading
+
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+        except FileNotFoundError:
+            raise EngineError(f"{argv[0]}: not found") from None
+        timer = None
+        if timeout:
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+        try:
+            with proc.stdout:
+                for raw in proc.stdout:
+                    # progress bars redraw with \r: keep the last state of the line
+                    emit(raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1])
+            status = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        return status, list(tail)

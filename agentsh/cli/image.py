@@ -1,0 +1,186 @@
+"""ab-image: build the default sandbox image, list agentsh images."""
+
+import sys
+
+from .common import notice, parser, print_json, run
+
+EXAMPLES = [
+    "ab-image build                   # localhost/agentsh:latest on debian:bookworm-slim",
+    "ab-image build --bootstrap       # make the Debian base here with debootstrap (root)",
+    "ab-image build --no-agents --tag localhost/agentsh:slim",
+    "ab-image build --refresh         # new base, new packages, newest agent CLIs",
+    "ab-image ls",
+    "ab-image ls --json | jq -r '.[].name'",
+]
+BUILD_EXAMPLES = EXAMPLES[:4] + [
+    "ab-image build --mirror http://ftp.de.debian.org/debian --bootstrap",
+    "ab-image build -q --json | jq -r .id",
+]
+LS_EXAMPLES = EXAMPLES[4:]
+COLUMNS = ("name", "id", "created", "size")
+TAIL_LINES = 15
+
+
+class Progress:
+    """Where build output goes: stderr only, so stdout holds just the result.
+
+    quiet: nothing; verbose: every line; tty: the steps, plus one line that
+    keeps changing with the latest output; plain: the steps.
+    """
+
+    def __init__(self, mode, stream=None):
+        import time
+
+        self.mode = mode
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.status_shown = False
+
+    @classmethod
+    def choose(cls, quiet=False, verbose=False, stream=None):
+        stream = stream or sys.stderr
+        if quiet:
+            return cls("quiet", stream)
+        if verbose:
+            return cls("verbose", stream)
+        return cls("tty" if stream.isatty() else "plain", stream)
+
+    def line(self, text):
+        from ..image import is_step_line
+
+        if self.mode == "verbose":
+            self._write(text + "\n")
+        elif self.mode == "plain":
+            if is_step_line(text):
+                self._write(_shorten(text, 200) + "\n")
+        elif self.mode == "tty":
+            width = _width()
+            if is_step_line(text):
+                self.clear()
+                self._write(_shorten(text, width - 1) + "\n")
+            elif text.strip():
+                import time
+
+                elapsed = int(time.monotonic() - self.started)
+                status = f"  [{elapsed // 60}:{elapsed % 60:02d}] {text.strip()}"
+                self._write("\r\033[K" + _shorten(status, width - 1))
+                self.status_shown = True
+
+    def notice(self, message):
+        if self.mode != "quiet":
+            self.clear()
+            notice(message)
+
+    def clear(self):
+        if self.status_shown:
+            self._write("\r\033[K")
+            self.status_shown = False
+
+    def _write(self, text):
+        self.stream.write(text)
+        self.stream.flush()
+
+
+def _width():
+    import shutil
+
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _shorten(text, width):
+    return text if len(text) <= width else text[: max(1, width - 3)] + "..."
+
+
+def body(argv):
+    p = parser("ab-image", "Build the default sandbox image (localhost/agentsh:latest) or list agentsh images.",
+               EXAMPLES)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    b = sub.add_parser(
+        "build", help="build the default image",
+        description="Build the default sandbox image from agentsh's Containerfile: Debian bookworm with "
+        "git, ripgrep, jq, python3, Node 22 and the agent CLIs (claude, codex, gemini, opencode). "
+        "The base is docker.io/library/debian:bookworm-slim; when it cannot be pulled, a Debian base is "
+        "made here with debootstrap (as with --bootstrap). The host's CA bundle (config 'ca_bundle') is "
+        "trusted during the build. Progress goes to stderr; stdout gets only the image name (or JSON).",
+        epilog="examples:\n" + "\n".join(f"  {line}" for line in BUILD_EXAMPLES),
+        formatter_class=p.formatter_class)
+    b.add_argument("--tag", default=None, metavar="IMG", help="image name (default: localhost/agentsh:latest)")
+    base = b.add_mutually_exclusive_group()
+    base.add_argument("--base", metavar="IMG", help="base image: a Debian bookworm (default: "
+                      "docker.io/library/debian:bookworm-slim, pulled if missing)")
+    base.add_argument("--bootstrap", action="store_true", help="make the base here with debootstrap "
+                      "(needs root and debootstrap) as localhost/agentsh-base:bookworm, reused later")
+    b.add_argument("--mirror", metavar="URL", help="Debian mirror for debootstrap and apt "
+                   "(default: http://deb.debian.org/debian)")
+    b.add_argument("--no-agents", dest="agents", action="store_false",
+                   help="leave out the agent CLIs (claude, codex, gemini, opencode)")
+    b.add_argument("--refresh", action="store_true", help="pull or bootstrap the base again and rebuild "
+                   "every layer (newer packages and agent CLIs)")
+    b.add_argument("--json", action="store_true", help="print a JSON object (image, id, size, base, ...) "
+                   "instead of the name")
+    out = b.add_mutually_exclusive_group()
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors")
+    out.add_argument("-v", "--verbose", action="store_true", help="every line of the engine's output")
+    ls = sub.add_parser("ls", help="list agentsh images", description="List agentsh images "
+                        "(localhost/agentsh*): name, id, created, size.",
+                        epilog="examples:\n" + "\n".join(f"  {line}" for line in LS_EXAMPLES),
+                        formatter_class=p.formatter_class)
+    ls.add_argument("--json", action="store_true", help="a JSON list of objects (size in bytes)")
+    args = p.parse_args(argv)
+    if args.command is None:
+        p.print_help(sys.stderr)
+        return 2
+    if args.command == "ls":
+        return do_ls(args)
+    return do_build(args)
+
+
+def do_build(args):
+    from .. import config, image
+    from ..engine import Engine
+    from ..state import Store
+
+    cfg = config.load()
+    progress = Progress.choose(quiet=args.quiet, verbose=args.verbose)
+    builder = image.Builder(Engine(cfg["engine"]), cfg, store=Store(), notify=progress.notice,
+                            on_line=progress.line)
+    tag = args.tag or config.DEFAULT_IMAGE
+    try:
+        record = builder.build(tag=tag, base=args.base, bootstrap=args.bootstrap, mirror=args.mirror,
+                               refresh=args.refresh, agents=args.agents)
+    except BaseException as e:
+        progress.clear()
+        tail = getattr(e, "tail", None)
+        if tail and progress.mode != "verbose":
+            sys.stderr.write("".join(f"  | {line}\n" for line in tail[-TAIL_LINES:]))
+        raise
+    progress.clear()
+    minutes, seconds = divmod(int(record["seconds"]), 60)
+    progress.notice(f"built {record['image']} ({image.human_size(record['size'])}) in {minutes}m{seconds:02d}s")
+    if cfg["image"] != record["image"]:
+        progress.notice(f"config 'image' is {cfg['image']}: sandboxes run that, not {record['image']}")
+    if args.json:
+        print_json(record)
+    else:
+        print(record["image"])
+    return 0
+
+
+def do_ls(args):
+    from .. import config, image
+    from ..engine import Engine
+
+    rows = image.listing(Engine(config.load()["engine"]))
+    if args.json:
+        print_json(rows)
+        return 0
+    shown = [{**r, "size": image.human_size(r["size"])} for r in rows]
+    widths = [max([len(c)] + [len(str(r[c])) for r in shown]) for c in COLUMNS]
+    print("  ".join(c.upper().ljust(w) for c, w in zip(COLUMNS, widths)).rstrip())
+    for r in shown:
+        print("  ".join(str(r[c]).ljust(w) for c, w in zip(COLUMNS, widths)).rstrip())
+    return 0
+
+
+def main():
+    run("ab-image", body)
