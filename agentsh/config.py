@@ -14,6 +14,7 @@ from .errors import ConfigError
 
 DEFAULT_IMAGE = "localhost/agentsh:latest"
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
 CAPABILITY = re.compile(r"(CAP_)?[A-Z_]+\Z")
 SIZE = re.compile(r"[0-9]+[bkmgBKMG]?\Z")
 
@@ -90,9 +91,10 @@ SCHEMA = {
     "shell": (_str(), None),
     "network": {"mode": (_str(("full", "none")), "full")},
     "hook": {"on_enter": (_str(("shell", "up", "none")), "shell")},
+    "credentials": (_names(CREDENTIAL_NAME, "credential name"), []),
 }
 # Keys whose values add up across layers instead of replacing each other.
-ADDITIVE = {"env", "cap_add", "mounts"}
+ADDITIVE = {"env", "cap_add", "mounts", "credentials"}
 
 
 def defaults(schema=SCHEMA):

@@ -324,3 +324,26 @@ class Engine:
             if timer:
                 timer.cancel()
         return status, list(tail)
+
+
+    # -- credentials (agentsh.inject) ------------------------------------------
+
+    def exec_bytes(self, name, cmd, input=b"", timeout=None):
+        """Run cmd in a container with raw bytes on stdin and stdout.
+
+        Secrets travel this way (never on argv); the answer stays bytes so a
+        token file comes back exactly. Returns (status, stdout bytes, stderr text).
+        """
+        argv = self.argv("exec", "-i", name, *cmd)
+        if self.runner is not subprocess_runner:
+            status, out, err = self.runner(argv, input=input, timeout=timeout)
+            return status, out if isinstance(out, bytes) else out.encode(), err
+        import subprocess
+
+        try:
+            proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        except FileNotFoundError:
+            raise EngineError(f"{argv[0]}: not found") from None
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"{self.name} exec in {name} did not finish within {timeout} s") from None
+        return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")

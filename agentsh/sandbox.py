@@ -126,6 +126,11 @@ def spec(project, cfg, engine):
     if bundle:
         args += ["-v", f"{_mount_source(bundle)}:{CA_PATH}:ro"]
         env.update(dict.fromkeys(CA_ENV, CA_PATH))
+    from .inject import sandbox_additions
+
+    secrets_args, secrets_env = sandbox_additions(project, engine)  # secrets tmpfs, SSH agent socket
+    args += secrets_args
+    env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
     args += ["-w", root, cfg["image"], *KEEPALIVE]

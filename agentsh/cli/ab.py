@@ -11,6 +11,7 @@ COMMANDS = {
     "image": "build and list sandbox images",
     "allow": "trust the project's .agentsh.toml",
     "deny": "block the project's .agentsh.toml",
+    "creds": "store credentials and grant them to projects",
     "doctor": "check the engine, image, CA bundle and state; say how to fix",
 }
 

@@ -50,7 +50,18 @@ def body(argv):
         notice(f"sandbox {proj.sandbox} is not running; starting it")
         sandbox.up(proj, cfg, engine, store, notify=notice)
 
-    return execute.run(engine, proj.sandbox, cmd, workdir, names + extra, values, tty, recover)
+    from .. import inject
+
+    # Granted credentials: env ones ride on this exec, files take one call before it.
+    delivery = inject.deliver(proj, cfg, engine, store, notice, recover)
+    if delivery is not None:
+        granted = {k: v for k, v in delivery.env_values.items() if k not in extra}  # an explicit -e wins
+        extra += list(granted)
+        values = {**granted, **values}
+    status = execute.run(engine, proj.sandbox, cmd, workdir, names + extra, values, tty, recover)
+    if delivery is not None:
+        inject.write_back(engine, proj.sandbox, delivery, store, notice)
+    return status
 
 
 def main():

@@ -1,0 +1,284 @@
+"""ab-creds: the encrypted credential cache, and which projects receive what."""
+
+import os
+import sys
+
+from .common import notice, parser, print_json, run
+
+EXAMPLES = [
+    "ab-creds set GITHUB_TOKEN                      # prompts without echo (or reads stdin)",
+    "printf %s \"$KEY\" | ab-creds set OPENAI_API_KEY",
+    "ab-creds set CLAUDE_CREDENTIALS --file ~/.claude/.credentials.json --writeback \\",
+    "    --from-file ~/.claude/.credentials.json",
+    "ab-creds set DB_PASSWORD --project ~/src/app --ttl 12h --from-env DB_PASSWORD",
+    "ab-creds set VAULT_TOKEN --from-command 'vault print token'   # run at each injection",
+    "ab-creds grant GITHUB_TOKEN ~/src/app          # ab-exec there now receives $GITHUB_TOKEN",
+    "ab-creds import claude && ab-creds grant CLAUDE_CREDENTIALS",
+    "ab-creds ls --json",
+    "ab-creds get GITHUB_TOKEN | gh auth login --with-token",
+    "ab-creds ssh-agent ~/src/app                   # forward the SSH agent socket (never the keys)",
+]
+COLUMNS = ("name", "scope", "target", "source", "updated", "expires")
+
+
+def _project(directory):
+    from .. import project
+
+    return project.find(directory)
+
+
+def _scope_project(args):
+    return _project(args.project) if args.project else None
+
+
+def _target_text(clear):
+    return f"env ${clear['target']}" if clear["type"] == "env" else f"file {clear['target']}"
+
+
+def _read_value(args, to_env):
+    """The value for `set`: --from-*, else stdin (a no-echo prompt on a terminal)."""
+    from .. import creds
+    from ..errors import UsageError
+
+    if args.from_command:
+        return args.from_command.encode()
+    if args.from_env:
+        if args.from_env not in os.environ:
+            raise UsageError(f"--from-env {args.from_env}: not set on this host")
+        value = os.environb.get(os.fsencode(args.from_env), b"")
+    elif args.from_file:
+        try:
+            with open(os.path.expanduser(args.from_file), "rb") as f:
+                value = f.read(creds.MAX_VALUE + 1)
+        except OSError as e:
+            raise UsageError(f"--from-file {args.from_file}: {e.strerror}") from None
+    elif sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"value for {args.name} (not echoed): ").encode()
+    else:
+        value = sys.stdin.buffer.read(creds.MAX_VALUE + 1)
+    if to_env:
+        value = value.rstrip(b"\r\n")
+    if not value.strip():
+        raise UsageError(f"empty value for {args.name}", "give the value on stdin, or with --from-env/--from-file")
+    return value
+
+
+def cmd_set(args):
+    from .. import creds
+    from ..state import Store
+
+    creds.check_name(args.name)
+    project = _scope_project(args)
+    if args.file:
+        type_, target = creds.FILE, creds.sandbox_path(args.file)
+    else:
+        type_, target = creds.ENV, args.env or args.name
+    source = creds.COMMAND if args.from_command else creds.VALUE
+    ttl = creds.parse_duration(args.ttl) if args.ttl else None
+    clear = creds.meta(type_, target, source=source, writeback=args.writeback, project=project, ttl=ttl)
+    key = creds.load_key(create=True)  # before reading a value: a wrong passphrase fails first
+    value = _read_value(args, to_env=type_ == creds.ENV)
+    record = creds.put(Store(), args.name, creds.scope_of(project), clear, value, key=key)
+    record.update(_name=args.name, _scope=record["scope"])
+    if args.json:
+        print_json(creds.describe(record))
+        return 0
+    who = f"project {project.root}" if project else "projects you grant it to ('ab-creds grant')"
+    print(f"stored {args.name}: {_target_text(clear)} in the sandboxes of {who}")
+    return 0
+
+
+def cmd_get(args):
+    from .. import creds
+    from ..errors import UsageError
+
+    creds.check_name(args.name)
+    if sys.stdout.isatty() and not args.reveal:
+        raise UsageError("refusing to print a secret to a terminal", "pipe it, or add --reveal")
+    project = _scope_project(args)
+    scope = creds.scope_of(project)
+    record = creds.read_record(args.name, scope)
+    if record is None:
+        raise creds.unknown(args.name, scope)
+    value = creds.reveal(record)
+    if record["meta"]["type"] == creds.ENV:
+        value += b"\n"
+    sys.stdout.buffer.write(value)
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_ls(args):
+    from .. import creds
+    from ..state import Store
+
+    rows = creds.listing(Store())
+    if args.json:
+        print_json(rows)
+        return 0
+    from .ls import print_table
+
+    shown = [{**r, "target": f"{r['type']}:{r['target']}" if r["type"] != "damaged" else "DAMAGED",
+              "scope": r["scope"] if not r["project"] else f"{r['scope']} ({r['project']})",
+              "updated": r["updated"] or "-",
+              "expires": ("expired " if r["expired"] else "") + (r["expires"] or "-")} for r in rows]
+    print_table(shown, COLUMNS)
+    return 0
+
+
+def cmd_rm(args):
+    from .. import creds
+    from ..state import Store
+
+    creds.check_name(args.name)
+    project = _scope_project(args)
+    creds.remove(Store(), args.name, creds.scope_of(project))
+    print(f"removed {args.name}")
+    return 0
+
+
+def cmd_grant(args, revoke=False):
+    from .. import creds
+    from ..state import Store
+
+    project = _project(args.dir)
+    store = Store()
+    if revoke:
+        creds.revoke(store, project, args.name)
+        print(f"revoked {args.name} from {project.root}")
+        return 0
+    creds.grant(store, project, args.name)
+    record = creds.find(args.name, project)
+    print(f"granted {args.name} to {project.root}: {_target_text(record['meta'])} on its next ab-exec")
+    return 0
+
+
+def cmd_import(args):
+    from .. import creds, importers
+    from ..state import Store
+
+    project = _scope_project(args)
+    found = importers.find(args.source)
+    key = creds.load_key(create=True)
+    store = Store()
+    rows = []
+    for item in found:
+        clear = creds.meta(item.type, item.target, source=item.source, fmt=item.format,
+                           writeback=item.writeback, project=project)
+        record = creds.put(store, item.name, creds.scope_of(project), clear, item.value, key=key)
+        record.update(_name=item.name, _scope=record["scope"])
+        rows.append({**creds.describe(record), "origin": item.origin})
+    if args.json:
+        print_json(rows)
+        return 0
+    for item in found:
+        print(f"imported {item.name} from {item.origin}: {_target_text({'type': item.type, 'target': item.target})}"
+              + (" (written back when the tool refreshes it)" if item.writeback else ""))
+    if not project:
+        names = " ".join(item.name for item in found)
+        notice(f"grant to a project with: ab-creds grant NAME [DIR]  (imported: {names})")
+    return 0
+
+
+def cmd_ssh_agent(args):
+    from .. import creds
+    from ..errors import AgentshError
+    from ..inject import SSH_AGENT_SOCKET, ssh_agent_socket
+    from ..state import Store
+
+    project = _project(args.dir)
+    if args.revoke:
+        creds.set_ssh_agent(Store(), project, None)
+        print(f"SSH agent forwarding revoked for {project.root}; the next ab-up recreates its sandbox")
+        return 0
+    socket = os.environ.get("SSH_AUTH_SOCK")
+    if not ssh_agent_socket({"socket": socket}):
+        raise AgentshError("no SSH agent socket here ($SSH_AUTH_SOCK is unset or not a socket)",
+                           "start one (eval $(ssh-agent); ssh-add), then run this again")
+    creds.set_ssh_agent(Store(), project, socket)
+    print(f"SSH agent forwarded to {project.root} at {SSH_AGENT_SOCKET} (keys stay on the host); "
+          "the next ab-up recreates its sandbox")
+    return 0
+
+
+def cmd_init(args):
+    from .. import creds
+
+    creds.create_key(with_passphrase=args.passphrase)
+    print(f"credential cache key created in {creds.paths.config_dir()} "
+          f"({'passphrase' if args.passphrase else 'random key file, mode 0600'})")
+    return 0
+
+
+def body(argv):
+    p = parser("ab-creds", "Encrypted credentials for sandboxes: values sealed with AES-256-GCM under a key "
+               "only you can read; a project receives the ones you grant it (env variables on each ab-exec, "
+               "files on a tmpfs inside), never anything else.", EXAMPLES)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("set", help="store a credential (value from stdin, a prompt, or --from-*)")
+    s.add_argument("name", metavar="NAME")
+    where = s.add_mutually_exclusive_group()
+    where.add_argument("--env", metavar="VAR", help="the variable it becomes inside (default: NAME)")
+    where.add_argument("--file", metavar="PATH_IN_SANDBOX",
+                       help="the file it becomes inside (mode 0600, on a tmpfs; ~/ is the sandbox home)")
+    s.add_argument("--writeback", action="store_true",
+                   help="with --file: store the file again when a command changed it (refreshed OAuth tokens)")
+    s.add_argument("--project", metavar="DIR", help="for this project only (default: projects that grant it)")
+    s.add_argument("--ttl", metavar="DURATION", help="expire after DURATION (3600, 30m, 12h, 7d, 2w)")
+    src = s.add_mutually_exclusive_group()
+    src.add_argument("--from-env", metavar="HOSTVAR", help="take the value from a host variable now")
+    src.add_argument("--from-file", metavar="HOSTFILE", help="take the value from a host file now")
+    src.add_argument("--from-command", metavar="CMD",
+                     help="run CMD on the host at each injection (timeout 30 s), like credential_process")
+    s.add_argument("--json", action="store_true", help="print the stored record's listing as JSON")
+    s.set_defaults(func=cmd_set)
+
+    g = sub.add_parser("get", help="print a value (not to a terminal unless --reveal)")
+    g.add_argument("name", metavar="NAME")
+    g.add_argument("--project", metavar="DIR", help="the credential stored for this project")
+    g.add_argument("--reveal", action="store_true", help="print even to a terminal")
+    g.set_defaults(func=cmd_get)
+
+    ls = sub.add_parser("ls", help="list names, scope, target, updated, expiry (never values)")
+    ls.add_argument("--json", action="store_true", help="a JSON list of objects")
+    ls.set_defaults(func=cmd_ls)
+
+    r = sub.add_parser("rm", help="remove a credential")
+    r.add_argument("name", metavar="NAME")
+    r.add_argument("--project", metavar="DIR", help="the credential stored for this project")
+    r.set_defaults(func=cmd_rm)
+
+    for name, revoke, text in (("grant", False, "let the project holding DIR receive NAME"),
+                               ("revoke", True, "stop the project holding DIR receiving NAME")):
+        gr = sub.add_parser(name, help=text)
+        gr.add_argument("name", metavar="NAME")
+        gr.add_argument("dir", nargs="?", metavar="DIR", help="a directory inside the project (default: .)")
+        gr.set_defaults(func=lambda a, revoke=revoke: cmd_grant(a, revoke))
+
+    from ..importers import SOURCES
+
+    i = sub.add_parser("import", help="import a host credential: " + ", ".join(SOURCES))
+    i.add_argument("source", metavar="SOURCE", choices=SOURCES, help=", ".join(SOURCES))
+    i.add_argument("--project", metavar="DIR", help="for this project only (default: projects that grant it)")
+    i.add_argument("--json", action="store_true", help="a JSON list of what was imported")
+    i.set_defaults(func=cmd_import)
+
+    a = sub.add_parser("ssh-agent", help="forward the host SSH agent socket (never keys) to a project")
+    a.add_argument("dir", nargs="?", metavar="DIR", help="a directory inside the project (default: .)")
+    a.add_argument("--revoke", action="store_true", help="stop forwarding")
+    a.set_defaults(func=cmd_ssh_agent)
+
+    n = sub.add_parser("init", help="create the cache key now (--passphrase: derive it from a passphrase)")
+    n.add_argument("--passphrase", action="store_true",
+                   help="scrypt key from AGENTSH_PASSPHRASE or a prompt, asked on every use")
+    n.set_defaults(func=cmd_init)
+
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+def main():
+    run("ab-creds", body)

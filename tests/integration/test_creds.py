@@ -1,0 +1,133 @@
+"""Credentials reaching real sandboxes: env and file, never in inspect or on disk, written back."""
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from agentsh import paths
+from tests.conftest import ab, git_init, podman
+
+ENV_SECRET = b"env-secret-9f1c2a"
+FILE_SECRET = b'{"refreshToken": "file-secret-77d0e4"}'
+
+
+def creds(*args, input=b""):
+    return ab("ab-creds", *args, input=input, check=True)
+
+
+def files_under(*roots):
+    for root in roots:
+        for d, _, names in os.walk(root):
+            for n in names:
+                path = Path(d) / n
+                if path.is_file() and not path.is_symlink():
+                    yield path
+
+
+def assert_absent_from_disk(secrets, *roots):
+    for path in files_under(*roots):
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret not in data, f"{secret!r} in plain text in {path}"
+
+
+def volume_dir(name):
+    return podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout.strip()
+
+
+@pytest.mark.usefixtures("sandbox_env")
+def test_env_and_file_credentials_arrive_and_stay_off_inspect_and_disk(repo):
+    creds("set", "API_KEY", input=ENV_SECRET + b"\n")
+    creds("set", "TOKEN", "--file", "/home/agent/.claude/.credentials.json", "--writeback", input=FILE_SECRET)
+    creds("grant", "API_KEY", str(repo))
+    creds("grant", "TOKEN", str(repo))
+    script = ('printf "%s\\n" "$API_KEY"; cat ~/.claude/.credentials.json; echo; '
+              'stat -c "%a %u %g" /run/agentsh/secrets/TOKEN; readlink ~/.claude/.credentials.json; '
+              'grep " /run/agentsh/secrets " /proc/mounts')
+    proc = ab("ab-exec", "--", "sh", "-c", script, cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    env_value, file_value, mode_owner, link, mount = proc.stdout.decode().splitlines()
+    assert env_value.encode() == ENV_SECRET and file_value.encode() == FILE_SECRET
+    assert mode_owner == f"600 {os.getuid()} {os.getgid()}"
+    assert link == "/run/agentsh/secrets/TOKEN" and mount.split()[2] == "tmpfs"
+    name = ab("ab-up", str(repo), check=True).stdout.decode().strip()
+    inspected = podman("container", "inspect", name).stdout
+    assert ENV_SECRET.decode() not in inspected and "file-secret-77d0e4" not in inspected
+    # Nothing in plain text: the cache, the state, the config, the home volume.
+    data_dir, state_dir, config_dir = paths.data_dir(), paths.state_dir(), paths.config_dir()
+    assert list(files_under(os.path.join(data_dir, "creds")))
+    assert_absent_from_disk([ENV_SECRET, b"file-secret-77d0e4"], data_dir, state_dir, config_dir,
+                            volume_dir(f"{name}-home"))
+    # A sandbox restart empties the tmpfs; the next ab-exec puts the file back.
+    podman("restart", "-t", "0", name)
+    assert ab("ab-exec", "--", "cat", "/home/agent/.claude/.credentials.json", cwd=repo,
+              check=True).stdout == FILE_SECRET
+
+
+@pytest.mark.usefixtures("sandbox_env")
+def test_refreshed_token_file_is_written_back_and_reaches_other_sandboxes(repo, tmp_path):
+    other = git_init(tmp_path / "other")
+    creds("set", "TOKEN", "--file", "~/.tool/token.json", "--writeback", input=b"v1")
+    creds("grant", "TOKEN", str(repo))
+    creds("grant", "TOKEN", str(other))
+    assert ab("ab-exec", "--", "cat", "/home/agent/.tool/token.json", cwd=other, check=True).stdout == b"v1"
+    ab("ab-exec", "--", "sh", "-c", "printf v2-refreshed > ~/.tool/token.json", cwd=repo, check=True)
+    assert creds("get", "TOKEN").stdout == b"v2-refreshed"
+    # `other` still holds v1 from its last run; its next ab-exec gets v2, and an
+    # unchanged v1 read back afterwards does not undo the refresh.
+    assert ab("ab-exec", "--", "cat", "/home/agent/.tool/token.json", cwd=other, check=True).stdout == b"v2-refreshed"
+    assert creds("get", "TOKEN").stdout == b"v2-refreshed"
+    # A tool that refreshes by write-to-temp-and-rename replaces the symlink: still written back,
+    # and the file moves back to the tmpfs so it does not stay in the home volume.
+    ab("ab-exec", "--", "sh", "-c", "printf v3-renamed > ~/.tool/t && mv ~/.tool/t ~/.tool/token.json",
+       cwd=other, check=True)
+    assert creds("get", "TOKEN").stdout == b"v3-renamed"
+    name = ab("ab-up", str(other), check=True).stdout.decode().strip()
+    assert ab("ab-exec", "--", "readlink", "/home/agent/.tool/token.json", cwd=other,
+              check=True).stdout == b"/run/agentsh/secrets/TOKEN\n"
+    assert_absent_from_disk([b"v3-renamed"], volume_dir(f"{name}-home"), paths.data_dir())
+
+
+@pytest.mark.usefixtures("sandbox_env")
+def test_ssh_agent_socket_is_forwarded_not_keys(repo, tmp_path, monkeypatch):
+    sock_path = str(tmp_path / "agent.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(sock_path)
+    server.listen(1)
+    try:
+        monkeypatch.setenv("SSH_AUTH_SOCK", sock_path)
+        creds("ssh-agent", str(repo))
+        proc = ab("ab-exec", "--", "sh", "-c", 'test -S "$SSH_AUTH_SOCK" && echo "$SSH_AUTH_SOCK"', cwd=repo)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == b"/run/agentsh/ssh-agent.sock\n"
+        name = ab("ab-up", str(repo), check=True).stdout.decode().strip()
+        mounts = {m["Source"] for m in podman_inspect_mounts(name)}
+        assert sock_path in mounts and not any(s.endswith("/.ssh") for s in mounts)
+    finally:
+        server.close()
+
+
+def podman_inspect_mounts(name):
+    import json
+
+    return json.loads(podman("container", "inspect", name).stdout)[0]["Mounts"]
+
+
+@pytest.mark.rootless
+def test_rootless_file_credential_is_owned_by_the_user(rootless_user):
+    user = rootless_user
+    project_dir = user.mkdir("work/credproj")
+    try:
+        user.run("ab-creds", "set", "RL_TOKEN", "--file", "/home/agent/.rl/token", "--writeback",
+                 input=b"rootless-secret", check=True)
+        user.run("ab-creds", "grant", "RL_TOKEN", str(project_dir), check=True)
+        proc = user.run("ab-exec", "--dir", str(project_dir), "--", "sh", "-c",
+                        'stat -c "%a %u" /run/agentsh/secrets/RL_TOKEN; cat ~/.rl/token; echo; '
+                        'printf rootless-refreshed > ~/.rl/token')
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.decode().splitlines() == [f"600 {user.uid}", "rootless-secret"]
+        assert user.run("ab-creds", "get", "RL_TOKEN", check=True).stdout == b"rootless-refreshed"
+    finally:
+        user.run("ab-down", "--rm", "--volumes", str(project_dir))
