@@ -35,6 +35,55 @@ class Project:
         git = os.path.join(self.root, ".git")
         return git if os.path.isdir(git) else None
 
+    def linked_common_dir(self):
+        """The main repo's git dir when the project is a linked worktree, else None.
+
+        A linked worktree's `.git` is a file naming its own git dir inside the
+        main repo's `.git/worktrees/`; objects, refs, hooks and config live in
+        the main repo's `.git` (the "common dir"), which the sandbox must mount
+        for git to work inside.
+        """
+        if not os.path.isfile(os.path.join(self.root, ".git")):
+            return None
+        own, common = git_dirs(self.root)
+        return common if own is not None and own != common else None
+
+
+def read_gitfile(path):
+    """The real path a `.git` file points at (`gitdir: DIR`), or None if it is not one."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(4096).decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    target = text[len("gitdir:"):].strip()
+    return os.path.realpath(os.path.join(os.path.dirname(path), target)) if target else None
+
+
+def git_dirs(top):
+    """(the checkout's own git dir, the repository's common git dir) for a checkout top level.
+
+    Both are the same `.git` directory in a plain repo; in a linked worktree
+    the first is its private dir and the second the main repo's `.git` (read
+    from the private dir's `commondir` file, as git does). (None, None) when
+    `top/.git` is neither a directory nor a readable gitfile.
+    """
+    dot_git = os.path.join(top, ".git")
+    if os.path.isdir(dot_git):
+        own = os.path.realpath(dot_git)
+    else:
+        own = read_gitfile(dot_git)
+        if own is None or not os.path.isdir(own):
+            return None, None
+    try:
+        with open(os.path.join(own, "commondir"), "rb") as f:
+            common = f.read(4096).decode("utf-8", "surrogateescape").strip()
+    except OSError:
+        return own, own
+    return own, os.path.realpath(os.path.join(own, common)) if common else own
+
 
 def slugify(name):
     """A short, engine-safe rendering of a directory name."""

@@ -223,3 +223,47 @@ def rootless_user(engine_ready):
     user.run("mkdir", "-p", str(config.parent), check=True)
     user.run("sh", "-c", f"printf 'image = \"{TINY_IMAGE}\"\\n' > {config}", check=True)
     return user
+
+
+GIT_IMAGE = "localhost/agentsh-test-git:latest"
+
+
+def host_git_files():
+    """The host's git, its helpers and the shared libraries (and loader) it links."""
+    git = os.path.realpath(shutil.which("git") or "/usr/bin/git")
+    libs = subprocess.run(["ldd", git], capture_output=True, text=True, check=True).stdout
+    files = [git]
+    for line in libs.splitlines():
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            files.append(path)
+    return git, files
+
+
+def import_git_image():
+    """The tiny busybox image plus the host's git: no network, about a second."""
+    import io
+    import tarfile
+
+    git, files = host_git_files()
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as d, tarfile.open(fileobj=buf, mode="w") as tar:
+        os.chmod(d, 0o755)
+        make_tiny_rootfs(d)
+        tar.add(d, arcname=".")
+        for path in files:  # at the paths ldd names, symlinks resolved
+            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
+        if git != "/usr/bin/git":
+            tar.add(git, arcname="usr/bin/git")
+        if os.path.isdir("/usr/lib/git-core"):
+            tar.add("/usr/lib/git-core", arcname="usr/lib/git-core")
+    proc = subprocess.run(["podman", "import", "-q", "-", GIT_IMAGE], input=buf.getvalue(), capture_output=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"cannot import the git image: {proc.stderr.decode()[-400:]}")
+
+
+@pytest.fixture(scope="session")
+def git_image(engine_ready):
+    """An image with a working git (the tiny one has none), for git-inside-the-sandbox tests."""
+    import_git_image()
+    return GIT_IMAGE

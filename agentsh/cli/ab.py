@@ -12,6 +12,7 @@ COMMANDS = {
     "allow": "trust the project's .agentsh.toml",
     "deny": "block the project's .agentsh.toml",
     "creds": "store credentials and grant them to projects",
+    "wt": "git worktrees, one sandbox each (parallel agents on one repo)",
     "doctor": "check the engine, image, CA bundle and state; say how to fix",
 }
 

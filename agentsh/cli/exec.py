@@ -22,6 +22,7 @@ def body(argv):
                "engine failed first; 127: CMD not found). Only TERM, LANG, LC_*, COLORTERM and TZ "
                "pass from the host, plus config 'env' and -e.", EXAMPLES)
     p.add_argument("--dir", help="run in the project holding DIR, in DIR (default: .)")
+    p.add_argument("--wt", metavar="NAME", help="run in worktree NAME (ab-wt) of the repo holding DIR, at its top")
     p.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]",
                    help="pass a host variable (NAME) or set one (NAME=VALUE); repeatable")
     tty = p.add_mutually_exclusive_group()
@@ -33,6 +34,10 @@ def body(argv):
     args = p.parse_args(argv)
     if args.cmd[:1] == ["--"]:
         args.cmd = args.cmd[1:]
+    if args.wt:
+        from ..worktree import path_of
+
+        args.dir = path_of(args.wt, args.dir)
 
     from .. import execute
 

@@ -14,10 +14,15 @@ def body(argv):
                "and print its name. Idempotent: an unchanged running sandbox is reused; "
                "a changed spec (config, image name) recreates it.", EXAMPLES)
     p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    p.add_argument("--wt", metavar="NAME", help="the sandbox of worktree NAME (ab-wt) of the repo holding DIR")
     p.add_argument("--image", help="image to run (overrides config 'image')")
     p.add_argument("--recreate", action="store_true", help="remove and recreate the sandbox even if unchanged")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the name")
     args = p.parse_args(argv)
+    if args.wt:
+        from ..worktree import path_of
+
+        args.dir = path_of(args.wt, args.dir)
 
     from .. import sandbox
 
