@@ -13,6 +13,8 @@ COMMANDS = {
     "deny": "block the project's .agentsh.toml",
     "creds": "store credentials and grant them to projects",
     "wt": "git worktrees, one sandbox each (parallel agents on one repo)",
+    "hook": "print the shell hook that enters the sandbox on cd",
+    "status": "the project here: trust, sandbox, credentials",
     "doctor": "check the engine, image, CA bundle and state; say how to fix",
 }
 

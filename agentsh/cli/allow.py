@@ -19,16 +19,26 @@ def _project_file(directory):
 def allow_body(argv):
     p = parser("ab-allow", "Trust the current content of the project's .agentsh.toml. Any later "
                "edit makes it untrusted again, until allowed again.",
-               ["ab-allow            # the project holding .", "ab-allow ~/src/app"])
+               ["ab-allow            # the project holding .", "ab-allow ~/src/app",
+                "ab-allow --session  # only until this shell exits (needs the cd hook: ab-hook)"])
     p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    p.add_argument("--session", action="store_true",
+                   help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)")
     args = p.parse_args(argv)
 
     from .. import trust
+    from ..errors import AgentshError
     from ..state import Store
 
+    session = None
+    if args.session:
+        session = trust.session_id()
+        if not session:
+            raise AgentshError("--session needs a shell session, and AGENTSH_SESSION is not set",
+                               "load the cd hook first: eval \"$(ab-hook bash)\" (or zsh; xonsh: xontrib load agentsh)")
     path = _project_file(args.dir)
-    trust.allow(Store(), path)
-    print(f"allowed {path}")
+    trust.allow(Store(), path, session=session)
+    print(f"allowed {path}" + (" for this shell session" if session else ""))
     return 0
 
 

@@ -1,0 +1,167 @@
+"""ab-hook: print the cd hook for a shell, and act when that hook enters a project.
+
+`ab-hook bash|zsh|xonsh` prints the hook source (from shellhooks/) with the
+absolute path of this command filled in, so the hook keeps working whatever
+PATH the shell has later. The hidden `--enter DIR` is what the hook runs on
+entering a project: it decides, acts, and answers with an exit status
+(agentsh.hooks.ENTER_*), so the shell never parses or evaluates output.
+"""
+
+import os
+import sys
+
+from .common import notice, parser, run
+
+SHELLS = ("bash", "zsh", "xonsh")
+EXAMPLES = [
+    'eval "$(ab-hook bash)"      # in ~/.bashrc',
+    'eval "$(ab-hook zsh)"       # in ~/.zshrc',
+    "xontrib load agentsh        # in ~/.xonshrc (or: execx($(ab-hook xonsh)))",
+    "ab-hook --disable           # this shell session: no more cd hook (AGENTSH_HOOK=off)",
+]
+BIN_LINE = "_agentsh_bin=ab-hook"  # in agentsh.bash/.zsh: replaced by the absolute path
+XONSH_PATHS_LINE = "_agentsh_paths = []"  # in agentsh.xsh: where agentsh and its xontrib live
+XONSH_BIN_LINE = "_agentsh_bin = None"  # in agentsh.xsh: the absolute path of ab-hook
+
+
+def body(argv):
+    import argparse
+
+    if argv[:1] == ["--complete"]:
+        return complete(argv[1:])
+    if argv[:1] == ["--enter"] and len(argv) == 2:  # the hook's hot path: no parser to build
+        return enter(argv[1])
+    p = parser("ab-hook", "Print the shell code that makes `cd` into an allowed project enter its "
+               "sandbox (as its [hook] on_enter says). Add it to the shell's startup file.", EXAMPLES)
+    p.add_argument("shell", nargs="?", choices=SHELLS, help="the shell to print the hook for")
+    p.add_argument("--disable", action="store_true",
+                   help="turn the hook off for this shell session (the loaded hook handles it in the shell; "
+                        "run directly, prints code to eval)")
+    p.add_argument("--enable", action="store_true", help="turn it back on (as --disable)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--completions", action="store_true",
+                      help="print only the completions for SHELL (ab-hook SHELL prints the hook and them)")
+    what.add_argument("--no-completions", action="store_true", help="print only the hook")
+    p.add_argument("--enter", metavar="DIR", help=argparse.SUPPRESS)
+    p.add_argument("--decide", metavar="DIR", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.enter is not None:
+        return enter(args.enter)
+    if args.decide is not None:
+        from .. import hooks
+
+        decision = hooks.decide(args.decide)
+        if decision.action == hooks.BLOCKED:
+            sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
+        print(decision.action)
+        return 0
+    if args.disable or args.enable:
+        # A child process cannot change its shell: this is for shells without the
+        # hook's own ab-hook function, as eval "$(ab-hook --disable)".
+        print("AGENTSH_HOOK=off; export AGENTSH_HOOK" if args.disable else "unset AGENTSH_HOOK")
+        if sys.stdout.isatty():
+            notice('run it as eval "$(ab-hook --disable)", or load the hook, whose ab-hook does it in the shell')
+        return 0
+    if not args.shell:
+        p.error("name a shell: bash, zsh or xonsh")
+    parts = [] if args.completions else [hook_source(args.shell)]
+    if not args.no_completions:
+        parts.append(completion_source(args.shell))
+    sys.stdout.write("\n".join(parts))
+    return 0
+
+
+def complete(argv):
+    """`--complete INDEX -- WORDS...`: the completion candidates for WORDS[INDEX], one a line."""
+    from ..completion import candidates
+    from ..errors import UsageError
+
+    if len(argv) < 2 or not argv[0].isdigit() or argv[1] != "--":
+        raise UsageError("--complete needs INDEX -- WORDS...")
+    for value in candidates(argv[2:], int(argv[0])):
+        print(value)
+    return 0
+
+
+def hook_source(shell):
+    """The hook code for `shell`, ready to eval, naming this installation's files."""
+    import shlex
+
+    from .. import hooks
+
+    if shell == "xonsh":
+        text = hooks.read_resource("shellhooks", "agentsh.xsh")
+        text = text.replace(XONSH_PATHS_LINE, f"_agentsh_paths = {xonsh_import_paths()!r}", 1)
+        return text.replace(XONSH_BIN_LINE, f"_agentsh_bin = {own_executable()!r}", 1)
+    text = hooks.read_resource("shellhooks", f"agentsh.{shell}")
+    return text.replace(BIN_LINE, f"_agentsh_bin={shlex.quote(own_executable())}", 1)
+
+
+COMPLETION_FILES = {"bash": "ab.bash", "zsh": "_ab", "xonsh": "ab.xsh"}
+
+
+def completion_source(shell):
+    """The completion code for `shell`, calling this installation's ab-hook."""
+    import shlex
+
+    from .. import hooks
+
+    text = hooks.read_resource("completions", COMPLETION_FILES[shell])
+    if shell == "xonsh":
+        return text.replace(XONSH_PATHS_LINE, f"_agentsh_paths = {xonsh_import_paths()!r}", 1)
+    return f"_agentsh_complete_bin={shlex.quote(own_executable())}\n{text}"
+
+
+def own_executable():
+    """This ab-hook's absolute path (the hook calls it), else the bare name."""
+    from ..engine import which
+
+    me = sys.argv[0] if os.path.basename(sys.argv[0]) == "ab-hook" else "ab-hook"
+    found = which(me) if os.sep not in me else me
+    return os.path.abspath(found) if found else "ab-hook"
+
+
+def xonsh_import_paths():
+    """Directories xonsh needs on sys.path to import agentsh and xontrib.agentsh."""
+    import importlib.util
+
+    import agentsh
+
+    wanted = [os.path.dirname(os.path.dirname(os.path.abspath(agentsh.__file__)))]
+    spec = importlib.util.find_spec("xontrib.agentsh")
+    if spec and spec.origin:
+        wanted.append(os.path.dirname(os.path.dirname(spec.origin)))
+    return list(dict.fromkeys(wanted))
+
+
+def enter(directory):
+    """What the hook runs on entering a project; returns an ENTER_* status."""
+    from .. import hooks
+    from ..state import Store
+
+    store = Store()
+    decision = hooks.decide(directory, store)
+    if decision.action == hooks.BLOCKED:
+        sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
+        return hooks.ENTER_BLOCKED
+    if decision.action == hooks.UP:
+        from .. import sandbox
+        from ..engine import Engine
+
+        sandbox.up(decision.project, decision.config, Engine(decision.config["engine"]), store, notify=notice)
+        return hooks.ENTER_UP
+    if decision.action == hooks.SHELL:
+        from ..execute import stdio_is_terminal
+
+        if not stdio_is_terminal():  # nothing to hand a shell to
+            return hooks.ENTER_NOTHING
+        from . import exec as exec_cli
+
+        exec_cli.body(["--dir", directory, "--tty"])
+        return hooks.ENTER_LEFT_SHELL
+    return hooks.ENTER_NOTHING
+
+
+def main():
+    run("ab-hook", body)

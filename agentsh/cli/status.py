@@ -1,0 +1,62 @@
+"""ab-status: the project here, whether its .agentsh.toml is trusted and why, its sandbox."""
+
+from .common import parser, print_json, run
+
+EXAMPLES = [
+    "ab-status                    # the project holding .",
+    "ab-status --json ~/src/app   # keys: project, project_file, trust, reason, on_enter, sandbox, state, ...",
+    "ab-status --no-engine        # no engine call: state from agentsh's records only",
+    "PS1='$(ab-status --prompt)'$PS1   # a prompt segment: ab:allowed, ab:blocked, ... (no engine call)",
+]
+LABELS = (("project", "project"), ("project_file", "file"), ("trust", "trust"), ("on_enter", "on enter"),
+          ("sandbox", "sandbox"), ("credentials", "credentials"), ("hook", "cd hook"))
+
+
+def body(argv):
+    p = parser("ab-status", "Show the project holding DIR (default: .): its .agentsh.toml and whether it is "
+               "trusted (allowed, allowed for this session, blocked, denied) and why, what the cd hook does "
+               "on entering it, its sandbox and state, and the credentials it receives.", EXAMPLES)
+    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    p.add_argument("--json", action="store_true", help="a JSON object with stable keys")
+    p.add_argument("--no-engine", dest="engine", action="store_false",
+                   help="do not ask the container engine (state: 'unknown' if agentsh made the sandbox, else 'absent')")
+    p.add_argument("--prompt", action="store_true",
+                   help="one short word for a prompt (ab:TRUST), nothing outside projects with a project file; "
+                        "implies --no-engine")
+    args = p.parse_args(argv)
+
+    from .. import hooks
+
+    report = hooks.status_report(args.dir, engine=args.engine and not args.prompt)
+    if args.prompt:
+        if report["trust"] not in (None, hooks.TRUST_NONE):
+            print(f"ab:{report['trust']}")
+        return 0
+    if args.json:
+        print_json(report)
+        return 0
+    print(render(report))
+    return 0
+
+
+def render(report):
+    """The report as aligned `label  value` lines."""
+    values = dict(report)
+    if report["trust"]:
+        values["trust"] = f"{report['trust']}: {report['reason']}"
+    elif report["reason"]:
+        values["project"] = f"none ({report['reason']})"
+    if report["sandbox"]:
+        values["sandbox"] = f"{report['sandbox']} ({report['state']})"
+    if report["project"]:
+        values["credentials"] = ", ".join(report["credentials"]) or "none"
+    if report["inside_sandbox"]:
+        values["hook"] = f"{report['hook']} (inside sandbox {report['inside_sandbox']}: it never nests)"
+    lines = [f"{label:<12} {values[key]}" for key, label in LABELS if values.get(key) not in (None, "")]
+    if report["error"]:
+        lines.append(f"{'error':<12} {report['error']}")
+    return "\n".join(lines)
+
+
+def main():
+    run("ab-status", body)

@@ -1,0 +1,212 @@
+"""What a shell's cd hook needs: is this directory in an allowed project, and what to do.
+
+The shells do the common case themselves with builtins (walk up $PWD looking
+for the project file; nothing when $PWD did not change) and only call in here
+on entering a project, so this module is about being right, not about being
+called often. It imports nothing heavy at load time because the xonsh hook
+imports it into the user's shell and runs `find_project_file` at every cd.
+
+The bash/zsh hooks call `ab-hook --enter DIR`, whose exit status tells them
+what happened (the ENTER_* values below), so they never parse output and
+never evaluate anything derived from a path.
+"""
+
+import os
+
+PROJECT_FILE = ".agentsh.toml"
+BLOCKED_MESSAGE = "agentsh: .agentsh.toml is blocked. Run 'ab-allow' to trust its content."
+HOOK_ENV = "AGENTSH_HOOK"  # "off" disables the hook
+SANDBOX_ENV = "AGENTSH_SANDBOX"  # set inside every sandbox: the hook never nests
+
+# Decisions (what entering the directory should do).
+NONE = "none"  # not a project with a project file, or on_enter = "none"
+OFF = "off"  # hook disabled, or already inside a sandbox
+BLOCKED = "blocked"  # project file present but not allowed (new, changed or denied)
+SHELL = "shell"  # open an interactive shell in the sandbox
+UP = "up"  # make sure the sandbox runs, mark the prompt
+
+# Exit statuses of `ab-hook --enter`, read by the bash and zsh hooks.
+ENTER_NOTHING = 0
+ENTER_BLOCKED = 3
+ENTER_LEFT_SHELL = 4  # a sandbox shell ran and the user left it
+ENTER_UP = 5  # the sandbox runs: mark the prompt (125: agentsh failed, message on stderr)
+
+
+def disabled(environ=None):
+    """True when the hook must do nothing: opted out, or already in a sandbox."""
+    environ = os.environ if environ is None else environ
+    return environ.get(HOOK_ENV, "").lower() == "off" or bool(environ.get(SANDBOX_ENV))
+
+
+def find_project_file(directory, home=None):
+    """The nearest directory at or above `directory` holding the project file, or None.
+
+    The same walk as the bash/zsh hooks: on the logical path, skipping the
+    home directory and / (never projects, see agentsh.project.find).
+    """
+    home = os.environ.get("HOME", "") if home is None else home
+    d = directory.rstrip("/")
+    while d:
+        if d != home and os.path.isfile(d + "/" + PROJECT_FILE):
+            return d
+        d = d.rpartition("/")[0]
+    return None
+
+
+class Decision:
+    """What entering a directory means: action, project, trust and its reason."""
+
+    def __init__(self, action, project=None, trust=None, config=None):
+        self.action = action
+        self.project = project
+        self.trust = trust
+        self.config = config
+
+    def __repr__(self):
+        return f"Decision({self.action!r}, {self.project!r}, trust={self.trust!r})"
+
+
+def decide(directory, store=None, environ=None):
+    """The Decision for entering `directory` (reads config and trust; no engine call)."""
+    from . import config, project, trust
+    from .errors import AgentshError
+
+    if disabled(environ):
+        return Decision(OFF)
+    try:
+        proj = project.find(directory)
+    except AgentshError:  # home, /, or a directory that went away
+        return Decision(NONE)
+    if not proj.config_file:
+        return Decision(NONE, proj)
+    cfg = config.load(proj, _store(store))
+    if cfg.project_trust != trust.ALLOWED:
+        return Decision(BLOCKED, proj, cfg.project_trust, cfg)
+    return Decision(cfg["hook"]["on_enter"], proj, trust.ALLOWED, cfg)
+
+
+def session_id_for_shell():
+    """A fresh random session id, for a hook that was loaded without one."""
+    return os.urandom(12).hex()
+
+
+def resource_dirs(kind):
+    """Where the shellhooks/ or completions/ sources are: beside the package in a
+    checkout (or editable install), else where the wheel's data files went."""
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script_base = os.path.dirname(os.path.dirname(os.path.realpath(sys.argv[0] or ".")))
+    bases = [here, os.path.join(sys.prefix, "share", "agentsh"), os.path.join(script_base, "share", "agentsh")]
+    try:
+        import site
+
+        bases.append(os.path.join(site.getuserbase(), "share", "agentsh"))
+    except Exception:  # pragma: no cover - site customised away
+        pass
+    return [os.path.join(b, kind) for b in dict.fromkeys(bases)]
+
+
+def resource_path(kind, name):
+    """The path of a hook or completion source; a clear error when not installed."""
+    from .errors import AgentshError
+
+    for d in resource_dirs(kind):
+        path = os.path.join(d, name)
+        if os.path.isfile(path):
+            return path
+    raise AgentshError(f"{kind}/{name} is not installed with this agentsh",
+                       "reinstall agentsh (pip install --force-reinstall agentsh)")
+
+
+def read_resource(kind, name):
+    with open(resource_path(kind, name), encoding="utf-8") as f:
+        return f.read()
+
+
+# -- ab-status -------------------------------------------------------------------
+
+TRUST_NONE = "none"  # no project file: nothing to trust
+TRUST_SESSION = "session"  # allowed for this shell session only
+
+
+def trust_of(store, config_file):
+    """(trust, why) for a project file: allowed, session, blocked, denied or none."""
+    from . import trust
+
+    if not config_file:
+        return TRUST_NONE, f"no {PROJECT_FILE} here or above: the user config applies and the cd hook does nothing"
+    real = os.path.realpath(config_file)
+    data = trust.read_file(real)
+    state = trust.status(store, real, data, session=False)
+    if state == trust.ALLOWED:
+        return trust.ALLOWED, "its current content was allowed with ab-allow"
+    if state == trust.DENIED:
+        return trust.DENIED, "denied with ab-deny; ab-allow lifts the denial"
+    if trust.status(store, real, data) == trust.ALLOWED:
+        return TRUST_SESSION, "allowed for this shell session only (ab-allow --session)"
+    if trust.was_allowed(store, real):
+        return trust.BLOCKED, "changed since it was allowed; review it, then run ab-allow"
+    return trust.BLOCKED, "never allowed; review it, then run ab-allow"
+
+
+def status_report(directory=None, store=None, engine=True, environ=None):
+    """What ab-status prints: the project, its trust and why, the sandbox, its credentials.
+
+    With engine=False nothing is asked of the container engine (state is
+    "unknown" unless no record says agentsh made the sandbox), so it is cheap
+    enough to run at every prompt.
+    """
+    from . import config, project
+    from .errors import AgentshError
+
+    environ = os.environ if environ is None else environ
+    store = _store(store)
+    directory = os.path.realpath(directory or os.getcwd())
+    report = {"directory": directory, "project": None, "project_file": None, "trust": None, "reason": None,
+              "on_enter": None, "sandbox": None, "state": None, "credentials": [],
+              "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
+              "error": None}
+    try:
+        proj = project.find(directory)
+    except AgentshError as e:
+        report["reason"] = e.message
+        return report
+    report.update(project=proj.root, project_file=proj.config_file, sandbox=proj.sandbox)
+    report["trust"], report["reason"] = trust_of(store, proj.config_file)
+    try:
+        cfg = config.load(proj, store)
+    except AgentshError as e:
+        report["error"] = str(e)
+        cfg = None
+    if cfg is not None:
+        report["on_enter"] = cfg["hook"]["on_enter"] if proj.config_file else None
+        report["credentials"] = granted_credentials(proj, cfg, store)
+    if engine and cfg is not None:
+        from .engine import Engine
+
+        info = Engine(cfg["engine"]).inspect(proj.sandbox)
+        report["state"] = (info.get("State") or {}).get("Status", "unknown") if info else "absent"
+    else:
+        report["state"] = "unknown" if store.read(f"sandboxes/{proj.sandbox}.json") else "absent"
+    return report
+
+
+def granted_credentials(proj, cfg, store):
+    """Credential names the project receives; [] when the credential cache is not installed."""
+    try:
+        from .inject import wanted
+    except ImportError:
+        return []
+    try:
+        return sorted(wanted(proj, cfg, store))
+    except (OSError, ValueError):
+        return []
+
+
+def _store(store):
+    if store is not None:
+        return store
+    from .state import Store
+
+    return Store()
