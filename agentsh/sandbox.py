@@ -10,8 +10,10 @@ import json
 import os
 import time
 
+from . import gitguard
 from .digest import sha256_hex
 from .errors import AgentshError, ConfigError
+from .project import git_dirs
 
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
@@ -104,6 +106,7 @@ def spec(project, cfg, engine):
         args.append("--network=none")
     args += ["-v", f"{root}:{root}"]
     git_dir = project.git_dir()
+    own_dir = None
     if git_dir is None:
         # A linked worktree: git needs the main repo's git dir at its real
         # path (objects, refs, its own dir under worktrees/), and nothing
@@ -111,9 +114,10 @@ def spec(project, cfg, engine):
         git_dir = project.linked_common_dir()
         if git_dir:
             args += ["-v", f"{_mount_source(git_dir)}:{git_dir}"]
+            own_dir = git_dirs(project.root)[0]
     if git_dir:
         # The agent may edit the repo, but not what git runs on the host.
-        args += ["-v", f"{git_dir}/hooks:{git_dir}/hooks:ro", "-v", f"{git_dir}/config:{git_dir}/config:ro"]
+        args += gitguard.mounts(git_dir, own_dir)
     args += ["-v", f"{project.home_volume}:{SANDBOX_HOME}"]
     for m in cfg["mounts"]:
         host, _, rest = m.partition(":")
@@ -141,10 +145,7 @@ def prepare_host(project):
     """Host-side paths the mounts need (an empty hooks dir git would make anyway)."""
     git_dir = project.git_dir() or project.linked_common_dir()
     if git_dir:
-        os.makedirs(os.path.join(git_dir, "hooks"), exist_ok=True)
-        config = os.path.join(git_dir, "config")
-        if not os.path.exists(config):
-            open(config, "ab").close()
+        gitguard.prepare(git_dir)
 
 
 def describe(info, project, image=None):

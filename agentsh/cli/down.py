@@ -1,6 +1,6 @@
 """ab-down: stop (and remove) sandboxes."""
 
-from .common import load_context, parser, print_json, run
+from .common import load_context, notice, parser, print_json, run
 
 EXAMPLES = [
     "ab-down                 # stop this project's sandbox",
@@ -37,6 +37,9 @@ def body(argv):
         store = Store()
     else:
         proj, _, engine, store = load_context(args.dir)
+        from ..gitguard import check
+
+        check(proj, notice)
         names = [proj.sandbox]
         volumes = [proj.home_volume] if args.volumes else []
     done = sandbox.down(engine, names, remove=args.rm, volumes=volumes, store=store)

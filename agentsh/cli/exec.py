@@ -64,6 +64,9 @@ def body(argv):
         extra += list(granted)
         values = {**granted, **values}
     status = execute.run(engine, proj.sandbox, cmd, workdir, names + extra, values, tty, recover)
+    from ..gitguard import check
+
+    check(proj, notice)  # before host git can trip over a planted file
     if delivery is not None:
         inject.write_back(engine, proj.sandbox, delivery, store, notice)
     return status

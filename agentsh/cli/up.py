@@ -28,6 +28,9 @@ def body(argv):
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image})
     record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice)
+    from ..gitguard import check
+
+    check(proj, notice)
     from .. import inject
 
     inject.deliver(proj, cfg, engine, store, notice, files_only=True)  # granted credential files
