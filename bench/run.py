@@ -34,6 +34,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,6 +118,9 @@ def busybox_rootfs_tar(busybox="/bin/busybox"):
 def ensure_image(podman):
     if subprocess.run([podman, "image", "exists", IMAGE]).returncode == 0:
         return False
+    if not os.access("/bin/busybox", os.X_OK):
+        sys.exit(f"bench: {IMAGE} is missing and there is no /bin/busybox to make it from "
+                 "(Debian/Ubuntu: apt-get install busybox-static)")
     subprocess.run([podman, "import", "-q", "-", IMAGE], input=busybox_rootfs_tar(), check=True,
                    stdout=subprocess.DEVNULL)
     return True
@@ -174,6 +178,7 @@ class Bench:
         self.project = os.path.join(self.tmp, "project")
         self.name = None
         self.volume = None
+        self.run_args = None
 
     def setup(self):
         os.makedirs(os.path.join(self.env["XDG_CONFIG_HOME"], "agentsh"))
@@ -413,6 +418,7 @@ def main():
     only = args.only or list(TARGETS)
 
     bench = Bench(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up (finally below)
     load_before = os.getloadavg()
     results = {"machine": machine(bench.podman), "rounds": args.rounds, "targets": {}, "info": {}}
     try:
@@ -475,7 +481,7 @@ def main():
     results["machine"]["loadavg_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     out = {"machine": results["machine"], "rounds": args.rounds, "install": args.install,
            "bytecode_cache": not args.no_bytecode_cache, "targets": {}, "info": results["info"],
-           "run_args": bench.run_args if hasattr(bench, "run_args") else None}
+           "run_args": bench.run_args}
     for key, (s, ours_label, raw_label) in results["targets"].items():
         o, r = summary(s["ours"]), summary(s["raw"])
         ratio = o["median_ms"] / r["median_ms"]
