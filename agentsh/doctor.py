@@ -94,7 +94,7 @@ def ca_check(setting):
 
 
 def state_check():
-    from filelock import Timeout
+    from .lock import Timeout
 
     from .state import Store
 

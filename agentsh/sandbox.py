@@ -219,7 +219,7 @@ class _acquired:
         self.lock = lock
 
     def __enter__(self):
-        from filelock import Timeout
+        from .lock import Timeout
 
         try:
             self.lock.acquire(timeout=0)

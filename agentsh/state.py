@@ -34,11 +34,11 @@ class Store:
         process is re-entrant instead of a self-deadlock.
         """
         if name not in self._locks:
-            from filelock import FileLock
+            from .lock import file_lock
 
             lock_dir = os.path.join(self.root, "locks")
             os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-            self._locks[name] = FileLock(os.path.join(lock_dir, name + ".lock"), timeout=timeout)
+            self._locks[name] = file_lock(os.path.join(lock_dir, name + ".lock"), timeout=timeout)
         return self._locks[name]
 
     def read(self, rel):
