@@ -14,7 +14,57 @@ EXAMPLES = [
 ]
 
 
-def body(argv):
+# Options the fast parser understands; anything else goes to argparse.
+_VALUED = {"--dir": "dir", "-e": "env", "--env": "env", "--image": "image", "--wt": "wt"}
+_FLAGS = {"-t": True, "--tty": True, "-T": False, "--no-tty": False}
+
+
+class Args:
+    def __init__(self):
+        self.dir = self.image = self.wt = self.tty = None
+        self.env = []
+        self.cmd = []
+
+
+def fast_parse(argv):
+    """The common `ab-exec [--dir D] [-e X]... [-t|-T] [--] CMD...` without argparse.
+
+    argparse costs ~6 ms to import and set up, on a command that should cost
+    little more than the engine's exec. Returns None for anything unusual
+    (--help, unknown or malformed options), which argparse then explains.
+    """
+    args = Args()
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok == "--":
+            args.cmd = argv[i + 1:]
+            return args
+        if not tok.startswith("-") or tok == "-":
+            args.cmd = argv[i:]
+            return args
+        opt, eq, value = tok.partition("=")
+        if opt in _VALUED:
+            if not eq:
+                if i + 1 >= len(argv):
+                    return None
+                i += 1
+                value = argv[i]
+            if _VALUED[opt] == "env":
+                args.env.append(value)
+            elif getattr(args, _VALUED[opt]) is not None:
+                return None
+            else:
+                setattr(args, _VALUED[opt], value)
+        elif tok in _FLAGS and args.tty is None:
+            args.tty = _FLAGS[tok]
+        else:
+            return None
+        i += 1
+    return args
+
+
+def parse(argv):
     import argparse
 
     p = parser("ab-exec", "Run CMD in the sandbox of the project holding DIR (default: .), in the same "
@@ -34,6 +84,11 @@ def body(argv):
     args = p.parse_args(argv)
     if args.cmd[:1] == ["--"]:
         args.cmd = args.cmd[1:]
+    return args
+
+
+def body(argv):
+    args = fast_parse(argv) or parse(argv)
     if args.wt:
         from ..worktree import path_of
 
