@@ -72,6 +72,33 @@ def _mounts(value, where):
     return list(value)
 
 
+def _ports(value, where):
+    """Published ports: Docker's [IP:][HOST:]CONTAINER[/PROTO] strings, or bare port numbers."""
+    from .errors import UsageError
+    from .ports import parse
+
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list of ports such as \"8080:80\" or 3000")
+    for v in value:
+        try:
+            parse(v, "/")
+        except UsageError as e:
+            raise ConfigError(f"{where}: {e.message}") from None
+    return list(value)
+
+
+def _caches(value, where):
+    from .caches import check
+
+    return check(value, where)
+
+
+def _agents(value, where):
+    from .agents import check_overrides
+
+    return check_overrides(value, where)
+
+
 def _type(value):
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
@@ -92,9 +119,14 @@ SCHEMA = {
     "network": {"mode": (_str(("full", "none")), "full")},
     "hook": {"on_enter": (_str(("shell", "up", "none")), "shell")},
     "credentials": (_names(CREDENTIAL_NAME, "credential name"), []),
+    "ports": (_ports, []),
+    "caches": (_caches, []),
+    "agents": (_agents, {}),
 }
 # Keys whose values add up across layers instead of replacing each other.
-ADDITIVE = {"env", "cap_add", "mounts", "credentials"}
+ADDITIVE = {"env", "cap_add", "mounts", "credentials", "ports"}
+# Keys only the user config may set: a project must not reach beyond its own sandbox.
+USER_ONLY = {"caches"}
 
 
 def defaults(schema=SCHEMA):
@@ -156,6 +188,8 @@ class Config(dict):
     project_file = None  # path of the project file, if the project has one
     project_trust = None  # trust.ALLOWED / DENIED / BLOCKED, or None
     notices = ()  # one-line messages for the user (e.g. untrusted file ignored)
+    devcontainer = None  # the project's devcontainer.Devcontainer, read only when trusted
+    flag_keys = frozenset()  # keys given on the command line (they beat a devcontainer's image)
 
 
 def load(project=None, store=None, flags=None):
@@ -166,19 +200,35 @@ def load(project=None, store=None, flags=None):
     if os.path.exists(user_file):
         cfg = merge(cfg, parse(read_toml_file(user_file)[1], user_file))
     trust_state = None
-    if project is not None and project.config_file:
+    dev = None
+    # The project file, else a devcontainer.json: the file whose trust covers
+    # everything the project says about its sandbox (trust.covered_files).
+    anchor = trust.anchor(project) if project is not None else None
+    if anchor:
         if store is None:
             from .state import Store
 
             store = Store()
-        data, text = read_toml_file(project.config_file)
-        trust_state = trust.status(store, project.config_file, data)
+        data, text = read_toml_file(anchor)
+        trust_state = trust.status(store, anchor, data)
         if trust_state == trust.ALLOWED:
-            cfg = merge(cfg, parse(text, project.config_file))
+            if anchor == project.config_file:
+                layer = parse(text, anchor)
+                for key in USER_ONLY & set(layer):
+                    raise ConfigError(f"{anchor}: key '{key}' can only be set in the user config",
+                                      f"move it to {user_file}")
+                cfg = merge(cfg, layer)
+            from . import devcontainer
+
+            dev = devcontainer.load(project.root)
+            if dev is not None:
+                notices += dev.notices()
         elif trust_state == trust.DENIED:
-            notices.append(f"{project.config_file} is denied; ignoring it (run 'ab-allow' to trust it)")
+            notices.append(f"{anchor} is denied; ignoring it (run 'ab-allow' to trust it)")
         else:
-            notices.append(f"{project.config_file} is not trusted (new or changed); ignoring it. "
+            covered = trust.covered_files(anchor)
+            also = f" (with {', '.join(os.path.relpath(f, project.root) for f in covered)})" if covered else ""
+            notices.append(f"{anchor}{also} is not trusted (new or changed); ignoring it. "
                            "Run 'ab-allow' to trust its content.")
     env_engine = os.environ.get("AGENTSH_ENGINE")
     if env_engine:
@@ -189,4 +239,6 @@ def load(project=None, store=None, flags=None):
     out.project_file = project.config_file if project else None
     out.project_trust = trust_state
     out.notices = notices
+    out.devcontainer = dev
+    out.flag_keys = {k for k, v in (flags or {}).items() if v is not None}
     return out

@@ -6,7 +6,6 @@ content, so it is read only for an allowed project, and `initializeCommand`
 so nobody wonders why a property had no effect.
 """
 
-import json
 import os
 
 from .errors import ConfigError
@@ -68,6 +67,8 @@ def strip_jsonc(text):
 
 
 def parse(text, source):
+    import json  # only when there is a file: `find` sits on every command's path
+
     try:
         data = json.loads(strip_jsonc(text))
     except ValueError as e:

@@ -42,10 +42,19 @@ def run_checks(engine_factory=None, run_container=True):
                         f"{engine.name} at {engine.exe}, {'rootless' if rootless else 'rootful'}",
                         "" if rootless else "run as an ordinary user for rootless Podman (see docs/security.md)"))
     checks.append(image_check(engine, cfg["image"]))
-    if run_container and checks[-1]["status"] == OK:
+    image_ok = checks[-1]["status"] != FAIL
+    if image_ok:
+        checks.append(image_age_check(engine, cfg["image"]))
+    runtime_ok = False
+    if run_container and image_ok:
         checks.append(runtime_check(engine, cfg["image"]))
+        runtime_ok = checks[-1]["status"] == OK
     checks.append(ca_check(cfg["ca_bundle"]))
     checks.append(state_check())
+    checks.append(key_check())
+    checks.append(hook_check())
+    if runtime_ok:
+        checks += agent_checks(engine, cfg)
     return checks
 
 
@@ -114,3 +123,105 @@ def state_check():
         return Check("state", WARN, f"{store.root}: the lock is held by another agentsh process",
                      "wait for it, or find it with: fuser " + store.path("locks/state.lock"))
     return Check("state", OK, f"{store.root} is writable and its lock is free")
+
+
+IMAGE_MAX_AGE_DAYS = 30
+
+
+def image_age_check(engine, image):
+    """An old image means old agent CLIs and unpatched packages."""
+    import time
+
+    info = engine.image_inspect(image) or {}
+    created = info.get("Created", "")
+    try:
+        # "2024-05-01T10:20:30.123456789Z" or with an offset: the date and time are enough
+        stamp = time.mktime(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+    except (TypeError, ValueError):
+        return Check("image_age", WARN, f"cannot tell when {image} was built ({created or 'no date'})")
+    days = int((time.time() - stamp) // 86400)
+    if days > IMAGE_MAX_AGE_DAYS:
+        return Check("image_age", WARN, f"{image} was built {days} days ago: its agent CLIs and packages are old",
+                     "rebuild it: ab-image build --refresh")
+    return Check("image_age", OK, f"{image} was built {days} day(s) ago")
+
+
+def key_check():
+    """The credential key (or passphrase parameters) must be the user's alone."""
+    from . import creds
+
+    mode = creds.key_mode()
+    if mode is None:
+        return Check("credential_key", OK, "no credential cache yet (ab-creds creates the key on first use)")
+    name = creds.PASSPHRASE_FILE if mode == "passphrase" else creds.KEY_FILE
+    path = creds._config_path(name)
+    try:
+        creds._read_private(path, "credential key file" if mode == "key" else "passphrase parameters file")
+    except creds.CredentialError as e:
+        return Check("credential_key", FAIL, e.message, e.fix or "")
+    return Check("credential_key", OK, f"{path} is readable by you alone")
+
+
+HOOK_FILES = {"bash": "~/.bashrc", "zsh": "~/.zshrc", "xonsh": "~/.xonshrc"}
+
+
+def hook_check(environ=None):
+    """Is the cd hook loaded in the shell that runs us (it exports AGENTSH_SESSION), or at least installed?"""
+    environ = os.environ if environ is None else environ
+    shell = os.path.basename(environ.get("SHELL", ""))
+    if "XONSH_VERSION" in environ:
+        shell = "xonsh"
+    rc = HOOK_FILES.get(shell)
+    if rc is None:
+        return Check("hook", WARN, f"shell {shell or '(unknown: $SHELL is unset)'} has no agentsh hook",
+                     "use bash, zsh or xonsh for the cd hook (see docs/shell.md); ab-exec works everywhere")
+    line = "xontrib load agentsh" if shell == "xonsh" else f'eval "$(ab-hook {shell})"'
+    if environ.get("AGENTSH_SESSION"):
+        return Check("hook", OK, f"the {shell} hook is loaded in this shell")
+    path = os.path.expanduser(rc)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    if "ab-hook" in text or "xontrib load agentsh" in text:
+        return Check("hook", WARN, f"the {shell} hook is in {rc} but not loaded in this shell",
+                     "open a new shell, or run: " + line)
+    return Check("hook", WARN, f"the {shell} hook is not installed", f"add to {rc}: {line}")
+
+
+def agent_checks(engine, cfg):
+    """Each agent profile: its program in the image (one throwaway container) and its credentials."""
+    from . import agents, creds, project
+    from .errors import AgentshError
+
+    profiles = [agents.profile(n, cfg) for n in agents.names(cfg) if n != agents.SHELL]
+    probe = "; ".join(f"command -v {agents._q(p.program)} >/dev/null 2>&1 && echo {agents._q(p.name)}"
+                      for p in profiles)
+    status, out, err = engine.call("run", "--rm", "--pull=never", "--network=none", "--entrypoint", "sh",
+                                   cfg["image"], "-c", probe + "; true", check=False)
+    present = set(out.split()) if status == 0 else None
+    try:
+        here = project.find()
+    except AgentshError:
+        here = None
+    checks = []
+    for p in profiles:
+        problems, fixes = [], []
+        if present is not None and p.name not in present:
+            problems.append(f"{p.program} is not in {cfg['image']}")
+            fixes.append(f"install it in the sandbox ({p.install})" if p.install else "use an image that has it")
+        if p.credentials:
+            try:
+                found = [n for n in p.credentials if creds.find(n, here) is not None]
+            except AgentshError as e:
+                found, problems = [], problems + [e.message]
+            if not found:
+                problems.append(f"no credential stored ({' or '.join(p.credentials)})")
+                fixes.append(f"ab-creds import {p.imports[0]}" if p.imports else "ab-creds set NAME")
+        if problems:
+            checks.append(Check(f"agent:{p.name}", WARN, "; ".join(problems), "; ".join(fixes)))
+        else:
+            have = f"; credentials: {', '.join(found)}" if p.credentials else ""
+            checks.append(Check(f"agent:{p.name}", OK, f"{p.program} is in the image{have}"))
+    return checks

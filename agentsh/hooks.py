@@ -166,7 +166,7 @@ def status_report(directory=None, store=None, engine=True, environ=None):
     report = {"directory": directory, "project": None, "project_file": None, "trust": None, "reason": None,
               "on_enter": None, "sandbox": None, "state": None, "credentials": [],
               "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
-              "error": None}
+              "ports": [], "error": None}
     try:
         proj = project.find(directory)
     except AgentshError as e:
@@ -187,9 +187,22 @@ def status_report(directory=None, store=None, engine=True, environ=None):
 
         info = Engine(cfg["engine"]).inspect(proj.sandbox)
         report["state"] = (info.get("State") or {}).get("Status", "unknown") if info else "absent"
+        report["ports"] = published_ports(info)
     else:
         report["state"] = "unknown" if store.read(f"sandboxes/{proj.sandbox}.json") else "absent"
     return report
+
+
+def published_ports(info):
+    """The sandbox's port mapping from its inspect dict: [{ip, host, container, proto}], sorted."""
+    bindings = ((info or {}).get("HostConfig") or {}).get("PortBindings") or {}
+    rows = []
+    for key, hosts in bindings.items():
+        container, _, proto = key.partition("/")
+        for h in hosts or ():
+            rows.append({"ip": h.get("HostIp") or "0.0.0.0", "host": int(h.get("HostPort") or 0),
+                         "container": int(container), "proto": proto or "tcp"})
+    return sorted(rows, key=lambda r: (r["container"], r["proto"], r["host"]))
 
 
 def granted_credentials(proj, cfg, store):

@@ -18,6 +18,7 @@ from .project import git_dirs
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
 LABEL_SPEC = "io.agentsh.spec"
+LABEL_PUBLISH = "io.agentsh.publish"  # the `ab-up -p` ports, so later ups keep them
 SANDBOX_HOME = "/home/agent"
 CA_PATH = "/run/agentsh/ca-bundle.crt"
 CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO",
@@ -79,8 +80,11 @@ def _mount_source(path):
     return path
 
 
-def spec(project, cfg, engine):
-    """The container spec for a project under a config (pure, no engine call)."""
+def spec(project, cfg, engine, publish=()):
+    """The container spec for a project under a config (pure, no engine call).
+
+    `publish`: `ab-up -p` ports, kept with the sandbox (LABEL_PUBLISH) until the next `-p`.
+    """
     root = _mount_source(project.root)
     args = [
         "--name", project.sandbox,
@@ -125,7 +129,11 @@ def spec(project, cfg, engine):
         if not os.path.exists(host):
             raise ConfigError(f"mounts: {host} does not exist", "create it or remove the entry from 'mounts'")
         args += ["-v", f"{_mount_source(host)}:{rest}"]
-    env = {"HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
+    extra = _additions(project, cfg, publish)  # ports, caches, instructions, devcontainer
+    args += extra.args
+    if extra.user:
+        args = [a for a in args if not a.startswith("--user=")] + [f"--user={extra.user}"]
+    env = {**extra.env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
     bundle = ca_bundle_source(cfg["ca_bundle"])
     if bundle:
         args += ["-v", f"{_mount_source(bundle)}:{CA_PATH}:ro"]
@@ -137,8 +145,56 @@ def spec(project, cfg, engine):
     env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
-    args += ["-w", root, cfg["image"], *KEEPALIVE]
-    return Spec(project.sandbox, root, cfg["image"], args)
+    args += ["-w", root, extra.image, *KEEPALIVE]
+    out = Spec(project.sandbox, root, extra.image, args)
+    out.build, out.post_create, out.publish = extra.build, extra.post_create, list(publish)
+    return out
+
+
+class _Additions:
+    """Spec pieces from ports, shared caches, the instructions file and a devcontainer.json."""
+
+    def __init__(self, image):
+        self.args, self.env, self.image, self.user = [], {}, image, None
+        self.build = None  # {"context", "file", "args", "tag"} when the image is built from a Dockerfile
+        self.post_create = []  # argv lists run once after the container is made
+
+
+def _additions(project, cfg, publish):
+    from . import caches, instructions, ports
+
+    extra = _Additions(cfg["image"])
+    dev = getattr(cfg, "devcontainer", None)
+    wanted_ports = [*cfg.get("ports", ()), *(dev.ports if dev else ()), *publish]
+    extra.args += ports.publish_args(list(dict.fromkeys(wanted_ports)), project.root)
+    if publish:
+        extra.args += ["--label", f"{LABEL_PUBLISH}={','.join(publish)}"]
+    cache_args, extra.env = caches.spec_additions(cfg.get("caches", ()))
+    extra.args += cache_args + instructions.mount_args()
+    if dev is None:
+        return extra
+    for m in dev.mounts:
+        host, _, rest = m.partition(":")
+        host = os.path.realpath(os.path.expanduser(host))
+        if not os.path.exists(host):
+            raise ConfigError(f"{dev.path}: mounts: {host} does not exist", "create it or remove the mount")
+        extra.args += ["-v", f"{_mount_source(host)}:{rest}"]
+    # Values naming host variables (${localEnv:...}) would copy host secrets into `inspect`: left out.
+    extra.env = {**{k: v for k, v in dev.env.items() if "${" not in v}, **extra.env}
+    extra.user = dev.user
+    extra.post_create = dev.post_create_commands()
+    if "image" not in getattr(cfg, "flag_keys", ()):  # --image beats the devcontainer
+        if dev.dockerfile:
+            with open(dev.dockerfile, "rb") as f:
+                recipe = f.read()
+            digest = sha256_hex(recipe + b"\0" + json.dumps(dev.build_args, sort_keys=True).encode()
+                                + b"\0" + dev.context.encode("utf-8", "surrogateescape"))[:12]
+            extra.image = f"localhost/agentsh-dc-{project.key}:{digest}"
+            extra.build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args,
+                           "tag": extra.image}
+        elif dev.image:
+            extra.image = dev.image
+    return extra
 
 
 def prepare_host(project):
@@ -160,17 +216,22 @@ def describe(info, project, image=None):
     }
 
 
-def up(project, cfg, engine, store, recreate=False, notify=None):
-    """Make the project's sandbox run with the current spec; returns its record."""
+def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
+    """Make the project's sandbox run with the current spec; returns its record.
+
+    `publish`: `ab-up -p` ports; None keeps the ones the sandbox was made with.
+    """
     notify = notify or (lambda msg: None)
-    want = spec(project, cfg, engine)
-    info = engine.inspect(want.name)
+    info = engine.inspect(project.sandbox)
+    want = spec(project, cfg, engine, kept_publish(info) if publish is None else publish)
     if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
         return describe(info, project, want.image)
     lock = store.lock("sandbox-" + want.name)
     with _acquired(lock) as waited:
         if waited or info is not None:  # what we saw may be stale: look again
             info = engine.inspect(want.name)
+        if want.build and (info is None or recreate or not _matches(info, want)):
+            build_image(engine, want.build, notify, force=recreate)
         if info is not None and (recreate or not _matches(info, want)):
             require_image(engine, want.image)  # never remove a sandbox we cannot replace
             notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
@@ -189,10 +250,38 @@ def up(project, cfg, engine, store, recreate=False, notify=None):
             engine.call("unpause", want.name)
         if info is not None:
             return {**describe(info, project, want.image), "state": RUNNING}
-        return _create(engine, store, project, want)
+        return _create(engine, store, project, want, notify)
 
 
-def _create(engine, store, project, want):
+def kept_publish(info):
+    """The `ab-up -p` ports an existing sandbox was made with ([] when none or no sandbox)."""
+    labels = ((info or {}).get("Config") or {}).get("Labels") or {}
+    value = labels.get(LABEL_PUBLISH, "")
+    return value.split(",") if value else []
+
+
+def build_image(engine, build, notify, force=False):
+    """Build a devcontainer's Dockerfile into its per-project tag, unless that tag exists."""
+    if not force and engine.image_exists(build["tag"]):
+        return
+    notify(f"building {build['tag']} from {build['file']}")
+    engine.build(build["context"], build["tag"], file=build["file"], build_args=build["args"],
+                 labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"))
+
+
+def post_create(engine, want, notify):
+    """Run the devcontainer's postCreateCommand in a new sandbox; a failure removes it again."""
+    for cmd in want.post_create:
+        notify(f"postCreateCommand: {' '.join(cmd)}")
+        status, tail = engine.stream(engine.argv("exec", "-w", want.project_root, want.name, *cmd),
+                                     on_line=lambda line: notify(f"  | {line}"))
+        if status != 0:
+            engine.remove(want.name)  # the next ab-up makes it again and runs the command again
+            raise AgentshError(f"postCreateCommand {' '.join(cmd)!r} failed with exit status {status}",
+                               "fix it in .devcontainer/devcontainer.json, then run 'ab-up' again")
+
+
+def _create(engine, store, project, want, notify=None):
     prepare_host(project)
     try:
         cid = engine.run_detached(want.full_run_args())
@@ -205,6 +294,8 @@ def _create(engine, store, project, want):
         if info is None or not _matches(info, want):
             raise
         return describe(info, project, want.image)
+    if want.post_create:
+        post_create(engine, want, notify or (lambda msg: None))
     store.write(f"sandboxes/{want.name}.json", {
         "name": want.name, "project": project.root, "image": want.image,
         "spec": want.hash, "created": int(time.time()),

@@ -44,8 +44,57 @@ def was_allowed(store, real_path):
     return os.path.exists(store.path(f"trust/allow/{_path_key(real_path)}.json"))
 
 
+def anchor(project):
+    """The file a project's trust is recorded for: its project file, else its devcontainer.json.
+
+    A devcontainer.json decides what runs as much as the project file does,
+    so a project with only one still needs `ab-allow` before it is honoured.
+    """
+    if project.config_file:
+        return project.config_file
+    from .devcontainer import find
+
+    return find(project.root)
+
+
+def covered_files(anchor_path):
+    """Files besides the anchor that the trust hash covers: devcontainer.json and its Dockerfile."""
+    from . import devcontainer
+    from .errors import ConfigError
+
+    if os.path.basename(anchor_path) == ".agentsh.toml":
+        root = os.path.dirname(anchor_path)
+        dc_path = devcontainer.find(root)
+        files = [dc_path] if dc_path else []
+    else:  # the anchor is the devcontainer.json itself
+        dc_path = anchor_path
+        root = os.path.dirname(os.path.dirname(dc_path)) if os.path.basename(os.path.dirname(dc_path)) == \
+            ".devcontainer" else os.path.dirname(dc_path)
+        files = []
+    if dc_path:
+        try:
+            dc = devcontainer.load(root)
+        except (ConfigError, OSError, UnicodeDecodeError):
+            dc = None  # unreadable: its own bytes are still covered, and loading it says what is wrong
+        if dc is not None and dc.dockerfile:
+            files.append(dc.dockerfile)
+    return files
+
+
+def _covered_bytes(anchor_path):
+    """The covered files' names (relative to the anchor's directory) and bytes, as one string."""
+    base = os.path.dirname(anchor_path)
+    out = b""
+    for path in covered_files(anchor_path):
+        data = _read_or_none(path)
+        out += b"\0" + os.path.relpath(path, base).encode("utf-8", "surrogateescape") + b"\0" + (
+            b"<missing>" if data is None else data)
+    return out
+
+
 def content_hash(real_path, data):
-    return sha256_hex(real_path.encode("utf-8", "surrogateescape") + b"\0" + data)
+    """Hash of the anchor's path and bytes, and of every file it covers (none: as before)."""
+    return sha256_hex(real_path.encode("utf-8", "surrogateescape") + b"\0" + data + _covered_bytes(real_path))
 
 
 def status(store, real_path, data, session=None):
@@ -71,7 +120,8 @@ def status(store, real_path, data, session=None):
     from .worktree import main_checkout_path
 
     main_file = main_checkout_path(real_path)
-    if main_file and _read_or_none(main_file) == data and status(store, main_file, data, session) == ALLOWED:
+    if (main_file and _read_or_none(main_file) == data and _covered_bytes(main_file) == _covered_bytes(real_path)
+            and status(store, main_file, data, session) == ALLOWED):
         return ALLOWED
     return BLOCKED
 

@@ -16,6 +16,7 @@ COMMANDS = {
     "hook": "print the shell hook that enters the sandbox on cd",
     "status": "the project here: trust, sandbox, credentials",
     "doctor": "check the engine, image, CA bundle and state; say how to fix",
+    "agent": "run a coding agent (claude, codex, gemini, opencode, aider) in the sandbox",
 }
 
 

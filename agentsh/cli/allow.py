@@ -9,11 +9,14 @@ def _project_file(directory):
     from .. import project
     from ..errors import AgentshError
 
+    from ..trust import anchor
+
     proj = project.find(directory)
-    if not proj.config_file:
-        raise AgentshError(f"no {project.PROJECT_FILE} in {proj.root} or above it",
+    path = anchor(proj)  # the project file, else a devcontainer.json (with the Dockerfile it names)
+    if not path:
+        raise AgentshError(f"no {project.PROJECT_FILE} (or .devcontainer/devcontainer.json) in {proj.root} or above it",
                            "nothing to allow; create one, or give the project's directory")
-    return os.path.realpath(proj.config_file)
+    return os.path.realpath(path)
 
 
 def allow_body(argv):

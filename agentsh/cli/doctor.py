@@ -7,8 +7,9 @@ MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 
 def body(argv):
-    p = parser("ab-doctor", "Check the engine, the runtime, the image, the CA bundle and the state dir; "
-               "each problem comes with its fix. Exit 1 if any check fails.", EXAMPLES)
+    p = parser("ab-doctor", "Check the engine, the runtime, the image and its age, the CA bundle, the state "
+               "dir, the credential key's permissions, the cd hook in this shell, and each agent profile's "
+               "program and credentials; each problem comes with its fix. Exit 1 if any check fails.", EXAMPLES)
     p.add_argument("--json", action="store_true", help="a JSON list of {name, status, detail, fix}")
     p.add_argument("--no-run", action="store_true", help="skip starting a throwaway container")
     args = p.parse_args(argv)
@@ -20,9 +21,9 @@ def body(argv):
         print_json(checks)
     else:
         for c in checks:
-            print(f"{MARKS[c['status']]}  {c['name']:<10} {c['detail']}")
+            print(f"{MARKS[c['status']]}  {c['name']:<14} {c['detail']}")
             if c["fix"] and c["status"] != "ok":
-                print(f"      {'':<10} fix: {c['fix']}")
+                print(f"      {'':<14} fix: {c['fix']}")
     return 1 if any(c["status"] == "fail" for c in checks) else 0
 
 

@@ -9,7 +9,7 @@ EXAMPLES = [
     "PS1='$(ab-status --prompt)'$PS1   # a prompt segment: ab:allowed, ab:blocked, ... (no engine call)",
 ]
 LABELS = (("project", "project"), ("project_file", "file"), ("trust", "trust"), ("on_enter", "on enter"),
-          ("sandbox", "sandbox"), ("credentials", "credentials"), ("hook", "cd hook"))
+          ("sandbox", "sandbox"), ("ports", "ports"), ("credentials", "credentials"), ("hook", "cd hook"))
 
 
 def body(argv):
@@ -48,6 +48,8 @@ def render(report):
         values["project"] = f"none ({report['reason']})"
     if report["sandbox"]:
         values["sandbox"] = f"{report['sandbox']} ({report['state']})"
+    values["ports"] = ", ".join(f"{p['ip']}:{p['host']}->{p['container']}/{p['proto']}"
+                                for p in report.get("ports") or ())
     if report["project"]:
         values["credentials"] = ", ".join(report["credentials"]) or "none"
     if report["inside_sandbox"]:

@@ -6,6 +6,7 @@ EXAMPLES = [
     "ab-up                      # sandbox for the current project; prints its name",
     "ab-up ~/src/app --json     # name, id, project, image, state as JSON",
     "ab-up --image localhost/mytools:latest",
+    "ab-up -p 5173 -p 127.0.0.1:8080:80   # publish ports (5173: a stable host port; see ab-status)",
 ]
 
 
@@ -18,6 +19,9 @@ def body(argv):
     p.add_argument("--image", help="image to run (overrides config 'image')")
     p.add_argument("--recreate", action="store_true", help="remove and recreate the sandbox even if unchanged")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the name")
+    p.add_argument("-p", "--publish", action="append", metavar="[IP:][HOST:]CONTAINER[/PROTO]",
+                   help="publish a port (repeatable; on 127.0.0.1 unless IP is given; without HOST, a stable "
+                        "host port for this project); kept until the next ab-up -p")
     args = p.parse_args(argv)
     if args.wt:
         from ..worktree import path_of
@@ -27,7 +31,11 @@ def body(argv):
     from .. import sandbox
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image})
-    record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice)
+    if args.publish:
+        from ..ports import publish_args
+
+        publish_args(args.publish, proj.root)  # a bad -p is a usage error (2) before anything runs
+    record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice, publish=args.publish)
     from ..gitguard import check
 
     check(proj, notice)

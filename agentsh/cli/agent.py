@@ -1,0 +1,93 @@
+"""ab-agent: run a coding agent in the project's sandbox, logged in, with its state and flags."""
+
+import os
+import sys
+
+from .common import load_context, notice, parser, print_json, run
+
+EXAMPLES = [
+    "ab-agent claude                       # Claude Code, continuing this project's last conversation",
+    "ab-agent claude --new                 # a fresh conversation",
+    "ab-agent codex --safe                 # keep Codex's own approval prompts",
+    "ab-agent gemini -- -p 'explain main.py'",
+    "ab-agent claude --wt feature-x        # in worktree feature-x's sandbox (ab-wt)",
+    "ab-agent shell                        # an interactive shell, like ab-exec",
+    "ab-agent --list --json                # the profiles: command, flags, credentials, state, network",
+]
+
+
+def body(argv):
+    # Everything after the first `--` is the agent's, options included.
+    split = argv.index("--") if "--" in argv else len(argv)
+    argv, agent_args = argv[:split], argv[split + 1:]
+    p = parser("ab-agent", "Run agent NAME (claude, codex, gemini, opencode, aider, shell, or one defined "
+               "in [agents.NAME]) in the sandbox of the project holding DIR (default: .), starting it if "
+               "needed. Permission-skipping flags are on (the sandbox is the safety net; --safe drops them); "
+               "the last conversation continues when there is one and no AGENT_ARGS are given (--new starts "
+               "fresh); the profile's stored credentials reach the sandbox for the run. Exit status is the "
+               "agent's (125: agentsh or the engine failed first; 127: the agent is not installed).", EXAMPLES)
+    p.add_argument("name", nargs="?", metavar="NAME", help="the agent profile")
+    p.add_argument("--dir", help="run in the project holding DIR, in DIR (default: .)")
+    p.add_argument("--wt", metavar="WT", help="run in worktree WT (ab-wt) of the repo holding DIR, at its top")
+    p.add_argument("--new", action="store_true", help="start a new conversation instead of continuing")
+    p.add_argument("--safe", action="store_true", help="drop the permission-skipping flags")
+    p.add_argument("--list", action="store_true", help="list the profiles instead of running one")
+    p.add_argument("--json", action="store_true", help="with --list: a JSON list of profiles")
+    p.usage = "ab-agent [-h] [--dir DIR] [--wt WT] [--new] [--safe] NAME [-- AGENT_ARGS...] | --list [--json]"
+    args = p.parse_args(argv)
+    args.agent_args = agent_args
+    if args.list:
+        return list_profiles(args)
+    if not args.name:
+        p.error("give an agent NAME (see ab-agent --list)")
+    if args.wt:
+        from ..worktree import path_of
+
+        args.dir = path_of(args.wt, args.dir)
+
+    from .. import agents, execute, inject, instructions, sandbox
+
+    proj, cfg, engine, store = load_context(args.dir)
+    prof = agents.profile(args.name, cfg)
+    here = os.path.realpath(args.dir if args.dir else os.getcwd())
+    workdir = here if (here + "/").startswith(proj.root + "/") else proj.root
+
+    def recover():
+        notice(f"sandbox {proj.sandbox} is not running; starting it")
+        sandbox.up(proj, cfg, engine, store, notify=notice)
+
+    run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
+    delivery = inject.deliver(proj, run_cfg, engine, store, notice, recover)
+    environ = os.environ
+    names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
+    values = dict(prof.env)
+    if delivery is not None:
+        values.update(delivery.env_values)
+    targets = instructions.targets(cfg) if instructions.host_file() else ()
+    cmd = agents.command(prof, cfg, args.agent_args, safe=args.safe, new=args.new, instructions_targets=targets)
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    status = execute.run(engine, proj.sandbox, cmd, workdir, names + list(values), values, tty, recover)
+    if delivery is not None:
+        inject.write_back(engine, proj.sandbox, delivery, store, notice)
+    return status
+
+
+def list_profiles(args):
+    from .. import agents, config
+
+    cfg = config.load()
+    rows = [agents.profile(n, cfg).as_dict() for n in agents.names(cfg)]
+    if args.json:
+        print_json(rows)
+        return 0
+    from .ls import print_table
+
+    shown = [{"name": r["name"], "command": " ".join(r["command"]) or "(config shell)",
+              "flags": " ".join(r["permissive_args"]) or "-", "continue": " ".join(r["continue_args"]) or "-",
+              "credentials": ", ".join(r["credentials"]) or "-"} for r in rows]
+    print_table(shown, ("name", "command", "flags", "continue", "credentials"))
+    return 0
+
+
+def main():
+    run("ab-agent", body)
