@@ -7,16 +7,31 @@ gets a one-line notice and the user config alone.
 """
 
 import os
-import re
 
 from . import paths, trust
 from .errors import ConfigError
 
+
+class Pattern:
+    """A regular expression compiled on first use: `re` stays off the hot path."""
+
+    def __init__(self, text):
+        self.text = text
+        self._compiled = None
+
+    def match(self, value):
+        if self._compiled is None:
+            import re
+
+            self._compiled = re.compile(self.text)
+        return self._compiled.match(value)
+
+
 DEFAULT_IMAGE = "localhost/agentsh:latest"
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
-CAPABILITY = re.compile(r"(CAP_)?[A-Z_]+\Z")
-SIZE = re.compile(r"[0-9]+[bkmgBKMG]?\Z")
+ENV_NAME = Pattern(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+CREDENTIAL_NAME = Pattern(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}\Z")
+CAPABILITY = Pattern(r"(CAP_)?[A-Z_]+\Z")
+SIZE = Pattern(r"[0-9]+[bkmgBKMG]?\Z")
 
 
 def _str(choices=None):
@@ -161,6 +176,42 @@ def parse(text, source):
     return validate(data, source)
 
 
+def parse_cached(data, source):
+    """parse() of a file's bytes, remembered by content hash.
+
+    Every command reads the config; the TOML parser (and the typing module it
+    pulls in) costs ~5 ms to import, more than the rest of ab-exec's own work.
+    A validated result is kept as a marshal file named by the hash of this
+    version, the file's path and its bytes, so an edit is never served stale.
+    """
+    import marshal
+
+    from . import __version__
+    from .digest import sha256_hex
+
+    key = sha256_hex(f"{__version__}\0{source}\0".encode("utf-8", "surrogateescape") + data)[:32]
+    cache = os.path.join(paths.state_dir(), "cache", "config", key + ".marshal")
+    try:
+        with open(cache, "rb") as f:
+            return marshal.load(f)
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text", "fix the file's encoding") from None
+    parsed = parse(text, source)
+    try:
+        os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
+        tmp = f"{cache}.tmp.{os.getpid()}"
+        with open(tmp, "wb") as f:
+            marshal.dump(parsed, f)
+        os.replace(tmp, cache)
+    except (OSError, ValueError):
+        pass  # a cache we cannot write only costs the parse next time
+    return parsed
+
+
 def merge(base, layer):
     out = dict(base)
     for key, value in layer.items():
@@ -171,15 +222,6 @@ def merge(base, layer):
         else:
             out[key] = value
     return out
-
-
-def read_toml_file(path):
-    data = trust.read_file(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text", "fix the file's encoding") from None
-    return data, text
 
 
 class Config(dict):
@@ -198,7 +240,7 @@ def load(project=None, store=None, flags=None):
     notices = []
     user_file = paths.user_config_file()
     if os.path.exists(user_file):
-        cfg = merge(cfg, parse(read_toml_file(user_file)[1], user_file))
+        cfg = merge(cfg, parse_cached(trust.read_file(user_file), user_file))
     trust_state = None
     dev = None
     # The project file, else a devcontainer.json: the file whose trust covers
@@ -209,11 +251,11 @@ def load(project=None, store=None, flags=None):
             from .state import Store
 
             store = Store()
-        data, text = read_toml_file(anchor)
+        data = trust.read_file(anchor)
         trust_state = trust.status(store, anchor, data)
         if trust_state == trust.ALLOWED:
             if anchor == project.config_file:
-                layer = parse(text, anchor)
+                layer = parse_cached(data, anchor)
                 for key in USER_ONLY & set(layer):
                     raise ConfigError(f"{anchor}: key '{key}' can only be set in the user config",
                                       f"move it to {user_file}")

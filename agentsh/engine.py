@@ -6,7 +6,6 @@ tests swap in a recorder. Engine failures become one-line errors that say what
 to run next; policy (which mounts, which user) lives in `sandbox`.
 """
 
-import json
 import os
 
 from .errors import EngineError
@@ -15,6 +14,12 @@ INSTALL_HINT = {
     "podman": "install it (Debian/Ubuntu: sudo apt-get install podman; Fedora: sudo dnf install podman)",
     "docker": "install Docker Engine, or use Podman (set engine = \"podman\")",
 }
+
+
+def _json_loads(text):
+    import json  # not needed by ab-exec's hot path
+
+    return json.loads(text)
 
 
 def which(program):
@@ -141,7 +146,7 @@ class Engine:
             if isinstance(e, NoSuchContainer):
                 return None
             raise e
-        data = json.loads(out or "[]")
+        data = _json_loads(out or "[]")
         return data[0] if data else None
 
     def run_detached(self, run_args):
@@ -179,9 +184,9 @@ class Engine:
         for k, v in labels.items():
             filters += ["--filter", f"label={k}={v}"]
         if self.is_podman:
-            return json.loads(self.call("ps", "-a", *filters, "--format", "json") or "[]")
+            return _json_loads(self.call("ps", "-a", *filters, "--format", "json") or "[]")
         out = self.call("ps", "-a", "--no-trunc", *filters, "--format", "{{json .}}")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [_json_loads(line) for line in out.splitlines() if line.strip()]
 
     # -- volumes and images ------------------------------------------------
 
@@ -210,11 +215,11 @@ class Engine:
             args += ["--filter", f"reference={reference}"]
         out = self.call(*args)
         if self.is_podman:
-            return json.loads(out or "[]")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+            return _json_loads(out or "[]")
+        return [_json_loads(line) for line in out.splitlines() if line.strip()]
 
     def info(self):
-        return json.loads(self.call("info", "--format", "json"))
+        return _json_loads(self.call("info", "--format", "json"))
 
     # -- image building (ab-image) ------------------------------------------
 
@@ -275,7 +280,7 @@ class Engine:
         status, out, _ = self.call("image", "inspect", image, check=False)
         if status != 0:
             return None
-        data = json.loads(out or "[]")
+        data = _json_loads(out or "[]")
         return data[0] if data else None
 
     def stream(self, argv, on_line=None, timeout=None, keep=60):

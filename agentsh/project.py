@@ -6,7 +6,6 @@ path alone, so hot paths need no state read to find a sandbox.
 """
 
 import os
-import re
 
 from . import paths
 from .digest import sha256_hex
@@ -85,9 +84,18 @@ def git_dirs(top):
     return own, os.path.realpath(os.path.join(own, common)) if common else own
 
 
+_SLUG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
+
+
 def slugify(name):
-    """A short, engine-safe rendering of a directory name."""
-    slug = re.sub(r"[^a-z0-9_.]+", "-", name.lower()).strip("-._")[:24].rstrip("-._")
+    """A short, engine-safe rendering of a directory name (runs of other characters become '-')."""
+    out = []
+    for ch in name.lower():
+        if ch in _SLUG_CHARS:
+            out.append(ch)
+        elif not out or out[-1] != "-":
+            out.append("-")
+    slug = "".join(out).strip("-._")[:24].rstrip("-._")
     return slug or "project"
 
 

@@ -112,3 +112,30 @@ def test_trust_is_bound_to_the_real_path(tmp_path):
     (tmp_path / "b" / ".agentsh.toml").write_text('image = "x"\n')
     assert config.load(a).project_trust == trust.ALLOWED
     assert config.load(project.find(str(tmp_path / "b"))).project_trust == trust.BLOCKED
+
+
+def test_parsed_config_is_cached_by_content(user_config, isolated_dirs):
+    import glob
+    import subprocess
+    import sys
+
+    user_config('image = "one"\n')
+    assert config.load()["image"] == "one"
+    caches = glob.glob(str(isolated_dirs["XDG_STATE_HOME"] / "agentsh" / "cache" / "config" / "*.marshal"))
+    assert len(caches) == 1
+    user_config('image = "two"\n')  # an edit is never served stale
+    assert config.load()["image"] == "two"
+    for path in glob.glob(str(isolated_dirs["XDG_STATE_HOME"] / "agentsh" / "cache" / "config" / "*")):
+        with open(path, "wb") as f:
+            f.write(b"\x00garbage")  # a broken cache entry is parsed again
+    assert config.load()["image"] == "two"
+    code = "import sys; from agentsh import config; config.load(); print('tomllib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # the hot path reads the cache, not the TOML parser
+
+
+def test_a_bad_file_is_never_cached_as_good(user_config):
+    user_config("imag = 1\n")
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="unknown key 'imag'"):
+            config.load()
