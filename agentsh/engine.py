@@ -103,6 +103,15 @@ class Engine:
                 self._rootless = "/run/user/" in host or "rootless" in host
         return self._rootless
 
+    @property
+    def is_local(self):
+        """Whether the engine's containers are processes of this host (their pids are in our /proc)."""
+        if not os.path.isdir("/proc/self"):
+            return False
+        if self.is_podman:
+            return not os.environ.get("CONTAINER_HOST")
+        return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+
     # -- plumbing -------------------------------------------------------
 
     def argv(self, *args):

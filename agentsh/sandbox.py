@@ -12,7 +12,7 @@ import time
 
 from . import gitguard
 from .digest import sha256_hex
-from .errors import AgentshError, ConfigError
+from .errors import AgentshError, ConfigError, StateError
 from .project import git_dirs
 
 LABEL_MANAGED = "io.agentsh.managed"
@@ -133,7 +133,7 @@ def spec(project, cfg, engine, publish=()):
     args += extra.args
     if extra.user:
         args = [a for a in args if not a.startswith("--user=")] + [f"--user={extra.user}"]
-    env = {**extra.env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
+    env = {**extra.env, **net_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
     bundle = ca_bundle_source(cfg["ca_bundle"])
     if bundle:
         args += ["-v", f"{_mount_source(bundle)}:{CA_PATH}:ro"]
@@ -220,37 +220,101 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     """Make the project's sandbox run with the current spec; returns its record.
 
     `publish`: `ab-up -p` ports; None keeps the ones the sandbox was made with.
+    The common case, a running sandbox whose spec is unchanged, needs no engine
+    call: the sandbox record names the container's init process, and /proc
+    says whether that very process still runs. Anything else asks the engine.
     """
     notify = notify or (lambda msg: None)
-    info = engine.inspect(project.sandbox)
+    record = None if recreate else _read_record(store, project.sandbox, notify)
+    if record is not None and engine.is_local:
+        want = spec(project, cfg, engine, record.get("publish", []) if publish is None else publish)
+        if record.get("spec") == want.hash and process_alive(record.get("pid"), record.get("pid_start")):
+            return {"name": want.name, "id": record.get("id", ""), "project": project.root,
+                    "image": want.image, "state": RUNNING}
+    # Without a record there is usually no container either: go straight to
+    # creating it, and look only if the engine says the name is taken.
+    info = engine.inspect(project.sandbox) if record is not None or recreate else None
     want = spec(project, cfg, engine, kept_publish(info) if publish is None else publish)
     if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
+        remember(store, project, want, info)
         return describe(info, project, want.image)
     lock = store.lock("sandbox-" + want.name)
     with _acquired(lock) as waited:
         if waited or info is not None:  # what we saw may be stale: look again
             info = engine.inspect(want.name)
-        if want.build and (info is None or recreate or not _matches(info, want)):
-            build_image(engine, want.build, notify, force=recreate)
-        if info is not None and (recreate or not _matches(info, want)):
-            require_image(engine, want.image)  # never remove a sandbox we cannot replace
-            notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
+        if info is None and not recreate:
+            try:
+                return _converge(engine, store, project, want, None, False, notify)
+            except NameTaken:
+                info = engine.inspect(want.name)
+                want = spec(project, cfg, engine, kept_publish(info) if publish is None else publish)
+        return _converge(engine, store, project, want, info, recreate, notify)
+
+
+def _converge(engine, store, project, want, info, recreate, notify):
+    """Bring an existing (or absent) container in line with `want`, under the sandbox lock."""
+    if want.build and (info is None or recreate or not _matches(info, want)):
+        build_image(engine, want.build, notify, force=recreate)
+    if info is not None and (recreate or not _matches(info, want)):
+        require_image(engine, want.image)  # never remove a sandbox we cannot replace
+        notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
+        engine.remove(want.name)
+        info = None
+    if info is not None and info["State"]["Status"] not in (RUNNING, "paused"):
+        try:
+            engine.start(want.name)
+        except AgentshError as e:
+            # A container that cannot start (made under other engine
+            # settings, or half-made) is ours to replace; its home stays.
+            notify(f"sandbox {want.name} does not start ({e.message}); recreating it")
             engine.remove(want.name)
             info = None
-        if info is not None and info["State"]["Status"] not in (RUNNING, "paused"):
-            try:
-                engine.start(want.name)
-            except AgentshError as e:
-                # A container that cannot start (made under other engine
-                # settings, or half-made) is ours to replace; its home stays.
-                notify(f"sandbox {want.name} does not start ({e.message}); recreating it")
-                engine.remove(want.name)
-                info = None
-        elif info is not None and info["State"]["Status"] == "paused":
-            engine.call("unpause", want.name)
-        if info is not None:
-            return {**describe(info, project, want.image), "state": RUNNING}
-        return _create(engine, store, project, want, notify)
+    elif info is not None and info["State"]["Status"] == "paused":
+        engine.call("unpause", want.name)
+    if info is not None:
+        return {**describe(info, project, want.image), "state": RUNNING}
+    return _create(engine, store, project, want, notify)
+
+
+class NameTaken(AgentshError):
+    """`run` found a container of that name already there."""
+
+
+def process_alive(pid, start):
+    """Whether process `pid` runs and started at `start`: the same process, not a reused pid."""
+    return bool(pid and start) and _start_time(pid) == start
+
+
+def _start_time(pid):
+    """A process's start time (clock ticks since boot) from /proc, or None."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _read_record(store, name, notify=None):
+    """The sandbox record; an unreadable one is only a cache of what the engine knows, so
+    it is reported and treated as unknown ({}), and rewritten by this very ab-up."""
+    try:
+        return store.read(f"sandboxes/{name}.json")
+    except StateError as e:
+        if notify:
+            notify(f"{e.message}; asking the engine instead and rewriting it")
+        return {}
+
+
+def remember(store, project, want, info):
+    """Record what ab-up's next no-engine check needs: spec, ports, init pid and its start time."""
+    pid = (info.get("State") or {}).get("Pid") or 0
+    record = _read_record(store, want.name) or {}
+    fresh = {"name": want.name, "project": project.root, "image": want.image, "spec": want.hash,
+             "publish": list(want.publish), "id": info.get("Id", ""), "pid": pid, "pid_start": _start_time(pid),
+             "created": record.get("created") or int(time.time())}
+    if {k: record.get(k) for k in fresh} != fresh:
+        store.write(f"sandboxes/{want.name}.json", fresh)
 
 
 def kept_publish(info):
@@ -288,17 +352,14 @@ def _create(engine, store, project, want, notify=None):
     except AgentshError as e:
         if "already in use" not in e.message:
             raise
-        # Made between our inspect and our lock by a process that held no
-        # lock: theirs is as good as ours if the spec agrees.
-        info = engine.inspect(want.name)
-        if info is None or not _matches(info, want):
-            raise
-        return describe(info, project, want.image)
+        # Made by a process that held no lock, or under another state dir:
+        # the caller inspects it and decides.
+        raise NameTaken(e.message) from None
     if want.post_create:
         post_create(engine, want, notify or (lambda msg: None))
     store.write(f"sandboxes/{want.name}.json", {
         "name": want.name, "project": project.root, "image": want.image,
-        "spec": want.hash, "created": int(time.time()),
+        "spec": want.hash, "publish": list(want.publish), "id": cid, "created": int(time.time()),
     })
     return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING}
 

@@ -12,6 +12,7 @@ class FakeRunner:
         self.calls = []
         self.containers = {}  # name -> inspect dict
         self.images = set()
+        self.pid = 0  # the "container's" init pid inspect reports
 
     def __call__(self, argv, input=None, capture=True, timeout=None):
         args = argv[1:]
@@ -24,8 +25,10 @@ class FakeRunner:
             return 0, json.dumps([info]), ""
         if cmd == "run":
             name = args[args.index("--name") + 1]
+            if name in self.containers:
+                return 125, "", f'Error: creating container storage: the container name "{name}" is already in use'
             labels = dict(a.split("=", 1) for i, a in enumerate(args) if i and args[i - 1] == "--label")
-            self.containers[name] = {"Id": "id-" + name, "State": {"Status": "running"},
+            self.containers[name] = {"Id": "id-" + name, "State": {"Status": "running", "Pid": self.pid},
                                      "Config": {"Labels": labels, "Image": ""}}
             return 0, "id-" + name + "\n", ""
         if cmd == "rm":

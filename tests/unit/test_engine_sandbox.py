@@ -169,3 +169,52 @@ def test_rootless_detection(monkeypatch):
 def test_exec_argv_passes_env_by_name_only():
     argv = Engine("podman", exe="podman").exec_argv("sb", ["env"], workdir="/p", env_names=["TOKEN"], tty=False)
     assert argv == ["podman", "exec", "-i", "-w", "/p", "-e", "TOKEN", "sb", "env"]
+
+
+def test_warm_up_needs_no_engine_call_while_the_init_process_lives(proj):
+    engine, runner = fake_engine()
+    runner.pid = os.getpid()  # a process that is certainly alive
+    store = Store()
+    assert sandbox.up(proj, config.load(), engine, store)["state"] == "running"
+    sandbox.up(proj, config.load(), engine, store)  # one inspect, which records the pid
+    record = store.read(f"sandboxes/{proj.sandbox}.json")
+    assert record["pid"] == os.getpid() and record["pid_start"]
+    runner.calls.clear()
+    assert sandbox.up(proj, config.load(), engine, store)["name"] == proj.sandbox
+    assert runner.calls == []
+
+
+def test_a_dead_or_reused_pid_falls_back_to_the_engine(proj):
+    engine, runner = fake_engine()
+    runner.pid = os.getpid()
+    store = Store()
+    sandbox.up(proj, config.load(), engine, store)
+    sandbox.up(proj, config.load(), engine, store)
+    record = store.read(f"sandboxes/{proj.sandbox}.json")
+    store.write(f"sandboxes/{proj.sandbox}.json", {**record, "pid_start": record["pid_start"] + 1})
+    runner.calls.clear()
+    sandbox.up(proj, config.load(), engine, store)
+    assert runner.commands() == ["container inspect"]
+
+
+def test_cold_up_without_a_record_goes_straight_to_run(proj):
+    engine, runner = fake_engine()
+    sandbox.up(proj, config.load(), engine, Store())
+    assert runner.commands() == ["run"]
+
+
+def test_cold_up_adopts_a_container_it_has_no_record_of(proj, user_config):
+    engine, runner = fake_engine()
+    sandbox.up(proj, config.load(), engine, Store())
+    Store().remove(f"sandboxes/{proj.sandbox}.json")
+    runner.containers[proj.sandbox]["State"]["Status"] = "exited"
+    runner.calls.clear()
+    record = sandbox.up(proj, config.load(), engine, Store())
+    assert runner.commands() == ["run", "container inspect", "start"] and record["state"] == "running"
+
+
+def test_process_alive():
+    assert sandbox.process_alive(os.getpid(), sandbox._start_time(os.getpid()))
+    assert not sandbox.process_alive(os.getpid(), 1)
+    assert not sandbox.process_alive(None, None)
+    assert not sandbox.process_alive(2 ** 22 + 7, 5)
