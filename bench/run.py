@@ -233,8 +233,16 @@ class Bench:
         return dt
 
     def remove_container(self):
+        """The state `ab-down --rm` leaves: no container, and no sandbox record.
+
+        (A container removed behind agentsh's back leaves the record, and
+        ab-up then spends one inspect finding out; that is the rarer case.)
+        """
         subprocess.run([self.podman, "rm", "-f", "-t", "0", self.name], stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, check=True)
+        record = os.path.join(self.env["XDG_STATE_HOME"], "agentsh", "sandboxes", self.name + ".json")
+        if os.path.exists(record):
+            os.unlink(record)
 
     def ensure_running(self):
         self.run(self.ab("ab-up"))
