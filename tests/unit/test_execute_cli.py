@@ -5,7 +5,16 @@ import pytest
 from agentsh import execute
 from agentsh.errors import UsageError
 
-COMMANDS = ["ab-up", "ab-exec", "ab-down", "ab-ls", "ab-allow", "ab-deny", "ab-image"]
+def _commands():
+    """Every ab-* console script the package declares."""
+    import tomllib
+    from pathlib import Path
+
+    data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    return sorted(name for name in data["project"]["scripts"] if name.startswith("ab-"))
+
+
+COMMANDS = _commands()
 
 
 def test_host_env_allowlist():
@@ -39,14 +48,14 @@ def test_every_command_has_help_with_an_example(command):
 @pytest.mark.parametrize("command", COMMANDS)
 def test_bad_flags_exit_2(command):
     proc = subprocess.run([command, "--no-such-flag"], capture_output=True, text=True)
-    assert proc.returncode == 2 and "unrecognized arguments" in proc.stderr
+    assert proc.returncode == 2 and "usage:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_ab_lists_commands_and_dispatches():
     proc = subprocess.run(["ab"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for name in ("up", "exec", "down", "ls", "image", "allow", "deny"):
-        assert f"  {name} " in proc.stdout
+    for name in (c.removeprefix("ab-") for c in COMMANDS):
+        assert f"  {name} " in proc.stdout, name
     proc = subprocess.run(["ab", "up", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: ab-up")
     proc = subprocess.run(["ab", "nosuch"], capture_output=True, text=True)
