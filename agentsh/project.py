@@ -99,13 +99,19 @@ def slugify(name):
     return slug or "project"
 
 
-def find(start=None):
-    """The Project holding `start` (default: the working directory)."""
-    start = start if start is not None else os.getcwd()
-    real = os.path.realpath(start)
+def real_dir(given=None, fix="give an existing directory"):
+    """The real path of a directory (default: the working directory), or a clear error."""
+    given = given if given is not None else os.getcwd()
+    real = os.path.realpath(given)
     if not os.path.isdir(real):
         what = "is not a directory" if os.path.exists(real) else "does not exist"
-        raise AgentshError(f"{start} {what}", "give an existing project directory")
+        raise AgentshError(f"{given} {what}", fix)
+    return real
+
+
+def find(start=None):
+    """The Project holding `start` (default: the working directory)."""
+    real = real_dir(start, "give an existing project directory")
     home = paths.home_dir()
     git_top = None
     found = None

@@ -133,10 +133,7 @@ def _checkout_top(start):
 def find_repo(directory=None):
     """The main checkout of the git repository holding `directory` (default: cwd)."""
     given = directory if directory is not None else os.getcwd()
-    start = os.path.realpath(given)
-    if not os.path.isdir(start):
-        what = "is not a directory" if os.path.exists(start) else "does not exist"
-        raise AgentshError(f"{given} {what}", "give a directory inside a git repository")
+    start = project.real_dir(given, "give a directory inside a git repository")
     top = _checkout_top(start)
     if top is None:
         raise AgentshError(f"{given} is not in a git repository",
