@@ -58,6 +58,11 @@ def subprocess_runner(argv, input=None, capture=True, timeout=None):
 HOST_QUIRKS = ("cgroups in hybrid mode", "error setting rlimit", "setrlimit")
 
 
+# How a registry that cannot be reached shows in the engine's error text.
+UNREACHABLE = ("pinging container registry", "no such host", "dial tcp", "connection refused", "i/o timeout",
+               "tls handshake timeout")
+
+
 class NoSuchContainer(EngineError):
     pass
 
@@ -134,6 +139,9 @@ class Engine:
             fix = ("start it: sudo systemctl start docker" if self.name == "docker"
                    else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")
             return EngineError(f"the {self.name} engine is not running", fix)
+        if "initializing source" in low and any(s in low for s in UNREACHABLE):
+            return EngineError(f"{what}: cannot reach the image registry ({text[-160:]})",
+                               "check the network or proxy, or build the image locally: ab-image build --bootstrap")
         if any(s in low for s in ("image not known", "unable to find image", "manifest unknown",
                                   "no such image", "repository does not exist", "initializing source")):
             return EngineError(f"{what}: image not found ({text[:160]})",

@@ -140,6 +140,9 @@ def test_changed_spec_with_missing_image_keeps_the_old_sandbox(proj, user_config
     ('Error: no container with name or ID "x" found: no such container', NoSuchContainer, "no such container"),
     ("Error: localhost/agentsh:latest: image not known", EngineError, "ab-image build"),
     ("Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", EngineError, "not running"),
+    ('Error: initializing source docker://debian:bookworm-slim: pinging container registry '
+     'registry-1.docker.io: Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io: '
+     'no such host', EngineError, "cannot reach the image registry"),
     ("Error: something odd\nhappened", EngineError, "podman run failed: Error: something odd happened"),
     ("Error: OCI runtime error: crun: cgroups in hybrid mode not supported, drop all controllers from cgroupv2",
      EngineError, "export CONTAINERS_CONF="),
