@@ -114,6 +114,18 @@ def _agents(value, where):
     return check_overrides(value, where)
 
 
+def _network_allow(value, where):
+    from .network import check_allow
+
+    return check_allow(value, where)
+
+
+def _bool(value, where):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, not {value!r}")
+    return value
+
+
 def _type(value):
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
@@ -131,7 +143,9 @@ SCHEMA = {
     "cpus": (_cpus, None),
     "mounts": (_mounts, []),
     "shell": (_str(), None),
-    "network": {"mode": (_str(("full", "none")), "full")},
+    "network": {"mode": (_str(("full", "none", "allow", "learn")), "full"),
+                "allow": (_network_allow, [])},
+    "lockdown": (_bool, False),
     "hook": {"on_enter": (_str(("shell", "up", "none")), "shell")},
     "credentials": (_names(CREDENTIAL_NAME, "credential name"), []),
     "ports": (_ports, []),
@@ -139,7 +153,7 @@ SCHEMA = {
     "agents": (_agents, {}),
 }
 # Keys whose values add up across layers instead of replacing each other.
-ADDITIVE = {"env", "cap_add", "mounts", "credentials", "ports"}
+ADDITIVE = {"env", "cap_add", "mounts", "credentials", "allow", "ports"}
 # Keys only the user config may set: a project must not reach beyond its own sandbox.
 USER_ONLY = {"caches"}
 

@@ -369,3 +369,9 @@ class Engine:
         except subprocess.TimeoutExpired:
             raise EngineError(f"{self.name} exec in {name} did not finish within {timeout} s") from None
         return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
+
+    # -- network policy (agentsh.network) ---------------------------------------
+
+    def unshare_argv(self, cmd):
+        """argv running cmd in rootless Podman's user namespace (where it may enter a sandbox's namespaces)."""
+        return self.argv("unshare", *cmd)

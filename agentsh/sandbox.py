@@ -106,9 +106,12 @@ def spec(project, cfg, engine, publish=()):
         args.append("--userns=keep-id" if engine.rootless else f"--user={os.getuid()}:{os.getgid()}")
     elif not engine.rootless:
         args.append(f"--user={os.getuid()}:{os.getgid()}")
-    if cfg["network"]["mode"] == "none":
-        args.append("--network=none")
-    args += ["-v", f"{root}:{root}"]
+    from . import network
+
+    net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
+    args += net_args
+    locked = network.is_locked(cfg)
+    args += ["-v", f"{root}:{root}" + network.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
     git_dir = project.git_dir()
     own_dir = None
     if git_dir is None:
@@ -122,7 +125,11 @@ def spec(project, cfg, engine, publish=()):
     if git_dir:
         # The agent may edit the repo, but not what git runs on the host.
         args += gitguard.mounts(git_dir, own_dir)
-    args += ["-v", f"{project.home_volume}:{SANDBOX_HOME}"]
+    if locked:  # an ephemeral home: nothing persists, nothing of other runs is seen
+        owner = "U" if engine.is_podman else f"uid={os.getuid()},gid={os.getgid()}"
+        args += ["--tmpfs", f"{SANDBOX_HOME}:rw,nosuid,nodev,mode=0700,{owner}"]
+    else:
+        args += ["-v", f"{project.home_volume}:{SANDBOX_HOME}"]
     for m in cfg["mounts"]:
         host, _, rest = m.partition(":")
         host = os.path.realpath(os.path.expanduser(host))
@@ -141,6 +148,8 @@ def spec(project, cfg, engine, publish=()):
     from .inject import sandbox_additions
 
     secrets_args, secrets_env = sandbox_additions(project, engine)  # secrets tmpfs, SSH agent socket
+    if locked:
+        secrets_args, secrets_env = network.without_ssh_agent(secrets_args, secrets_env)
     args += secrets_args
     env.update(secrets_env)
     for k, v in env.items():
@@ -217,6 +226,17 @@ def describe(info, project, image=None):
 
 
 def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
+    """Make the project's sandbox run with the current spec (and its egress proxy, in
+    network modes "allow" and "learn"); returns its record."""
+    from . import network
+
+    network.prepare_host(project, cfg)
+    record = _up_container(project, cfg, engine, store, recreate, notify, publish)
+    network.attach(project, cfg, engine, store, notify)
+    return record
+
+
+def _up_container(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     """Make the project's sandbox run with the current spec; returns its record.
 
     `publish`: `ab-up -p` ports; None keeps the ones the sandbox was made with.

@@ -16,6 +16,8 @@ COMMANDS = {
     "hook": "print the shell hook that enters the sandbox on cd",
     "status": "the project here: trust, sandbox, credentials",
     "doctor": "check the engine, image, CA bundle and state; say how to fix",
+    "log": "the egress audit log: which hosts the sandbox reached or tried",
+    "net": "network policy: show it, allow a host, propose an allowlist",
     "agent": "run a coding agent (claude, codex, gemini, opencode, aider) in the sandbox",
 }
 

@@ -31,6 +31,9 @@ def body(argv):
     p.add_argument("--wt", metavar="WT", help="run in worktree WT (ab-wt) of the repo holding DIR, at its top")
     p.add_argument("--new", action="store_true", help="start a new conversation instead of continuing")
     p.add_argument("--safe", action="store_true", help="drop the permission-skipping flags")
+    p.add_argument("--lockdown", action="store_true",
+                   help="for untrusted repos: only this agent's credentials and API hosts, ephemeral home, "
+                        "project behind a copy-on-write layer (see docs/security.md)")
     p.add_argument("--list", action="store_true", help="list the profiles instead of running one")
     p.add_argument("--json", action="store_true", help="with --list: a JSON list of profiles")
     p.usage = "ab-agent [-h] [--dir DIR] [--wt WT] [--new] [--safe] NAME [-- AGENT_ARGS...] | --list [--json]"
@@ -56,8 +59,19 @@ def body(argv):
         notice(f"sandbox {proj.sandbox} is not running; starting it")
         sandbox.up(proj, cfg, engine, store, notify=notice)
 
+    locked = args.lockdown or cfg.get("lockdown")
+    if locked:  # only the agent's API; make sure the running sandbox is the locked one
+        from .. import network
+
+        cfg = network.lockdown(cfg, prof.network)
+        sandbox.up(proj, cfg, engine, store, notify=notice)
     run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
-    delivery = inject.deliver(proj, run_cfg, engine, store, notice, recover)
+    if locked:  # the agent's own credentials (named by naming the agent), no project grants
+        delivery = network.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)
+        if delivery is not None and delivery.files:
+            inject.write_files(engine, proj.sandbox, delivery.files, recover)
+    else:
+        delivery = inject.deliver(proj, run_cfg, engine, store, notice, recover)
     environ = os.environ
     names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
     values = dict(prof.env)

@@ -11,17 +11,20 @@ EXAMPLES = [
     "printf 'a\\0b' | ab-exec -- cat | od -c   # stdin/stdout pass byte for byte",
     "ab-exec -e DEBUG=1 -e GITHUB_TOKEN -- ./script.sh",
     "ab-exec                              # an interactive shell (bash, else sh)",
+    "ab-exec --lockdown -e ANTHROPIC_API_KEY -- claude   # an untrusted repo: see docs/security.md",
 ]
 
 
 # Options the fast parser understands; anything else goes to argparse.
-_VALUED = {"--dir": "dir", "-e": "env", "--env": "env", "--image": "image", "--wt": "wt"}
+_VALUED = {"--dir": "dir", "-e": "env", "--env": "env", "--image": "image", "--wt": "wt", "--network": "network"}
 _FLAGS = {"-t": True, "--tty": True, "-T": False, "--no-tty": False}
 
 
 class Args:
     def __init__(self):
         self.dir = self.image = self.wt = self.tty = None
+        self.lockdown = False
+        self.network = None
         self.env = []
         self.cmd = []
 
@@ -58,6 +61,8 @@ def fast_parse(argv):
                 setattr(args, _VALUED[opt], value)
         elif tok in _FLAGS and args.tty is None:
             args.tty = _FLAGS[tok]
+        elif tok == "--lockdown":
+            args.lockdown = True
         else:
             return None
         i += 1
@@ -79,6 +84,11 @@ def parse(argv):
     tty.add_argument("-t", "--tty", action="store_true", default=None, help="allocate a terminal")
     tty.add_argument("-T", "--no-tty", dest="tty", action="store_false", help="never allocate a terminal")
     p.add_argument("--image", help="image to use if the sandbox must be created")
+    p.add_argument("--network", choices=("full", "none", "allow", "learn"),
+                   help="network mode if the sandbox must be created (overrides config [network] mode)")
+    p.add_argument("--lockdown", action="store_true",
+                   help="for untrusted repos: no credentials but -e ones, network only to the agents' APIs, "
+                        "ephemeral home, project behind a copy-on-write layer (also config 'lockdown')")
     p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARG...]",
                    help="the command; default: an interactive shell")
     args = p.parse_args(argv)
@@ -89,6 +99,8 @@ def parse(argv):
 
 def body(argv):
     args = fast_parse(argv) or parse(argv)
+    if args.network not in (None, "full", "none", "allow", "learn"):
+        parse(argv)  # argparse names the valid modes and exits 2
     if args.wt:
         from ..worktree import path_of
 
@@ -96,7 +108,14 @@ def body(argv):
 
     from .. import execute
 
-    proj, cfg, engine, store = load_context(args.dir, {"image": args.image})
+    proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
+                                                      "network": {"mode": args.network} if args.network else None})
+    locked = args.lockdown or cfg.get("lockdown")
+    if locked:  # make sure the sandbox is the locked one, never a laxer one of the same name
+        from .. import network, sandbox
+
+        cfg = network.lockdown(cfg)
+        sandbox.up(proj, cfg, engine, store, notify=notice)
     workdir = os.path.realpath(args.dir if args.dir else os.getcwd())
     environ = os.environ
     names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
@@ -113,7 +132,7 @@ def body(argv):
     from .. import inject
 
     # Granted credentials: env ones ride on this exec, files take one call before it.
-    delivery = inject.deliver(proj, cfg, engine, store, notice, recover)
+    delivery = None if locked else inject.deliver(proj, cfg, engine, store, notice, recover)
     if delivery is not None:
         granted = {k: v for k, v in delivery.env_values.items() if k not in extra}  # an explicit -e wins
         extra += list(granted)

@@ -19,6 +19,11 @@ def body(argv):
     p.add_argument("--image", help="image to run (overrides config 'image')")
     p.add_argument("--recreate", action="store_true", help="remove and recreate the sandbox even if unchanged")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the name")
+    p.add_argument("--network", choices=("full", "none", "allow", "learn"),
+                   help="network mode (overrides config [network] mode; see docs/config.md)")
+    p.add_argument("--lockdown", action="store_true",
+                   help="for untrusted repos: no credentials, network only to the agents' APIs, ephemeral "
+                        "home, project behind a copy-on-write layer (also config 'lockdown')")
     p.add_argument("-p", "--publish", action="append", metavar="[IP:][HOST:]CONTAINER[/PROTO]",
                    help="publish a port (repeatable; on 127.0.0.1 unless IP is given; without HOST, a stable "
                         "host port for this project); kept until the next ab-up -p")
@@ -30,7 +35,13 @@ def body(argv):
 
     from .. import sandbox
 
-    proj, cfg, engine, store = load_context(args.dir, {"image": args.image})
+    proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
+                                                      "network": {"mode": args.network} if args.network else None})
+    locked = args.lockdown or cfg.get("lockdown")
+    if locked:
+        from ..network import lockdown
+
+        cfg = lockdown(cfg)
     if args.publish:
         from ..ports import publish_args
 
@@ -41,7 +52,8 @@ def body(argv):
     check(proj, notice)
     from .. import inject
 
-    inject.deliver(proj, cfg, engine, store, notice, files_only=True)  # granted credential files
+    if not locked:
+        inject.deliver(proj, cfg, engine, store, notice, files_only=True)  # granted credential files
     if args.json:
         print_json(record)
     else:

@@ -1,0 +1,47 @@
+"""ab-log: the egress audit log of a project's sandbox (network modes "allow" and "learn")."""
+
+from .common import parser, print_json, run
+
+EXAMPLES = [
+    "ab-log                     # every connection attempt of this project's sandbox",
+    "ab-log --denied            # only the refused ones (then: ab-net allow HOST)",
+    "ab-log --follow            # keep printing new attempts (Ctrl-C stops)",
+    "ab-log --json ~/src/app    # a JSON list; with --follow, one JSON object per line",
+]
+
+
+def body(argv):
+    p = parser("ab-log", "Show the connection attempts the egress proxy saw for the sandbox of the project "
+               "holding DIR (default: .): time, ALLOW/DENY, host:port, method, bytes, rule or reason. "
+               "Allowed connections are written when they close, refused ones at once.", EXAMPLES)
+    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
+    p.add_argument("-f", "--follow", action="store_true", help="wait for new entries and print them")
+    p.add_argument("--denied", action="store_true", help="only refused attempts")
+    p.add_argument("--json", action="store_true",
+                   help="JSON: a list of entries (keys: time, sandbox, host, port, method, allowed, reason, "
+                        "bytes_sent, bytes_received, ms); with --follow one object per line")
+    args = p.parse_args(argv)
+
+    import json
+    import sys
+
+    from .. import audit, network, project
+    from ..state import Store
+
+    proj = project.find(args.dir)
+    path = Store().path(network.audit_rel(proj.sandbox))
+    show = (lambda e: json.dumps(e, separators=(",", ":"))) if args.json else audit.format_entry
+    if args.json and not args.follow:
+        print_json(audit.read(path, args.denied))
+        return 0
+    for entry in audit.read(path, args.denied):
+        print(show(entry))
+    if args.follow:
+        sys.stdout.flush()
+        for entry in audit.follow(path, args.denied):
+            print(show(entry), flush=True)
+    return 0
+
+
+def main():
+    run("ab-log", body)

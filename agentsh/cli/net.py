@@ -1,0 +1,83 @@
+"""ab-net: a project's network policy: show it, allow a host, propose an allowlist from the log."""
+
+from .common import parser, print_json, run
+
+EXAMPLES = [
+    "ab-net show                    # mode, allowlist, proxy state for this project",
+    "ab-net allow registry.npmjs.org   # effective on the sandbox's next request, no restart",
+    "ab-net allow '*.example.com:8443' ~/src/app",
+    "ab-net propose                 # turn the log (e.g. of mode = \"learn\") into an allowlist to review",
+    "ab-net propose --json",
+]
+
+
+def body(argv):
+    p = parser("ab-net", "The network policy of the project holding DIR (default: .). Modes and "
+               "allowlists come from config [network] (see docs/config.md); 'allow' adds a host for "
+               "this project at once, without restarting its sandbox.", EXAMPLES)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{show,allow,propose}")
+    s = sub.add_parser("show", help="mode, allowlist and proxy state")
+    s.add_argument("dir", nargs="?")
+    s.add_argument("--json", action="store_true",
+                   help="keys: project, sandbox, mode, lockdown, allow, added, proxy")
+    a = sub.add_parser("allow", help="allow HOST (host, *.domain, host:port, IP) for the project")
+    a.add_argument("host", metavar="HOST")
+    a.add_argument("dir", nargs="?")
+    a.add_argument("--json", action="store_true", help="keys: project, allowed, added")
+    pr = sub.add_parser("propose", help="an allowlist made from the audit log, for review")
+    pr.add_argument("dir", nargs="?")
+    pr.add_argument("--json", action="store_true", help="keys: allow (patterns), destinations (host, port, count)")
+    args = p.parse_args(argv)
+
+    from .. import network
+    from .common import load_context
+
+    proj, cfg, _, store = load_context(args.dir, quiet=args.cmd != "show")
+    if args.cmd == "allow":
+        new = network.allow_host(store, proj, args.host)
+        if args.json:
+            print_json({"project": proj.root, "allowed": args.host, "added": new})
+        else:
+            print(f"allowed {args.host} for {proj.root}" + ("" if new else " (already allowed)"))
+            if cfg["network"]["mode"] not in network.PROXIED and not cfg.get("lockdown"):
+                from .common import notice
+
+                notice(f"network mode is {cfg['network']['mode']!r}: the allowlist applies in mode \"allow\" "
+                       "(set [network] mode = \"allow\", or use --lockdown)")
+        return 0
+    if args.cmd == "propose":
+        from .. import audit
+
+        patterns, counts = network.propose(audit.read(store.path(network.audit_rel(proj.sandbox))))
+        if args.json:
+            print_json({"allow": patterns, "destinations": counts})
+        elif not patterns:
+            print(f"# no connection attempts logged for {proj.sandbox} yet (run with [network] mode = \"learn\")")
+        else:
+            print(f"# from the log of {proj.sandbox}: {len(counts)} destination(s); review before use")
+            print("[network]\nmode = \"allow\"\nallow = [")
+            for pattern in patterns:
+                print(f"    \"{pattern}\",")
+            print("]")
+        return 0
+    record = store.read(network.proxy_rel(proj.sandbox)) or {}
+    running = network.alive(record.get("pid"), record.get("pid_start"))
+    out = {"project": proj.root, "sandbox": proj.sandbox, "mode": record.get("mode") if running else
+           cfg["network"]["mode"], "lockdown": bool(record.get("lockdown")) if running else bool(cfg.get("lockdown")),
+           "allow": record.get("allow") if running else network.config_patterns(cfg),
+           "added": network.added(store, proj),
+           "proxy": {"running": running, "pid": record.get("pid") if running else None,
+                     "port": network.PROXY_PORT}}
+    if args.json:
+        print_json(out)
+    else:
+        print(f"project   {out['project']}\nsandbox   {out['sandbox']}\nmode      {out['mode']}"
+              + ("  (lockdown)" if out["lockdown"] else ""))
+        print("allow     " + (", ".join(out["allow"]) or "-"))
+        print("added     " + (", ".join(out["added"]) or "-") + "   (ab-net allow)")
+        print(f"proxy     {'running, pid ' + str(out['proxy']['pid']) if running else 'not running'}")
+    return 0
+
+
+def main():
+    run("ab-net", body)
