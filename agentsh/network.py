@@ -237,7 +237,7 @@ def run_args(cfg):
 def lockdown(cfg, agent_sets=None):
     """The locked-down form of a config, for repos you do not trust.
 
-    No credentials, env pass-through, extra mounts or capabilities from the
+    No credentials, env pass-through, extra mounts, ports or capabilities from the
     config (what the command line names still passes); network "allow" with
     only the agent's API (`agent_sets`: its profile's set names; default the
     agents' APIs); an ephemeral home; the project behind a copy-on-write
@@ -248,7 +248,7 @@ def lockdown(cfg, agent_sets=None):
 
     sets = LOCKDOWN_SETS if agent_sets is None else agent_sets
     out = Config(cfg)
-    out.update(credentials=[], env=[], mounts=[], cap_add=[], caches=[], lockdown=True,
+    out.update(credentials=[], env=[], mounts=[], cap_add=[], caches=[], ports=[], lockdown=True,
                network={**cfg["network"], "mode": ALLOW, "allow": [f"@{s}" for s in sets]})
     for attr in ("project_file", "project_trust", "notices"):
         setattr(out, attr, getattr(cfg, attr, None))

@@ -175,6 +175,11 @@ def _additions(project, cfg, publish):
     extra = _Additions(cfg["image"])
     dev = getattr(cfg, "devcontainer", None)
     wanted_ports = [*cfg.get("ports", ()), *(dev.ports if dev else ()), *publish]
+    mode = cfg["network"]["mode"]
+    if wanted_ports and mode != "full":
+        raise ConfigError(f"ports ({', '.join(map(str, wanted_ports))}) cannot be published when "
+                          f"[network] mode = \"{mode}\": the sandbox has loopback only",
+                          "drop the ports, or use mode = \"full\" for this project")
     extra.args += ports.publish_args(list(dict.fromkeys(wanted_ports)), project.root)
     if publish:
         extra.args += ["--label", f"{LABEL_PUBLISH}={','.join(publish)}"]

@@ -221,3 +221,10 @@ def test_process_alive():
     assert not sandbox.process_alive(os.getpid(), 1)
     assert not sandbox.process_alive(None, None)
     assert not sandbox.process_alive(2 ** 22 + 7, 5)
+
+
+def test_ports_need_a_network(proj, user_config):
+    user_config('ports = ["8080:80"]\n[network]\nmode = "none"\n')
+    engine, _ = fake_engine()
+    with pytest.raises(AgentshError, match='cannot be published when \\[network\\] mode = "none"'):
+        sandbox.spec(proj, config.load(), engine)
