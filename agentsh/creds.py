@@ -17,7 +17,6 @@ granting and the `ab-exec` hot path without grants stay cheap.
 Grants live in the state store, `grants/<project key>.json`.
 """
 
-import json
 import os
 import time
 
@@ -39,6 +38,13 @@ ENV, FILE = "env", "file"
 VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _json():
+    """json, imported when a record is read or written (not on ab-exec's no-grant path)."""
+    import json
+
+    return json
 
 
 class CredentialError(AgentshError):
@@ -203,7 +209,7 @@ def create_key(with_passphrase=False):
         params = {**SCRYPT, "salt": os.urandom(16).hex()}
         key = _derive(passphrase(confirm=True), params)
         params["key_id"] = key_id(key)
-        _publish(_config_path(PASSPHRASE_FILE), json.dumps(params, indent=1).encode() + b"\n")
+        _publish(_config_path(PASSPHRASE_FILE), _json().dumps(params, indent=1).encode() + b"\n")
     else:
         _publish(_config_path(KEY_FILE), os.urandom(KEY_BYTES))
     return load_key()
@@ -225,7 +231,7 @@ def load_key(create=False):
         path = _config_path(PASSPHRASE_FILE)
         raw = _read_private(path, "passphrase parameters file")
         try:
-            params = json.loads(raw)
+            params = _json().loads(raw)
             key = _derive(passphrase(), params)
             expected = params["key_id"]
         except (ValueError, KeyError, TypeError):
@@ -251,7 +257,7 @@ def load_key(create=False):
 
 
 def _aad(name, scope, clear):
-    return b"agentsh credential v1\0" + json.dumps([name, scope, clear], sort_keys=True).encode()
+    return b"agentsh credential v1\0" + _json().dumps([name, scope, clear], sort_keys=True).encode()
 
 
 def seal(key, name, scope, clear, value):
@@ -303,7 +309,7 @@ def read_record(name, scope):
         raise CredentialError(f"cannot read credential record {path}: {e.strerror}") from None
     fix = f"remove it with 'ab-creds rm {name}{'' if scope == GLOBAL else ' --project DIR'}' and store it again"
     try:
-        record = json.loads(raw)
+        record = _json().loads(raw)
         clear = record["meta"]
         ok = (record["version"] == RECORD_VERSION and clear["type"] in (ENV, FILE)
               and isinstance(clear["target"], str) and clear["source"] in (VALUE, COMMAND))
@@ -320,7 +326,7 @@ def write_record(store, record):
     from .state import atomic_write
 
     body = {k: v for k, v in record.items() if not k.startswith("_")}
-    data = (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+    data = (_json().dumps(body, indent=1, sort_keys=True) + "\n").encode()
     with store.lock():
         atomic_write(record_path(record["name"], record["scope"]), data)
 
@@ -427,7 +433,7 @@ def run_command(cmd, name, timeout=None):
 def aws_credentials_file(output, name):
     """credential_process JSON -> a ~/.aws/credentials file for the default profile."""
     try:
-        data = json.loads(output)
+        data = _json().loads(output)
         lines = ["[default]", f"aws_access_key_id = {data['AccessKeyId']}",
                  f"aws_secret_access_key = {data['SecretAccessKey']}"]
     except (ValueError, KeyError, TypeError):

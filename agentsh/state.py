@@ -7,7 +7,6 @@ Records carry a schema number; a torn, empty or unknown-schema record is a
 clear error naming the file, never a traceback.
 """
 
-import json
 import os
 
 from . import paths
@@ -75,6 +74,8 @@ class Store:
 
 
 def encode(record):
+    import json  # only where a record is read or written: json brings re along
+
     return (json.dumps({**record, "schema": SCHEMA}, indent=1, sort_keys=True) + "\n").encode()
 
 
@@ -83,6 +84,8 @@ def decode(raw, path):
     if not raw.strip():
         raise StateError(f"state record {path} is empty (torn write?)", fix)
     try:
+        import json
+
         record = json.loads(raw)
     except ValueError:
         raise StateError(f"state record {path} is not valid JSON (torn or edited)", fix) from None
