@@ -299,14 +299,12 @@ def open_record(key, record):
 
 def read_record(name, scope):
     """The record for name in scope (clear fields checked, value still sealed), or None."""
+    from .state import read_bytes
+
     path = record_path(name, scope)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw = read_bytes(path, CredentialError, "credential record")
+    if raw is None:
         return None
-    except OSError as e:
-        raise CredentialError(f"cannot read credential record {path}: {e.strerror}") from None
     fix = f"remove it with 'ab-creds rm {name}{'' if scope == GLOBAL else ' --project DIR'}' and store it again"
     try:
         record = _json().loads(raw)

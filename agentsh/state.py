@@ -43,14 +43,8 @@ class Store:
     def read(self, rel):
         """The record at `rel` as a dict, or None when there is none."""
         path = self.path(rel)
-        try:
-            with open(path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise StateError(f"cannot read state record {path}: {e.strerror}") from None
-        return decode(raw, path)
+        raw = read_bytes(path)
+        return None if raw is None else decode(raw, path)
 
     def write(self, rel, record):
         """Atomically replace the record at `rel` (taking the store lock)."""
@@ -71,6 +65,17 @@ class Store:
         except FileNotFoundError:
             return []
         return sorted(e[:-5] for e in entries if e.endswith(".json") and _TMP_MARK not in e)
+
+
+def read_bytes(path, error=StateError, what="state record"):
+    """A record file's bytes, or None when it does not exist; other failures are `error`."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror}") from None
 
 
 def encode(record):
