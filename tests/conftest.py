@@ -129,9 +129,22 @@ def import_tiny_image(run=subprocess.run, prefix=()):
         os.chmod(d, 0o755)
         make_tiny_rootfs(d)
         tar = subprocess.run(["tar", "-C", d, "-c", "."], capture_output=True, check=True).stdout
-    proc = run([*prefix, "podman", "import", "-q", "-", TINY_IMAGE], input=tar, capture_output=True)
+    replace_image(tar, TINY_IMAGE, run, prefix)
+
+
+def replace_image(tar, tag, run=subprocess.run, prefix=()):
+    """Import a rootfs tarball as `tag`, removing the image it replaces.
+
+    Each run imports afresh; without the removal every test run would leave
+    the previous import behind as a dangling image.
+    """
+    old = run([*prefix, "podman", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True)
+    proc = run([*prefix, "podman", "import", "-q", "-", tag], input=tar, capture_output=True)
     if proc.returncode != 0:
-        raise AssertionError(f"cannot import the tiny image: {proc.stderr.decode()[-400:]}")
+        raise AssertionError(f"cannot import {tag}: {proc.stderr.decode()[-400:]}")
+    old_id = old.stdout.decode().strip() if old.returncode == 0 else ""
+    if old_id and old_id not in proc.stdout.decode():
+        run([*prefix, "podman", "rmi", old_id], capture_output=True)  # still in use: it stays
 
 
 @pytest.fixture(scope="session")
@@ -257,9 +270,7 @@ def import_git_image():
             tar.add(git, arcname="usr/bin/git")
         if os.path.isdir("/usr/lib/git-core"):
             tar.add("/usr/lib/git-core", arcname="usr/lib/git-core")
-    proc = subprocess.run(["podman", "import", "-q", "-", GIT_IMAGE], input=buf.getvalue(), capture_output=True)
-    if proc.returncode != 0:
-        raise AssertionError(f"cannot import the git image: {proc.stderr.decode()[-400:]}")
+    replace_image(buf.getvalue(), GIT_IMAGE)
 
 
 @pytest.fixture(scope="session")
