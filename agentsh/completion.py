@@ -113,10 +113,9 @@ class _Captured(BaseException):
 
 def commands():
     """{'ab-up': 'agentsh.cli.up:main', ...}: every installed agentsh command."""
-    from importlib.metadata import entry_points
+    from .cli import ENTRY_POINTS
 
-    return {e.name: e.value for e in entry_points(group="console_scripts")
-            if e.value.startswith("agentsh.") and e.name.startswith("ab-")}
+    return {name: target for name, target in ENTRY_POINTS.items() if name.startswith("ab-")}
 
 
 def capture_parser(target, argv):

@@ -6,12 +6,27 @@ from agentsh import execute
 from agentsh.errors import UsageError
 
 def _commands():
-    """Every ab-* console script the package declares."""
+    """Every ab-* command the package installs (its launchers in scripts/bin)."""
     import tomllib
     from pathlib import Path
 
     data = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
-    return sorted(name for name in data["project"]["scripts"] if name.startswith("ab-"))
+    names = [Path(p).name for p in data["tool"]["setuptools"]["script-files"]]
+    return sorted(name for name in names if name.startswith("ab-"))
+
+
+def test_launchers_match_the_entry_points():
+    import importlib
+    from pathlib import Path
+
+    from agentsh.cli import ENTRY_POINTS
+
+    bin_dir = Path(__file__).resolve().parents[2] / "scripts" / "bin"
+    assert sorted(p.name for p in bin_dir.iterdir()) == sorted(ENTRY_POINTS) == sorted(["ab", *COMMANDS])
+    for name, target in ENTRY_POINTS.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+        assert (bin_dir / name).read_text() == f"#!python\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n"
 
 
 COMMANDS = _commands()
