@@ -72,22 +72,29 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover):
     # or kill reaches only us, and we pass it on; the command's exit status
     # then still comes back through the engine.
     own_group = not tty and not os.isatty(0)
-    for attempt in (1, 2):
+    recovered = False
+    while True:
         pid, err_fd = _spawn(argv, env, own_group)
         previous = _forward_signals(engine, name, marker)
         try:
-            held = _relay_stderr(err_fd, cmd[0])
+            held, kind = _relay_stderr(err_fd)
             status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         finally:
             _restore(previous)
             os.close(err_fd)
+        if kind == _GONE and not recovered and status in (125, 255):
+            recover()
+            recovered = True
+            continue
+        if kind == _MISSING and status == 127 and getattr(cmd, "fallback", None):
+            cmd = cmd.fallback  # the image lacks the preferred shell
+            argv = engine.exec_argv(name, cmd, workdir=workdir, env_names=names, tty=tty)
+            continue
+        if kind == _MISSING:
+            held = b"ab-exec: " + cmd[0].encode(errors="surrogateescape") + b": command not found in the sandbox\n"
         if held is not None:
-            if attempt == 1 and status in (125, 255):
-                recover()
-                continue
-            os.write(2, held)
-        break
-    return 128 - status if status < 0 else status
+            _write_all(2, held)
+        return 128 - status if status < 0 else status
 
 
 def _spawn(argv, env, own_group):
@@ -108,22 +115,30 @@ def _spawn(argv, env, own_group):
     return pid, read_end
 
 
-def _relay_stderr(fd, cmd0):
-    """Copy fd to our stderr until EOF; returns an engine 'gone' error held back."""
+_GONE, _MISSING = "gone", "missing"
+
+
+def _relay_stderr(fd):
+    """Copy fd to our stderr until EOF.
+
+    The engine's own first line is held back when it says the sandbox is
+    gone or the command does not exist (the caller acts on it): returns
+    (held bytes, _GONE / _MISSING), or (None, None).
+    """
     first = True
-    held = None
+    held = kind = None
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
-            return held
+            return held, kind
         if first and _is_engine_gone(chunk):
-            held = chunk
+            held, kind = chunk, _GONE
         elif first and chunk.startswith(b"Error: ") and _NOT_FOUND in chunk:
-            _write_all(2, b"ab-exec: " + cmd0.encode(errors="surrogateescape") + b": command not found in the sandbox\n")
+            held, kind = chunk, _MISSING
         else:
             if held is not None:
                 _write_all(2, held)
-                held = None
+                held = kind = None
             _write_all(2, chunk)
         first = False
 
@@ -155,10 +170,26 @@ def _restore(previous):
         signal.signal(signum, handler)
 
 
-def shell_command(shell):
-    """The command for an interactive shell: the configured one, else bash, else sh."""
+class ShellCommand(list):
+    """An argv with another to try when the image lacks its program (run() reads `fallback`)."""
+
+    def __init__(self, argv, fallback):
+        super().__init__(argv)
+        self.fallback = fallback
+
+
+def shell_command(shell, tty=False):
+    """The command for an interactive shell: the configured one, else bash, else sh.
+
+    On a terminal (the cd hook's case) bash is tried directly, and sh only
+    when the engine says bash is not there: a shell asked first would sit
+    between `cd` and the prompt. Without a terminal a shell decides instead,
+    because the failed first exec would already have read piped input.
+    """
     if shell:
         return [shell, "-l"] if "/" not in shell and " " not in shell else ["sh", "-c", f"exec {shell}"]
+    if tty:
+        return ShellCommand(["bash", "-l"], ["sh", "-l"])
     return ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
 
 

@@ -314,17 +314,7 @@ def prepare_host(project, cfg):
 # -- the proxy's lifecycle ---------------------------------------------------------------
 
 
-def _start_time(pid):
-    from .sandbox import _start_time
-
-    return _start_time(pid)
-
-
-def alive(pid, start):
-    """Whether that very process (pid and start time) still runs."""
-    from .sandbox import process_alive
-
-    return process_alive(pid, start)
+from .liveness import alive, start_time as _start_time  # noqa: E402  (the proxy's identity, like a sandbox's)
 
 
 def attach(project, cfg, engine, store, notify=None):

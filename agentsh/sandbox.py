@@ -10,7 +10,7 @@ import json
 import os
 import time
 
-from . import gitguard
+from . import gitguard, liveness
 from .digest import sha256_hex
 from .errors import AgentshError, ConfigError, StateError
 from .project import git_dirs
@@ -253,7 +253,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     record = None if recreate else _read_record(store, project.sandbox, notify)
     if record is not None and engine.is_local:
         want = spec(project, cfg, engine, record.get("publish", []) if publish is None else publish)
-        if record.get("spec") == want.hash and process_alive(record.get("pid"), record.get("pid_start")):
+        if record.get("spec") == want.hash and liveness.alive(record.get("pid"), record.get("pid_start")):
             return {"name": want.name, "id": record.get("id", ""), "project": project.root,
                     "image": want.image, "state": RUNNING}
     # Without a record there is usually no container either: go straight to
@@ -285,9 +285,11 @@ def _converge(engine, store, project, want, info, recreate, notify):
         notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
         engine.remove(want.name)
         info = None
+    started = False
     if info is not None and info["State"]["Status"] not in (RUNNING, "paused"):
         try:
             engine.start(want.name)
+            started = True
         except AgentshError as e:
             # A container that cannot start (made under other engine
             # settings, or half-made) is ours to replace; its home stays.
@@ -297,27 +299,12 @@ def _converge(engine, store, project, want, info, recreate, notify):
     elif info is not None and info["State"]["Status"] == "paused":
         engine.call("unpause", want.name)
     if info is not None:
-        return {**describe(info, project, want.image), "state": RUNNING}
+        return {**describe(info, project, want.image), "state": RUNNING, "started": started}
     return _create(engine, store, project, want, notify)
 
 
 class NameTaken(AgentshError):
     """`run` found a container of that name already there."""
-
-
-def process_alive(pid, start):
-    """Whether process `pid` runs and started at `start`: the same process, not a reused pid."""
-    return bool(pid and start) and _start_time(pid) == start
-
-
-def _start_time(pid):
-    """A process's start time (clock ticks since boot) from /proc, or None."""
-    try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
-            stat = f.read()
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _read_record(store, name, notify=None):
@@ -336,10 +323,13 @@ def remember(store, project, want, info):
     pid = (info.get("State") or {}).get("Pid") or 0
     record = _read_record(store, want.name) or {}
     fresh = {"name": want.name, "project": project.root, "image": want.image, "spec": want.hash,
-             "publish": list(want.publish), "id": info.get("Id", ""), "pid": pid, "pid_start": _start_time(pid),
+             "publish": list(want.publish), "id": info.get("Id", ""), "pid": pid,
+             "pid_start": liveness.start_time(pid),
              "created": record.get("created") or int(time.time())}
-    if {k: record.get(k) for k in fresh} != fresh:
-        store.write(f"sandboxes/{want.name}.json", fresh)
+    if {k: record.get(k) for k in fresh} != fresh or not liveness.sandbox_running(store, want.name):
+        with store.lock():
+            store.write(f"sandboxes/{want.name}.json", fresh)
+            liveness.remember(store, want.name, pid)
 
 
 def kept_publish(info):
@@ -386,7 +376,8 @@ def _create(engine, store, project, want, notify=None):
         "name": want.name, "project": project.root, "image": want.image,
         "spec": want.hash, "publish": list(want.publish), "id": cid, "created": int(time.time()),
     })
-    return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING}
+    return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING,
+            "started": True}
 
 
 class _acquired:

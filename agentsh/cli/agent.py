@@ -65,6 +65,10 @@ def body(argv):
 
         cfg = network.lockdown(cfg, prof.network)
         sandbox.up(proj, cfg, engine, store, notify=notice)
+    if not locked:  # (locked: just brought up above)
+        from ..liveness import ensure_running
+
+        ensure_running(proj, cfg, engine, store, notice)  # before the exec, which could swallow stdin
     run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
     if locked:  # the agent's own credentials (named by naming the agent), no project grants
         delivery = network.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)

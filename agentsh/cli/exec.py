@@ -121,13 +121,17 @@ def body(argv):
     names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
     extra, values = execute.parse_env_args(args.env, environ)
     tty = args.tty if args.tty is not None else (sys.stdin.isatty() and sys.stdout.isatty())
-    cmd = args.cmd or execute.shell_command(cfg["shell"])
+    cmd = args.cmd or execute.shell_command(cfg["shell"], tty)
 
     def recover():
         from .. import sandbox
 
         notice(f"sandbox {proj.sandbox} is not running; starting it")
         sandbox.up(proj, cfg, engine, store, notify=notice)
+
+    from ..liveness import ensure_running
+
+    ensure_running(proj, cfg, engine, store, notice)  # a failed exec could swallow our stdin
 
     from .. import inject
 

@@ -117,7 +117,7 @@ def test_exec_recreates_a_sandbox_removed_behind_its_back(repo):
     podman("rm", "-f", "-t", "0", name)
     proc = ab("ab-exec", "--", "echo", "back", cwd=repo)
     assert proc.returncode == 0 and proc.stdout == b"back\n"
-    assert b"not running; starting it" in proc.stderr and b"Error:" not in proc.stderr
+    assert b"was not running; started it" in proc.stderr and b"Error:" not in proc.stderr
     assert inspect(name)["State"]["Status"] == "running"
 
 
@@ -244,3 +244,10 @@ def test_git_files_that_steer_host_git_are_read_only_or_quarantined(repo):
     assert list((git / "agentsh-quarantine").glob("*/commondir"))
     status = subprocess.run(["git", "-C", str(repo), "status", "--short"], capture_output=True, text=True)
     assert status.returncode == 0
+
+
+def test_default_shell_falls_back_to_sh_where_the_image_has_no_bash(repo):
+    proc = ab("ab-exec", cwd=repo, input=b"echo in-the-shell; exit 3\n")  # piped: a shell decides
+    assert proc.returncode == 3 and proc.stdout == b"in-the-shell\n"
+    assert b"not found" not in proc.stderr
+    # On a terminal bash is tried first and sh after it: tests/shell enter this image's sandbox that way.

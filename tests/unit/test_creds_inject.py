@@ -41,6 +41,11 @@ def put(name, value, type_=creds.ENV, target=None, **kw):
 
 
 def ab_exec(repo, *cmd):
+    # A running sandbox as agentsh knows one: its init process recorded, and alive
+    # (this test process stands in for it; the fake engine runs no containers).
+    from agentsh import liveness
+
+    liveness.remember(Store(), project.find(str(repo)).sandbox, os.getpid())
     proc = subprocess.run(["python", "-X", "importtime", str(BIN / "ab-exec"), "--", *cmd], cwd=repo,
                           capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
     imported = {line.split("|")[-1].strip() for line in proc.stderr.decode().splitlines()

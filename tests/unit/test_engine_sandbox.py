@@ -217,10 +217,27 @@ def test_cold_up_adopts_a_container_it_has_no_record_of(proj, user_config):
 
 
 def test_process_alive():
-    assert sandbox.process_alive(os.getpid(), sandbox._start_time(os.getpid()))
-    assert not sandbox.process_alive(os.getpid(), 1)
-    assert not sandbox.process_alive(None, None)
-    assert not sandbox.process_alive(2 ** 22 + 7, 5)
+    from agentsh import liveness
+
+    assert liveness.alive(os.getpid(), liveness.start_time(os.getpid()))
+    assert not liveness.alive(os.getpid(), 1)
+    assert not liveness.alive(None, None)
+    assert not liveness.alive(2 ** 22 + 7, 5)
+
+
+def test_the_pid_file_says_whether_the_sandbox_runs(proj):
+    from agentsh import liveness
+
+    engine, runner = fake_engine()
+    runner.pid = os.getpid()
+    store = Store()
+    assert not liveness.sandbox_running(store, proj.sandbox)
+    sandbox.up(proj, config.load(), engine, store)
+    sandbox.up(proj, config.load(), engine, store)  # the inspect that learns the pid
+    assert liveness.sandbox_running(store, proj.sandbox)
+    with open(liveness.pid_file(store, proj.sandbox), "w") as f:
+        f.write("garbage")
+    assert not liveness.sandbox_running(store, proj.sandbox)
 
 
 def test_ports_need_a_network(proj, user_config):
