@@ -22,6 +22,7 @@ import os
 import re
 
 from .errors import AgentshError, ConfigError
+from .liveness import alive, start_time as _start_time  # the proxy's identity, like a sandbox's
 
 FULL, NONE, ALLOW, LEARN = "full", "none", "allow", "learn"
 MODES = (FULL, NONE, ALLOW, LEARN)
@@ -314,7 +315,6 @@ def prepare_host(project, cfg):
 # -- the proxy's lifecycle ---------------------------------------------------------------
 
 
-from .liveness import alive, start_time as _start_time  # noqa: E402  (the proxy's identity, like a sandbox's)
 
 
 def attach(project, cfg, engine, store, notify=None):
