@@ -87,7 +87,8 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover):
             recovered = True
             continue
         if kind == _MISSING and status == 127 and getattr(cmd, "fallback", None):
-            cmd = cmd.fallback  # the image lacks the preferred shell
+            cmd.fell_back = True  # the image lacks the preferred shell: the caller may remember it
+            cmd = cmd.fallback
             argv = engine.exec_argv(name, cmd, workdir=workdir, env_names=names, tty=tty)
             continue
         if kind == _MISSING:
@@ -176,6 +177,7 @@ class ShellCommand(list):
     def __init__(self, argv, fallback):
         super().__init__(argv)
         self.fallback = fallback
+        self.fell_back = False
 
 
 def shell_command(shell, tty=False):

@@ -59,3 +59,35 @@ def ensure_running(project, cfg, engine, store, notify):
 
     if sandbox.up(project, cfg, engine, store, notify=notify).get("started"):
         notify(f"sandbox {project.sandbox} was not running; started it")
+
+
+def _shell_file(store, name):
+    return store.path(f"sandboxes/{name}.shell")
+
+
+def _identity(store, name):
+    try:
+        with open(pid_file(store, name), "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def shell_hint(store, name):
+    """The shell a previous exec fell back to in this very sandbox (same init process), or None."""
+    identity = _identity(store, name)
+    try:
+        with open(_shell_file(store, name), "rb") as f:
+            recorded, _, shell = f.read().strip().rpartition(b" ")
+    except OSError:
+        return None
+    return shell.decode() if identity and recorded == identity else None
+
+
+def remember_shell(store, name, shell):
+    """Remember that this sandbox lacks the preferred shell (until it is recreated)."""
+    from .state import atomic_write
+
+    identity = _identity(store, name)
+    if identity:
+        atomic_write(_shell_file(store, name), identity + b" " + shell.encode() + b"\n")

@@ -129,9 +129,12 @@ def body(argv):
         notice(f"sandbox {proj.sandbox} is not running; starting it")
         sandbox.up(proj, cfg, engine, store, notify=notice)
 
-    from ..liveness import ensure_running
+    from .. import liveness
 
-    ensure_running(proj, cfg, engine, store, notice)  # a failed exec could swallow our stdin
+    liveness.ensure_running(proj, cfg, engine, store, notice)  # a failed exec could swallow our stdin
+    fallback = getattr(cmd, "fallback", None)
+    if fallback and liveness.shell_hint(store, proj.sandbox) == fallback[0]:
+        cmd = fallback  # this sandbox has been seen to lack the preferred shell
 
     from .. import inject
 
@@ -142,6 +145,8 @@ def body(argv):
         extra += list(granted)
         values = {**granted, **values}
     status = execute.run(engine, proj.sandbox, cmd, workdir, names + extra, values, tty, recover)
+    if getattr(cmd, "fell_back", False):
+        liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
     from ..gitguard import check
 
     check(proj, notice)  # before host git can trip over a planted file

@@ -245,3 +245,15 @@ def test_ports_need_a_network(proj, user_config):
     engine, _ = fake_engine()
     with pytest.raises(AgentshError, match='cannot be published when \\[network\\] mode = "none"'):
         sandbox.spec(proj, config.load(), engine)
+
+
+def test_a_shell_fallback_is_remembered_for_that_sandbox_only(proj):
+    from agentsh import liveness
+
+    store = Store()
+    assert liveness.shell_hint(store, proj.sandbox) is None
+    liveness.remember(store, proj.sandbox, os.getpid())
+    liveness.remember_shell(store, proj.sandbox, "sh")
+    assert liveness.shell_hint(store, proj.sandbox) == "sh"
+    liveness.remember(store, proj.sandbox, os.getppid())  # the sandbox was recreated
+    assert liveness.shell_hint(store, proj.sandbox) is None
