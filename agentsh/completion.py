@@ -141,11 +141,15 @@ def capture_parser(target, argv):
     def capture(self, *a, **kw):
         raise _Captured(self)
 
+    # Commands with a hand-parsed fast path (ab-exec, ab-up) would run for real
+    # on plain arguments: their `parse` builds the parser and does nothing else.
+    parse = getattr(module, "parse", None)
+    call = (lambda: parse(list(argv))) if callable(parse) else func
     argparse.ArgumentParser.parse_args = argparse.ArgumentParser.parse_known_args = capture
     sys.argv = [sys.argv[0], *argv]
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            func()
+            call()
     except _Captured as c:
         return c.parser, module
     except (Exception, SystemExit):

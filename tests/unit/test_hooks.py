@@ -243,3 +243,12 @@ def test_completion_reads_each_commands_parser(isolated_dirs):
     assert completion.candidates(["ab-up", "--image", "localhost/x"], 2) == ["localhost/x:1"]
     assert completion.candidates(["ab-hook", "z"], 1) == ["zsh"]
     assert completion.candidates(["ab-no-such", ""], 1) == []
+
+
+def test_completing_ab_exec_and_ab_up_never_runs_them(isolated_dirs, monkeypatch, tmp_path):
+    # Both have a hand-parsed fast path that would act on plain arguments.
+    monkeypatch.setenv("PATH", str(tmp_path))  # no engine to reach, should anything try
+    assert "--dir" in completion.candidates(["ab-exec", "--"], 1)
+    assert "--json" in completion.candidates(["ab-up", "--j"], 1)
+    assert "--json" in completion.candidates(["ab", "up", "dir", "--j"], 3)
+    assert not os.path.exists(os.path.join(str(isolated_dirs["XDG_STATE_HOME"]), "agentsh", "sandboxes"))
