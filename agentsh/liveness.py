@@ -55,6 +55,11 @@ def ensure_running(project, cfg, engine, store, notify):
     """
     if not engine.is_local or sandbox_running(store, project.sandbox):
         return
+    start(project, cfg, engine, store, notify)
+
+
+def start(project, cfg, engine, store, notify):
+    """ab-up for a sandbox an exec found (or may find) not running; says so when it started it."""
     from . import sandbox
 
     if sandbox.up(project, cfg, engine, store, notify=notify).get("started"):

@@ -1,7 +1,6 @@
 """ab-agent: run a coding agent in the project's sandbox, logged in, with its state and flags."""
 
 import os
-import sys
 
 from .common import load_context, notice, parser, print_json, run
 
@@ -48,7 +47,7 @@ def body(argv):
 
         args.dir = path_of(args.wt, args.dir)
 
-    from .. import agents, execute, inject, instructions, sandbox
+    from .. import agents, execute, inject, instructions, liveness, sandbox
 
     proj, cfg, engine, store = load_context(args.dir)
     prof = agents.profile(args.name, cfg)
@@ -56,8 +55,7 @@ def body(argv):
     workdir = here if (here + "/").startswith(proj.root + "/") else proj.root
 
     def recover():
-        notice(f"sandbox {proj.sandbox} is not running; starting it")
-        sandbox.up(proj, cfg, engine, store, notify=notice)
+        liveness.start(proj, cfg, engine, store, notice)  # the cfg in force when called (locked or not)
 
     locked = args.lockdown or cfg.get("lockdown")
     if locked:  # only the agent's API; make sure the running sandbox is the locked one
@@ -66,9 +64,7 @@ def body(argv):
         cfg = network.lockdown(cfg, prof.network)
         sandbox.up(proj, cfg, engine, store, notify=notice)
     if not locked:  # (locked: just brought up above)
-        from ..liveness import ensure_running
-
-        ensure_running(proj, cfg, engine, store, notice)  # before the exec, which could swallow stdin
+        liveness.ensure_running(proj, cfg, engine, store, notice)  # before the exec, which could swallow stdin
     run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
     if locked:  # the agent's own credentials (named by naming the agent), no project grants
         delivery = network.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)
@@ -83,7 +79,7 @@ def body(argv):
         values.update(delivery.env_values)
     targets = instructions.targets(cfg) if instructions.host_file() else ()
     cmd = agents.command(prof, cfg, args.agent_args, safe=args.safe, new=args.new, instructions_targets=targets)
-    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    tty = execute.stdio_is_terminal()
     status = execute.run(engine, proj.sandbox, cmd, workdir, names + list(values), values, tty, recover)
     if delivery is not None:
         inject.write_back(engine, proj.sandbox, delivery, store, notice)

@@ -1,7 +1,6 @@
 """ab-exec: run a command in the project's sandbox, like running it here."""
 
 import os
-import sys
 
 from .common import load_context, notice, parser, run
 
@@ -120,16 +119,13 @@ def body(argv):
     environ = os.environ
     names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
     extra, values = execute.parse_env_args(args.env, environ)
-    tty = args.tty if args.tty is not None else (sys.stdin.isatty() and sys.stdout.isatty())
+    tty = args.tty if args.tty is not None else execute.stdio_is_terminal()
     cmd = args.cmd or execute.shell_command(cfg["shell"], tty)
 
-    def recover():
-        from .. import sandbox
-
-        notice(f"sandbox {proj.sandbox} is not running; starting it")
-        sandbox.up(proj, cfg, engine, store, notify=notice)
-
     from .. import liveness
+
+    def recover():
+        liveness.start(proj, cfg, engine, store, notice)
 
     liveness.ensure_running(proj, cfg, engine, store, notice)  # a failed exec could swallow our stdin
     fallback = getattr(cmd, "fallback", None)
