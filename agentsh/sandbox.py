@@ -250,16 +250,24 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     says whether that very process still runs. Anything else asks the engine.
     """
     notify = notify or (lambda msg: None)
+
+    def wanted(ports):  # the spec for these -p ports; computed again only when they change
+        nonlocal want
+        if want is None or want.publish != list(ports):
+            want = spec(project, cfg, engine, ports)
+        return want
+
+    want = None
     record = None if recreate else _read_record(store, project.sandbox, notify)
     if record is not None and engine.is_local:
-        want = spec(project, cfg, engine, record.get("publish", []) if publish is None else publish)
+        wanted(record.get("publish", []) if publish is None else publish)
         if record.get("spec") == want.hash and liveness.alive(record.get("pid"), record.get("pid_start")):
             return {"name": want.name, "id": record.get("id", ""), "project": project.root,
                     "image": want.image, "state": RUNNING}
     # Without a record there is usually no container either: go straight to
     # creating it, and look only if the engine says the name is taken.
     info = engine.inspect(project.sandbox) if record is not None or recreate else None
-    want = spec(project, cfg, engine, kept_publish(info) if publish is None else publish)
+    wanted(kept_publish(info) if publish is None else publish)
     if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
         remember(store, project, want, info)
         return describe(info, project, want.image)
@@ -272,7 +280,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
                 return _converge(engine, store, project, want, None, False, notify)
             except NameTaken:
                 info = engine.inspect(want.name)
-                want = spec(project, cfg, engine, kept_publish(info) if publish is None else publish)
+                wanted(kept_publish(info) if publish is None else publish)
         return _converge(engine, store, project, want, info, recreate, notify)
 
 
