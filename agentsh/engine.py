@@ -207,17 +207,6 @@ class Engine:
 
     # -- volumes and images ------------------------------------------------
 
-    def volume_exists(self, name):
-        if self.is_podman:
-            return self.call("volume", "exists", name, check=False)[0] == 0
-        return self.call("volume", "inspect", name, check=False)[0] == 0
-
-    def volume_create(self, name, labels):
-        args = ["volume", "create"]
-        for k, v in labels.items():
-            args += ["--label", f"{k}={v}"]
-        self.call(*args, name)
-
     def volume_remove(self, name):
         self.call("volume", "rm", "-f", name, check=False)
 

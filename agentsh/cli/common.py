@@ -60,10 +60,4 @@ def load_context(directory=None, flags=None, quiet=False):
     return proj, cfg, Engine(cfg["engine"]), store
 
 
-def usage_error(message):
-    from ..errors import UsageError
-
-    raise UsageError(message)
-
-
 __all__ = ["EXIT_FAILURE", "EXIT_USAGE", "parser", "notice", "print_json", "run", "load_context"]
