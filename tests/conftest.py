@@ -23,7 +23,7 @@ TINY_IMAGE = "localhost/agentsh-test-tiny:latest"
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if "/integration/" in str(item.fspath) or "/reliability/" in str(item.fspath):
+        if any(f"/{kind}/" in str(item.fspath) for kind in ("integration", "reliability", "security")):
             item.add_marker(pytest.mark.integration)
 
 
