@@ -25,13 +25,41 @@ CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CER
           "CURL_CA_BUNDLE")
 HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
                    "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem")
-# Capabilities kept after --cap-drop=all. They only ever matter to uid 0 in
-# the sandbox (a non-root user holds none, and no-new-privileges stops setuid
-# binaries from granting any): enough for a root shell to own, chmod and
-# chown files and for package managers to drop to their own users.
+# Capabilities kept after --cap-drop=all when the sandbox runs as root, and
+# only then: enough for a root shell to own, chmod and chown files and for
+# package managers to drop to their own users.
 MIN_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
 KEEPALIVE = ("sleep", "infinity")
 RUNNING = "running"
+
+
+def runs_as_root(run_args):
+    """Whether a container made with run_args runs as uid 0, decided the way Podman decides it.
+
+    The last --user wins; without one, keep-id runs as the invoking user and
+    anything else as the image's user, taken to be root.
+    """
+    user = next((a[len("--user="):] for a in reversed(run_args) if a.startswith("--user=")), None)
+    if user is None:
+        return "--userns=keep-id" not in run_args
+    return user.split(":")[0] in ("root", "0")
+
+
+def cap_add_args(cfg, run_args):
+    """The --cap-add flags that follow --cap-drop=all.
+
+    Podman puts every --cap-add of a non-root user (and of keep-id) into all
+    five capability sets, ambient included, so each process of that user and
+    of every exec would hold them, and setuid(0) would work. A non-root
+    sandbox therefore gets no --cap-add but what config cap_add names, and
+    its bounding set is empty: an exec, even as root, gains nothing. Root
+    gets MIN_CAPS (plus cap_add) in its effective, permitted and bounding
+    sets, none inheritable or ambient.
+    """
+    wanted = {c.removeprefix("CAP_") for c in cfg["cap_add"]}
+    if runs_as_root(run_args):
+        wanted |= set(MIN_CAPS)
+    return [f"--cap-add={c}" for c in sorted(wanted)]
 
 
 class Spec:
@@ -92,8 +120,7 @@ def spec(project, cfg, engine, publish=()):
         "--label", f"{LABEL_MANAGED}=true",
         "--label", f"{LABEL_PROJECT}={root}",
         "--init",
-        "--cap-drop=all",
-        *(f"--cap-add={c}" for c in sorted(set(MIN_CAPS) | {c.removeprefix("CAP_") for c in cfg["cap_add"]})),
+        "--cap-drop=all",  # its --cap-add flags follow once the user is known
         "--security-opt=no-new-privileges",
         f"--pids-limit={cfg['pids']}",
     ]
@@ -140,6 +167,8 @@ def spec(project, cfg, engine, publish=()):
     args += extra.args
     if extra.user:
         args = [a for a in args if not a.startswith("--user=")] + [f"--user={extra.user}"]
+    at = args.index("--cap-drop=all") + 1
+    args[at:at] = cap_add_args(cfg, args)
     env = {**extra.env, **net_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
     bundle = ca_bundle_source(cfg["ca_bundle"])
     if bundle:

@@ -19,15 +19,68 @@ def flags_of(args):
     return set(args)
 
 
-def test_security_defaults_rootful(proj):
+def cap_adds(args):
+    return [a.split("=", 1)[1] for a in args if a.startswith("--cap-add=")]
+
+
+@pytest.fixture
+def invoking_uid(monkeypatch):
+    """Pretend the invoking user has a given uid (and the same gid)."""
+
+    def set_uid(uid):
+        monkeypatch.setattr(sandbox.os, "getuid", lambda: uid)
+        monkeypatch.setattr(sandbox.os, "getgid", lambda: uid)
+
+    return set_uid
+
+
+def test_security_defaults_rootful(proj, invoking_uid):
+    invoking_uid(1001)
     engine, _ = fake_engine(rootless=False)
     args = sandbox.spec(proj, config.load(), engine).full_run_args()
     for flag in ("--init", "--cap-drop=all", "--security-opt=no-new-privileges", "--pids-limit=4096",
-                 f"--user={os.getuid()}:{os.getgid()}", "--pull=never"):
+                 "--user=1001:1001", "--pull=never"):
         assert flag in args
     assert "--userns=keep-id" not in args
-    caps = {a.split("=", 1)[1] for a in args if a.startswith("--cap-add=")}
-    assert caps == set(sandbox.MIN_CAPS)
+    # Podman would put every --cap-add of a non-root user into its ambient set
+    assert cap_adds(args) == []
+
+
+def test_only_a_root_sandbox_gets_the_minimum_right_after_the_drop(proj, invoking_uid):
+    invoking_uid(0)
+    args = sandbox.spec(proj, config.load(), fake_engine(rootless=False)[0]).run_args
+    assert "--user=0:0" in args
+    at = args.index("--cap-drop=all")
+    assert args[at + 1:at + 1 + len(sandbox.MIN_CAPS)] == [f"--cap-add={c}" for c in sorted(sandbox.MIN_CAPS)]
+    assert cap_adds(args) == sorted(sandbox.MIN_CAPS)
+
+
+def test_rootless_keep_id_gets_no_capability(proj):
+    args = sandbox.spec(proj, config.load(), fake_engine(rootless=True)[0]).run_args
+    assert "--cap-drop=all" in args and cap_adds(args) == []
+
+
+def test_config_cap_add_is_all_a_non_root_sandbox_gets(proj, user_config, invoking_uid):
+    user_config('cap_add = ["CAP_NET_RAW", "SYS_PTRACE"]\n')
+    assert cap_adds(sandbox.spec(proj, config.load(), fake_engine(rootless=True)[0]).run_args) == \
+        ["NET_RAW", "SYS_PTRACE"]
+    invoking_uid(0)
+    assert cap_adds(sandbox.spec(proj, config.load(), fake_engine(rootless=False)[0]).run_args) == \
+        sorted({*sandbox.MIN_CAPS, "NET_RAW", "SYS_PTRACE"})
+
+
+@pytest.mark.parametrize("args, root", [
+    (["--userns=keep-id"], False),
+    (["--userns=keep-id", "--user=root"], True),
+    (["--user=0:0"], True),
+    (["--user=root:wheel"], True),
+    (["--user=1001:1001"], False),
+    (["--user=0:0", "--user=vscode"], False),  # the last --user is the one Podman uses
+    (["--user=1001", "--user=0"], True),
+    ([], True),  # no --user and no keep-id: the image's user, root unless it says otherwise
+])
+def test_runs_as_root_follows_the_last_user_flag(args, root):
+    assert sandbox.runs_as_root(["--cap-drop=all", *args, "-e", "X=--user=0"]) is root
 
 
 def test_keep_id_when_rootless(proj):
