@@ -4,7 +4,9 @@ A long-running host process per sandbox (started by agentsh.network.attach),
 serving a listening socket that lives inside the sandbox's network namespace.
 For each connection it reads one request head, decides on the host and port
 *before* resolving anything, resolves the name itself, refuses IP literals
-and loopback destinations that no rule names, then splices bytes both ways
+no rule lists and internal addresses (loopback, private, link-local, and the
+IPv6 forms embedding them; see network.classify) that no rule names,
+connects to the very address it checked, then splices bytes both ways
 (os.splice through a pipe: the payload never enters Python) and appends one
 audit entry when the connection ends. One thread per connection: agents open
 tens of connections, not thousands, and blocking splice is the fastest path.
@@ -15,6 +17,7 @@ tens of connections, not thousands, and blocking splice is the fastest path.
 It stops when its sandbox's first process is gone, or on SIGTERM.
 """
 
+import ipaddress
 import os
 import socket
 import sys
@@ -22,7 +25,7 @@ import threading
 import time
 
 from . import audit
-from .network import HOST_ALIASES, Policy, ip_literal, normalize_host
+from .network import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
 
 HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT = 30
@@ -84,7 +87,15 @@ class StaticPolicy:
 
 
 class Refused(OSError):
-    """A destination the policy allows by name but not at the address it resolves to."""
+    """A destination the policy allows by name but not at the address it resolves to.
+
+    `log` says which address (for the audit log); the reply to the sandbox
+    says only what kind it was, so the proxy is no resolver of internal names.
+    """
+
+    def __init__(self, log, reply):
+        super().__init__(log)
+        self.log, self.reply = log, reply
 
 
 class Proxy:
@@ -123,10 +134,10 @@ class Proxy:
         upstream = None
         try:
             client.settimeout(HEAD_TIMEOUT)
-            head, rest = _read_head(client)
-            if head is None:
-                return  # closed before a request: nothing to log
             try:
+                head, rest = _read_head(client)
+                if head is None:
+                    return  # closed before a request: nothing to log
                 method, host, port, forward = _parse(head)
             except ValueError as e:
                 entry["reason"] = f"bad request: {e}"
@@ -135,18 +146,21 @@ class Proxy:
                 return
             entry.update(method=method, host=host, port=port)
             policy = self.policy.current()
-            allowed, why = policy.decide(host, port)
+            allowed, why, host, addr = policy.check(host, port)
             entry["reason"] = why
             if not allowed:
-                _reply(client, 403, f"{_dest(host, port)} is not allowed for this sandbox ({why}); "
-                                    f"allow it with: ab-net allow {_dest(host, port) if port not in (80, 443) else host}")
+                hint = ""
+                if why in ("not on the allowlist", "IP address not on the allowlist"):
+                    hint = f"; allow it with: ab-net allow {_dest(host, port) if port not in (80, 443) else host}"
+                shown = host if len(host) <= 255 else host[:255] + "..."
+                _reply(client, 403, f"{_dest(shown, port)} is not allowed for this sandbox ({why}){hint}")
                 self._log(entry, start)
                 return
             try:
-                upstream = _connect(host, port, policy)
+                upstream = _connect(host, port, addr, policy)
             except Refused as e:
-                entry.update(allowed=False, reason=str(e))
-                _reply(client, 403, f"{_dest(host, port)}: {e}")
+                entry.update(allowed=False, reason=e.log)
+                _reply(client, 403, f"{_dest(host, port)}: {e.reply}")
                 self._log(entry, start)
                 return
             except OSError as e:
@@ -201,9 +215,12 @@ def _read_head(sock):
 
 
 def _split_hostport(text, default_port):
+    """(host, port) of an authority; the host only normalised (Policy.check judges it)."""
     text = text.strip()
     if text.startswith("["):
-        end = text.index("]")
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("unclosed [")
         host, rest = text[1:end], text[end + 1:]
         port = rest[1:] if rest.startswith(":") else ""
     elif text.count(":") == 1:
@@ -231,8 +248,14 @@ def _parse(head):
     if not target.lower().startswith("http://"):
         raise ValueError("plain HTTP needs an absolute http:// URL; use CONNECT for https")
     rest = target[7:]
-    slash = rest.find("/")
-    authority, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    end = len(rest)
+    for delimiter in "/?#":  # the authority ends at the first of them (RFC 3986)
+        i = rest.find(delimiter, 0, end)
+        if i >= 0:
+            end = i
+    authority, path = rest[:end], rest[end:]
+    if not path.startswith("/"):
+        path = "/" + path
     authority = authority.rsplit("@", 1)[-1]
     host, port = _split_hostport(authority, 80)
     headers = [h for h in lines[1:] if h and h.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS]
@@ -240,26 +263,39 @@ def _parse(head):
     return method, host, port, b"\r\n".join(out)
 
 
-def _connect(host, port, policy):
-    """Resolve (here, never in the sandbox) and connect; loopback only when a rule names it."""
-    if host in HOST_ALIASES:
-        addresses = [(socket.AF_INET, ("127.0.0.1", port))]
-    elif ip_literal(host) is not None:
-        ip = ip_literal(host)
-        addresses = [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (str(ip), port))]
+_LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
+
+
+def _connect(host, port, addr, policy):
+    """Resolve (here, never in the sandbox) and connect to an address the policy admits.
+
+    `addr` is the checked address of an IP literal (Policy.check), else None.
+    Every address a name resolves to is checked (Policy.admits: internal
+    ones only when a rule names them) and the socket connects to that very
+    address, so no second lookup can point it elsewhere.
+    """
+    if addr is not None:
+        candidates = [addr]
+    elif host in HOST_ALIASES:
+        candidates = [_LOOPBACK]
     else:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses = [(family, addr[:2]) for family, _, _, _, addr in infos]
-    last = None
-    for family, addr in addresses:
-        ip = ip_literal(addr[0])
-        if (ip.is_loopback or ip.is_unspecified) and not policy.explicit(host, port):
-            last = Refused("resolves to a loopback address; list it explicitly to allow the host")
-            continue
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        candidates = []
+        for _, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            ip = unmapped(ipaddress.ip_address(sockaddr[0].split("%", 1)[0]))
+            if ip not in candidates:
+                candidates.append(ip)
+    refused, last = None, None
+    for ip in candidates:
+        if addr is None:
+            ok, reason = policy.admits(host, port, ip)
+            if not ok:
+                refused = refused or Refused(f"{host} resolves to {ip}, an internal address ({reason}); {NAME_IT}",
+                                             f"resolves to an internal address ({reason}); {NAME_IT}")
+                continue
+        sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(CONNECT_TIMEOUT)
         try:
-            sock.connect(addr)
+            sock.connect((str(ip), port))
         except OSError as e:
             sock.close()
             last = e
@@ -267,7 +303,7 @@ def _connect(host, port, policy):
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
-    raise last or OSError(f"no address for {host}")
+    raise last or refused or OSError(f"no address for {host}")
 
 
 def _reply(sock, status, message):
