@@ -7,6 +7,12 @@ bytes_received, ms (connection lifetime). A denied attempt is written when it
 is refused, an allowed one when its connection closes. The file lives in the
 state dir (net/log/<sandbox>.jsonl); past MAX_BYTES it is renamed to
 `.1` (one generation kept) so a chatty agent cannot fill the disk.
+
+Host, method and reason come from the sandbox's request and may hold
+anything: each line is ASCII JSON (control and non-ASCII characters
+escaped), its text fields are cut at LIMITS, and format_entry escapes
+control characters and bidi overrides, so printing an entry cannot drive
+the terminal.
 """
 
 import json
@@ -16,6 +22,8 @@ import time
 
 MAX_BYTES = 20 * 1024 * 1024
 KEYS = ("time", "sandbox", "host", "port", "method", "allowed", "reason", "bytes_sent", "bytes_received", "ms")
+# Longest text kept per field; longer values are cut and say how long they were.
+LIMITS = {"host": 255, "method": 32, "reason": 512, "sandbox": 255}
 
 
 def now_iso(ts=None):
@@ -37,7 +45,7 @@ class Writer:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def write(self, entry):
-        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode()
+        line = (ascii_json(clipped(entry)) + "\n").encode()
         with self._lock:
             if self._fd is None:
                 self._open()
@@ -55,6 +63,21 @@ class Writer:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def ascii_json(obj, indent=None):
+    """JSON in printable ASCII: json.dumps escapes control and non-ASCII characters, this DEL too."""
+    separators = (",", ":") if indent is None else None
+    return json.dumps(obj, indent=indent, separators=separators).replace("\x7f", "\\u007f")
+
+
+def clipped(entry):
+    """The entry with its text fields cut at LIMITS (a copy when one was cut)."""
+    for key, limit in LIMITS.items():
+        value = entry.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            entry = {**entry, key: f"{value[:limit]}...({len(value)} characters)"}
+    return entry
 
 
 def parse_line(line):
@@ -121,10 +144,40 @@ def _inode(path):
         return None
 
 
+_UNSAFE = None
+
+
+def printable(value):
+    """str(value) safe to print on a terminal: control characters and bidi overrides escaped.
+
+    C0 (ESC, BEL, CR, LF, ...), DEL, C1 (U+0080-U+009F: 8-bit CSI and
+    friends), line and paragraph separators, zero-width and bidi formatting
+    characters (U+061C, U+200B-U+200F, U+202A-U+202E, U+2060-U+2069, U+FEFF)
+    become \\xHH or \\uHHHH; a backslash becomes two, so the result is
+    unambiguous.
+    """
+    global _UNSAFE
+    if _UNSAFE is None:
+        import re
+
+        _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+    return _UNSAFE.sub(_escape, str(value))
+
+
+def _escape(match):
+    c = match.group()
+    if c == "\\":
+        return "\\\\"
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
 def format_entry(e):
-    """One human line: time, ALLOW/DENY, host:port, method, bytes, reason."""
+    """One human line: time, ALLOW/DENY, host:port, method, bytes, reason (every field escaped: printable)."""
     verdict = "ALLOW" if e.get("allowed") else "DENY "
-    host = str(e.get("host", ""))
-    dest = f"[{host}]:{e.get('port')}" if ":" in host else f"{host}:{e.get('port')}"
-    size = f"{e.get('bytes_sent', 0)}B out / {e.get('bytes_received', 0)}B in" if e.get("allowed") else ""
-    return f"{e.get('time', '')}  {verdict}  {dest:<40} {e.get('method', ''):<7} {size:<28} {e.get('reason', '')}".rstrip()
+    host = printable(e.get("host", ""))
+    port = printable(e.get("port"))
+    dest = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    size = (f"{printable(e.get('bytes_sent', 0))}B out / {printable(e.get('bytes_received', 0))}B in"
+            if e.get("allowed") else "")
+    return (f"{printable(e.get('time', ''))}  {verdict}  {dest:<40} {printable(e.get('method', '')):<7} {size:<28} "
+            f"{printable(e.get('reason', ''))}").rstrip()

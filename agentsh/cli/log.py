@@ -1,6 +1,6 @@
 """ab-log: the egress audit log of a project's sandbox (network modes "allow" and "learn")."""
 
-from .common import parser, print_json, run
+from .common import parser, run
 
 EXAMPLES = [
     "ab-log                     # every connection attempt of this project's sandbox",
@@ -22,7 +22,6 @@ def body(argv):
                         "bytes_sent, bytes_received, ms); with --follow one object per line")
     args = p.parse_args(argv)
 
-    import json
     import sys
 
     from .. import audit, network, project
@@ -30,9 +29,11 @@ def body(argv):
 
     proj = project.find(args.dir)
     path = Store().path(network.audit_rel(proj.sandbox))
-    show = (lambda e: json.dumps(e, separators=(",", ":"))) if args.json else audit.format_entry
+    # Entries hold what the sandbox sent: JSON escapes control and non-ASCII
+    # characters (and DEL, see audit.ascii_json); text goes through audit.printable.
+    show = audit.ascii_json if args.json else audit.format_entry
     if args.json and not args.follow:
-        print_json(audit.read(path, args.denied))
+        sys.stdout.write(audit.ascii_json(audit.read(path, args.denied), indent=2) + "\n")
         return 0
     for entry in audit.read(path, args.denied):
         print(show(entry))

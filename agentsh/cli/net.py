@@ -45,19 +45,22 @@ def body(argv):
                 notice(f"network mode is {cfg['network']['mode']!r}: the allowlist applies in mode \"allow\" "
                        "(set [network] mode = \"allow\", or use --lockdown)")
         return 0
-    if args.cmd == "propose":
-        from .. import audit
+    from .. import audit
+    from ..audit import ascii_json, printable
 
+    if args.cmd == "propose":
+        # The log holds what the sandbox asked for: propose keeps only valid hosts,
+        # and what is printed is escaped all the same (JSON strings are valid TOML).
         patterns, counts = network.propose(audit.read(store.path(network.audit_rel(proj.sandbox))))
         if args.json:
-            print_json({"allow": patterns, "destinations": counts})
+            print(ascii_json({"allow": patterns, "destinations": counts}, indent=2))
         elif not patterns:
             print(f"# no connection attempts logged for {proj.sandbox} yet (run with [network] mode = \"learn\")")
         else:
             print(f"# from the log of {proj.sandbox}: {len(counts)} destination(s); review before use")
             print("[network]\nmode = \"allow\"\nallow = [")
             for pattern in patterns:
-                print(f"    \"{pattern}\",")
+                print(f"    {ascii_json(pattern)},")
             print("]")
         return 0
     record = store.read(network.proxy_rel(proj.sandbox)) or {}
@@ -73,8 +76,8 @@ def body(argv):
     else:
         print(f"project   {out['project']}\nsandbox   {out['sandbox']}\nmode      {out['mode']}"
               + ("  (lockdown)" if out["lockdown"] else ""))
-        print("allow     " + (", ".join(out["allow"]) or "-"))
-        print("added     " + (", ".join(out["added"]) or "-") + "   (ab-net allow)")
+        print("allow     " + (", ".join(printable(p) for p in out["allow"] or []) or "-"))
+        print("added     " + (", ".join(printable(p) for p in out["added"]) or "-") + "   (ab-net allow)")
         print(f"proxy     {'running, pid ' + str(out['proxy']['pid']) if running else 'not running'}")
     return 0
 
