@@ -109,6 +109,24 @@ def real_dir(given=None, fix="give an existing directory"):
     return real
 
 
+def _known_above(git_top, real):
+    """The nearest project agentsh already knows that holds `real`, unless a repo lies between.
+
+    A `.git` (or a plain subdirectory) inside a known project belongs to it:
+    the agent can make a `.git` anywhere in its tree, and that must not make
+    a new project with mounts of its own.
+    """
+    from .gittopo import ROOTS, known_roots
+
+    best = None
+    for root in known_roots(os.path.join(paths.state_dir(), ROOTS)):
+        if (real == root or real.startswith(root + "/")) and (best is None or len(root) > len(best)):
+            best = root
+    if best is None or (git_top is not None and len(git_top) < len(best)):
+        return None
+    return best
+
+
 def find(start=None):
     """The Project holding `start` (default: the working directory)."""
     real = real_dir(start, "give an existing project directory")
@@ -127,7 +145,7 @@ def find(start=None):
         if parent == d:
             break
         d = parent
-    root = found or git_top or real
+    root = found or _known_above(git_top, real) or git_top or real
     if root == home:
         raise AgentshError(
             f"{root} is your home directory, which is never a project (it holds your keys and every other repo)",

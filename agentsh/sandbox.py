@@ -10,10 +10,9 @@ import json
 import os
 import time
 
-from . import gitguard, liveness
+from . import liveness
 from .digest import sha256_hex
 from .errors import AgentshError, ConfigError, StateError
-from .project import git_dirs
 
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
@@ -101,6 +100,14 @@ def ca_bundle_source(setting):
     return path
 
 
+def _mount_arg(arg):
+    """A `-v` value (or flag) whose host path holds no ':' that would split it differently."""
+    if arg.startswith("-") or arg.count(":") <= 2:
+        return arg
+    raise AgentshError(f"{arg.split(':')[0]} contains ':', which container engines cannot mount",
+                       "rename or move the directory")
+
+
 def _mount_source(path):
     if ":" in path:
         raise AgentshError(f"{path} contains ':', which container engines cannot mount",
@@ -108,10 +115,11 @@ def _mount_source(path):
     return path
 
 
-def spec(project, cfg, engine, publish=()):
+def spec(project, cfg, engine, publish=(), topo=None):
     """The container spec for a project under a config (pure, no engine call).
 
     `publish`: `ab-up -p` ports, kept with the sandbox (LABEL_PUBLISH) until the next `-p`.
+    `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
     """
     root = _mount_source(project.root)
     args = [
@@ -139,19 +147,11 @@ def spec(project, cfg, engine, publish=()):
     args += net_args
     locked = network.is_locked(cfg)
     args += ["-v", f"{root}:{root}" + network.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
-    git_dir = project.git_dir()
-    own_dir = None
-    if git_dir is None:
-        # A linked worktree: git needs the main repo's git dir at its real
-        # path (objects, refs, its own dir under worktrees/), and nothing
-        # else of the main checkout.
-        git_dir = project.linked_common_dir()
-        if git_dir:
-            args += ["-v", f"{_mount_source(git_dir)}:{git_dir}"]
-            own_dir = git_dirs(project.root)[0]
-    if git_dir:
-        # The agent may edit the repo, but not what git runs on the host.
-        args += gitguard.mounts(git_dir, own_dir)
+    # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
+    from . import gitbridge, gittopo
+
+    git_args, git_env = gitbridge.spec_args(topo or gittopo.detect(project.root), project.sandbox, locked)
+    args += [_mount_arg(a) for a in git_args]
     if locked:  # an ephemeral home: nothing persists, nothing of other runs is seen
         owner = "U" if engine.is_podman else f"uid={os.getuid()},gid={os.getgid()}"
         args += ["--tmpfs", f"{SANDBOX_HOME}:rw,nosuid,nodev,mode=0700,{owner}"]
@@ -169,7 +169,7 @@ def spec(project, cfg, engine, publish=()):
         args = [a for a in args if not a.startswith("--user=")] + [f"--user={extra.user}"]
     at = args.index("--cap-drop=all") + 1
     args[at:at] = cap_add_args(cfg, args)
-    env = {**extra.env, **net_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
+    env = {**extra.env, **net_env, **git_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
     bundle = ca_bundle_source(cfg["ca_bundle"])
     if bundle:
         args += ["-v", f"{_mount_source(bundle)}:{CA_PATH}:ro"]
@@ -186,6 +186,7 @@ def spec(project, cfg, engine, publish=()):
     args += ["-w", root, extra.image, *KEEPALIVE]
     out = Spec(project.sandbox, root, extra.image, args)
     out.build, out.post_create, out.publish = extra.build, extra.post_create, list(publish)
+    out.topo, out.locked = topo, locked
     return out
 
 
@@ -240,11 +241,11 @@ def _additions(project, cfg, publish):
     return extra
 
 
-def prepare_host(project):
-    """Host-side paths the mounts need (an empty hooks dir git would make anyway)."""
-    git_dir = project.git_dir() or project.linked_common_dir()
-    if git_dir:
-        gitguard.prepare(git_dir)
+def prepare_host(project, topo, locked=False):
+    """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
+    from . import gitbridge
+
+    gitbridge.prepare(topo, project.sandbox, locked)
 
 
 def describe(info, project, image=None):
@@ -264,13 +265,16 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     network modes "allow" and "learn"); returns its record."""
     from . import network
 
+    from . import gittopo
+
     network.prepare_host(project, cfg)
-    record = _up_container(project, cfg, engine, store, recreate, notify, publish)
+    topo = gittopo.recorded(store, project, again=recreate)
+    record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
     return record
 
 
-def _up_container(project, cfg, engine, store, recreate=False, notify=None, publish=None):
+def _up_container(project, cfg, engine, store, recreate=False, notify=None, publish=None, topo=None):
     """Make the project's sandbox run with the current spec; returns its record.
 
     `publish`: `ab-up -p` ports; None keeps the ones the sandbox was made with.
@@ -283,7 +287,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     def wanted(ports):  # the spec for these -p ports; computed again only when they change
         nonlocal want
         if want is None or want.publish != list(ports):
-            want = spec(project, cfg, engine, ports)
+            want = spec(project, cfg, engine, ports, topo)
         return want
 
     want = None
@@ -377,12 +381,22 @@ def kept_publish(info):
 
 
 def build_image(engine, build, notify, force=False):
-    """Build a devcontainer's Dockerfile into its per-project tag, unless that tag exists."""
+    """Build a devcontainer's Dockerfile into its per-project tag, unless that tag exists.
+
+    Only a build an allowed project file covers, and only from a private copy
+    of exactly the Dockerfile and context bytes that were allowed
+    (trust.BuildCopy): an edit since `ab-allow` (a script the Dockerfile
+    COPYs and RUNs, say) is refused before the engine runs anything, and
+    nothing the sandbox writes during the build reaches it.
+    """
     if not force and engine.image_exists(build["tag"]):
         return
-    notify(f"building {build['tag']} from {build['file']}")
-    engine.build(build["context"], build["tag"], file=build["file"], build_args=build["args"],
-                 labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"))
+    from .trust import BuildCopy
+
+    with BuildCopy(build["file"], build["context"]) as copy:
+        notify(f"building {build['tag']} from {build['file']}")
+        engine.build(copy.context, build["tag"], file=copy.dockerfile, build_args=build["args"],
+                     labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"))
 
 
 def post_create(engine, want, notify):
@@ -398,7 +412,9 @@ def post_create(engine, want, notify):
 
 
 def _create(engine, store, project, want, notify=None):
-    prepare_host(project)
+    from . import gittopo
+
+    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
     try:
         cid = engine.run_detached(want.full_run_args())
     except AgentshError as e:
@@ -466,6 +482,10 @@ def down(engine, names, remove=False, volumes=(), store=None):
         done.append(name)
     for volume in volumes:
         engine.volume_remove(volume)
+        if volume.endswith("-home"):  # the sandbox's state goes with its home: its private git dirs too
+            from . import gitbridge
+
+            gitbridge.forget(volume[:-len("-home")])
     return done
 
 

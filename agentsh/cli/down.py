@@ -37,9 +37,6 @@ def body(argv):
         store = Store()
     else:
         proj, _, engine, store = load_context(args.dir)
-        from ..gitguard import check
-
-        check(proj, notice)
         names = [proj.sandbox]
         volumes = [proj.home_volume] if args.volumes else []
     done = sandbox.down(engine, names, remove=args.rm, volumes=volumes, store=store)

@@ -73,9 +73,6 @@ def body(argv):
 
         publish_args(args.publish, proj.root)  # a bad -p is a usage error (2) before anything runs
     record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice, publish=args.publish)
-    from ..gitguard import check
-
-    check(proj, notice)
     from .. import inject
 
     if not locked:

@@ -89,14 +89,18 @@ def test_keep_id_when_rootless(proj):
     assert "--userns=keep-id" in args and not any(a.startswith("--user=") for a in args)
 
 
-def test_mounts_project_same_path_git_read_only_and_no_host_home(proj):
+def test_mounts_project_same_path_host_git_read_only_and_no_host_home(proj):
+    from agentsh import gitbridge
+
     engine, _ = fake_engine()
     args = sandbox.spec(proj, config.load(), engine).run_args
     volumes = [args[i + 1] for i, a in enumerate(args) if a == "-v"]
     root = proj.root
     assert f"{root}:{root}" in volumes
-    assert f"{root}/.git/hooks:{root}/.git/hooks:ro" in volumes
-    assert f"{root}/.git/config:{root}/.git/config:ro" in volumes
+    # The host's git dir only read-only; at its path, the sandbox's own git dir.
+    assert f"{root}/.git:{gitbridge.HOST_GIT}:ro" in volumes
+    assert f"{gitbridge.private_dir(proj.sandbox)}:{root}/.git" in volumes
+    assert not any(v.split(":")[0] == f"{root}/.git" and not v.endswith(":ro") for v in volumes)
     assert f"{proj.home_volume}:/home/agent" in volumes
     home = os.path.expanduser("~")
     sources = [v.split(":")[0] for v in volumes]

@@ -282,15 +282,19 @@ def test_git_dirs_of_a_linked_worktree(repo):
     assert project.Project(str(repo)).linked_common_dir() is None
 
 
-def test_sandbox_mounts_the_main_git_dir_and_nothing_else_of_the_main_checkout(repo):
+def test_sandbox_mounts_the_main_git_dir_read_only_and_nothing_else_of_the_main_checkout(repo):
+    from agentsh import gitbridge
+
     record = worktree.create("w", str(repo))
     engine, _ = fake_engine()
-    args = sandbox.spec(project.find(record["path"]), config.load(), engine).run_args
+    wt = project.find(record["path"])
+    args = sandbox.spec(wt, config.load(), engine).run_args
     volumes = [args[i + 1] for i, a in enumerate(args) if a == "-v"]
     git_dir = str(repo / ".git")
-    assert f"{git_dir}:{git_dir}" in volumes
-    assert f"{git_dir}/hooks:{git_dir}/hooks:ro" in volumes
-    assert f"{git_dir}/config:{git_dir}/config:ro" in volumes
+    assert f"{git_dir}:{gitbridge.HOST_GIT}:ro" in volumes
+    assert f"{gitbridge.private_dir(wt.sandbox)}:{git_dir}" in volumes
+    gitfile = f"{record['path']}/.git"
+    assert f"{gitfile}:{gitfile}:ro" in volumes  # a mount point: it cannot be re-pointed from inside
     assert f"{record['path']}:{record['path']}" in volumes
     assert not any(v.split(":")[0] == str(repo) for v in volumes)
 

@@ -1,0 +1,103 @@
+"""File operations in directories the sandbox can write, that never follow a link it planted.
+
+Every path is walked one component at a time from a directory descriptor the
+host opened itself, with O_NOFOLLOW, so a symlink or a swapped directory in
+the tree is an error (OSError), never a way out.
+"""
+
+import os
+import stat
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_dir(path, rel="", create=False, mode=0o700):
+    """A descriptor of `path`/`rel`, each component of `rel` a real directory (made if `create`)."""
+    fd = os.open(path, _DIR)
+    try:
+        for part in [p for p in rel.split("/") if p]:
+            if part in (".", ".."):
+                raise OSError(f"{rel!r}: '.' or '..' in a path")
+            if create:
+                try:
+                    os.mkdir(part, mode, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            nxt = os.open(part, _DIR, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read(dir_fd, name, limit=1 << 20):
+    """The bytes of regular file `name` in dir_fd (at most `limit`), or None if it is not there."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{name} is not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(f"{name} is larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def copy_out(dir_fd, name, target, limit):
+    """Copy regular file `name` of dir_fd to the host path `target` (new, mode 0600)."""
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            raise OSError(f"{name} is not a regular file under {limit} bytes")
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            copied = 0
+            while True:
+                chunk = os.read(src, 1 << 20)
+                if not chunk:
+                    break
+                copied += len(chunk)
+                if copied > limit:
+                    raise OSError(f"{name} grew past {limit} bytes")
+                os.write(dst, chunk)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def write(dir_fd, name, data, mode=0o644):
+    """Replace `name` in dir_fd with `data`: a new file renamed over it (a planted link is replaced, not followed)."""
+    tmp = f".{name}.agentsh-tmp-{os.getpid()}"
+    try:
+        os.unlink(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def unlink(dir_fd, name):
+    try:
+        os.unlink(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
