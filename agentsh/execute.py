@@ -19,6 +19,7 @@ HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 MARKER = "AGENTSH_EXEC_ID"
 _NOT_FOUND = b"executable file not found"
+_RUN_NOT_FOUND = b"agentsh-run: not found: "  # the in-sandbox run script's own line
 _ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper")
 # Sent into the sandbox on a signal: re-send it to every process carrying the marker.
 _KILL_SCRIPT = (
@@ -56,17 +57,31 @@ def _is_engine_gone(data):
     return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
 
 
-def run(engine, name, cmd, workdir, env_names, env_values, tty, recover):
-    """Run cmd in sandbox `name`; returns its exit status.
+def new_token():
+    """A fresh id for one exec: its signal marker, and the name of its secrets and git export files."""
+    return f"{os.getpid()}-{os.urandom(6).hex()}"
+
+
+RUN_SCRIPT = "/run/agentsh/lib/run"  # gitbridge.RUN, spelled here to keep gitbridge off the hot path
+
+
+def wrapped(cmd, token):
+    """cmd as the sandbox runs it: through agentsh's in-sandbox `run` script."""
+    return ["sh", RUN_SCRIPT, token, *cmd]
+
+
+def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=None):
+    """Run cmd in sandbox `name` (through the in-sandbox `run` script); returns its exit status.
 
     `recover()` is called when the sandbox is missing or stopped; it starts
-    it, and the command is tried once more.
+    it, and the command is tried once more. `env_values` are for names that
+    are not secret: the engine keeps them in its database.
     """
-    marker = f"{os.getpid()}-{os.urandom(6).hex()}"
+    marker = token or new_token()
     env = dict(os.environ, **env_values)
     env[MARKER] = marker
     names = list(dict.fromkeys([*env_names, MARKER]))
-    argv = engine.exec_argv(name, cmd, workdir=workdir, env_names=names, tty=tty)
+    argv = engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty)
 
     # Without a terminal, the engine gets its own process group so a Ctrl-C
     # or kill reaches only us, and we pass it on; the command's exit status
@@ -89,7 +104,7 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover):
         if kind == _MISSING and status == 127 and getattr(cmd, "fallback", None):
             cmd.fell_back = True  # the image lacks the preferred shell: the caller may remember it
             cmd = cmd.fallback
-            argv = engine.exec_argv(name, cmd, workdir=workdir, env_names=names, tty=tty)
+            argv = engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty)
             continue
         if kind == _MISSING:
             held = b"ab-exec: " + cmd[0].encode(errors="surrogateescape") + b": command not found in the sandbox\n"
@@ -134,7 +149,7 @@ def _relay_stderr(fd):
             return held, kind
         if first and _is_engine_gone(chunk):
             held, kind = chunk, _GONE
-        elif first and chunk.startswith(b"Error: ") and _NOT_FOUND in chunk:
+        elif first and (chunk.startswith(_RUN_NOT_FOUND) or (chunk.startswith(b"Error: ") and _NOT_FOUND in chunk)):
             held, kind = chunk, _MISSING
         else:
             if held is not None:

@@ -134,6 +134,18 @@ def prepare(project, cfg, store, notify, files_only=False):
 # -- into the sandbox and back ----------------------------------------------------
 
 
+def env_file(token, values):
+    """The environment values of one exec, as a file the in-sandbox `run` script reads and removes.
+
+    It travels with the credential files (stdin of one exec, into the
+    secrets tmpfs), so no value is kept in the engine's database the way
+    `exec -e NAME` values are.
+    """
+    text = "".join(f"export {name}={_q(value)}\n" for name, value in values.items())
+    path = f"{SECRETS_DIR}/env-{token}"
+    return FileCredential(f"env-{token}", None, path, text.encode("utf-8", "surrogateescape"), False)
+
+
 def _q(text):
     return "'" + text.replace("'", "'\\''") + "'"
 

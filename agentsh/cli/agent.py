@@ -47,43 +47,29 @@ def body(argv):
 
         args.dir = path_of(args.wt, args.dir)
 
-    from .. import agents, execute, inject, instructions, liveness, sandbox
+    from .. import agents, execute, inject, instructions, session
 
     proj, cfg, engine, store = load_context(args.dir)
     prof = agents.profile(args.name, cfg)
     here = os.path.realpath(args.dir if args.dir else os.getcwd())
     workdir = here if (here + "/").startswith(proj.root + "/") else proj.root
-
-    def recover():
-        liveness.start(proj, cfg, engine, store, notice)  # the cfg in force when called (locked or not)
-
     locked = args.lockdown or cfg.get("lockdown")
-    if locked:  # only the agent's API; make sure the running sandbox is the locked one
+    if locked:  # only the agent's API
         from .. import network
 
         cfg = network.lockdown(cfg, prof.network)
-        sandbox.up(proj, cfg, engine, store, notify=notice)
-    if not locked:  # (locked: just brought up above)
-        liveness.ensure_running(proj, cfg, engine, store, notice)  # before the exec, which could swallow stdin
     run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
-    if locked:  # the agent's own credentials (named by naming the agent), no project grants
-        delivery = network.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)
-        if delivery is not None and delivery.files:
-            inject.write_files(engine, proj.sandbox, delivery.files, recover)
-    else:
-        delivery = inject.deliver(proj, run_cfg, engine, store, notice, recover)
-    environ = os.environ
-    names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
-    values = dict(prof.env)
-    if delivery is not None:
-        values.update(delivery.env_values)
+
+    def delivery_for(recover):
+        if locked:  # the agent's own credentials (named by naming the agent), no project grants
+            return network.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)
+        return inject.prepare(proj, run_cfg, store, notice)
+
     targets = instructions.targets(cfg) if instructions.host_file() else ()
     cmd = agents.command(prof, cfg, args.agent_args, safe=args.safe, new=args.new, instructions_targets=targets)
-    tty = execute.stdio_is_terminal()
-    status = execute.run(engine, proj.sandbox, cmd, workdir, names + list(values), values, tty, recover)
-    if delivery is not None:
-        inject.write_back(engine, proj.sandbox, delivery, store, notice)
-    return status
+    req = session.Request(cmd, workdir, env_names=[n for n in cfg["env"] if n in os.environ],
+                          env_defaults=dict(prof.env), tty=execute.stdio_is_terminal(), locked=locked)
+    return session.run(proj, cfg, engine, store, req, notice, delivery_for=delivery_for)
 
 
 def list_profiles(args):

@@ -105,50 +105,23 @@ def body(argv):
 
         args.dir = path_of(args.wt, args.dir)
 
-    from .. import execute
+    from .. import execute, session
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None})
     locked = args.lockdown or cfg.get("lockdown")
-    if locked:  # make sure the sandbox is the locked one, never a laxer one of the same name
-        from .. import network, sandbox
+    if locked:
+        from .. import network
 
         cfg = network.lockdown(cfg)
-        sandbox.up(proj, cfg, engine, store, notify=notice)
-    workdir = os.path.realpath(args.dir if args.dir else os.getcwd())
     environ = os.environ
-    names = execute.host_env_names(environ) + [n for n in cfg["env"] if n in environ]
-    extra, values = execute.parse_env_args(args.env, environ)
+    names, values = execute.parse_env_args(args.env, environ)
     tty = args.tty if args.tty is not None else execute.stdio_is_terminal()
-    cmd = args.cmd or execute.shell_command(cfg["shell"], tty)
-
-    from .. import liveness
-
-    def recover():
-        liveness.start(proj, cfg, engine, store, notice)
-
-    liveness.ensure_running(proj, cfg, engine, store, notice)  # a failed exec could swallow our stdin
-    fallback = getattr(cmd, "fallback", None)
-    if fallback and liveness.shell_hint(store, proj.sandbox) == fallback[0]:
-        cmd = fallback  # this sandbox has been seen to lack the preferred shell
-
-    from .. import inject
-
-    # Granted credentials: env ones ride on this exec, files take one call before it.
-    delivery = None if locked else inject.deliver(proj, cfg, engine, store, notice, recover)
-    if delivery is not None:
-        granted = {k: v for k, v in delivery.env_values.items() if k not in extra}  # an explicit -e wins
-        extra += list(granted)
-        values = {**granted, **values}
-    status = execute.run(engine, proj.sandbox, cmd, workdir, names + extra, values, tty, recover)
-    if getattr(cmd, "fell_back", False):
-        liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
-    from ..gitguard import check
-
-    check(proj, notice)  # before host git can trip over a planted file
-    if delivery is not None:
-        inject.write_back(engine, proj.sandbox, delivery, store, notice)
-    return status
+    req = session.Request(args.cmd or execute.shell_command(cfg["shell"], tty),
+                          os.path.realpath(args.dir if args.dir else os.getcwd()),
+                          env_names=[*(n for n in cfg["env"] if n in environ), *names],
+                          env_values=values, tty=tty, locked=locked)
+    return session.run(proj, cfg, engine, store, req, notice)
 
 
 def main():

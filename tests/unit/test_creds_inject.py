@@ -71,14 +71,15 @@ def test_no_grants_means_no_crypto_import_and_one_engine_call(fake_podman, repo)
     assert [c.split()[0] for c in calls(fake_podman)] == ["exec"]
 
 
-def test_env_credentials_add_no_engine_call_and_stay_off_argv(fake_podman, repo):
+def test_env_credentials_travel_on_stdin_never_in_the_engines_env_or_argv(fake_podman, repo):
     put("GRANTED", b"env-secret-value")
     grant(repo, "GRANTED")
     proc, _ = ab_exec(repo, "true")
     assert proc.returncode == 0, proc.stderr
-    [call] = calls(fake_podman)
-    assert " -e GRANTED " in call and "env-secret-value" not in call
-    assert (fake_podman / "granted-env").read_text() == "env-secret-value\n"
+    write, run = calls(fake_podman)
+    assert write.startswith("exec -i") and "env-secret-value" not in write
+    assert " -e GRANTED " not in run and "env-secret-value" not in run
+    assert b"export GRANTED='env-secret-value'" in (fake_podman / "stdin").read_bytes()
 
 
 def test_file_credentials_add_one_call_and_writeback_one_more(fake_podman, repo):
