@@ -1,0 +1,139 @@
+"""One harness for the attack tests, rootful (root's Podman) and rootless (an ordinary user's).
+
+`side` is parametrised over both: every test that takes it runs twice. It
+makes git repositories the way the side's user would, runs `ab-*` and git as
+that user, and reads `podman inspect` from that user's engine.
+"""
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import GIT_IMAGE, host_git_files, make_tiny_rootfs, remove_sandboxes_under, replace_image
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
+def git_image_tar():
+    git, files = host_git_files()
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as d, tarfile.open(fileobj=buf, mode="w") as tar:
+        os.chmod(d, 0o755)
+        make_tiny_rootfs(d)
+        tar.add(d, arcname=".")
+        for path in files:
+            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
+        if git != "/usr/bin/git":
+            tar.add(git, arcname="usr/bin/git")
+        if os.path.isdir("/usr/lib/git-core"):
+            tar.add("/usr/lib/git-core", arcname="usr/lib/git-core")
+    return buf.getvalue()
+
+
+class Side:
+    """Commands as one kind of user: `root` (rootful Podman) or an ordinary user (rootless)."""
+
+    def __init__(self, name, base, env, runner):
+        self.name, self.base, self.env, self._runner = name, Path(base), env, runner
+        self.made = []
+
+    def run(self, *args, cwd=None, input=None, check=False, env=None):
+        return self._runner(list(args), cwd=str(cwd or self.base), input=input, check=check, env=env or {})
+
+    def ab(self, *args, cwd=None, input=None, check=False):
+        return self.run(*args, cwd=cwd, input=input, check=check)
+
+    def git(self, repo, *args, check=True):
+        proc = self.run("git", "-C", str(repo), *args, env=GIT_ENV)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"git {args} failed: {proc.stderr.decode()[-300:]}")
+        return proc.stdout.decode()
+
+    def repo(self, name="repo", commit=True):
+        path = self.base / f"{name}-{uuid.uuid4().hex[:8]}"
+        self.run("mkdir", "-p", str(path), check=True)
+        self.git(path, "init", "-q", "-b", "main")
+        if commit:
+            self.run("sh", "-c", "echo one > file", cwd=path, check=True)
+            self.git(path, "add", "file")
+            self.git(path, "commit", "-qm", "one")
+        self.made.append(path)
+        return path
+
+    def inside(self, repo, script, check=True, *extra):
+        """sh -c SCRIPT in the repo's sandbox (git identity set), as the agent would run it."""
+        ident = " ".join(f"{k}={v}" for k, v in GIT_ENV.items())
+        proc = self.ab("ab-exec", *extra, "--", "sh", "-c", f"export {ident}; {script}", cwd=repo)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"inside {script!r} exited {proc.returncode}: {proc.stderr.decode()[-400:]}")
+        return proc
+
+    def inspect(self, name):
+        proc = self.run("podman", "container", "inspect", name, check=True)
+        return json.loads(proc.stdout)[0]
+
+    def sandbox(self, repo):
+        return json.loads(self.ab("ab-up", "--json", str(repo), check=True).stdout)["name"]
+
+    def mount_sources(self, name):
+        return [m.get("Source", "") for m in self.inspect(name).get("Mounts", [])]
+
+
+def _root_runner(env):
+    def run(argv, cwd, input, check, env=None):
+        proc = subprocess.run(argv, cwd=cwd, input=input, capture_output=True, timeout=300,
+                              env={**os.environ, **env_base, **(env or {})})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} exited {proc.returncode}: {proc.stderr.decode()[-400:]}")
+        return proc
+
+    env_base = env
+    return run
+
+
+@pytest.fixture(params=["rootful", "rootless"])
+def side(request, tmp_path):
+    if request.param == "rootful":
+        request.getfixturevalue("engine_ready")
+        request.getfixturevalue("user_config")(f'image = "{GIT_IMAGE}"\n')
+        request.getfixturevalue("git_image")
+        s = Side("rootful", tmp_path, {}, _root_runner({}))
+        yield s
+        remove_sandboxes_under(str(tmp_path))
+        return
+    user = request.getfixturevalue("rootless_user")
+    _user_git_image(user)
+    base = user.mkdir(f"work/sec-{uuid.uuid4().hex[:8]}")
+
+    def run(argv, cwd, input, check, env=None):
+        if env:
+            argv = ["env", *(f"{k}={v}" for k, v in env.items()), *argv]
+        return user.run(*argv, cwd=cwd, input=input, check=check)
+
+    s = Side("rootless", base, user.env, run)
+    config = user.home / "xdg/config/agentsh/config.toml"
+    user.run("sh", "-c", f"printf 'image = \"{GIT_IMAGE}\"\\n' > {config}", check=True)
+    try:
+        yield s
+    finally:
+        for repo in s.made:
+            user.run("ab-down", "--rm", "--volumes", str(repo))
+        user.run("sh", "-c", f"printf 'image = \"localhost/agentsh-test-tiny:latest\"\\n' > {config}")
+        user.run("rm", "-rf", str(base))
+
+
+_USER_IMAGE = {}
+
+
+def _user_git_image(user):
+    if not _USER_IMAGE:
+        replace_image(git_image_tar(), GIT_IMAGE, run=lambda argv, **kw: user.run(*argv, input=kw.get("input")))
+        _USER_IMAGE["done"] = True
