@@ -83,14 +83,14 @@ def test_files_written_inside_appear_on_the_host_owned_by_the_user(repo):
     assert (made.stat().st_uid, made.stat().st_gid) == (os.getuid(), os.getgid())
 
 
-def test_git_hooks_and_config_are_read_only_inside(repo):
+def test_git_hooks_and_config_written_inside_stay_in_the_sandbox(repo):
     proc = ab("ab-exec", "--", "sh", "-c", "echo evil > .git/hooks/pre-commit", cwd=repo)
-    assert proc.returncode != 0 and b"Read-only file system" in proc.stderr
-    proc = ab("ab-exec", "--", "sh", "-c", "echo '[core] hooksPath=/tmp' >> .git/config", cwd=repo)
-    assert proc.returncode != 0
+    assert proc.returncode != 0 and b"Read-only file system" in proc.stderr  # the host's hooks, read-only
+    ab("ab-exec", "--", "sh", "-c", "echo '[core] hooksPath=/tmp' >> .git/config", cwd=repo, check=True)
     assert not (repo / ".git" / "hooks" / "pre-commit").exists()
     assert "hooksPath" not in (repo / ".git" / "config").read_text()
     ab("ab-exec", "--", "sh", "-c", "echo fine > .git/description", cwd=repo, check=True)
+    assert ab("ab-exec", "--", "cat", ".git/description", cwd=repo, check=True).stdout == b"fine\n"
 
 
 def test_environment_is_an_allowlist(repo, monkeypatch):
@@ -221,29 +221,6 @@ def test_a_sandbox_that_cannot_start_is_replaced(repo, tiny_image):
     assert proc.returncode == 0, proc.stderr
     assert b"does not start" in proc.stderr and b"recreating it" in proc.stderr
     assert inspect(name)["State"]["Status"] == "running"
-
-
-def test_git_files_that_steer_host_git_are_read_only_or_quarantined(repo):
-    git = repo / ".git"
-    (git / "config.worktree").write_text("")
-    (git / "modules" / "sub" / "hooks").mkdir(parents=True)
-    (git / "modules" / "sub" / "config").write_text("[core]\n")
-    up_json(repo)
-    for target in ("config.worktree", "modules/sub/config", "modules/sub/hooks/post-checkout",
-                   "worktrees/evil/commondir"):
-        proc = ab("ab-exec", "--", "sh", "-c", f"mkdir -p $(dirname .git/{target}) 2>/dev/null; "
-                  f"echo '[core] fsmonitor=touch /tmp/pwned' > .git/{target}", cwd=repo)
-        assert proc.returncode != 0, target
-    assert (git / "config.worktree").read_text() == ""
-    # A commondir cannot be covered by a mount without making one on the host:
-    # it is moved aside right after the exec that planted it, with a warning.
-    proc = ab("ab-exec", "--", "sh", "-c", "echo ../evil > .git/commondir", cwd=repo)
-    assert proc.returncode == 0
-    assert b"WARNING" in proc.stderr and b"commondir appeared in the sandbox" in proc.stderr
-    assert not (git / "commondir").exists()
-    assert list((git / "agentsh-quarantine").glob("*/commondir"))
-    status = subprocess.run(["git", "-C", str(repo), "status", "--short"], capture_output=True, text=True)
-    assert status.returncode == 0
 
 
 def test_default_shell_falls_back_to_sh_where_the_image_has_no_bash(repo):

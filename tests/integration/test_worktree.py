@@ -79,13 +79,15 @@ def test_worktree_sandbox_sees_only_the_main_git_dir_and_cannot_change_hooks_or_
     assert listing.returncode == 0 and set(listing.stdout.decode().split()) == {".", "..", ".git"}
     hook = in_sandbox("sh", "-c", f"echo evil > {repo}/.git/hooks/pre-commit", wt="w", cwd=repo)
     assert hook.returncode != 0 and not (repo / ".git" / "hooks" / "pre-commit").exists()
-    config = in_sandbox("git", "config", "core.hooksPath", "/tmp", wt="w", cwd=repo)
-    assert config.returncode != 0 and "hooksPath" not in (repo / ".git" / "config").read_text()
+    in_sandbox("git", "config", "core.hooksPath", "/tmp", wt="w", cwd=repo)  # the sandbox's own config
+    assert "hooksPath" not in (repo / ".git" / "config").read_text()
     status = in_sandbox("git", "status", "--short", "--branch", wt="w", cwd=repo)
     assert status.returncode == 0 and status.stdout.decode().startswith("## w"), status.stderr.decode()
-    mounts = {m["Destination"]: m["RW"] for m in inspect(project.Project(path).sandbox)["Mounts"]}
+    mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in inspect(project.Project(path).sandbox)["Mounts"]}
     git_dir = str(repo / ".git")
-    assert mounts[git_dir] is True and mounts[f"{git_dir}/hooks"] is False and mounts[f"{git_dir}/config"] is False
+    assert mounts["/run/agentsh/host-git"] == (git_dir, False)  # the host's git dir: read-only
+    assert mounts[git_dir][0] != git_dir  # at its path: the sandbox's own
+    assert mounts[f"{path}/.git"] == (f"{path}/.git", False)
     assert str(repo) not in mounts
 
 
