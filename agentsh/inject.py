@@ -2,10 +2,10 @@
 
 A project receives the credentials granted to it (`ab-creds grant`), the
 names its allowed project file requests (`credentials = [...]`) and the ones
-stored for it alone (`ab-creds set --project`). Env credentials ride on the
-command's own `exec -e NAME`, the value only in the engine's environment: no
-extra engine call. File credentials go through stdin of ONE extra `exec`
-into a tmpfs at SECRETS_DIR (mode 0700, owned by the sandbox user); a target
+stored for it alone (`ab-creds set --project`). Env credentials become an
+env file (`env_file`) that travels with the file credentials: through stdin
+of ONE extra `exec` (Podman keeps `exec -e` values in its database, so no
+value rides on it) into a tmpfs at SECRETS_DIR (mode 0700, owned by the sandbox user); a target
 elsewhere (say ~/.claude/.credentials.json in the persistent home volume) is
 a symlink into it, so the secret never lands on a disk. Files marked
 write-back are read back after the command (one more `exec`) and re-sealed
