@@ -32,6 +32,7 @@ HEAD_TIMEOUT = 30
 CONNECT_TIMEOUT = 15
 CHUNK = 1 << 20
 _HOP_HEADERS = (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive")
+_METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 class RecordPolicy:
@@ -242,6 +243,8 @@ def _parse(head):
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
         raise ValueError("not an HTTP request line")
     method, target, version = (p.decode("latin-1") for p in parts)
+    if not 0 < len(method) <= 32 or not _METHOD_CHARS.issuperset(method):
+        raise ValueError("not an HTTP method")
     if method == "CONNECT":
         host, port = _split_hostport(target, 443)
         return method, host, port, b""
