@@ -216,20 +216,6 @@ def forget(sandbox):
 # -- host side: after a command ------------------------------------------------
 
 
-def has_exports(sandbox, token, locked=False):
-    """Whether command `token` left an export list (cheap: one directory open and listing)."""
-    try:
-        fd = os.open(os.path.join(private_dir(sandbox, locked), EXPORT),
-                     os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        prefix = f"{token}-"
-        return any(n.startswith(prefix) and n.endswith(".refs") for n in os.listdir(fd))
-    finally:
-        os.close(fd)
-
-
 def collect(topo, sandbox, token, store, notify, locked=False):
     """Take what the command `token` committed into the host repository (objects and refs only)."""
     if topo.kind == gittopo.NONE:

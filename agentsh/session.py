@@ -37,12 +37,14 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     `delivery_for(recover)`: what credentials to hand over (default: the
     project's grants, none when locked); it may write credential files.
     """
-    from . import inject, liveness, sandbox
+    from . import inject, liveness
 
     def recover():
         liveness.start(proj, cfg, engine, store, notify)  # the cfg in force (locked or not)
 
     if req.locked:  # make sure the running sandbox is the locked one, never a laxer one of the same name
+        from . import sandbox
+
         sandbox.up(proj, cfg, engine, store, notify=notify)
     else:
         liveness.ensure_running(proj, cfg, engine, store, notify)  # a failed exec could swallow our stdin
@@ -84,10 +86,24 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
 
 def collect_git(proj, store, token, notify, locked=False):
     """Take into the host repository what command `token` committed in the sandbox."""
-    from . import gitbridge
-
-    if not gitbridge.has_exports(proj.sandbox, token, locked):  # the common case: two failed opens
+    if not _has_exports(proj.sandbox, token, locked):  # the common case: one directory listing
         return
-    from . import gittopo
+    from . import gitbridge, gittopo
 
     gitbridge.collect(gittopo.recorded(store, proj), proj.sandbox, token, store, notify, locked)
+
+
+def _has_exports(sandbox, token, locked):
+    """Whether command `token` left an export list in the sandbox's private git dir (gitbridge.EXPORT)."""
+    from .paths import data_dir
+
+    path = os.path.join(data_dir(), "git", sandbox + ("-locked" if locked else ""), "agentsh-export")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        prefix = f"{token}-"
+        return any(n.startswith(prefix) and n.endswith(".refs") for n in os.listdir(fd))
+    finally:
+        os.close(fd)
