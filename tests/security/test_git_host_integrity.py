@@ -120,6 +120,7 @@ def test_a_gitfile_pointing_anywhere_but_a_verified_worktree_gets_no_git_mounts(
     victim = side.repo("victim")
     forged = side.base / f"forged-{victim.name}"
     side.run("mkdir", "-p", str(forged), check=True)
+    side.made.append(forged)
     side.run("sh", "-c", f"echo 'gitdir: {victim}/.git' > .git", cwd=forged, check=True)
     name = side.sandbox(forged)
     sources = side.mount_sources(name)
