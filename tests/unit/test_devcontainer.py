@@ -60,3 +60,119 @@ def test_errors_name_the_file(tmp_path):
 
 def test_absent():
     assert devcontainer.load("/nonexistent-project") is None
+
+
+# -- values are checked like user input ------------------------------------------------
+
+
+def write_dc(root, data):
+    (root / ".devcontainer").mkdir(exist_ok=True)
+    (root / ".devcontainer" / "devcontainer.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("data, key, message", [
+    ({"image": "--privileged"}, "image", "is not an image reference"),
+    ({"image": "debian latest"}, "image", "is not an image reference"),
+    ({"image": 3}, "image", "must be a string"),
+    ({"build": {"dockerfile": "../../../etc/passwd"}}, "build.dockerfile", "is outside the project"),
+    ({"build": {"dockerfile": "/etc/passwd"}}, "build.dockerfile", "is outside the project"),
+    ({"build": {"dockerfile": "Dockerfile", "context": "../.."}}, "build.context", "is outside the project"),
+    ({"build": {"dockerfile": "Dockerfile", "context": "/"}}, "build.context", "is outside the project"),
+    ({"dockerFile": "Dockerfile", "context": "/home"}, "build.context", "is outside the project"),
+    ({"build": {"dockerfile": "Dockerfile\u001b[2J"}}, "build.dockerfile", "control character"),
+    ({"build": "Dockerfile"}, "build", "must be an object"),
+    ({"build": {"dockerfile": "Dockerfile", "args": {"A B": "1"}}}, "build.args", "is not a variable name"),
+    ({"build": {"dockerfile": "Dockerfile", "args": {"--network": "host"}}}, "build.args", "is not a variable name"),
+    ({"build": {"dockerfile": "Dockerfile", "args": {"A": "x\u0000y"}}}, "build.args", "control character"),
+    ({"build": {"dockerfile": "Dockerfile", "args": {"A": ["list"]}}}, "build.args", "must be a string"),
+    ({"remoteUser": "root --privileged"}, "remoteUser", "is not a user name"),
+    ({"remoteUser": "--user=0"}, "remoteUser", "is not a user name"),
+    ({"containerUser": "a:b:c"}, "containerUser", "is not a user name"),
+    ({"remoteUser": 0}, "remoteUser", "is not a user name"),
+    ({"containerEnv": {"-e": "x"}}, "containerEnv", "is not a variable name"),
+    ({"containerEnv": {"A=B": "x"}}, "containerEnv", "is not a variable name"),
+    ({"remoteEnv": {"A": "\u001b]0;pwned\u0007"}}, "remoteEnv", "control character"),
+    ({"containerEnv": ["A=1"]}, "containerEnv", "must be an object"),
+    ({"mounts": ["source=data,target=/data,type=bind"]}, "mounts", "is not an absolute path"),
+    ({"mounts": ["source=/srv,target=/data:U,type=bind"]}, "mounts", "holds ':' or ','"),
+    ({"mounts": [{"source": "/srv", "target": "/data,rw", "type": "bind"}]}, "mounts", "holds ':' or ','"),
+    ({"mounts": ["source=/srv,target=/proc,type=bind"]}, "mounts", "would cover /"),
+    ({"mounts": ["source=/srv,target=/run/agentsh,type=bind"]}, "mounts", "would cover /"),
+    ({"mounts": ["source=/srv,target=relative,type=bind"]}, "mounts", "is not absolute"),
+    ({"mounts": ["source=/a:b,target=/x,type=bind"]}, "mounts", "holds ':'"),
+    ({"mounts": [42]}, "mounts", "strings or objects"),
+    ({"mounts": "source=/srv,target=/x"}, "mounts", "must be a list"),
+    ({"forwardPorts": ["abc"]}, "forwardPorts", "is not a port"),
+    ({"forwardPorts": [0]}, "forwardPorts", "is not a port"),
+    ({"forwardPorts": [70000]}, "forwardPorts", "is not a port"),
+    ({"forwardPorts": [True]}, "forwardPorts", "is not a port"),
+    ({"forwardPorts": ["80 -v /:/h"]}, "forwardPorts", "is not a port"),
+    ({"forwardPorts": "3000"}, "forwardPorts", "must be a list"),
+    ({"postCreateCommand": "echo \u001b[2J"}, "postCreateCommand", "control character"),
+    ({"postCreateCommand": ["echo", ["nested"]]}, "postCreateCommand", "holds strings only"),
+    ({"postCreateCommand": 7}, "postCreateCommand", "must be a string, a list or an object"),
+])
+def test_hostile_devcontainer_values_are_refused_naming_file_and_key(tmp_path, data, key, message):
+    write_dc(tmp_path, data)
+    with pytest.raises(ConfigError) as e:
+        devcontainer.load(str(tmp_path))
+    assert f"devcontainer.json: key '{key}'" in str(e.value) and message in str(e.value)
+
+
+def test_legitimate_devcontainer_values_are_kept(tmp_path):
+    write_dc(tmp_path, {
+        "image": "mcr.microsoft.com/devcontainers/python:1-3.12-bookworm",
+        "remoteUser": "1000:1000",
+        "containerEnv": {"A": "1", "B": 2, "C": True},
+        "build": {"args": {"V": 3}},
+        "mounts": [{"source": "${localWorkspaceFolder}/data", "target": "/data", "type": "bind", "readonly": True},
+                   "source=/srv/cache,target=/cache,type=bind"],
+        "forwardPorts": [3000, "db:5432", "8080"],
+        "postCreateCommand": {"a": "make\nmake test", "b": ["npm", "ci", 1]},
+    })
+    dc = devcontainer.load(str(tmp_path))
+    assert dc.image.startswith("mcr.microsoft.com/") and dc.user == "1000:1000"
+    assert dc.env == {"A": "1", "B": "2", "C": "true"} and dc.build_args == {"V": "3"}
+    assert dc.mounts == [f"{tmp_path}/data:/data:ro", "/srv/cache:/cache"]
+    assert dc.ports == [3000, "5432", "8080"]
+    assert dc.post_create_commands() == [["sh", "-c", "make\nmake test"], ["npm", "ci", "1"]]
+
+
+def test_run_args_and_other_engine_flags_are_never_used(tmp_path):
+    write_dc(tmp_path, {"runArgs": ["--privileged", "-v", "/:/host"], "workspaceMount": "source=/,target=/w",
+                        "capAdd": ["SYS_ADMIN"], "privileged": True, "securityOpt": ["seccomp=unconfined"],
+                        "\u001b[2Jname": 1})
+    dc = devcontainer.load(str(tmp_path))
+    assert set(dc.ignored) == {"capAdd", "privileged", "runArgs", "securityOpt", "workspaceMount", "'\\x1b[2Jname'"}
+    assert "\u001b" not in dc.notices()[0]  # names from the file are shown escaped
+    assert not dc.mounts and dc.user is None and dc.image is None and dc.dockerfile is None
+
+
+def test_a_dockerfile_reached_through_a_symlink_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "Dockerfile").write_text("FROM x\n")
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "linked").symlink_to(outside)
+    write_dc(root, {"build": {"dockerfile": "../linked/Dockerfile"}})
+    with pytest.raises(ConfigError, match="reached through a symlink"):
+        devcontainer.load(str(root))
+    write_dc(root, {"build": {"dockerfile": "Dockerfile", "context": "../linked"}})
+    with pytest.raises(ConfigError, match="key 'build.context'.*reached through a symlink"):
+        devcontainer.load(str(root))
+
+
+def test_a_symlinked_devcontainer_is_never_read(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "devcontainer.json").write_text('{"image": "x"}')
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / ".devcontainer").symlink_to(elsewhere)  # a directory link: not looked into
+    assert devcontainer.find(str(root)) is None
+    (root / ".devcontainer.json").symlink_to(elsewhere / "devcontainer.json")  # a file link: found, refused
+    from agentsh.trust import NotRegular
+
+    with pytest.raises(NotRegular, match="symlink"):
+        devcontainer.load(str(root))
