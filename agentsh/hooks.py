@@ -130,34 +130,51 @@ TRUST_NONE = "none"  # no project file: nothing to trust
 TRUST_SESSION = "session"  # allowed for this shell session only
 
 
-def trust_of(store, config_file):
-    """(trust, why) for a project file: allowed, session, blocked, denied or none."""
+def trust_of(store, config_file, check_build=False, build=None):
+    """(trust, why) for a project's trust anchor: allowed, session, blocked, denied or none.
+
+    With check_build, a devcontainer build whose Dockerfile or context changed
+    since it was allowed makes the answer "blocked" (`build`: its digest,
+    when the caller computed it already; else a walk of the context).
+    """
     from . import trust
+    from .errors import AgentshError
 
     if not config_file:
         return TRUST_NONE, f"no {PROJECT_FILE} here or above: the user config applies and the cd hook does nothing"
-    real = os.path.realpath(config_file)
-    data = trust.read_file(real)
-    state = trust.status(store, real, data, session=False)
+    try:
+        data = trust.read_project_file(config_file)
+    except AgentshError as e:
+        return trust.BLOCKED, f"{e.message}; it is ignored"
+    covered = trust.cover(config_file, data)
+
+    def allowed(answer, record):
+        problem = trust.build_problem(covered, record, build) if check_build else None
+        return (trust.BLOCKED, problem) if problem else answer
+
+    state, record = trust.status_record(store, config_file, data, session=False, covered=covered)
     if state == trust.ALLOWED:
-        return trust.ALLOWED, "its current content was allowed with ab-allow"
+        return allowed((trust.ALLOWED, "its current content was allowed with ab-allow"), record)
     if state == trust.DENIED:
         return trust.DENIED, "denied with ab-deny; ab-allow lifts the denial"
-    if trust.status(store, real, data) == trust.ALLOWED:
-        return TRUST_SESSION, "allowed for this shell session only (ab-allow --session)"
-    if trust.was_allowed(store, real):
+    state, record = trust.status_record(store, config_file, data, covered=covered)
+    if state == trust.ALLOWED:
+        return allowed((TRUST_SESSION, "allowed for this shell session only (ab-allow --session)"), record)
+    if trust.was_allowed(store, config_file):
         return trust.BLOCKED, "changed since it was allowed; review it, then run ab-allow"
     return trust.BLOCKED, "never allowed; review it, then run ab-allow"
 
 
-def status_report(directory=None, store=None, engine=True, environ=None):
-    """What ab-status prints: the project, its trust and why, the sandbox, its credentials.
+def status_report(directory=None, store=None, engine=True, environ=None, deep=True):
+    """What ab-status prints: the project, its trust and why, what it widens, the sandbox, its credentials.
 
     With engine=False nothing is asked of the container engine (state is
-    "unknown" unless no record says agentsh made the sandbox), so it is cheap
-    enough to run at every prompt.
+    "unknown" unless no record says agentsh made the sandbox). With
+    deep=False (the prompt) the project's devcontainer build context is not
+    read: no "widens", and its trust is decided on the files the cd hook
+    checks, so it is cheap enough to run at every prompt.
     """
-    from . import config, project
+    from . import config, project, trust
     from .errors import AgentshError
 
     environ = os.environ if environ is None else environ
@@ -166,19 +183,30 @@ def status_report(directory=None, store=None, engine=True, environ=None):
     report = {"directory": directory, "project": None, "project_file": None, "trust": None, "reason": None,
               "on_enter": None, "sandbox": None, "state": None, "credentials": [],
               "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
-              "ports": [], "error": None}
+              "ports": [], "error": None, "widens": None}
     try:
         proj = project.find(directory)
     except AgentshError as e:
         report["reason"] = e.message
         return report
     report.update(project=proj.root, project_file=proj.config_file, sandbox=proj.sandbox)
-    report["trust"], report["reason"] = trust_of(store, proj.config_file)
+    anchor = trust.anchor(proj)  # the project file, else a devcontainer.json
+    seen, review_error = None, None
+    if deep and anchor:
+        try:
+            seen = config.review(anchor)
+            report["widens"] = seen.widens
+        except AgentshError as e:
+            review_error = str(e)
+    report["trust"], report["reason"] = trust_of(store, anchor, check_build=deep and seen is not None,
+                                                 build=seen.build if seen else None)
     try:
         cfg = config.load(proj, store)
     except AgentshError as e:
         report["error"] = str(e)
         cfg = None
+    if report["error"] is None and review_error:
+        report["error"] = review_error
     if cfg is not None:
         report["on_enter"] = cfg["hook"]["on_enter"] if proj.config_file else None
         report["credentials"] = granted_credentials(proj, cfg, store)

@@ -1,6 +1,9 @@
-"""ab-allow / ab-deny: trust or block a project's .agentsh.toml (direnv-style)."""
+"""ab-allow / ab-deny: trust or block a project's .agentsh.toml (direnv-style).
 
-import os
+ab-allow first checks the file (and its devcontainer) like user input and
+says on stderr what it widens: host mounts, credentials, capabilities,
+network, ports, CA bundle, env names, a devcontainer build and its context.
+"""
 
 from .common import parser, run
 
@@ -16,12 +19,28 @@ def _project_file(directory):
     if not path:
         raise AgentshError(f"no {project.PROJECT_FILE} (or .devcontainer/devcontainer.json) in {proj.root} or above it",
                            "nothing to allow; create one, or give the project's directory")
-    return os.path.realpath(path)
+    # The project root is a real path; the file itself is never followed if it is a symlink
+    # (reading it refuses that), so trust is recorded for the path commands read.
+    return path
+
+
+def show_widens(path, widens, write):
+    """What the project file adds to the sandbox, one `label  value` line each, before trust is recorded."""
+    from ..config import widen_lines
+
+    lines = widen_lines(widens)
+    if not lines:
+        write(f"{path} widens nothing beyond your own config\n")
+        return
+    write(f"{path} widens the sandbox:\n")
+    for label, value in lines:
+        write(f"  {label:<12} {value}\n")
 
 
 def allow_body(argv):
-    p = parser("ab-allow", "Trust the current content of the project's .agentsh.toml. Any later "
-               "edit makes it untrusted again, until allowed again.",
+    p = parser("ab-allow", "Trust the current content of the project's .agentsh.toml (and its devcontainer.json, "
+               "Dockerfile and build context), after saying what it widens. Any later edit makes it untrusted "
+               "again, until allowed again.",
                ["ab-allow            # the project holding .", "ab-allow ~/src/app",
                 "ab-allow --session  # only until this shell exits (needs the cd hook: ab-hook)"])
     p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
@@ -40,7 +59,15 @@ def allow_body(argv):
             raise AgentshError("--session needs a shell session, and AGENTSH_SESSION is not set",
                                "load the cd hook first: eval \"$(ab-hook bash)\" (or zsh; xonsh: xontrib load agentsh)")
     path = _project_file(args.dir)
-    trust.allow(Store(), path, session=session)
+    import sys
+
+    from ..config import review
+
+    # Read once, checked like user input (a bad value is refused, nothing recorded), shown, and
+    # exactly those bytes (and that build context) recorded.
+    seen = review(path)
+    show_widens(path, seen.widens, sys.stderr.write)
+    trust.allow(Store(), path, session=session, covered=seen.covered, build=seen.build)
     print(f"allowed {path}" + (" for this shell session" if session else ""))
     return 0
 

@@ -4,7 +4,7 @@ from .common import parser, print_json, run
 
 EXAMPLES = [
     "ab-status                    # the project holding .",
-    "ab-status --json ~/src/app   # keys: project, project_file, trust, reason, on_enter, sandbox, state, ...",
+    "ab-status --json ~/src/app   # keys: project, project_file, trust, reason, widens, on_enter, sandbox, ...",
     "ab-status --no-engine        # no engine call: state from agentsh's records only",
     "PS1='$(ab-status --prompt)'$PS1   # a prompt segment: ab:allowed, ab:blocked, ... (no engine call)",
 ]
@@ -14,7 +14,9 @@ LABELS = (("project", "project"), ("project_file", "file"), ("trust", "trust"), 
 
 def body(argv):
     p = parser("ab-status", "Show the project holding DIR (default: .): its .agentsh.toml and whether it is "
-               "trusted (allowed, allowed for this session, blocked, denied) and why, what the cd hook does "
+               "trusted (allowed, allowed for this session, blocked, denied) and why, what it widens (host "
+               "mounts, credentials, capabilities, network, ports, CA bundle, env names, a devcontainer build), "
+               "what the cd hook does "
                "on entering it, its sandbox and state, and the credentials it receives.", EXAMPLES)
     p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
     p.add_argument("--json", action="store_true", help="a JSON object with stable keys")
@@ -27,7 +29,7 @@ def body(argv):
 
     from .. import hooks
 
-    report = hooks.status_report(args.dir, engine=args.engine and not args.prompt)
+    report = hooks.status_report(args.dir, engine=args.engine and not args.prompt, deep=not args.prompt)
     if args.prompt:
         if report["trust"] not in (None, hooks.TRUST_NONE):
             print(f"ab:{report['trust']}")
@@ -55,6 +57,12 @@ def render(report):
     if report["inside_sandbox"]:
         values["hook"] = f"{report['hook']} (inside sandbox {report['inside_sandbox']}: it never nests)"
     lines = [f"{label:<12} {values[key]}" for key, label in LABELS if values.get(key) not in (None, "")]
+    if report.get("widens") is not None:
+        from ..config import widen_lines
+
+        widens = widen_lines(report["widens"]) or [("", "nothing beyond your own config")]
+        lines += [f"{'widens' if i == 0 else '':<12} {f'{label}: ' if label else ''}{value}"
+                  for i, (label, value) in enumerate(widens)]
     if report["error"]:
         lines.append(f"{'error':<12} {report['error']}")
     return "\n".join(lines)
