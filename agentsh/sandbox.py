@@ -78,26 +78,41 @@ class Spec:
 
 
 def host_ca_bundle():
+    """The host's own CA bundle (its real path), if one of the usual files is a PEM bundle; else None."""
+    from .config import ca_bundle_copy
+
     for path in HOST_CA_BUNDLES:
         if os.path.isfile(path):
-            return os.path.realpath(path)
+            real = os.path.realpath(path)
+            try:
+                ca_bundle_copy(real, "host")
+            except ConfigError:
+                continue  # not a PEM bundle agentsh could mount: look further
+            return real
     return None
 
 
 def ca_bundle_source(setting):
-    """Host file to mount as the sandbox's CA bundle, or None ("image")."""
+    """Host file to mount as the sandbox's CA bundle (and give `ab-image build`), or None ("image").
+
+    Checked like user input: a regular file (opened without following a
+    symlink into anything else) holding PEM certificates only, so a setting
+    such as "/etc/shadow" is refused. What is returned is agentsh's own copy
+    of exactly the bytes checked (config.ca_bundle_copy), never the file named.
+    """
+    from .config import ca_bundle_copy
+
     if setting == "image":
         return None
     if setting in ("auto", "host"):
         found = host_ca_bundle()
-        if found is None and setting == "host":
-            raise ConfigError("ca_bundle = \"host\" but no CA bundle was found on this host",
-                              "set ca_bundle to the bundle's path, or to \"image\"")
-        return found
-    path = os.path.realpath(os.path.expanduser(setting))
-    if not os.path.isfile(path):
-        raise ConfigError(f"ca_bundle {setting!r} is not a file", "give a PEM bundle path, \"host\" or \"image\"")
-    return path
+        if found is None:
+            if setting == "host":
+                raise ConfigError("ca_bundle = \"host\" but no CA bundle was found on this host",
+                                  "set ca_bundle to the bundle's path, or to \"image\"")
+            return None
+        return ca_bundle_copy(found, setting)
+    return ca_bundle_copy(os.path.realpath(os.path.expanduser(setting)), setting)
 
 
 def _mount_arg(arg):
