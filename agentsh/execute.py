@@ -66,7 +66,16 @@ RUN_SCRIPT = "/run/agentsh/lib/run"  # gitbridge.RUN, spelled here to keep gitbr
 
 
 def wrapped(cmd, token):
-    """cmd as the sandbox runs it: through agentsh's in-sandbox `run` script."""
+    """cmd as the sandbox runs it: through agentsh's in-sandbox `run` script.
+
+    A shell with a fallback (bash, else sh) is chosen inside: the `run`
+    script's sh is there anyway, and on a terminal the engine's output is
+    the terminal's, where a "not found" could not be told from the shell's.
+    """
+    fallback = getattr(cmd, "fallback", None)
+    if fallback:
+        first, then = " ".join(cmd), " ".join(fallback)
+        cmd = ["sh", "-c", f"command -v {cmd[0]} >/dev/null 2>&1 && exec {first}; exec {then}"]
     return ["sh", RUN_SCRIPT, token, *cmd]
 
 
