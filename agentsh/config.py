@@ -482,6 +482,12 @@ def review(anchor_path, with_build=True):
         layer = check_project_layer(parse_cached(covered.data, anchor_path), anchor_path)
     if covered.error is not None:
         raise covered.error
+    ca = layer.get("ca_bundle")
+    if ca is not None and ca not in ("auto", "host", "image"):
+        try:  # the file it names is checked now too, not only when a sandbox is made
+            read_ca_bundle(os.path.realpath(os.path.expanduser(ca)), ca)
+        except ConfigError as e:
+            raise ConfigError(f"{anchor_path}: key 'ca_bundle': {e.message}", e.fix) from None
     build = trust.build_info(covered) if with_build else None
     return Review(covered, layer, build, widened(layer, covered.devcontainer, build))
 

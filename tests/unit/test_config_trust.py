@@ -481,6 +481,7 @@ def test_a_worktree_whose_git_is_a_symlink_does_not_inherit(allowed_repo, tmp_pa
 def test_review_shows_what_a_project_file_widens(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     (tmp_path / "home" / "datasets").mkdir(parents=True)
+    (tmp_path / "corp.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     root = tmp_path / "p"
     context_tree(root)
     (root / ".devcontainer" / "devcontainer.json").write_text(
@@ -488,7 +489,7 @@ def test_review_shows_what_a_project_file_widens(tmp_path, monkeypatch):
         ' "forwardPorts": [3000], "mounts": ["source=/srv,target=/srv,type=bind,readonly"]}')
     (root / ".agentsh.toml").write_text(
         'env = ["DATABASE_URL"]\nmounts = ["~/datasets:/data:ro"]\ncredentials = ["GH"]\ncap_add = ["NET_RAW"]\n'
-        'ports = ["8080:80"]\nca_bundle = "/etc/corp.pem"\npids = 9\nimage = "localhost/x:1"\n'
+        f'ports = ["8080:80"]\nca_bundle = "{tmp_path}/corp.pem"\npids = 9\nimage = "localhost/x:1"\n'
         '[network]\nmode = "full"\nallow = ["github.com"]\n'
         '[agents.claude]\ncredentials = ["AWS"]\nnetwork = ["openai"]\n')
     w = config.review(str(root / ".agentsh.toml")).widens
@@ -497,16 +498,19 @@ def test_review_shows_what_a_project_file_widens(tmp_path, monkeypatch):
                            {"host": "/srv", "sandbox": "/srv", "mode": "ro", "from": "devcontainer"}]
     assert (w["credentials"], w["cap_add"], w["env"], w["ports"]) == (["GH"], ["NET_RAW"], ["DATABASE_URL"],
                                                                       ["8080:80", "3000"])
-    assert w["network"] == {"mode": "full", "allow": ["github.com"]} and w["ca_bundle"] == "/etc/corp.pem"
+    assert w["network"] == {"mode": "full", "allow": ["github.com"]} and w["ca_bundle"] == f"{tmp_path}/corp.pem"
     assert (w["image"], w["user"], w["limits"]) == ("localhost/x:1", "root", {"pids": 9})
     assert w["agents"] == {"claude": {"credentials": ["AWS"], "network": ["openai"]}}
     assert w["build"] == {"dockerfile": ".devcontainer/Dockerfile", "context": ".", "files": 6,
                           "bytes": w["build"]["bytes"], "args": ["V"]}
     text = "\n".join(f"{label} {value}" for label, value in config.widen_lines(w))
     for piece in ("host mount /srv -> /srv (ro, from devcontainer.json)", "credentials GH", "cap_add NET_RAW",
-                  "network mode full", "ca_bundle /etc/corp.pem", "env DATABASE_URL", "user root",
+                  "network mode full", f"ca_bundle {tmp_path}/corp.pem", "env DATABASE_URL", "user root",
                   "agent claude credentials AWS; network openai", "build .devcontainer/Dockerfile with context ."):
         assert piece in text
+    (tmp_path / "corp.pem").write_text("root:$6$x:19000::::::\n")
+    with pytest.raises(ConfigError, match=r"\.agentsh\.toml: key 'ca_bundle': .*line 1 is outside any PEM"):
+        config.review(str(root / ".agentsh.toml"))
     empty = config.widened({})
     assert config.widen_lines(empty) == [] and set(empty) == set(w)
 
