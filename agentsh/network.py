@@ -332,7 +332,7 @@ def parse_rule(text):
         ports = frozenset(DEFAULT_PORTS)
     elif port == "*":
         ports = None
-    elif port.isdigit() and 0 < int(port) < 65536:
+    elif port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536:
         ports = frozenset([int(port)])
     else:
         raise ValueError(f"{port!r} is not a port (1-65535 or *)")

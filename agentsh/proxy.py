@@ -228,8 +228,8 @@ def _split_hostport(text, default_port):
         host, port = text.split(":")
     else:
         host, port = text, ""
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
-        raise ValueError(f"bad port {port!r}")
+    if port and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        raise ValueError(f"bad port {port[:16]!r}")
     host = normalize_host(host)
     if not host:
         raise ValueError("no host")

@@ -249,6 +249,7 @@ def test_hostile_request_heads_make_sane_audit_lines(tmp_path):
     assert "\xff\xfe\x9b31m.example" in hosts  # bytes that are no UTF-8 arrive as latin-1, losslessly
     assert any(h.startswith("x" * 255 + "...(") for h in hosts)
     reasons = [e["reason"] for e in logged]
+    assert reasons[7] == "bad request: bad port '9999999999999999'"  # cut, and no int() of 5000 digits
     assert reasons[8] == "bad request: not an HTTP method"
     assert reasons[9] == "bad request: bad port '4\\x1b[2J43'"  # repr: escaped already
     assert logged[-1]["reason"] == "bad request: request head too large"
