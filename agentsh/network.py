@@ -193,8 +193,8 @@ _V6_BLOCKS = (
     ("fec0::/10", "site-local"),
     ("ff00::/8", "multicast"),
 )
-# IPv6 prefixes whose low 32 bits (or, for 6to4, bits 80-111) are an IPv4
-# address: (value of the address >> 32, form).
+# IPv6 /96 prefixes whose low 32 bits are an IPv4 address: the address >> 32
+# -> the form's name. (6to4 and Teredo carry theirs elsewhere; see classify.)
 _EMBEDDING = {
     0: "IPv4-compatible",  # ::a.b.c.d (deprecated)
     0xFFFF: "IPv4-mapped",  # ::ffff:a.b.c.d
