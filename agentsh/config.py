@@ -567,7 +567,7 @@ def widen_lines(w):
     if b:
         args = f", build args {', '.join(b['args'])}" if b["args"] else ""
         lines.append(("build", f"{b['dockerfile']} with context {b['context']} ({b['files']} files, "
-                               f"{b['bytes']} bytes{args}); it runs on the host's engine with full network"))
+                               f"{b['bytes']} bytes{args}), built by the host's engine with network access"))
     return [(label, show(value)) for label, value in lines]
 
 
