@@ -457,7 +457,7 @@ def test_a_worktrees_dir_reached_through_a_symlink_does_not_inherit(allowed_repo
     assert trust.linked_main_file(str(fake / ".agentsh.toml")) == str(allowed_repo / ".agentsh.toml")
 
 
-def test_a_main_git_that_is_a_symlink_or_has_a_commondir_does_not_pass_trust_on(allowed_repo, tmp_path):
+def test_a_main_git_with_a_commondir_or_a_worktree_commondir_elsewhere_does_not_pass_trust_on(allowed_repo, tmp_path):
     wt = tmp_path / "wt"
     (allowed_repo / ".git" / "commondir").write_text(".\n")
     assert trust.linked_main_file(str(wt / ".agentsh.toml")) is None
