@@ -129,17 +129,19 @@ def test_spec_hash_follows_the_config(proj, user_config):
 
 def test_ca_bundle_mount_and_variables(proj, tmp_path, user_config):
     bundle = tmp_path / "ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     user_config(f'ca_bundle = "{bundle}"\n')
     engine, _ = fake_engine()
     args = sandbox.spec(proj, config.load(), engine).run_args
-    assert f"{bundle}:{sandbox.CA_PATH}:ro" in args
+    [mount] = [a for a in args if a.endswith(f":{sandbox.CA_PATH}:ro")]
+    copy = mount.split(":")[0]  # agentsh's own copy of exactly the bytes it checked
+    assert copy != str(bundle) and open(copy).read() == bundle.read_text()
     for var in ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO"):
         assert f"{var}={sandbox.CA_PATH}" in args
     user_config('ca_bundle = "image"\n')
     assert not any(sandbox.CA_PATH in a for a in sandbox.spec(proj, config.load(), engine).run_args)
     user_config(f'ca_bundle = "{tmp_path}/missing.pem"\n')
-    with pytest.raises(AgentshError, match="is not a file"):
+    with pytest.raises(AgentshError, match="missing.pem"):
         sandbox.spec(proj, config.load(), engine)
 
 

@@ -281,27 +281,30 @@ def test_agents_are_in_by_default_and_out_with_no_agents():
 
 def test_the_host_ca_bundle_reaches_the_build_as_a_secret(tmp_path, monkeypatch):
     bundle = tmp_path / "corp-ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     cfg = config.load()
     cfg["ca_bundle"] = str(bundle)
     runner = Runner(images={image.REGISTRY_BASE})
     record = builder(runner, cfg=cfg).build()
     args = runner.build_args()
-    assert f"id={image.CA_SECRET},src={bundle}" in args
-    assert args[args.index(f"id={image.CA_SECRET},src={bundle}") - 1] == "--secret"
+    [secret] = [a for a in args if a.startswith(f"id={image.CA_SECRET},src=")]
+    copy = secret.split("src=", 1)[1]  # agentsh's own copy of the checked bytes
+    assert open(copy).read() == bundle.read_text()
+    assert args[args.index(secret) - 1] == "--secret"
     assert "-v" not in args  # nothing bind-mounted into the image's own paths
-    assert record["ca_bundle"] == str(bundle)
+    assert record["ca_bundle"] == copy
 
 
 def test_auto_uses_the_hosts_bundle_and_image_uses_none(monkeypatch, tmp_path):
     from agentsh import sandbox
 
     bundle = tmp_path / "ca-certificates.crt"
-    bundle.write_text("x")
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     monkeypatch.setattr(sandbox, "HOST_CA_BUNDLES", (str(bundle),))
     runner = Runner(images={image.REGISTRY_BASE})
     builder(runner).build()  # default: ca_bundle = "auto"
-    assert f"id=ca_bundle,src={bundle}" in runner.build_args()
+    [secret] = [a for a in runner.build_args() if a.startswith("id=ca_bundle,src=")]
+    assert open(secret.split("src=", 1)[1]).read() == bundle.read_text()
 
     cfg = config.load()
     cfg["ca_bundle"] = "image"
