@@ -195,9 +195,11 @@ class Bench:
         # The run flags exactly as ab-up computes them, from the same config.
         os.environ.update({k: self.env[k] for k in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")})
         sys.path.insert(0, REPO)
-        from agentsh import config, project, sandbox
-        from agentsh.engine import Engine
-        from agentsh.state import Store
+        from agentsh.policy import config
+        from agentsh.host import project
+        from agentsh.sandbox import lifecycle as sandbox
+        from agentsh.host.engine import Engine
+        from agentsh.base.state import Store
 
         proj = project.find(self.project)
         cfg = config.load(proj, Store())

@@ -32,7 +32,7 @@ def usage():
 
 def find_command(name):
     """ab-NAME beside this `ab` first (same install), else on PATH."""
-    from ..engine import which
+    from agentsh.host.engine import which
 
     here = os.path.dirname(os.path.abspath(sys.argv[0]))
     beside = os.path.join(here, f"ab-{name}")
@@ -50,7 +50,7 @@ def main():
             sys.stdout.write(usage())
             sys.exit(0)
     if argv[0] == "--version":
-        from .. import __version__
+        from agentsh import __version__
 
         print(f"agentsh {__version__}")
         sys.exit(0)

@@ -2,7 +2,7 @@
 
 import os
 
-from .common import load_context, notice, parser, print_json, run
+from agentsh.cli.common import load_context, notice, parser, print_json, run
 
 EXAMPLES = [
     "ab-agent claude                       # Claude Code, continuing this project's last conversation",
@@ -43,11 +43,14 @@ def body(argv):
     if not args.name:
         p.error("give an agent NAME (see ab-agent --list)")
     if args.wt:
-        from ..worktree import path_of
+        from agentsh.app.worktree import path_of
 
         args.dir = path_of(args.wt, args.dir)
 
-    from .. import agents, execute, inject, instructions, session
+    from agentsh.policy import agents
+    from agentsh.sandbox import execute, instructions
+    from agentsh.creds import delivery as inject
+    from agentsh.app import session
 
     proj, cfg, engine, store = load_context(args.dir)
     prof = agents.profile(args.name, cfg)
@@ -55,7 +58,7 @@ def body(argv):
     workdir = here if (here + "/").startswith(proj.root + "/") else proj.root
     locked = args.lockdown or cfg.get("lockdown")
     if locked:  # only the agent's API
-        from .. import network
+        from agentsh.egress import network
 
         cfg = network.lockdown(cfg, prof.network)
     run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
@@ -73,14 +76,14 @@ def body(argv):
 
 
 def list_profiles(args):
-    from .. import agents, config
+    from agentsh.policy import agents, config
 
     cfg = config.load()
     rows = [agents.profile(n, cfg).as_dict() for n in agents.names(cfg)]
     if args.json:
         print_json(rows)
         return 0
-    from .ls import print_table
+    from agentsh.cli.ls import print_table
 
     shown = [{"name": r["name"], "command": " ".join(r["command"]) or "(config shell)",
               "flags": " ".join(r["permissive_args"]) or "-", "continue": " ".join(r["continue_args"]) or "-",

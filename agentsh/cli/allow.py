@@ -5,14 +5,14 @@ says on stderr what it widens: host mounts, credentials, capabilities,
 network, ports, CA bundle, env names, a devcontainer build and its context.
 """
 
-from .common import parser, run
+from agentsh.cli.common import parser, run
 
 
 def _project_file(directory):
-    from .. import project
-    from ..errors import AgentshError
+    from agentsh.host import project
+    from agentsh.base.errors import AgentshError
 
-    from ..trust import anchor
+    from agentsh.policy.trust import anchor
 
     proj = project.find(directory)
     path = anchor(proj)  # the project file, else a devcontainer.json (with the Dockerfile it names)
@@ -26,7 +26,7 @@ def _project_file(directory):
 
 def show_widens(path, widens, write):
     """What the project file adds to the sandbox, one `label  value` line each, before trust is recorded."""
-    from ..config import widen_lines
+    from agentsh.policy.config import widen_lines
 
     lines = widen_lines(widens)
     if not lines:
@@ -48,9 +48,9 @@ def allow_body(argv):
                    help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)")
     args = p.parse_args(argv)
 
-    from .. import trust
-    from ..errors import AgentshError
-    from ..state import Store
+    from agentsh.policy import trust
+    from agentsh.base.errors import AgentshError
+    from agentsh.base.state import Store
 
     session = None
     if args.session:
@@ -61,7 +61,7 @@ def allow_body(argv):
     path = _project_file(args.dir)
     import sys
 
-    from ..config import review
+    from agentsh.policy.config import review
 
     # Read once, checked like user input (a bad value is refused, nothing recorded), shown, and
     # exactly those bytes (and that build context) recorded.
@@ -78,8 +78,8 @@ def deny_body(argv):
     p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
     args = p.parse_args(argv)
 
-    from .. import trust
-    from ..state import Store
+    from agentsh.policy import trust
+    from agentsh.base.state import Store
 
     path = _project_file(args.dir)
     trust.deny(Store(), path)

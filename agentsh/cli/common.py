@@ -3,7 +3,7 @@
 import os
 import sys
 
-from ..errors import EXIT_FAILURE, EXIT_USAGE, AgentshError
+from agentsh.base.errors import EXIT_FAILURE, EXIT_USAGE, AgentshError
 
 
 
@@ -47,9 +47,10 @@ def run(prog, body, argv=None):
 
 def load_context(directory=None, flags=None, quiet=False):
     """The project for a directory, its config, the engine and the store."""
-    from .. import config, project
-    from ..engine import Engine
-    from ..state import Store
+    from agentsh.policy import config
+    from agentsh.host import project
+    from agentsh.host.engine import Engine
+    from agentsh.base.state import Store
 
     store = Store()
     proj = project.find(directory)

@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .common import notice, parser, print_json, run
+from agentsh.cli.common import notice, parser, print_json, run
 
 EXAMPLES = [
     "ab-creds set GITHUB_TOKEN                      # prompts without echo (or reads stdin)",
@@ -22,7 +22,7 @@ COLUMNS = ("name", "scope", "target", "source", "updated", "expires")
 
 
 def _project(directory):
-    from .. import project
+    from agentsh.host import project
 
     return project.find(directory)
 
@@ -37,8 +37,8 @@ def _target_text(clear):
 
 def _read_value(args, to_env):
     """The value for `set`: --from-*, else stdin (a no-echo prompt on a terminal)."""
-    from .. import creds
-    from ..errors import UsageError
+    from agentsh.creds import vault as creds
+    from agentsh.base.errors import UsageError
 
     if args.from_command:
         return args.from_command.encode()
@@ -66,8 +66,8 @@ def _read_value(args, to_env):
 
 
 def cmd_set(args):
-    from .. import creds
-    from ..state import Store
+    from agentsh.creds import vault as creds
+    from agentsh.base.state import Store
 
     creds.check_name(args.name)
     project = _scope_project(args)
@@ -91,8 +91,8 @@ def cmd_set(args):
 
 
 def cmd_get(args):
-    from .. import creds
-    from ..errors import UsageError
+    from agentsh.creds import vault as creds
+    from agentsh.base.errors import UsageError
 
     creds.check_name(args.name)
     if sys.stdout.isatty() and not args.reveal:
@@ -111,14 +111,14 @@ def cmd_get(args):
 
 
 def cmd_ls(args):
-    from .. import creds
-    from ..state import Store
+    from agentsh.creds import vault as creds
+    from agentsh.base.state import Store
 
     rows = creds.listing(Store())
     if args.json:
         print_json(rows)
         return 0
-    from .ls import print_table
+    from agentsh.cli.ls import print_table
 
     shown = [{**r, "target": f"{r['type']}:{r['target']}" if r["type"] != "damaged" else "DAMAGED",
               "scope": r["scope"] if not r["project"] else f"{r['scope']} ({r['project']})",
@@ -129,8 +129,8 @@ def cmd_ls(args):
 
 
 def cmd_rm(args):
-    from .. import creds
-    from ..state import Store
+    from agentsh.creds import vault as creds
+    from agentsh.base.state import Store
 
     creds.check_name(args.name)
     project = _scope_project(args)
@@ -140,8 +140,8 @@ def cmd_rm(args):
 
 
 def cmd_grant(args, revoke=False):
-    from .. import creds
-    from ..state import Store
+    from agentsh.creds import vault as creds
+    from agentsh.base.state import Store
 
     project = _project(args.dir)
     store = Store()
@@ -156,8 +156,8 @@ def cmd_grant(args, revoke=False):
 
 
 def cmd_import(args):
-    from .. import creds, importers
-    from ..state import Store
+    from agentsh.creds import vault as creds, importers
+    from agentsh.base.state import Store
 
     project = _scope_project(args)
     found = importers.find(args.source)
@@ -183,10 +183,10 @@ def cmd_import(args):
 
 
 def cmd_ssh_agent(args):
-    from .. import creds
-    from ..errors import AgentshError
-    from ..inject import SSH_AGENT_SOCKET, ssh_agent_socket
-    from ..state import Store
+    from agentsh.creds import vault as creds
+    from agentsh.base.errors import AgentshError
+    from agentsh.creds.delivery import SSH_AGENT_SOCKET, ssh_agent_socket
+    from agentsh.base.state import Store
 
     project = _project(args.dir)
     if args.revoke:
@@ -204,7 +204,7 @@ def cmd_ssh_agent(args):
 
 
 def cmd_init(args):
-    from .. import creds
+    from agentsh.creds import vault as creds
 
     creds.create_key(with_passphrase=args.passphrase)
     print(f"credential cache key created in {creds.paths.config_dir()} "
@@ -258,7 +258,7 @@ def body(argv):
         gr.add_argument("dir", nargs="?", metavar="DIR", help="a directory inside the project (default: .)")
         gr.set_defaults(func=lambda a, revoke=revoke: cmd_grant(a, revoke))
 
-    from ..importers import SOURCES
+    from agentsh.creds.importers import SOURCES
 
     i = sub.add_parser("import", help="import a host credential: " + ", ".join(SOURCES))
     i.add_argument("source", metavar="SOURCE", choices=SOURCES, help=", ".join(SOURCES))

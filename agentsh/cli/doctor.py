@@ -1,6 +1,6 @@
 """ab-doctor: what works, what does not, and how to fix it."""
 
-from .common import parser, print_json, run
+from agentsh.cli.common import parser, print_json, run
 
 EXAMPLES = ["ab-doctor", "ab-doctor --json | jq '.[] | select(.status != \"ok\")'"]
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
@@ -14,7 +14,7 @@ def body(argv):
     p.add_argument("--no-run", action="store_true", help="skip starting a throwaway container")
     args = p.parse_args(argv)
 
-    from .. import doctor
+    from agentsh.app import doctor
 
     checks = doctor.run_checks(run_container=not args.no_run)
     if args.json:

@@ -1,6 +1,6 @@
 """ab-down: stop (and remove) sandboxes."""
 
-from .common import load_context, notice, parser, print_json, run
+from agentsh.cli.common import load_context, notice, parser, print_json, run
 
 EXAMPLES = [
     "ab-down                 # stop this project's sandbox",
@@ -23,16 +23,16 @@ def body(argv):
     if args.volumes and not args.rm:
         p.error("--volumes needs --rm")
 
-    from .. import sandbox
+    from agentsh.sandbox import lifecycle as sandbox
 
     if args.all:
-        from .. import config
-        from ..engine import Engine
+        from agentsh.policy import config
+        from agentsh.host.engine import Engine
 
         engine = Engine(config.load()["engine"])
         names = [r["name"] for r in sandbox.listing(engine)]
         volumes = [n + "-home" for n in names] if args.volumes else []
-        from ..state import Store
+        from agentsh.base.state import Store
 
         store = Store()
     else:

@@ -2,7 +2,7 @@
 
 import os
 
-from .common import load_context, notice, parser, run
+from agentsh.cli.common import load_context, notice, parser, run
 
 EXAMPLES = [
     "ab-exec -- make test                 # in the sandbox, in the same directory",
@@ -101,17 +101,18 @@ def body(argv):
     if args.network not in (None, "full", "none", "allow", "learn"):
         parse(argv)  # argparse names the valid modes and exits 2
     if args.wt:
-        from ..worktree import path_of
+        from agentsh.app.worktree import path_of
 
         args.dir = path_of(args.wt, args.dir)
 
-    from .. import execute, session
+    from agentsh.sandbox import execute
+    from agentsh.app import session
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
-        from .. import network
+        from agentsh.egress import network
 
         cfg = network.lockdown(cfg)
     environ = os.environ

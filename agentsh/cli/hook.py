@@ -4,13 +4,13 @@
 absolute path of this command filled in, so the hook keeps working whatever
 PATH the shell has later. The hidden `--enter DIR` is what the hook runs on
 entering a project: it decides, acts, and answers with an exit status
-(agentsh.hooks.ENTER_*), so the shell never parses or evaluates output.
+(agentsh.app.hooks.ENTER_*), so the shell never parses or evaluates output.
 """
 
 import os
 import sys
 
-from .common import notice, parser, run
+from agentsh.cli.common import notice, parser, run
 
 SHELLS = ("bash", "zsh", "xonsh")
 EXAMPLES = [
@@ -49,7 +49,7 @@ def body(argv):
     if args.enter is not None:
         return enter(args.enter)
     if args.decide is not None:
-        from .. import hooks
+        from agentsh.app import hooks
 
         decision = hooks.decide(args.decide)
         if decision.action == hooks.BLOCKED:
@@ -74,8 +74,8 @@ def body(argv):
 
 def complete(argv):
     """`--complete INDEX -- WORDS...`: the completion candidates for WORDS[INDEX], one a line."""
-    from ..completion import candidates
-    from ..errors import UsageError
+    from agentsh.cli.completion import candidates
+    from agentsh.base.errors import UsageError
 
     if len(argv) < 2 or not argv[0].isdigit() or argv[1] != "--":
         raise UsageError("--complete needs INDEX -- WORDS...")
@@ -88,7 +88,7 @@ def hook_source(shell):
     """The hook code for `shell`, ready to eval, naming this installation's files."""
     import shlex
 
-    from .. import hooks
+    from agentsh.app import hooks
 
     if shell == "xonsh":
         text = hooks.read_resource("shellhooks", "agentsh.xsh")
@@ -105,7 +105,7 @@ def completion_source(shell):
     """The completion code for `shell`, calling this installation's ab-hook."""
     import shlex
 
-    from .. import hooks
+    from agentsh.app import hooks
 
     text = hooks.read_resource("completions", COMPLETION_FILES[shell])
     if shell == "xonsh":
@@ -115,7 +115,7 @@ def completion_source(shell):
 
 def own_executable():
     """This ab-hook's absolute path (the hook calls it), else the bare name."""
-    from ..engine import which
+    from agentsh.host.engine import which
 
     me = sys.argv[0] if os.path.basename(sys.argv[0]) == "ab-hook" else "ab-hook"
     found = which(me) if os.sep not in me else me
@@ -137,8 +137,8 @@ def xonsh_import_paths():
 
 def enter(directory):
     """What the hook runs on entering a project; returns an ENTER_* status."""
-    from .. import hooks
-    from ..state import Store
+    from agentsh.app import hooks
+    from agentsh.base.state import Store
 
     store = Store()
     decision = hooks.decide(directory, store)
@@ -146,17 +146,17 @@ def enter(directory):
         sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
         return hooks.ENTER_BLOCKED
     if decision.action == hooks.UP:
-        from .. import sandbox
-        from ..engine import Engine
+        from agentsh.sandbox import lifecycle as sandbox
+        from agentsh.host.engine import Engine
 
         sandbox.up(decision.project, decision.config, Engine(decision.config["engine"]), store, notify=notice)
         return hooks.ENTER_UP
     if decision.action == hooks.SHELL:
-        from ..execute import stdio_is_terminal
+        from agentsh.sandbox.execute import stdio_is_terminal
 
         if not stdio_is_terminal():  # nothing to hand a shell to
             return hooks.ENTER_NOTHING
-        from . import exec as exec_cli
+        from agentsh.cli import exec as exec_cli
 
         exec_cli.body(["--dir", directory, "--tty"])
         return hooks.ENTER_LEFT_SHELL

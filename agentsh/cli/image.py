@@ -2,7 +2,7 @@
 
 import sys
 
-from .common import notice, parser, print_json, run
+from agentsh.cli.common import notice, parser, print_json, run
 
 EXAMPLES = [
     "ab-image build                   # localhost/agentsh:latest on debian:bookworm-slim",
@@ -46,7 +46,7 @@ class Progress:
         return cls("tty" if stream.isatty() else "plain", stream)
 
     def line(self, text):
-        from ..image import is_step_line
+        from agentsh.sandbox.image import is_step_line
 
         if self.mode == "verbose":
             self._write(text + "\n")
@@ -136,9 +136,10 @@ def body(argv):
 
 
 def do_build(args):
-    from .. import config, image
-    from ..engine import Engine
-    from ..state import Store
+    from agentsh.policy import config
+    from agentsh.sandbox import image
+    from agentsh.host.engine import Engine
+    from agentsh.base.state import Store
 
     cfg = config.load()
     progress = Progress.choose(quiet=args.quiet, verbose=args.verbose)
@@ -167,8 +168,9 @@ def do_build(args):
 
 
 def do_ls(args):
-    from .. import config, image
-    from ..engine import Engine
+    from agentsh.policy import config
+    from agentsh.sandbox import image
+    from agentsh.host.engine import Engine
 
     rows = image.listing(Engine(config.load()["engine"]))
     if args.json:

@@ -1,6 +1,6 @@
 """ab-log: the egress audit log of a project's sandbox (network modes "allow" and "learn")."""
 
-from .common import parser, run
+from agentsh.cli.common import parser, run
 
 EXAMPLES = [
     "ab-log                     # every connection attempt of this project's sandbox",
@@ -24,8 +24,9 @@ def body(argv):
 
     import sys
 
-    from .. import audit, network, project
-    from ..state import Store
+    from agentsh.egress import audit, network
+    from agentsh.host import project
+    from agentsh.base.state import Store
 
     proj = project.find(args.dir)
     path = Store().path(network.audit_rel(proj.sandbox))

@@ -1,6 +1,6 @@
 """ab-ls: list agentsh sandboxes."""
 
-from .common import parser, print_json, run
+from agentsh.cli.common import parser, print_json, run
 
 EXAMPLES = [
     "ab-ls",
@@ -14,8 +14,9 @@ def body(argv):
     p.add_argument("--json", action="store_true", help="a JSON list of objects")
     args = p.parse_args(argv)
 
-    from .. import config, sandbox
-    from ..engine import Engine
+    from agentsh.policy import config
+    from agentsh.sandbox import lifecycle as sandbox
+    from agentsh.host.engine import Engine
 
     rows = sandbox.listing(Engine(config.load()["engine"]))
     if args.json:

@@ -1,6 +1,6 @@
 """ab-net: a project's network policy: show it, allow a host, propose an allowlist from the log."""
 
-from .common import parser, print_json, run
+from agentsh.cli.common import parser, print_json, run
 
 EXAMPLES = [
     "ab-net show                    # mode, allowlist, proxy state for this project",
@@ -29,8 +29,8 @@ def body(argv):
     pr.add_argument("--json", action="store_true", help="keys: allow (patterns), destinations (host, port, count)")
     args = p.parse_args(argv)
 
-    from .. import network
-    from .common import load_context
+    from agentsh.egress import network
+    from agentsh.cli.common import load_context
 
     proj, cfg, _, store = load_context(args.dir, quiet=args.cmd != "show")
     if args.cmd == "allow":
@@ -40,13 +40,13 @@ def body(argv):
         else:
             print(f"allowed {args.host} for {proj.root}" + ("" if new else " (already allowed)"))
             if cfg["network"]["mode"] not in network.PROXIED and not cfg.get("lockdown"):
-                from .common import notice
+                from agentsh.cli.common import notice
 
                 notice(f"network mode is {cfg['network']['mode']!r}: the allowlist applies in mode \"allow\" "
                        "(set [network] mode = \"allow\", or use --lockdown)")
         return 0
-    from .. import audit
-    from ..audit import ascii_json, printable
+    from agentsh.egress import audit
+    from agentsh.egress.audit import ascii_json, printable
 
     if args.cmd == "propose":
         # The log holds what the sandbox asked for: propose keeps only valid hosts,

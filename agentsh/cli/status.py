@@ -1,6 +1,6 @@
 """ab-status: the project here, whether its .agentsh.toml is trusted and why, its sandbox."""
 
-from .common import parser, print_json, run
+from agentsh.cli.common import parser, print_json, run
 
 EXAMPLES = [
     "ab-status                    # the project holding .",
@@ -27,7 +27,7 @@ def body(argv):
                         "implies --no-engine")
     args = p.parse_args(argv)
 
-    from .. import hooks
+    from agentsh.app import hooks
 
     report = hooks.status_report(args.dir, engine=args.engine and not args.prompt, deep=not args.prompt)
     if args.prompt:
@@ -58,7 +58,7 @@ def render(report):
         values["hook"] = f"{report['hook']} (inside sandbox {report['inside_sandbox']}: it never nests)"
     lines = [f"{label:<12} {values[key]}" for key, label in LABELS if values.get(key) not in (None, "")]
     if report.get("widens") is not None:
-        from ..config import widen_lines
+        from agentsh.policy.config import widen_lines
 
         widens = widen_lines(report["widens"]) or [("", "nothing beyond your own config")]
         lines += [f"{'widens' if i == 0 else '':<12} {f'{label}: ' if label else ''}{value}"

@@ -1,6 +1,6 @@
 """ab-up: create or start the project's sandbox and print its name."""
 
-from .common import load_context, notice, parser, print_json, run
+from agentsh.cli.common import load_context, notice, parser, print_json, run
 
 EXAMPLES = [
     "ab-up                      # sandbox for the current project; prints its name",
@@ -55,25 +55,25 @@ def parse(argv):
 def body(argv):
     args = fast_parse(argv) or parse(argv)
     if args.wt:
-        from ..worktree import path_of
+        from agentsh.app.worktree import path_of
 
         args.dir = path_of(args.wt, args.dir)
 
-    from .. import sandbox
+    from agentsh.sandbox import lifecycle as sandbox
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
-        from ..network import lockdown
+        from agentsh.egress.network import lockdown
 
         cfg = lockdown(cfg)
     if args.publish:
-        from ..ports import publish_args
+        from agentsh.policy.ports import publish_args
 
         publish_args(args.publish, proj.root)  # a bad -p is a usage error (2) before anything runs
     record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice, publish=args.publish)
-    from .. import inject
+    from agentsh.creds import delivery as inject
 
     if not locked:
         inject.deliver(proj, cfg, engine, store, notice, files_only=True)  # granted credential files

@@ -2,7 +2,7 @@
 
 import sys
 
-from .common import parser, print_json, run
+from agentsh.cli.common import parser, print_json, run
 
 SUBCOMMANDS = {
     "new": "make a worktree (and branch) and print its path",
@@ -43,7 +43,7 @@ def new(argv):
     p.add_argument("--json", action="store_true", help="print the worktree's record as JSON")
     args = p.parse_args(argv)
 
-    from .. import worktree
+    from agentsh.app import worktree
 
     record = worktree.create(args.name, args.dir, ref=args.ref, branch=args.branch)
     if args.json:
@@ -64,8 +64,8 @@ def ls(argv):
     p.add_argument("--json", action="store_true", help="a JSON list of objects")
     args = p.parse_args(argv)
 
-    from .. import worktree
-    from .ls import print_table
+    from agentsh.app import worktree
+    from agentsh.cli.ls import print_table
 
     rows = worktree.listing(args.dir)
     if args.json:
@@ -85,7 +85,7 @@ def path(argv):
     p.add_argument("--dir", help="a directory inside the repository (default: .)")
     args = p.parse_args(argv)
 
-    from .. import worktree
+    from agentsh.app import worktree
 
     print(worktree.path_of(args.name, args.dir))
     return 0
@@ -103,7 +103,7 @@ def rm(argv):
     p.add_argument("--json", action="store_true", help="print what was removed as JSON")
     args = p.parse_args(argv)
 
-    from .. import worktree
+    from agentsh.app import worktree
 
     done = worktree.remove(args.name, args.dir, force=args.force, delete_branch=args.delete_branch)
     if args.json:
@@ -125,7 +125,7 @@ def prune(argv):
     if args.all and args.dir:
         p.error("give DIR or --all, not both")
 
-    from .. import worktree
+    from agentsh.app import worktree
 
     pruned = worktree.prune(args.dir, all_repos=args.all)
     if args.json:

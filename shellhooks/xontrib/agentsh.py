@@ -33,7 +33,7 @@ class _Hook:
     def bin(self):
         if HOOK_BIN:
             return HOOK_BIN
-        from agentsh.engine import which
+        from agentsh.host.engine import which
 
         for d in self.env.get("PATH", []):
             candidate = os.path.join(d, "ab-hook")
@@ -42,7 +42,7 @@ class _Hook:
         return which("ab-hook") or "ab-hook"
 
     def on_pre_prompt(self):
-        from agentsh import hooks
+        from agentsh.app import hooks
 
         pwd = self.env.get("PWD") or os.getcwd()
         if pwd == self.last_dir:
@@ -95,7 +95,7 @@ _hook = None
 
 def _load_xontrib_(xsh, **_):
     global _hook
-    from agentsh import hooks
+    from agentsh.app import hooks
 
     if not xsh.env.get("AGENTSH_SESSION"):
         xsh.env["AGENTSH_SESSION"] = hooks.session_id_for_shell()
@@ -110,7 +110,7 @@ def _load_xontrib_(xsh, **_):
     for event in _EVENTS:
         getattr(xsh.builtins.events, event)(agentsh_cd_hook)
     xsh.aliases["ab-hook"] = _hook.alias
-    from agentsh.completion import register_xonsh
+    from agentsh.cli.completion import register_xonsh
 
     register_xonsh()
     return {}

@@ -163,6 +163,6 @@ class TestWithTheTinyImage:
 
 
 def inspect_name(repo):
-    from agentsh.project import Project
+    from agentsh.host.project import Project
 
     return Project(str(repo)).sandbox

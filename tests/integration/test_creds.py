@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agentsh import paths
+from agentsh.base import paths
 from tests.conftest import ab, git_init, podman
 
 ENV_SECRET = b"env-secret-9f1c2a"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from agentsh.ports import stable_host_port
+from agentsh.policy.ports import stable_host_port
 from tests.conftest import TINY_IMAGE, ab, inspect, podman
 
 pytestmark = pytest.mark.usefixtures("sandbox_env")

@@ -153,7 +153,7 @@ def test_lockdown_no_credentials_no_host_writes(repo, server, user_config, tiny_
     assert "NAMED=on-the-command-line" in out and "HTTPS_PROXY=http://127.0.0.1:3128" in out
     assert "changed" in out and " tmpfs " in out  # writes land in the copy-on-write layer; home is ephemeral
     assert (repo / "kept.txt").read_text() == "original\n" and not (repo / "made.txt").exists()
-    from agentsh import paths
+    from agentsh.base import paths
 
     upper = os.path.join(paths.data_dir(), "lockdown", inspect_name(repo), "upper")
     assert open(os.path.join(upper, "made.txt")).read() == "new\n"  # where the user takes changes from
@@ -163,7 +163,7 @@ def test_lockdown_no_credentials_no_host_writes(repo, server, user_config, tiny_
 
 
 def inspect_name(repo):
-    from agentsh import project
+    from agentsh.host import project
 
     return project.find(str(repo)).sandbox
 

@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from agentsh.ports import stable_host_port
+from agentsh.policy.ports import stable_host_port
 from tests.conftest import ab, inspect
 
 pytestmark = pytest.mark.usefixtures("sandbox_env")

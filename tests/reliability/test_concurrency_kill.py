@@ -14,7 +14,7 @@ from tests.conftest import BIN, ab, podman
 
 WRITER = """
 import sys
-from agentsh.state import Store
+from agentsh.base.state import Store
 store = Store()
 i = 0
 while True:
@@ -31,17 +31,17 @@ def test_twenty_concurrent_ups_make_exactly_one_container(sandbox_env, repo):
     ids = {json.loads(out)["id"][:12] for _, out, _ in results}
     names = {json.loads(out)["name"] for _, out, _ in results}
     assert len(names) == 1
-    found = podman("ps", "-a", "--filter", f"label=io.agentsh.project={repo}", "--format", "json").stdout
+    found = podman("ps", "-a", "--filter", f"label=io.agentsh.host.project={repo}", "--format", "json").stdout
     containers = json.loads(found)
     assert len(containers) == 1 and containers[0]["Id"][:12] in ids
-    from agentsh.state import Store
+    from agentsh.base.state import Store
 
     record = Store().read(f"sandboxes/{names.pop()}.json")
     assert record["project"] == str(repo)
 
 
 def test_kill_9_during_state_writes_leaves_valid_records():
-    from agentsh.state import Store
+    from agentsh.base.state import Store
 
     store = Store()
     rng = random.Random(7)
@@ -77,7 +77,7 @@ def test_kill_9_of_ab_up_at_any_moment_leaves_a_working_state(sandbox_env, repo)
 @pytest.mark.parametrize("content", [b"", b"{", b'{"schema": 42}', b"\x00\xff garbage"])
 def test_tampered_sandbox_record_is_reported_not_crashed(sandbox_env, repo, content):
     name = json.loads(ab("ab-up", "--json", str(repo), check=True).stdout)["name"]
-    from agentsh.state import Store
+    from agentsh.base.state import Store
 
     path = Store().path(f"sandboxes/{name}.json")
     ab("ab-down", "--rm", str(repo), check=True)

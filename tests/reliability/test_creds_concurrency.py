@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from agentsh import creds
+from agentsh.creds import vault as creds
 from tests.conftest import BIN
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from agentsh.sandbox import MIN_CAPS
+from agentsh.sandbox.lifecycle import MIN_CAPS
 from tests.conftest import TINY_IMAGE, ab, podman, remove_sandboxes_under
 
 SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")

@@ -143,7 +143,7 @@ def _stop_proxies(pids):
         else:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    mine = b"agentsh.proxy" in f.read()
+                    mine = b"agentsh.egress.proxy" in f.read()
             except OSError:
                 mine = False
             if mine:

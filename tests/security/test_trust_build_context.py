@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from agentsh.project import Project
+from agentsh.host.project import Project
 from tests.conftest import GIT_IMAGE
 from tests.security.test_config_ca_bundle import write
 from tests.security.test_config_image import one_line

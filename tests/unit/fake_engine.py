@@ -2,7 +2,7 @@
 
 import json
 
-from agentsh.engine import Engine
+from agentsh.host.engine import Engine
 
 
 class FakeRunner:

@@ -4,9 +4,12 @@ import os
 
 import pytest
 
-from agentsh import agents, caches, config, doctor, project, sandbox, trust
-from agentsh.errors import ConfigError, UsageError
-from agentsh.state import Store
+from agentsh.policy import agents, caches, config, trust
+from agentsh.app import doctor
+from agentsh.host import project
+from agentsh.sandbox import lifecycle as sandbox
+from agentsh.base.errors import ConfigError, UsageError
+from agentsh.base.state import Store
 from tests.conftest import git_init
 from tests.unit.fake_engine import fake_engine
 
@@ -24,7 +27,7 @@ def test_builtin_profiles_have_what_the_issue_asks_for():
     assert agents.profile("gemini").permissive_args == ["--yolo"]
     assert claude.imports == ["claude"] and "CLAUDE_CREDENTIALS" in claude.credentials
     assert claude.network == ["anthropic"] and agents.profile("codex").network == ["openai"]
-    from agentsh.netsets import SETS
+    from agentsh.policy.netsets import SETS
 
     for name in agents.BUILTIN:
         p = agents.profile(name)
@@ -87,7 +90,7 @@ def test_caches_ports_and_publish_in_the_spec(proj, user_config):
     args = want.run_args
     assert "agentsh-cache-go:/var/cache/agentsh/go" in args and "agentsh-cache-npm:/var/cache/agentsh/npm" in args
     assert "GOMODCACHE=/var/cache/agentsh/go/mod" in args
-    from agentsh.ports import stable_host_port
+    from agentsh.policy.ports import stable_host_port
 
     assert f"127.0.0.1:{stable_host_port(proj.root, 3000)}:3000/tcp" in args
     assert "127.0.0.1:8080:80/tcp" in args and f"{sandbox.LABEL_PUBLISH}=127.0.0.1:8080:80" in args
@@ -180,7 +183,7 @@ def test_doctor_hook_and_key_checks(tmp_path, monkeypatch):
     (tmp_path / ".bashrc").write_text('eval "$(ab-hook bash)"\n')
     assert "not loaded in this shell" in doctor.hook_check({"SHELL": "/bin/bash"})["detail"]
     assert doctor.key_check()["status"] == "ok"
-    from agentsh import creds
+    from agentsh.creds import vault as creds
 
     creds.create_key()
     assert doctor.key_check()["status"] == "ok"

@@ -1,8 +1,9 @@
 import pytest
 
-from agentsh import config, project, trust
-from agentsh.errors import ConfigError
-from agentsh.state import Store
+from agentsh.policy import config, trust
+from agentsh.host import project
+from agentsh.base.errors import ConfigError
+from agentsh.base.state import Store
 
 
 def test_defaults(user_config):
@@ -129,7 +130,7 @@ def test_parsed_config_is_cached_by_content(user_config, isolated_dirs):
         with open(path, "wb") as f:
             f.write(b"\x00garbage")  # a broken cache entry is parsed again
     assert config.load()["image"] == "two"
-    code = "import sys; from agentsh import config; config.load(); print('tomllib' in sys.modules)"
+    code = "import sys; from agentsh.policy import config; config.load(); print('tomllib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"  # the hot path reads the cache, not the TOML parser
 
@@ -340,7 +341,7 @@ def test_a_build_no_allowed_file_covers_is_refused(tmp_path):
 
 
 def test_an_edited_build_context_blocks_the_project_in_status_but_not_on_the_hot_path(tmp_path):
-    from agentsh import hooks
+    from agentsh.app import hooks
 
     proj = allowed_dc_project(tmp_path / "p")
     store = Store()

@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
-from agentsh import creds, paths
-from agentsh.creds import CredentialError
-from agentsh.errors import UsageError
-from agentsh.state import Store
+from agentsh.creds import vault as creds
+from agentsh.base import paths
+from agentsh.creds.vault import CredentialError
+from agentsh.base.errors import UsageError
+from agentsh.base.state import Store
 
 
 def store_value(name, value, scope=creds.GLOBAL, **meta):
@@ -224,7 +225,7 @@ def test_expired_credential_is_refused():
 
 
 def test_project_scope_grant_and_revoke(tmp_path):
-    from agentsh import project
+    from agentsh.host import project
 
     app = tmp_path / "app"
     app.mkdir()
@@ -246,7 +247,7 @@ def test_project_scope_grant_and_revoke(tmp_path):
 
 
 def test_concurrent_first_use_agrees_on_one_key(tmp_path):
-    script = "from agentsh import creds; import sys; sys.stdout.write(creds.load_key(create=True).hex())"
+    script = "from agentsh.creds import vault as creds; import sys; sys.stdout.write(creds.load_key(create=True).hex())"
     procs = [subprocess.Popen(["python", "-c", script], stdout=subprocess.PIPE) for _ in range(8)]
     keys = {p.communicate(timeout=60)[0] for p in procs}
     assert len(keys) == 1 and len(keys.pop()) == 64

@@ -8,8 +8,11 @@ import textwrap
 
 import pytest
 
-from agentsh import config, creds, inject, project, sandbox
-from agentsh.state import Store
+from agentsh.policy import config
+from agentsh.creds import vault as creds, delivery as inject
+from agentsh.host import project
+from agentsh.sandbox import lifecycle as sandbox
+from agentsh.base.state import Store
 from tests.conftest import BIN
 from tests.unit.fake_engine import fake_engine
 
@@ -43,7 +46,7 @@ def put(name, value, type_=creds.ENV, target=None, **kw):
 def ab_exec(repo, *cmd):
     # A running sandbox as agentsh knows one: its init process recorded, and alive
     # (this test process stands in for it; the fake engine runs no containers).
-    from agentsh import liveness
+    from agentsh.host import liveness
 
     liveness.remember(Store(), project.find(str(repo)).sandbox, os.getpid())
     proc = subprocess.run(["python", "-X", "importtime", str(BIN / "ab-exec"), "--", *cmd], cwd=repo,
@@ -67,7 +70,7 @@ def test_no_grants_means_no_crypto_import_and_one_engine_call(fake_podman, repo)
     proc, imported = ab_exec(repo, "true")
     assert proc.returncode == 0, proc.stderr
     assert not any(m.startswith("cryptography") for m in imported)
-    assert "agentsh.inject" in imported  # the check did run
+    assert "agentsh.creds.delivery" in imported  # the check did run
     assert [c.split()[0] for c in calls(fake_podman)] == ["exec"]
 
 
@@ -178,7 +181,7 @@ def test_spec_has_the_secrets_tmpfs_and_the_agent_socket_when_granted(tmp_path, 
 
 
 def test_project_file_requests_only_count_once_allowed(tmp_path):
-    from agentsh import trust
+    from agentsh.policy import trust
 
     app = tmp_path / "app"
     app.mkdir()

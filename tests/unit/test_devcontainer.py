@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from agentsh import devcontainer
-from agentsh.errors import ConfigError
+from agentsh.policy import devcontainer
+from agentsh.base.errors import ConfigError
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -172,7 +172,7 @@ def test_a_symlinked_devcontainer_is_never_read(tmp_path):
     (root / ".devcontainer").symlink_to(elsewhere)  # a directory link: not looked into
     assert devcontainer.find(str(root)) is None
     (root / ".devcontainer.json").symlink_to(elsewhere / "devcontainer.json")  # a file link: found, refused
-    from agentsh.trust import NotRegular
+    from agentsh.policy.trust import NotRegular
 
     with pytest.raises(NotRegular, match="symlink"):
         devcontainer.load(str(root))

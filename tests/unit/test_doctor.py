@@ -1,4 +1,4 @@
-from agentsh import doctor
+from agentsh.app import doctor
 
 
 def test_ca_check_warns_when_local_cas_exist_but_the_image_bundle_is_used(monkeypatch, tmp_path):

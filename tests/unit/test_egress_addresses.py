@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from agentsh import audit, proxy
-from agentsh.network import Policy
+from agentsh.egress import audit, proxy
+from agentsh.egress.network import Policy
 
 
 class Origin:

@@ -2,10 +2,12 @@ import os
 
 import pytest
 
-from agentsh import config, project, sandbox
-from agentsh.engine import Engine, NoSuchContainer
-from agentsh.errors import AgentshError, EngineError
-from agentsh.state import Store
+from agentsh.policy import config
+from agentsh.host import project
+from agentsh.sandbox import lifecycle as sandbox
+from agentsh.host.engine import Engine, NoSuchContainer
+from agentsh.base.errors import AgentshError, EngineError
+from agentsh.base.state import Store
 from tests.conftest import git_init
 from tests.unit.fake_engine import fake_engine
 
@@ -90,7 +92,7 @@ def test_keep_id_when_rootless(proj):
 
 
 def test_mounts_project_same_path_host_git_read_only_and_no_host_home(proj):
-    from agentsh import gitbridge
+    from agentsh.sandbox import gitbridge
 
     engine, _ = fake_engine()
     args = sandbox.spec(proj, config.load(), engine).run_args
@@ -114,7 +116,7 @@ def test_labels_and_name(proj):
     s = sandbox.spec(proj, config.load(), engine)
     args = s.full_run_args()
     labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
-    assert labels == ["io.agentsh.managed=true", f"io.agentsh.project={proj.root}", f"io.agentsh.spec={s.hash}"]
+    assert labels == ["io.agentsh.managed=true", f"io.agentsh.host.project={proj.root}", f"io.agentsh.spec={s.hash}"]
     assert args[args.index("--name") + 1] == proj.sandbox
     assert args[-2:] == ["sleep", "infinity"]
 
@@ -276,7 +278,7 @@ def test_cold_up_adopts_a_container_it_has_no_record_of(proj, user_config):
 
 
 def test_process_alive():
-    from agentsh import liveness
+    from agentsh.host import liveness
 
     assert liveness.alive(os.getpid(), liveness.start_time(os.getpid()))
     assert not liveness.alive(os.getpid(), 1)
@@ -285,7 +287,7 @@ def test_process_alive():
 
 
 def test_the_pid_file_says_whether_the_sandbox_runs(proj):
-    from agentsh import liveness
+    from agentsh.host import liveness
 
     engine, runner = fake_engine()
     runner.pid = os.getpid()
@@ -307,7 +309,7 @@ def test_ports_need_a_network(proj, user_config):
 
 
 def test_a_shell_fallback_is_remembered_for_that_sandbox_only(proj):
-    from agentsh import liveness
+    from agentsh.host import liveness
 
     store = Store()
     assert liveness.shell_hint(store, proj.sandbox) is None

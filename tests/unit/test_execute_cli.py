@@ -2,8 +2,8 @@ import subprocess
 
 import pytest
 
-from agentsh import execute
-from agentsh.errors import UsageError
+from agentsh.sandbox import execute
+from agentsh.base.errors import UsageError
 
 def _commands():
     """Every ab-* command the package installs (its launchers in scripts/bin)."""
@@ -90,8 +90,8 @@ def test_config_error_is_one_line_without_traceback(user_config, tmp_path):
 def test_torn_state_record_is_one_line_without_traceback(tmp_path, isolated_dirs):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / ".agentsh.toml").write_text("")
-    from agentsh import trust
-    from agentsh.digest import sha256_hex
+    from agentsh.policy import trust
+    from agentsh.base.digest import sha256_hex
 
     record = isolated_dirs["XDG_STATE_HOME"] / "agentsh" / "trust" / "allow" / (
         sha256_hex(str(tmp_path / "p" / ".agentsh.toml")) + ".json")

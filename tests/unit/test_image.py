@@ -5,11 +5,12 @@ import os
 
 import pytest
 
-from agentsh import config, image
+from agentsh.policy import config
+from agentsh.sandbox import image
 from agentsh.cli import image as cli
-from agentsh.engine import Engine
-from agentsh.errors import AgentshError, EngineError, UsageError
-from agentsh.state import Store
+from agentsh.host.engine import Engine
+from agentsh.base.errors import AgentshError, EngineError, UsageError
+from agentsh.base.state import Store
 
 PULL_ERROR = ('Trying to pull docker.io/library/debian:bookworm-slim...\n'
               'Error: initializing source docker://debian:bookworm-slim: pinging container registry '
@@ -276,7 +277,7 @@ def test_agents_are_in_by_default_and_out_with_no_agents():
     assert runner.build_arg_values()["AGENTS"] == "0"
     assert record["agents"] is False
     args = runner.build_args()
-    assert "io.agentsh.image.agents=false" in args
+    assert "io.agentsh.sandbox.image.agents=false" in args
 
 
 def test_the_host_ca_bundle_reaches_the_build_as_a_secret(tmp_path, monkeypatch):
@@ -296,7 +297,7 @@ def test_the_host_ca_bundle_reaches_the_build_as_a_secret(tmp_path, monkeypatch)
 
 
 def test_auto_uses_the_hosts_bundle_and_image_uses_none(monkeypatch, tmp_path):
-    from agentsh import sandbox
+    from agentsh.sandbox import lifecycle as sandbox
 
     bundle = tmp_path / "ca-certificates.crt"
     bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
@@ -464,10 +465,10 @@ def test_plain_progress_shows_only_steps_and_tty_progress_redraws_one_line():
 
 @pytest.fixture
 def fake_cli_engine(monkeypatch):
-    import agentsh.engine
+    import agentsh.host.engine
 
     runner = Runner(images={image.REGISTRY_BASE})
-    monkeypatch.setattr(agentsh.engine, "Engine",
+    monkeypatch.setattr(agentsh.host.engine, "Engine",
                         lambda name="podman", **kw: Engine(name, runner=runner, exe="/usr/bin/podman"))
     return runner
 

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from agentsh.lock import FileLock, Timeout
+from agentsh.base.lock import FileLock, Timeout
 
 HOLD = """
 import sys, time
-from agentsh.lock import FileLock
+from agentsh.base.lock import FileLock
 lock = FileLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)

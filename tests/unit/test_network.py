@@ -4,9 +4,12 @@ import os
 
 import pytest
 
-from agentsh import config, network, project, sandbox
-from agentsh.errors import ConfigError
-from agentsh.network import Policy, parse_rule
+from agentsh.policy import config
+from agentsh.egress import network
+from agentsh.host import project
+from agentsh.sandbox import lifecycle as sandbox
+from agentsh.base.errors import ConfigError
+from agentsh.egress.network import Policy, parse_rule
 from tests.conftest import git_init
 from tests.unit.fake_engine import fake_engine
 
@@ -99,7 +102,7 @@ def test_lockdown_drops_credentials_mounts_ssh_and_the_home_volume(proj, tmp_pat
     assert locked["network"]["mode"] == "allow" and locked["network"]["allow"] == ["@anthropic", "@openai", "@google"]
     assert network.lockdown(cfg, ["anthropic"])["network"]["allow"] == ["@anthropic"]
     assert cfg["mounts"] and cfg["network"]["mode"] == "full"  # the original is untouched
-    monkeypatch.setattr("agentsh.inject.sandbox_additions", lambda p, e: (
+    monkeypatch.setattr("agentsh.creds.delivery.sandbox_additions", lambda p, e: (
         ["--tmpfs", "/run/agentsh/secrets:rw", "-v", "/tmp/agent.sock:/run/agentsh/ssh-agent.sock"],
         {"SSH_AUTH_SOCK": "/run/agentsh/ssh-agent.sock"}))
     args = sandbox.spec(proj, locked, engine).run_args
@@ -115,8 +118,8 @@ def test_lockdown_drops_credentials_mounts_ssh_and_the_home_volume(proj, tmp_pat
 
 
 def test_allow_host_records_and_validates(proj, tmp_path):
-    from agentsh.errors import AgentshError
-    from agentsh.state import Store
+    from agentsh.base.errors import AgentshError
+    from agentsh.base.state import Store
 
     store = Store()
     assert network.allow_host(store, proj, "api.example.com") is True
@@ -142,7 +145,7 @@ def test_propose_groups_sets_and_keeps_odd_ports():
 
 def test_attach_is_a_no_op_outside_proxied_modes(proj):
     engine, runner = fake_engine()
-    from agentsh.state import Store
+    from agentsh.base.state import Store
 
     assert network.attach(proj, config.load(), engine, Store()) is None
     assert runner.calls == []

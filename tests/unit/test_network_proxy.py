@@ -8,9 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agentsh import audit, network, project, proxy
-from agentsh.network import Policy
-from agentsh.state import Store
+from agentsh.egress import audit, network, proxy
+from agentsh.host import project
+from agentsh.egress.network import Policy
+from agentsh.base.state import Store
 from tests.conftest import git_init
 
 

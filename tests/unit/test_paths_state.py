@@ -3,8 +3,8 @@ import os
 import platformdirs
 import pytest
 
-from agentsh import paths, state
-from agentsh.errors import StateError
+from agentsh.base import paths, state
+from agentsh.base.errors import StateError
 
 
 def test_dirs_follow_xdg_and_match_platformdirs(isolated_dirs):

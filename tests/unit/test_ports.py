@@ -1,7 +1,7 @@
 import pytest
 
-from agentsh import ports
-from agentsh.errors import UsageError
+from agentsh.policy import ports
+from agentsh.base.errors import UsageError
 
 
 @pytest.mark.parametrize("spec, want", [

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agentsh import config, project, sandbox, trust, worktree
-from agentsh.errors import AgentshError, UsageError
-from agentsh.state import Store
+from agentsh.policy import config, trust
+from agentsh.host import project
+from agentsh.sandbox import lifecycle as sandbox
+from agentsh.app import worktree
+from agentsh.base.errors import AgentshError, UsageError
+from agentsh.base.state import Store
 from tests.conftest import ab, git_init
 from tests.unit.fake_engine import fake_engine
 
@@ -283,7 +286,7 @@ def test_git_dirs_of_a_linked_worktree(repo):
 
 
 def test_sandbox_mounts_the_main_git_dir_read_only_and_nothing_else_of_the_main_checkout(repo):
-    from agentsh import gitbridge
+    from agentsh.sandbox import gitbridge
 
     record = worktree.create("w", str(repo))
     engine, _ = fake_engine()

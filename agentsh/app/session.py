@@ -1,0 +1,111 @@
+"""One pipeline for everything that runs a command in a sandbox.
+
+`ab-exec`, `ab-agent`, the cd hook's enter and `ab-wt` all call `run`, so
+what must happen around a command happens the same way for each:
+
+1. the sandbox runs (the locked one, when locked), started if it was not;
+2. the command's environment is split: harmless host names (TERM, LANG...)
+   ride on the exec as `-e NAME`; every value that may be secret (granted
+   credentials, `-e NAME=VALUE`, config `env`) goes through a pipe into the
+   sandbox's secrets tmpfs, which the in-sandbox `run` script reads and
+   removes, so no value is kept in the engine's database or files;
+3. the command runs through `run` (agentsh/data/sandbox/run), which keeps
+   the sandbox's private git dir in step with the host's;
+4. what the command committed is taken into the host repository
+   (gitbridge.collect: a verified bundle, objects and refs only);
+5. refreshed credential files are written back.
+"""
+
+import os
+
+from agentsh.sandbox import execute
+
+
+class Request:
+    """What to run: the command, where, with which extra environment."""
+
+    def __init__(self, cmd, workdir, env_names=(), env_values=None, tty=False, locked=False, env_defaults=None):
+        self.cmd, self.workdir, self.tty, self.locked = cmd, workdir, tty, locked
+        self.env_defaults = dict(env_defaults or {})  # NAME -> value unless a credential or -e sets it
+        self.env_names = list(env_names)  # host variables to pass by name (values may be secret)
+        self.env_values = dict(env_values or {})  # NAME -> value set explicitly
+
+
+def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=True):
+    """Run `req` in the project's sandbox; returns the command's exit status.
+
+    `delivery_for(recover)`: what credentials to hand over (default: the
+    project's grants, none when locked); it may write credential files.
+    """
+    from agentsh.creds import delivery as inject
+    from agentsh.host import liveness
+
+    def recover():
+        liveness.start(proj, cfg, engine, store, notify)  # the cfg in force (locked or not)
+
+    if req.locked:  # make sure the running sandbox is the locked one, never a laxer one of the same name
+        from agentsh.sandbox import lifecycle as sandbox
+
+        sandbox.up(proj, cfg, engine, store, notify=notify)
+    else:
+        liveness.ensure_running(proj, cfg, engine, store, notify)  # a failed exec could swallow our stdin
+    cmd = req.cmd
+    fallback = getattr(cmd, "fallback", None)
+    if fallback_hint and fallback and liveness.shell_hint(store, proj.sandbox) == fallback[0]:
+        cmd = fallback  # this sandbox has been seen to lack the preferred shell
+
+    if delivery_for is not None:
+        delivery = delivery_for(recover)
+    else:
+        delivery = None if req.locked else inject.prepare(proj, cfg, store, notify)
+    token = execute.new_token()
+    environ = os.environ
+    secret = {**req.env_defaults, **{n: environ[n] for n in req.env_names if n in environ}}
+    if delivery is not None:
+        secret.update(delivery.env_values)
+    secret.update(req.env_values)  # an explicit -e NAME=VALUE wins
+    files = list(delivery.files) if delivery is not None else []
+    if secret:
+        files.append(inject.env_file(token, secret))
+    if files:
+        inject.write_files(engine, proj.sandbox, files, recover)
+    dot_git = os.path.join(proj.root, ".git")
+    had_git = os.path.lexists(dot_git)
+    status = execute.run(engine, proj.sandbox, cmd, req.workdir, execute.host_env_names(environ), {},
+                         req.tty, recover, token=token)
+    if getattr(cmd, "fell_back", False):
+        liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
+    if not had_git and os.path.lexists(dot_git):
+        from agentsh.host.gittopo import set_aside
+
+        set_aside(proj.root, notify)  # a repo the agent made: host git would run its config and hooks
+    collect_git(proj, store, token, notify, req.locked)
+    if delivery is not None:
+        inject.write_back(engine, proj.sandbox, delivery, store, notify)
+    return status
+
+
+def collect_git(proj, store, token, notify, locked=False):
+    """Take into the host repository what command `token` committed in the sandbox."""
+    if not _has_exports(proj.sandbox, token, locked):  # the common case: one directory listing
+        return
+    from agentsh.sandbox import gitbridge
+    from agentsh.host import gittopo
+
+    gitbridge.collect(gittopo.recorded(store, proj), proj.sandbox, token, store, notify, locked)
+
+
+def _has_exports(sandbox, token, locked):
+    """Whether command `token` left an export list in the sandbox's private git dir (gitbridge.EXPORT)."""
+    from agentsh.base.paths import data_dir
+
+    path = os.path.join(data_dir(), "git", sandbox + ("-locked" if locked else ""), "agentsh-export")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        prefix = f"{token}-"
+        return any(n.startswith(prefix) and n.endswith(".refs") for n in os.listdir(fd))
+    finally:
+        os.close(fd)

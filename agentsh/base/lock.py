@@ -1,0 +1,83 @@
+"""The state store's lock: an exclusive flock on a file, re-entrant per process.
+
+This is the same lock filelock's UnixFileLock takes (flock on the lock file),
+without the ~25 ms filelock costs to import (logging, inspect, hashlib...),
+which every state write would pay on a hot path. The kernel drops a flock
+when its holder dies, so a kill -9 never leaves the store locked. Where
+fcntl does not exist, filelock itself is used.
+"""
+
+import os
+import time
+
+from agentsh.base.errors import AgentshError
+
+POLL = 0.05
+
+
+class Timeout(AgentshError):
+    """Another process held the lock for longer than we were willing to wait."""
+
+    def __init__(self, path, waited):
+        super().__init__(f"another agentsh process has held {path} for {waited:g} s",
+                         f"wait for it to finish, or find it with: fuser {path}")
+        self.path = path
+
+
+class FileLock:
+    """acquire()/release() or `with`; nested use in one process only counts."""
+
+    def __init__(self, path, timeout=-1):
+        self.path = path
+        self.timeout = timeout
+        self._fd = None
+        self._depth = 0
+
+    @property
+    def is_locked(self):
+        return self._depth > 0
+
+    def acquire(self, timeout=None):
+        if self._depth:
+            self._depth += 1
+            return self
+        import fcntl
+
+        timeout = self.timeout if timeout is None else timeout
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise Timeout(self.path, timeout) from None
+                time.sleep(POLL)
+        self._fd, self._depth = fd, 1
+        return self
+
+    def release(self):
+        if not self._depth:
+            return
+        self._depth -= 1
+        if not self._depth:
+            os.close(self._fd)  # closing the only descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def file_lock(path, timeout=-1):
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not a Unix
+        from filelock import FileLock as Fallback
+
+        return Fallback(path, timeout=timeout)
+    return FileLock(path, timeout)

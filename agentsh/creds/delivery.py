@@ -1,0 +1,278 @@
+"""What a sandbox receives from the credential cache, and what comes back.
+
+A project receives the credentials granted to it (`ab-creds grant`), the
+names its allowed project file requests (`credentials = [...]`) and the ones
+stored for it alone (`ab-creds set --project`). Env credentials become an
+env file (`env_file`) that travels with the file credentials: through stdin
+of ONE extra `exec` (Podman keeps `exec -e` values in its database, so no
+value rides on it) into a tmpfs at SECRETS_DIR (mode 0700, owned by the sandbox user); a target
+elsewhere (say ~/.claude/.credentials.json in the persistent home volume) is
+a symlink into it, so the secret never lands on a disk. Files marked
+write-back are read back after the command (one more `exec`) and re-sealed
+if the agent refreshed them; every later `ab-exec` of any sandbox then gets
+the new value.
+
+Deciding that nothing is wanted reads one small grant record and lists one
+directory; `cryptography` is imported only when something is.
+"""
+
+import os
+
+from agentsh.creds import vault as creds
+from agentsh.base.errors import AgentshError, EngineError
+
+SECRETS_DIR = "/run/agentsh/secrets"
+SSH_AGENT_SOCKET = "/run/agentsh/ssh-agent.sock"
+TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m,mode=0700"
+NO_TMPFS = 97  # the injection script's status when the sandbox has no secrets tmpfs
+EXEC_TIMEOUT = 60
+
+
+class FileCredential:
+    """One file a sandbox receives: where it is kept (tmpfs) and where it is seen."""
+
+    def __init__(self, name, scope, target, value, writeback):
+        self.name, self.scope, self.target, self.value, self.writeback = name, scope, target, value, writeback
+        inside = target.startswith(SECRETS_DIR + "/")
+        self.stored = target if inside else f"{SECRETS_DIR}/{name}"
+
+
+class Delivery:
+    """The env values and files one `ab-exec` hands to a sandbox."""
+
+    def __init__(self, key):
+        self.key = key
+        self.env_values = {}
+        self.files = []
+
+    @property
+    def env_names(self):
+        return list(self.env_values)
+
+    @property
+    def writeback(self):
+        return [f for f in self.files if f.writeback]
+
+
+# -- the container spec ------------------------------------------------------
+
+
+def sandbox_additions(project, engine):
+    """Spec pieces for credentials: the secrets tmpfs, and the SSH agent socket when granted.
+
+    Returns (run arguments, {env name: value}). The tmpfs is always there, so
+    a later grant never writes a secret onto the container's disk.
+    """
+    owner = "U" if engine.is_podman else f"uid={os.getuid()},gid={os.getgid()}"
+    args = ["--tmpfs", f"{SECRETS_DIR}:{TMPFS_OPTIONS},{owner}"]
+    env = {}
+    from agentsh.base.state import Store
+
+    grant = Store().read(creds.grant_rel(project)) or {}
+    socket = ssh_agent_socket(grant.get("ssh_agent"))
+    if socket:
+        args += ["-v", f"{socket}:{SSH_AGENT_SOCKET}"]
+        env["SSH_AUTH_SOCK"] = SSH_AGENT_SOCKET
+    return args, env
+
+
+def ssh_agent_socket(granted):
+    """The host agent socket to forward: $SSH_AUTH_SOCK now, else the one seen at grant time."""
+    if not granted:
+        return None
+    import stat
+
+    for path in (os.environ.get("SSH_AUTH_SOCK"), granted.get("socket")):
+        try:
+            if path and ":" not in path and stat.S_ISSOCK(os.stat(path).st_mode):
+                return os.path.realpath(path)
+        except OSError:
+            continue
+    return None
+
+
+# -- choosing and opening -------------------------------------------------------
+
+
+def wanted(project, cfg, store):
+    """Credential names the project receives (cheap: no decryption)."""
+    grant = store.read(creds.grant_rel(project)) or {}
+    names = [*grant.get("names", ()), *(cfg.get("credentials") or ()), *creds.names(project.key)]
+    return list(dict.fromkeys(names))
+
+
+def prepare(project, cfg, store, notify, files_only=False):
+    """Open what the project receives; None when it receives nothing."""
+    names = wanted(project, cfg, store)
+    if not names:
+        return None
+    delivery = None
+    for name in names:
+        record = creds.find(name, project)
+        if record is None:
+            notify(f"credential {name} is granted to this project but not stored; skipping it "
+                   f"(store it with 'ab-creds set {name}', or 'ab-creds revoke {name}')")
+            continue
+        if creds.expired(record):
+            notify(f"credential {name} expired at {creds.iso(record['meta']['expires'])}; skipping it "
+                   f"(store it again with 'ab-creds set {name}')")
+            continue
+        clear = record["meta"]
+        if files_only and clear["type"] != creds.FILE:
+            continue
+        if delivery is None:
+            delivery = Delivery(creds.load_key())
+        value = creds.reveal(record, delivery.key)
+        if clear["type"] == creds.ENV:
+            delivery.env_values[clear["target"]] = os.fsdecode(value)
+        else:
+            delivery.files.append(FileCredential(name, record["_scope"], clear["target"], value,
+                                                 clear.get("writeback", False)))
+    return delivery
+
+
+# -- into the sandbox and back ----------------------------------------------------
+
+
+def env_file(token, values):
+    """The environment values of one exec, as a file the in-sandbox `run` script reads and removes.
+
+    It travels with the credential files (stdin of one exec, into the
+    secrets tmpfs), so no value is kept in the engine's database the way
+    `exec -e NAME` values are.
+    """
+    text = "".join(f"export {name}={_q(value)}\n" for name, value in values.items())
+    path = f"{SECRETS_DIR}/env-{token}"
+    return FileCredential(f"env-{token}", None, path, text.encode("utf-8", "surrogateescape"), False)
+
+
+def _q(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def write_script(files):
+    """sh script that reads the files' bytes, in order, from stdin into the tmpfs.
+
+    `dd bs=1` reads exactly its count from a pipe (a buffered reader would
+    swallow the next file); the last file takes the rest with `cat`.
+    """
+    lines = ["set -e", "umask 077",
+             f"grep -q ' {SECRETS_DIR} tmpfs ' /proc/mounts || exit {NO_TMPFS}"]
+    for i, f in enumerate(files):
+        new = _q(f.stored + ".new")
+        if i < len(files) - 1:
+            lines.append(f"dd bs=1 count={len(f.value)} of={new} 2>/dev/null")
+        else:
+            lines.append(f"cat > {new}")
+        lines.append(f"mv -f {new} {_q(f.stored)}")
+        if f.target != f.stored:
+            lines.append(f"mkdir -p {_q(os.path.dirname(f.target))}")
+            lines.append(f"ln -sfn {_q(f.stored)} {_q(f.target)}")
+    return "\n".join(lines) + "\n"
+
+
+def read_back_script(files):
+    """sh script printing each file as '<length>\\n<bytes>' ('-\\n' when gone).
+
+    An agent that replaced the symlink with a regular file (write to a temp
+    file, rename) gets its file moved back into the tmpfs first.
+    """
+    lines = ["umask 077"]
+    for f in files:
+        stored, target = _q(f.stored), _q(f.target)
+        if f.target != f.stored:
+            lines.append(f"if [ -f {target} ] && [ ! -L {target} ]; then cat {target} > {stored}.new && "
+                         f"mv -f {stored}.new {stored} && rm -f {target} && ln -s {stored} {target}; fi")
+        lines.append(f"if [ -f {stored} ] && cp {stored} {stored}.wb; then wc -c < {stored}.wb; "
+                     f"cat {stored}.wb; rm -f {stored}.wb; else echo -; fi")
+    return "\n".join(lines) + "\n"
+
+
+def _gone(err):
+    from agentsh.sandbox.execute import _is_engine_gone
+
+    return _is_engine_gone(err.encode("utf-8", "replace"))
+
+
+def write_files(engine, sandbox_name, files, recover=None):
+    """One engine call: every file credential into the sandbox's tmpfs."""
+    script = write_script(files)
+    data = b"".join(f.value for f in files)
+    for attempt in (1, 2):
+        status, _, err = engine.exec_bytes(sandbox_name, ["sh", "-c", script], input=data, timeout=EXEC_TIMEOUT)
+        if status == 0:
+            return
+        if attempt == 1 and recover is not None and _gone(err):
+            recover()
+            continue
+        break
+    if status == NO_TMPFS:
+        raise AgentshError(f"sandbox {sandbox_name} has no secrets tmpfs (it was made by an older agentsh)",
+                           "run 'ab-up' to recreate it (the home volume is kept)")
+    last = (err.strip().splitlines() or [f"exit status {status}"])[-1][:200]
+    raise EngineError(f"cannot write credential files into {sandbox_name}: {last}")
+
+
+def parse_frames(out, count):
+    """'<length>\\n<bytes>' frames -> list of bytes (None for '-')."""
+    values, pos = [], 0
+    for _ in range(count):
+        end = out.index(b"\n", pos)
+        head = out[pos:end].strip()
+        pos = end + 1
+        if head == b"-":
+            values.append(None)
+            continue
+        size = int(head)
+        if pos + size > len(out):
+            raise ValueError("short frame")
+        values.append(out[pos:pos + size])
+        pos += size
+    return values
+
+
+def write_back(engine, sandbox_name, delivery, store, notify):
+    """Read back write-back files after the command; re-seal the ones it changed.
+
+    Compared with what THIS run put in, not with the cache: a sandbox that
+    did not refresh never overwrites another sandbox's newer token.
+    Returns the names written back.
+    """
+    files = delivery.writeback
+    if not files:
+        return []
+    try:
+        status, out, err = engine.exec_bytes(sandbox_name, ["sh", "-c", read_back_script(files)], input=b"",
+                                             timeout=EXEC_TIMEOUT)
+        if status != 0:
+            raise EngineError((err.strip().splitlines() or [f"exit status {status}"])[-1][:200])
+        values = parse_frames(out, len(files))
+    except (AgentshError, ValueError) as e:
+        notify(f"could not read back refreshed credential files from {sandbox_name}: {e}")
+        return []
+    changed = [(f, v) for f, v in zip(files, values) if v and v != f.value]
+    if not changed:
+        return []
+    import time
+
+    done = []
+    try:
+        with store.lock():
+            for f, value in changed:
+                record = creds.read_record(f.name, f.scope)
+                if record is None:  # removed meanwhile: do not resurrect it
+                    continue
+                clear = dict(record["meta"], updated=int(time.time()))
+                creds.put(store, f.name, f.scope, clear, value, key=delivery.key)
+                done.append(f.name)
+    except AgentshError as e:  # the command's exit status still stands
+        notify(f"could not store refreshed credential files: {e}")
+    return done
+
+
+def deliver(project, cfg, engine, store, notify, recover=None, files_only=False):
+    """Open what the project receives and put its files in place; the Delivery or None."""
+    delivery = prepare(project, cfg, store, notify, files_only=files_only)
+    if delivery is not None and delivery.files:
+        write_files(engine, project.sandbox, delivery.files, recover)
+    return delivery

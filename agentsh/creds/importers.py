@@ -1,0 +1,186 @@
+"""Importers for the credentials agents commonly need, from where the host keeps them.
+
+Each importer returns a list of Found credentials (name, where it appears in
+the sandbox, where it came from, the value or the command that makes it);
+the caller seals and stores them. OAuth token files that the tools refresh
+themselves are imported with write-back, so a refresh in one sandbox reaches
+the others.
+"""
+
+import os
+
+from agentsh.creds import vault as creds
+from agentsh.base.errors import AgentshError
+
+SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
+
+
+class Found:
+    """One credential an importer found on the host."""
+
+    def __init__(self, name, type_, target, value, origin, writeback=False, source=creds.VALUE, fmt=creds.RAW):
+        self.name, self.type, self.target, self.value = name, type_, target, value
+        self.origin, self.writeback, self.source, self.format = origin, writeback, source, fmt
+
+    def appears_as(self):
+        return f"${self.target}" if self.type == creds.ENV else self.target
+
+
+def _home(*parts):
+    return os.path.join(os.path.expanduser("~"), *parts)
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _env(name):
+    value = os.environ.get(name, "").strip()
+    return (name, value.encode()) if value else None
+
+
+def _token_file(name, host_path, sandbox_rel):
+    """A tool's OAuth token file: imported with write-back (the tool refreshes it)."""
+    data = _read(host_path)
+    if not data or not data.strip():
+        return None
+    return Found(name, creds.FILE, creds.sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True)
+
+
+def _api_key(var, sandbox_var=None):
+    found = _env(var)
+    if not found:
+        return None
+    return Found(sandbox_var or var, creds.ENV, sandbox_var or var, found[1], f"${var}")
+
+
+def _run(argv):
+    """stdout of a host tool (bytes), or None when it is missing or fails."""
+    import subprocess
+
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=creds.COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def claude():
+    return [f for f in (_token_file("CLAUDE_CREDENTIALS", _home(".claude", ".credentials.json"),
+                                    ".claude/.credentials.json"),
+                        _api_key("ANTHROPIC_API_KEY")) if f]
+
+
+def codex():
+    return [f for f in (_token_file("CODEX_AUTH", _home(".codex", "auth.json"), ".codex/auth.json"),
+                        _api_key("OPENAI_API_KEY")) if f]
+
+
+def gemini():
+    return [f for f in (_api_key("GEMINI_API_KEY"),
+                        _token_file("GEMINI_OAUTH", _home(".gemini", "oauth_creds.json"), ".gemini/oauth_creds.json"))
+            if f]
+
+
+def gh():
+    for var in ("GH_TOKEN", "GITHUB_TOKEN"):
+        found = _api_key(var, "GH_TOKEN")
+        if found:
+            return [found]
+    token = _run(["gh", "auth", "token"])
+    if token and token.strip():
+        return [Found("GH_TOKEN", creds.ENV, "GH_TOKEN", token.strip(), "gh auth token")]
+    return []
+
+
+def git():
+    """user.name and user.email as a gitconfig (git also reads ~/.config/git/config,
+    so the sandbox's own ~/.gitconfig stays the agent's)."""
+    lines = []
+    for key in ("name", "email"):
+        value = _run(["git", "config", "--global", f"user.{key}"])
+        if value and value.strip():
+            lines.append(f"\t{key} = {value.decode('utf-8', 'replace').strip()}")
+    if not lines:
+        return []
+    data = ("[user]\n" + "\n".join(lines) + "\n").encode()
+    return [Found("GIT_IDENTITY", creds.FILE, creds.sandbox_path("~/.config/git/config"), data,
+                  "git config --global user.name/user.email")]
+
+
+def npm():
+    """The auth lines of ~/.npmrc (tokens, and the registries they belong to)."""
+    path = os.environ.get("NPM_CONFIG_USERCONFIG") or _home(".npmrc")
+    data = _read(path)
+    if not data:
+        return []
+    keep = [line for line in data.decode("utf-8", "replace").splitlines()
+            if "_authToken" in line or "_auth" in line or line.strip().startswith(("registry", "@"))]
+    if not any("_auth" in line for line in keep):
+        return []
+    return [Found("NPM_RC", creds.FILE, creds.sandbox_path("~/.npmrc"), ("\n".join(keep) + "\n").encode(), path)]
+
+
+def aws():
+    """Static keys, or a profile's credential_process (run on the host at each injection),
+    as ~/.aws/credentials for the sandbox's default profile."""
+    import configparser
+
+    target = creds.sandbox_path("~/.aws/credentials")
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return [Found("AWS_CREDENTIALS", creds.FILE, target, _aws_file(os.environ, "AWS_ACCESS_KEY_ID",
+                      "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY")]
+    profile = os.environ.get("AWS_PROFILE", "default")
+    files = [(os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or _home(".aws", "credentials"), profile),
+             (os.environ.get("AWS_CONFIG_FILE") or _home(".aws", "config"),
+              profile if profile == "default" else f"profile {profile}")]
+    for path, section in files:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error as e:
+            raise AgentshError(f"cannot parse {path}: {str(e).splitlines()[0]}") from None
+        if not parser.has_section(section):
+            continue
+        entries = dict(parser.items(section))
+        if entries.get("aws_access_key_id") and entries.get("aws_secret_access_key"):
+            return [Found("AWS_CREDENTIALS", creds.FILE, target, _aws_file(entries, "aws_access_key_id",
+                          "aws_secret_access_key", "aws_session_token"), f"{path} [{section}]")]
+        if entries.get("credential_process"):
+            return [Found("AWS_CREDENTIALS", creds.FILE, target, entries["credential_process"].encode(),
+                          f"{path} [{section}] credential_process (run at each injection)",
+                          source=creds.COMMAND, fmt=creds.AWS_PROCESS)]
+    return []
+
+
+def _aws_file(values, key_id, secret, token):
+    lines = ["[default]", f"aws_access_key_id = {values[key_id]}", f"aws_secret_access_key = {values[secret]}"]
+    if values.get(token):
+        lines.append(f"aws_session_token = {values[token]}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+WHERE = {
+    "claude": "~/.claude/.credentials.json or ANTHROPIC_API_KEY",
+    "codex": "~/.codex/auth.json or OPENAI_API_KEY",
+    "gemini": "GEMINI_API_KEY or ~/.gemini/oauth_creds.json",
+    "gh": "GH_TOKEN, GITHUB_TOKEN or 'gh auth token'",
+    "git": "git config --global user.name / user.email",
+    "npm": "an _authToken line in ~/.npmrc",
+    "aws": "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or the profile in ~/.aws/credentials or ~/.aws/config",
+}
+
+
+def find(source):
+    """What the host holds for a source; a clear error when it holds nothing."""
+    if source not in SOURCES:
+        raise AgentshError(f"unknown import source {source!r}", f"choose one of: {', '.join(SOURCES)}", code=2)
+    found = globals()[source]()
+    if not found:
+        raise AgentshError(f"nothing to import for {source}: looked for {WHERE[source]}",
+                           f"sign in with {source} on this host first, or store a value with 'ab-creds set'")
+    return found

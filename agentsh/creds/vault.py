@@ -1,0 +1,519 @@
+"""The encrypted credential cache: records, the key, grants.
+
+Each credential is one record, `<data dir>/creds/<scope>/<NAME>.json`, where
+scope is `global` (available to projects that grant it) or a project key
+(that project only). A record keeps what `ab-creds ls` shows in the clear
+(target, source, times) and the value sealed with AES-256-GCM under a fresh
+96-bit nonce per write. The associated data binds the name and scope taken
+from the record's *location* plus every clear field, so a record copied to
+another name or scope, or with its target or expiry edited, fails to open.
+
+The key is either a random 256-bit key file (`creds.key`, mode 0600, in the
+config dir) or, when the cache was created with a passphrase, derived from it
+with scrypt (`creds.passphrase.json` keeps salt, cost and a key id). Nothing
+here imports `cryptography` until a value is sealed or opened, so listing,
+granting and the `ab-exec` hot path without grants stay cheap.
+
+Grants live in the state store, `grants/<project key>.json`.
+"""
+
+import os
+import time
+
+from agentsh.base import paths
+from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
+from agentsh.base.errors import AgentshError, UsageError
+
+GLOBAL = "global"
+KEY_FILE = "creds.key"
+PASSPHRASE_FILE = "creds.passphrase.json"
+PASSPHRASE_ENV = "AGENTSH_PASSPHRASE"
+RECORD_VERSION = 1
+KEY_BYTES = 32
+NONCE_BYTES = 12
+SCRYPT = {"n": 2 ** 15, "r": 8, "p": 1}
+COMMAND_TIMEOUT = 30  # seconds, like AWS credential_process
+MAX_VALUE = 1 << 20  # a token file is kilobytes; a megabyte is a mistake
+ENV, FILE = "env", "file"
+VALUE, COMMAND = "value", "command"
+RAW, AWS_PROCESS = "raw", "aws-credential-process"
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _json():
+    """json, imported when a record is read or written (not on ab-exec's no-grant path)."""
+    import json
+
+    return json
+
+
+class CredentialError(AgentshError):
+    """A credential that cannot be stored, found or opened."""
+
+
+# -- names, scopes, places ------------------------------------------------
+
+
+def check_name(name):
+    if not CREDENTIAL_NAME.match(name or ""):
+        raise UsageError(f"{name!r} is not a valid credential name",
+                         "use letters, digits, '_', '.' and '-' (at most 64, not starting with '.' or '-')")
+    return name
+
+
+def scope_of(project):
+    """The scope a project's own credentials live in (None: global)."""
+    return project.key if project is not None else GLOBAL
+
+
+def creds_dir():
+    return os.path.join(paths.data_dir(), "creds")
+
+
+def record_path(name, scope):
+    return os.path.join(creds_dir(), scope, f"{name}.json")
+
+
+def parse_duration(text):
+    """'90', '30s', '15m', '12h', '7d', '2w' -> seconds."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+)\s*([smhdw]?)\s*", text or "")
+    if not m or int(m.group(1)) <= 0:
+        raise UsageError(f"--ttl {text!r} is not a duration", "give e.g. 3600, 30m, 12h, 7d or 2w")
+    return int(m.group(1)) * DURATION_UNITS[m.group(2)]
+
+
+def sandbox_path(path):
+    """A --file target as an absolute path inside the sandbox.
+
+    '~/' is the sandbox home, and so is the host home: the user's shell has
+    usually expanded `--file ~/.x` before we see it.
+    """
+    from agentsh.sandbox.lifecycle import SANDBOX_HOME
+
+    host_home = paths.home_dir()
+    if path.startswith("~/"):
+        path = SANDBOX_HOME + path[1:]
+    elif path.startswith(host_home + "/") and host_home != "/":
+        path = SANDBOX_HOME + path[len(host_home):]  # the shell expanded '~' to the host's home
+    parts = path.split("/")
+    if not path.startswith("/") or ".." in parts or any(c in path for c in "\n\0") or path.endswith("/"):
+        raise UsageError(f"--file {path!r} is not an absolute file path inside the sandbox",
+                         "give e.g. ~/.claude/.credentials.json or /run/agentsh/secrets/token")
+    return os.path.normpath(path)
+
+
+def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, ttl=None, now=None):
+    """The clear (but authenticated) part of a record."""
+    now = int(now if now is not None else time.time())
+    if type_ == ENV and not ENV_NAME.match(target):
+        raise UsageError(f"{target!r} is not a valid environment variable name")
+    if writeback and (type_ != FILE or source != VALUE):
+        raise UsageError("--writeback needs --file and a stored value",
+                         "drop --writeback, or store a file credential without --from-command")
+    return {"type": type_, "target": target, "source": source, "format": fmt, "writeback": bool(writeback),
+            "project": project.root if project is not None else None,
+            "updated": now, "expires": now + ttl if ttl else None}
+
+
+# -- the key ----------------------------------------------------------------
+
+
+def key_id(key):
+    from agentsh.base.digest import sha256_hex
+
+    return sha256_hex(b"agentsh credential key id\0" + key)[:16]
+
+
+def _config_path(name):
+    return os.path.join(paths.config_dir(), name)
+
+
+def _publish(path, data):
+    """Create `path` holding `data` (0600) unless it exists; whoever is first wins.
+
+    The file appears complete (hard link of a finished temp file), so two
+    first uses at the same moment cannot end up with two different keys.
+    """
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+
+
+def _read_private(path, what):
+    """Bytes of a key-ish file, refusing one that others could read or that is not ours."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise CredentialError(f"cannot read the {what} {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077:
+            raise CredentialError(f"the {what} {path} is readable by others (mode {st.st_mode & 0o777:o})",
+                                  f"run: chmod 600 '{path}'")
+        if st.st_uid != os.geteuid():
+            raise CredentialError(f"the {what} {path} belongs to uid {st.st_uid}, not to you",
+                                  "remove it, or run as its owner")
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def passphrase(confirm=False):
+    """AGENTSH_PASSPHRASE, else a no-echo prompt when stdin is a terminal."""
+    import sys
+
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise CredentialError("the credential cache is passphrase-protected and there is no terminal to ask on",
+                              f"set {PASSPHRASE_ENV}")
+    import getpass
+
+    value = getpass.getpass("agentsh credential passphrase: ")
+    if confirm and getpass.getpass("again: ") != value:
+        raise CredentialError("the passphrases differ", "run the command again")
+    if not value:
+        raise CredentialError("empty passphrase", f"type one, or set {PASSPHRASE_ENV}")
+    return value
+
+
+def _derive(secret, params):
+    import hashlib
+
+    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(params["salt"]), n=params["n"], r=params["r"],
+                          p=params["p"], maxmem=256 * params["n"] * params["r"] + (1 << 20), dklen=KEY_BYTES)
+
+
+def create_key(with_passphrase=False):
+    """Make the cache's key (random file, or passphrase parameters); error if one exists."""
+    if key_mode() is not None:
+        raise CredentialError(f"the credential cache already has a key in {paths.config_dir()}",
+                              "remove creds.key or creds.passphrase.json (and every record) to start over")
+    if with_passphrase:
+        params = {**SCRYPT, "salt": os.urandom(16).hex()}
+        key = _derive(passphrase(confirm=True), params)
+        params["key_id"] = key_id(key)
+        _publish(_config_path(PASSPHRASE_FILE), _json().dumps(params, indent=1).encode() + b"\n")
+    else:
+        _publish(_config_path(KEY_FILE), os.urandom(KEY_BYTES))
+    return load_key()
+
+
+def key_mode():
+    """'passphrase', 'key' or None (no cache key yet)."""
+    if os.path.lexists(_config_path(PASSPHRASE_FILE)):
+        return "passphrase"
+    if os.path.lexists(_config_path(KEY_FILE)):
+        return "key"
+    return None
+
+
+def load_key(create=False):
+    """The cache key. With create, the first use makes one (passphrase mode if AGENTSH_PASSPHRASE is set)."""
+    mode = key_mode()
+    if mode == "passphrase":
+        path = _config_path(PASSPHRASE_FILE)
+        raw = _read_private(path, "passphrase parameters file")
+        try:
+            params = _json().loads(raw)
+            key = _derive(passphrase(), params)
+            expected = params["key_id"]
+        except (ValueError, KeyError, TypeError):
+            raise CredentialError(f"the passphrase parameters file {path} is damaged",
+                                  "restore it from a backup; without it the records cannot be opened") from None
+        if key_id(key) != expected:
+            raise CredentialError("wrong passphrase for the credential cache", f"check {PASSPHRASE_ENV} or retype it")
+        return key
+    if mode == "key":
+        path = _config_path(KEY_FILE)
+        key = _read_private(path, "credential key file")
+        if key is None or len(key) != KEY_BYTES:
+            raise CredentialError(f"the credential key file {path} is damaged (not {KEY_BYTES} bytes)",
+                                  "restore it from a backup; without it the records cannot be opened")
+        return key
+    if not create:
+        raise CredentialError(f"the credential key is missing from {paths.config_dir()}",
+                              "restore creds.key (or creds.passphrase.json); without it no record can be opened")
+    return create_key(with_passphrase=bool(os.environ.get(PASSPHRASE_ENV)))
+
+
+# -- sealing ---------------------------------------------------------------
+
+
+def _aad(name, scope, clear):
+    return b"agentsh credential v1\0" + _json().dumps([name, scope, clear], sort_keys=True).encode()
+
+
+def seal(key, name, scope, clear, value):
+    """A record (dict) holding `value` (bytes) for name+scope, ready to write."""
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(key).encrypt(nonce, value, _aad(name, scope, clear))
+    return {"version": RECORD_VERSION, "name": name, "scope": scope, "meta": clear, "key_id": key_id(key),
+            "nonce": base64.b64encode(nonce).decode(), "ciphertext": base64.b64encode(sealed).decode()}
+
+
+def open_record(key, record):
+    """The value (bytes) in a record read by read_record; a clear error when it will not open."""
+    import base64
+    import binascii
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    name, scope = record["_name"], record["_scope"]
+    if record.get("key_id") != key_id(key):
+        raise CredentialError(f"credential {name} was sealed with another key (the key file or passphrase changed)",
+                              "restore the key it was stored with, or store it again with 'ab-creds set'")
+    try:
+        nonce = base64.b64decode(record["nonce"], validate=True)
+        sealed = base64.b64decode(record["ciphertext"], validate=True)
+        return AESGCM(key).decrypt(nonce, sealed, _aad(name, scope, record["meta"]))
+    except (InvalidTag, binascii.Error, ValueError, TypeError):
+        raise CredentialError(f"credential {name} ({record['_path']}) fails its integrity check: "
+                              "it was altered, moved from another name or scope, or damaged",
+                              f"remove it with 'ab-creds rm {name}' and store it again") from None
+
+
+# -- records on disk -----------------------------------------------------------
+
+
+def read_record(name, scope):
+    """The record for name in scope (clear fields checked, value still sealed), or None."""
+    from agentsh.base.state import read_bytes
+
+    path = record_path(name, scope)
+    raw = read_bytes(path, CredentialError, "credential record")
+    if raw is None:
+        return None
+    fix = f"remove it with 'ab-creds rm {name}{'' if scope == GLOBAL else ' --project DIR'}' and store it again"
+    try:
+        record = _json().loads(raw)
+        clear = record["meta"]
+        ok = (record["version"] == RECORD_VERSION and clear["type"] in (ENV, FILE)
+              and isinstance(clear["target"], str) and clear["source"] in (VALUE, COMMAND))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise CredentialError(f"credential record {path} is damaged (truncated or edited)", fix)
+    record.update(_name=name, _scope=scope, _path=path)
+    return record
+
+
+def write_record(store, record):
+    """Replace the record atomically, under the store's lock."""
+    from agentsh.base.state import atomic_write
+
+    body = {k: v for k, v in record.items() if not k.startswith("_")}
+    data = (_json().dumps(body, indent=1, sort_keys=True) + "\n").encode()
+    with store.lock():
+        atomic_write(record_path(record["name"], record["scope"]), data)
+
+
+def put(store, name, scope, clear, value, key=None):
+    """Seal and store a value (bytes); returns the record."""
+    check_name(name)
+    if len(value) > MAX_VALUE:
+        raise CredentialError(f"credential {name} is {len(value)} bytes; the limit is {MAX_VALUE}")
+    record = seal(key or load_key(create=True), name, scope, clear, value)
+    write_record(store, record)
+    return record
+
+
+def remove(store, name, scope):
+    path = record_path(name, scope)
+    with store.lock():
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise unknown(name, scope) from None
+
+
+def unknown(name, scope=GLOBAL):
+    where = "" if scope == GLOBAL else " for that project"
+    return CredentialError(f"no credential named {name}{where}", "see 'ab-creds ls'")
+
+
+def find(name, project=None):
+    """The record a project gets for name: its own scope first, then global (or None)."""
+    if project is not None:
+        record = read_record(name, project.key)
+        if record is not None:
+            return record
+    return read_record(name, GLOBAL)
+
+
+def scopes():
+    try:
+        return sorted(os.listdir(creds_dir()))
+    except FileNotFoundError:
+        return []
+
+
+def names(scope):
+    try:
+        entries = os.listdir(os.path.join(creds_dir(), scope))
+    except FileNotFoundError:
+        return []
+    return sorted(e[:-5] for e in entries if e.endswith(".json") and ".tmp." not in e)
+
+
+def expired(record, now=None):
+    expires = record["meta"].get("expires")
+    return bool(expires) and (now if now is not None else time.time()) >= expires
+
+
+# -- values -----------------------------------------------------------------------
+
+
+def reveal(record, key=None):
+    """The value a sandbox receives: the stored bytes, or the command's output now."""
+    if expired(record):
+        raise CredentialError(f"credential {record['_name']} expired at {iso(record['meta']['expires'])}",
+                              f"store it again with 'ab-creds set {record['_name']}'")
+    payload = open_record(key or load_key(), record)
+    clear = record["meta"]
+    if clear["source"] == COMMAND:
+        out = run_command(payload.decode("utf-8", "surrogateescape"), record["_name"])
+        if clear["format"] == AWS_PROCESS:
+            return aws_credentials_file(out, record["_name"])
+        payload = out
+    if clear["type"] == ENV:
+        payload = payload.rstrip(b"\r\n")
+        if b"\0" in payload:
+            raise CredentialError(f"credential {record['_name']} holds a NUL byte, which no variable can carry")
+    return payload
+
+
+def run_command(cmd, name, timeout=None):
+    """Run a credential command on the host (like AWS credential_process); its stdout."""
+    import signal
+    import subprocess
+
+    timeout = timeout or COMMAND_TIMEOUT
+    proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: a child may hold the pipe
+        proc.communicate()
+        raise CredentialError(f"credential {name}: its command did not finish within {timeout} s",
+                              "check it by running it yourself, or store the value instead") from None
+    if proc.returncode != 0:
+        last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+        raise CredentialError(f"credential {name}: its command failed (exit {proc.returncode})"
+                              + (f": {last}" if last else ""), "check it by running it yourself")
+    if not out.strip():
+        raise CredentialError(f"credential {name}: its command printed nothing", "check it by running it yourself")
+    return out
+
+
+def aws_credentials_file(output, name):
+    """credential_process JSON -> a ~/.aws/credentials file for the default profile."""
+    try:
+        data = _json().loads(output)
+        lines = ["[default]", f"aws_access_key_id = {data['AccessKeyId']}",
+                 f"aws_secret_access_key = {data['SecretAccessKey']}"]
+    except (ValueError, KeyError, TypeError):
+        raise CredentialError(f"credential {name}: its credential_process did not print the JSON AWS expects",
+                              "check it with 'aws configure export-credentials'") from None
+    if data.get("SessionToken"):
+        lines.append(f"aws_session_token = {data['SessionToken']}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def iso(ts):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def describe(record, granted=()):
+    """The `ab-creds ls` row: everything but the value."""
+    clear = record["meta"]
+    return {"name": record["_name"], "scope": record["_scope"], "project": clear.get("project"),
+            "type": clear["type"], "target": clear["target"], "source": clear["source"],
+            "writeback": clear.get("writeback", False), "updated": iso(clear.get("updated")),
+            "expires": iso(clear.get("expires")), "expired": expired(record), "granted": list(granted)}
+
+
+def listing(store):
+    """Every record's row, global first; a damaged record is listed as such, never fatal."""
+    grants = all_grants(store)
+    rows = []
+    for scope in sorted(scopes(), key=lambda s: (s != GLOBAL, s)):
+        for name in names(scope):
+            try:
+                record = read_record(name, scope)
+            except CredentialError:
+                rows.append({"name": name, "scope": scope, "project": None, "type": "damaged", "target": "",
+                             "source": "", "writeback": False, "updated": None, "expires": None,
+                             "expired": False, "granted": []})
+                continue
+            if record is None:
+                continue
+            granted = [g["project"] for g in grants if name in g.get("names", ())] if scope == GLOBAL else []
+            rows.append(describe(record, granted))
+    return rows
+
+
+# -- grants ----------------------------------------------------------------------
+
+
+def grant_rel(project):
+    return f"grants/{project.key}.json"
+
+
+def read_grant(store, project):
+    return store.read(grant_rel(project)) or {"project": project.root, "names": [], "ssh_agent": None}
+
+
+def all_grants(store):
+    return [g for g in (store.read(f"grants/{k}.json") for k in store.names("grants")) if g]
+
+
+def _update_grant(store, project, change):
+    with store.lock():
+        record = read_grant(store, project)
+        record["project"] = project.root
+        change(record)
+        store.write(grant_rel(project), record)
+        return record
+
+
+def grant(store, project, name):
+    check_name(name)
+    if find(name, project) is None:
+        raise unknown(name)
+    return _update_grant(store, project, lambda r: r.update(names=sorted(set(r["names"]) | {name})))
+
+
+def revoke(store, project, name):
+    check_name(name)
+    if name not in read_grant(store, project)["names"]:
+        raise CredentialError(f"{name} is not granted to {project.root}", "see 'ab-creds ls'")
+    return _update_grant(store, project, lambda r: r.update(names=[n for n in r["names"] if n != name]))
+
+
+def set_ssh_agent(store, project, socket):
+    """Record agent forwarding (the host socket seen now) for a project, or None to stop it."""
+    value = {"socket": socket, "granted": int(time.time())} if socket else None
+    return _update_grant(store, project, lambda r: r.update(ssh_agent=value))

@@ -1,0 +1,493 @@
+"""agentsh's egress proxy: HTTP CONNECT and plain HTTP to allowed host:port pairs only.
+
+A long-running host process per sandbox (started by agentsh.egress.network.attach),
+serving a listening socket that lives inside the sandbox's network namespace.
+For each connection it reads one request head, decides on the host and port
+*before* resolving anything, resolves the name itself, refuses IP literals
+no rule lists and internal addresses (loopback, private, link-local, and the
+IPv6 forms embedding them; see network.classify) that no rule names,
+connects to the very address it checked, then splices bytes both ways
+(os.splice through a pipe: the payload never enters Python) and appends one
+audit entry when the connection ends. One thread per connection: agents open
+tens of connections, not thousands, and blocking splice is the fastest path.
+
+    python -m agentsh.egress.proxy serve --state DIR --record REL --fd N
+    python -m agentsh.egress.proxy plant PID PORT UNIX_SOCKET   (the namespace helper)
+
+It stops when its sandbox's first process is gone, or on SIGTERM.
+"""
+
+import ipaddress
+import os
+import socket
+import sys
+import threading
+import time
+
+from agentsh.egress import audit
+from agentsh.egress.network import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
+
+HEAD_LIMIT = 64 * 1024
+HEAD_TIMEOUT = 30
+CONNECT_TIMEOUT = 15
+CHUNK = 1 << 20
+_HOP_HEADERS = (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive")
+_METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class RecordPolicy:
+    """The policy from the proxy's state record plus the project's `ab-net allow` record.
+
+    `current()` costs two stat calls while nothing changed; a changed mtime
+    re-reads both records, so an allow takes effect on the next request.
+    """
+
+    def __init__(self, store, rel):
+        self.store, self.rel = store, rel
+        self._stamp = None
+        self._policy = Policy("allow", [])
+        self.record = {}
+
+    def _mtimes(self, *rels):
+        out = []
+        for rel in rels:
+            try:
+                st = os.stat(self.store.path(rel))
+                out.append((st.st_ino, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def _stamp_now(self):
+        return self._mtimes(self.rel, self.record.get("extra") or self.rel)
+
+    def current(self):
+        if self._stamp_now() != self._stamp:
+            from agentsh.egress.network import expand
+
+            try:
+                record = self.store.read(self.rel) or {}
+                extra = record.get("extra")
+                added = (self.store.read(extra) or {}).get("allow", []) if extra else []
+                self._policy = Policy(record.get("mode", "allow"), expand(record.get("allow", [])) + added)
+                self.record = record
+            except Exception as e:  # a torn or hand-edited record: keep the last good policy
+                sys.stderr.write(f"agentsh proxy: cannot reload the policy: {e}\n")
+            self._stamp = self._stamp_now()
+        return self._policy
+
+
+class StaticPolicy:
+    """A fixed policy (tests, benchmarks)."""
+
+    def __init__(self, policy):
+        self.policy = policy
+
+    def current(self):
+        return self.policy
+
+
+class Refused(OSError):
+    """A destination the policy allows by name but not at the address it resolves to.
+
+    `log` says which address (for the audit log); the reply to the sandbox
+    says only what kind it was, so the proxy is no resolver of internal names.
+    """
+
+    def __init__(self, log, reply):
+        super().__init__(log)
+        self.log, self.reply = log, reply
+
+
+class Proxy:
+    """Serves one listening socket; decisions from `policy.current()`, entries to `log`."""
+
+    def __init__(self, listener, policy, log, sandbox=""):
+        self.listener, self.policy, self.log, self.sandbox = listener, policy, log, sandbox
+        self.closed = threading.Event()
+
+    def serve_forever(self):
+        self.listener.settimeout(None)
+        while not self.closed.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                if self.closed.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def close(self):
+        self.closed.set()
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+
+    # -- one connection --------------------------------------------------------
+
+    def handle(self, client):
+        start = time.time()
+        entry = {"time": audit.now_iso(start), "sandbox": self.sandbox, "host": "", "port": 0, "method": "",
+                 "allowed": False, "reason": "", "bytes_sent": 0, "bytes_received": 0, "ms": 0}
+        upstream = None
+        try:
+            client.settimeout(HEAD_TIMEOUT)
+            try:
+                head, rest = _read_head(client)
+                if head is None:
+                    return  # closed before a request: nothing to log
+                method, host, port, forward = _parse(head)
+            except ValueError as e:
+                entry["reason"] = f"bad request: {e}"
+                _reply(client, 400, str(e))
+                self._log(entry, start)
+                return
+            entry.update(method=method, host=host, port=port)
+            policy = self.policy.current()
+            allowed, why, host, addr = policy.check(host, port)
+            entry["reason"] = why
+            if not allowed:
+                hint = ""
+                if why in ("not on the allowlist", "IP address not on the allowlist"):
+                    hint = f"; allow it with: ab-net allow {_dest(host, port) if port not in (80, 443) else host}"
+                shown = host if len(host) <= 255 else host[:255] + "..."
+                _reply(client, 403, f"{_dest(shown, port)} is not allowed for this sandbox ({why}){hint}")
+                self._log(entry, start)
+                return
+            try:
+                upstream = _connect(host, port, addr, policy)
+            except Refused as e:
+                entry.update(allowed=False, reason=e.log)
+                _reply(client, 403, f"{_dest(host, port)}: {e.reply}")
+                self._log(entry, start)
+                return
+            except OSError as e:
+                entry.update(allowed=False, reason=f"cannot connect: {e.strerror or e}")
+                _reply(client, 502, f"cannot reach {_dest(host, port)}: {e.strerror or e}")
+                self._log(entry, start)
+                return
+            entry["allowed"] = True
+            client.settimeout(None)
+            if method == "CONNECT":
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                first = rest
+            else:
+                first = forward + rest
+            sent, received = _relay(client, upstream, first)
+            entry.update(bytes_sent=sent, bytes_received=received)
+            self._log(entry, start)
+        except Exception as e:  # a broken client must never take the proxy down
+            if not entry["reason"]:
+                entry["reason"] = f"error: {e}"
+            if entry["host"]:
+                self._log(entry, start)
+        finally:
+            for s in (client, upstream):
+                if s is not None:
+                    s.close()
+
+    def _log(self, entry, start):
+        entry["ms"] = int((time.time() - start) * 1000)
+        try:
+            self.log.write(entry)
+        except OSError as e:
+            sys.stderr.write(f"agentsh proxy: cannot write the audit log: {e}\n")
+
+
+def _dest(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _read_head(sock):
+    """(request head bytes, bytes read past it), or (None, b"") on EOF before a full head."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        if len(buf) > HEAD_LIMIT:
+            raise ValueError("request head too large")
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None, b""
+        buf += chunk
+    end = buf.index(b"\r\n\r\n") + 4
+    return buf[:end], buf[end:]
+
+
+def _split_hostport(text, default_port):
+    """(host, port) of an authority; the host only normalised (Policy.check judges it)."""
+    text = text.strip()
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("unclosed [")
+        host, rest = text[1:end], text[end + 1:]
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if port and not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+        raise ValueError(f"bad port {port[:16]!r}")
+    host = normalize_host(host)
+    if not host:
+        raise ValueError("no host")
+    return host, int(port) if port else default_port
+
+
+def _parse(head):
+    """(method, host, port, head to send upstream) for a proxy request head."""
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        raise ValueError("not an HTTP request line")
+    method, target, version = (p.decode("latin-1") for p in parts)
+    if not 0 < len(method) <= 32 or not _METHOD_CHARS.issuperset(method):
+        raise ValueError("not an HTTP method")
+    if method == "CONNECT":
+        host, port = _split_hostport(target, 443)
+        return method, host, port, b""
+    if not target.lower().startswith("http://"):
+        raise ValueError("plain HTTP needs an absolute http:// URL; use CONNECT for https")
+    rest = target[7:]
+    end = len(rest)
+    for delimiter in "/?#":  # the authority ends at the first of them (RFC 3986)
+        i = rest.find(delimiter, 0, end)
+        if i >= 0:
+            end = i
+    authority, path = rest[:end], rest[end:]
+    if not path.startswith("/"):
+        path = "/" + path
+    authority = authority.rsplit("@", 1)[-1]
+    host, port = _split_hostport(authority, 80)
+    headers = [h for h in lines[1:] if h and h.split(b":", 1)[0].strip().lower() not in _HOP_HEADERS]
+    out = [f"{method} {path} {version}".encode("latin-1"), *headers, b"Connection: close", b"", b""]
+    return method, host, port, b"\r\n".join(out)
+
+
+_LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
+
+
+def _connect(host, port, addr, policy):
+    """Resolve (here, never in the sandbox) and connect to an address the policy admits.
+
+    `addr` is the checked address of an IP literal (Policy.check), else None.
+    Every address a name resolves to is checked (Policy.admits: internal
+    ones only when a rule names them) and the socket connects to that very
+    address, so no second lookup can point it elsewhere.
+    """
+    if addr is not None:
+        candidates = [addr]
+    elif host in HOST_ALIASES:
+        candidates = [_LOOPBACK]
+    else:
+        candidates = []
+        for _, _, _, _, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            ip = unmapped(ipaddress.ip_address(sockaddr[0].split("%", 1)[0]))
+            if ip not in candidates:
+                candidates.append(ip)
+    refused, last = None, None
+    for ip in candidates:
+        if addr is None:
+            ok, reason = policy.admits(host, port, ip)
+            if not ok:
+                refused = refused or Refused(f"{host} resolves to {ip}, an internal address ({reason}); {NAME_IT}",
+                                             f"resolves to an internal address ({reason}); {NAME_IT}")
+                continue
+        sock = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(CONNECT_TIMEOUT)
+        try:
+            sock.connect((str(ip), port))
+        except OSError as e:
+            sock.close()
+            last = e
+            continue
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+    raise last or refused or OSError(f"no address for {host}")
+
+
+def _reply(sock, status, message):
+    reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
+    body = f"agentsh: {message}\n".encode()
+    try:
+        sock.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                     f"X-Agentsh-Policy: {'denied' if status == 403 else 'error'}\r\nConnection: close\r\n\r\n"
+                     .encode() + body)
+    except OSError:
+        pass
+
+
+def _relay(client, upstream, first):
+    """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client)."""
+    counts = [0, 0]
+
+    def down():
+        counts[1] = _pump(upstream, client)
+
+    t = threading.Thread(target=down, daemon=True)
+    t.start()
+    sent = 0
+    try:
+        if first:
+            upstream.sendall(first)
+            sent = len(first)
+        sent += _pump(client, upstream)
+    finally:
+        counts[0] = sent
+    t.join()
+    return counts[0], counts[1]
+
+
+_SPLICE = hasattr(os, "splice")
+
+
+def _pump(src, dst):
+    """src -> dst until EOF, then half-close dst; returns the byte count."""
+    total = 0
+    try:
+        total = _splice(src, dst) if _SPLICE else _copy(src, dst)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+    return total
+
+
+def _splice(src, dst):
+    global _SPLICE
+    r, w = os.pipe()
+    total = 0
+    try:
+        try:
+            import fcntl
+
+            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+        except OSError:
+            pass
+        sfd, dfd = src.fileno(), dst.fileno()
+        while True:
+            try:
+                n = os.splice(sfd, w, CHUNK)
+            except OSError as e:
+                if total == 0 and e.errno in (22, 38, 95):  # EINVAL/ENOSYS/EOPNOTSUPP: no splice here
+                    _SPLICE = False
+                    return _copy(src, dst)
+                raise
+            if n == 0:
+                return total
+            total += n
+            while n:
+                n -= os.splice(r, dfd, n)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _copy(src, dst):
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    while True:
+        n = src.recv_into(buf)
+        if not n:
+            return total
+        dst.sendall(view[:n])
+        total += n
+
+
+# -- the process ---------------------------------------------------------------------
+
+
+def _start_time(pid):
+    from agentsh.egress.network import _start_time as start_time
+
+    return start_time(pid)
+
+
+def serve(state_root, rel, fd):
+    """Run until the sandbox's first process is gone (polled each second) or SIGTERM."""
+    import signal
+
+    from agentsh.base.state import Store
+
+    store = Store(state_root)
+    policy = RecordPolicy(store, rel)
+    policy.current()
+    record = policy.record
+    listener = socket.socket(fileno=fd)
+    log = audit.Writer(store.path(record.get("log") or f"net/log/{record.get('sandbox', 'sandbox')}.jsonl"))
+    proxy = Proxy(listener, policy, log, record.get("sandbox", ""))
+
+    def stop(*_):
+        proxy.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    pid, start = record.get("sandbox_pid"), record.get("sandbox_start")
+
+    def watch():
+        while not proxy.closed.is_set():
+            if pid and _start_time(pid) != start:
+                proxy.close()
+                return
+            time.sleep(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        proxy.serve_forever()
+    finally:
+        log.close()
+
+
+def plant(pid, port, unix_path):
+    """In the sandbox's network namespace, make a listening socket and send its fd to unix_path."""
+    import array
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    if libc.setns(ns, 0x40000000) != 0:  # CLONE_NEWNET
+        err = ctypes.get_errno()
+        raise SystemExit(f"cannot enter the sandbox's network namespace: {os.strerror(err)}")
+    os.close(ns)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as e:
+        raise SystemExit(f"cannot listen on 127.0.0.1:{port} in the sandbox: {e.strerror}")
+    sock.listen(256)
+    back = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    back.connect(unix_path)
+    back.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+    back.close()
+
+
+def main(argv=None):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m agentsh.egress.proxy", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--state", required=True)
+    s.add_argument("--record", required=True)
+    s.add_argument("--fd", type=int, required=True)
+    pl = sub.add_parser("plant")
+    pl.add_argument("pid", type=int)
+    pl.add_argument("port", type=int)
+    pl.add_argument("unix_path")
+    args = p.parse_args(argv)
+    if args.cmd == "serve":
+        serve(args.state, args.record, args.fd)
+    else:
+        plant(args.pid, args.port, args.unix_path)
+
+
+if __name__ == "__main__":
+    main()

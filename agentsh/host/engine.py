@@ -1,0 +1,366 @@
+"""The only place that builds container-engine command lines.
+
+Podman by default, Docker where its flags allow. Every call goes through a
+runner (a function taking argv and returning (status, stdout, stderr)), so unit
+tests swap in a recorder. Engine failures become one-line errors that say what
+to run next; policy (which mounts, which user) lives in `sandbox`.
+"""
+
+import os
+
+from agentsh.base.errors import EngineError
+
+INSTALL_HINT = {
+    "podman": "install it (Debian/Ubuntu: sudo apt-get install podman; Fedora: sudo dnf install podman)",
+    "docker": "install Docker Engine, or use Podman (set engine = \"podman\")",
+}
+
+
+def _json_loads(text):
+    import json  # not needed by ab-exec's hot path
+
+    return json.loads(text)
+
+
+def which(program):
+    """shutil.which without importing shutil (hot path)."""
+    if os.sep in program:
+        return program if os.access(program, os.X_OK) else None
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(d or ".", program)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def subprocess_runner(argv, input=None, capture=True, timeout=None):
+    import subprocess
+
+    try:
+        proc = subprocess.run(
+            argv,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            timeout=timeout,
+        )
+    except FileNotFoundError:
+        raise EngineError(f"{argv[0]}: not found") from None
+    out = proc.stdout.decode("utf-8", "replace") if capture else ""
+    err = proc.stderr.decode("utf-8", "replace") if capture else ""
+    return proc.returncode, out, err
+
+
+# Failures of the engine's defaults on some hosts (cgroups v1 "hybrid" with
+# crun; hosts refusing rootful Podman's default rlimits), fixed by a
+# containers.conf the user selects, never by flags we hard-code.
+HOST_QUIRKS = ("cgroups in hybrid mode", "error setting rlimit", "setrlimit")
+
+
+# How a registry that cannot be reached shows in the engine's error text.
+UNREACHABLE = ("pinging container registry", "no such host", "dial tcp", "connection refused", "i/o timeout",
+               "tls handshake timeout")
+
+
+class NoSuchContainer(EngineError):
+    pass
+
+
+class Engine:
+    """A Podman or Docker command line, and how its answers are read."""
+
+    def __init__(self, name="podman", runner=None, rootless=None, exe=None):
+        if name not in INSTALL_HINT:
+            raise EngineError(f"unknown engine {name!r}", "set engine to \"podman\" or \"docker\"")
+        self.name = name
+        self._exe = exe
+        self.runner = runner or subprocess_runner
+        self._rootless = rootless
+
+    @property
+    def exe(self):
+        """The engine binary; a clear error when it is not installed."""
+        if self._exe is None:
+            found = which(self.name)
+            if not found:
+                raise EngineError(f"{self.name} is not installed (not found on PATH)", INSTALL_HINT[self.name])
+            self._exe = found
+        return self._exe
+
+    @property
+    def is_podman(self):
+        return self.name == "podman"
+
+    @property
+    def rootless(self):
+        """Rootless engines map the user's uid into the container themselves.
+
+        Podman run by a non-root user is rootless (unless it talks to a remote
+        service); Docker is rootless when its socket is the user's own.
+        Decided without an engine call, since `ab-up` needs it on its hot path.
+        """
+        if self._rootless is None:
+            if self.is_podman:
+                self._rootless = os.geteuid() != 0 and not os.environ.get("CONTAINER_HOST")
+            else:
+                host = os.environ.get("DOCKER_HOST", "")
+                self._rootless = "/run/user/" in host or "rootless" in host
+        return self._rootless
+
+    @property
+    def is_local(self):
+        """Whether the engine's containers are processes of this host (their pids are in our /proc)."""
+        if not os.path.isdir("/proc/self"):
+            return False
+        if self.is_podman:
+            return not os.environ.get("CONTAINER_HOST")
+        return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+
+    # -- plumbing -------------------------------------------------------
+
+    def argv(self, *args):
+        return [self.exe, *args]
+
+    def call(self, *args, input=None, check=True, timeout=None, what=None):
+        """Run an engine subcommand; returns stdout, or raises a clear error."""
+        status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)
+        if status != 0 and check:
+            raise self.error(err, what or args[0])
+        return out if check else (status, out, err)
+
+    def error(self, stderr, what):
+        """Turn engine stderr into one actionable line."""
+        text = " ".join(stderr.strip().split())
+        low = text.lower()
+        if "no such container" in low or "no container with name or id" in low:
+            return NoSuchContainer(f"{what}: no such container")
+        if "cannot connect to the docker daemon" in low or "cannot connect to podman" in low:
+            fix = ("start it: sudo systemctl start docker" if self.name == "docker"
+                   else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")
+            return EngineError(f"the {self.name} engine is not running", fix)
+        if "initializing source" in low and any(s in low for s in UNREACHABLE):
+            return EngineError(f"{what}: cannot reach the image registry ({text[-160:]})",
+                               "check the network or proxy, or build the image locally: ab-image build --bootstrap")
+        if any(s in low for s in ("image not known", "unable to find image", "manifest unknown",
+                                  "no such image", "repository does not exist", "initializing source")):
+            return EngineError(f"{what}: image not found ({text[:160]})",
+                               "build it with 'ab-image build' or set another image")
+        if any(s in low for s in HOST_QUIRKS):
+            conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "containers-compat.conf")
+            return EngineError(f"{self.name} cannot start containers with its defaults on this host ({text[-160:]})",
+                               f"use runc and lower ulimits: export CONTAINERS_CONF={conf}")
+        last = text[-300:] if text else "no error text"
+        return EngineError(f"{self.name} {what} failed: {last}")
+
+    # -- containers -----------------------------------------------------
+
+    def inspect(self, name):
+        """The container's inspect dict, or None if there is no such container."""
+        status, out, err = self.call("container", "inspect", name, check=False)
+        if status != 0:
+            e = self.error(err, "inspect")
+            if isinstance(e, NoSuchContainer):
+                return None
+            raise e
+        data = _json_loads(out or "[]")
+        return data[0] if data else None
+
+    def run_detached(self, run_args):
+        return self.call("run", "-d", *run_args, what="run").strip()
+
+    def start(self, name):
+        self.call("start", name)
+
+    def stop(self, name, timeout=5):
+        self.call("stop", "-t", str(timeout), name)
+
+    def remove(self, name):
+        status, _, err = self.call("rm", "-f", name, check=False)
+        if status != 0 and not isinstance(self.error(err, "rm"), NoSuchContainer):
+            raise self.error(err, "rm")
+
+    def exec_argv(self, name, cmd, workdir=None, env_names=(), tty=False, interactive=True, user=None):
+        """argv for `exec`: env values come from the caller's environment, never argv."""
+        args = ["exec"]
+        if interactive:
+            args.append("-i")
+        if tty:
+            args.append("-t")
+        if workdir:
+            args += ["-w", workdir]
+        if user:
+            args += ["-u", user]
+        for n in env_names:
+            args += ["-e", n]
+        return self.argv(*args, name, *cmd)
+
+    def list(self, labels):
+        """Containers carrying all of `labels` ({key: value}), as dicts."""
+        filters = []
+        for k, v in labels.items():
+            filters += ["--filter", f"label={k}={v}"]
+        if self.is_podman:
+            return _json_loads(self.call("ps", "-a", *filters, "--format", "json") or "[]")
+        out = self.call("ps", "-a", "--no-trunc", *filters, "--format", "{{json .}}")
+        return [_json_loads(line) for line in out.splitlines() if line.strip()]
+
+    # -- volumes and images ------------------------------------------------
+
+    def volume_remove(self, name):
+        self.call("volume", "rm", "-f", name, check=False)
+
+    def image_exists(self, image):
+        if self.is_podman:
+            return self.call("image", "exists", image, check=False)[0] == 0
+        return self.call("image", "inspect", image, check=False)[0] == 0
+
+    def images(self, reference=None):
+        args = ["images", "--format", "json" if self.is_podman else "{{json .}}"]
+        if reference:
+            args += ["--filter", f"reference={reference}"]
+        out = self.call(*args)
+        if self.is_podman:
+            return _json_loads(out or "[]")
+        return [_json_loads(line) for line in out.splitlines() if line.strip()]
+
+    def info(self):
+        return _json_loads(self.call("info", "--format", "json"))
+
+    # -- image building (ab-image) ------------------------------------------
+
+    def build_argv(self, context, tag, file=None, build_args=None, secrets=None, labels=None,
+                   no_cache=False):
+        """argv for `build`. The base must already be local: nothing is pulled.
+
+        secrets ({id: host file}) reach only the RUN steps that mount them
+        (`RUN --mount=type=secret,id=ID`); they are not kept in the image and
+        do not change its layer cache.
+        """
+        args = ["build", "-t", tag]
+        if file:
+            args += ["-f", file]
+        for k, v in (build_args or {}).items():
+            args += ["--build-arg", f"{k}={v}"]
+        for k, v in (secrets or {}).items():
+            args += ["--secret", f"id={k},src={v}"]
+        for k, v in (labels or {}).items():
+            args += ["--label", f"{k}={v}"]
+        if self.is_podman:
+            args.append("--pull=never")
+        if no_cache:
+            args.append("--no-cache")
+        return self.argv(*args, context)
+
+    def build(self, context, tag, on_line=None, timeout=None, **kw):
+        """Build an image, streaming its output lines to on_line.
+
+        On failure: an EngineError whose `tail` holds the last output lines.
+        """
+        status, tail = self.stream(self.build_argv(context, tag, **kw), on_line, timeout=timeout)
+        if status != 0:
+            step = next((l for l in reversed(tail) if l.startswith(("STEP ", "Step ", "#"))), "")
+            where = f" at {step.split(':', 1)[0]}" if step.startswith(("STEP ", "Step ")) else ""
+            reason = next((l.strip() for l in reversed(tail) if l.strip()), f"exit status {status}")
+            error = EngineError(f"{self.name} build failed{where}: {reason.removeprefix('Error: ')[-300:]}")
+            error.tail = tail
+            raise error
+
+    def pull(self, image, on_line=None, timeout=None):
+        """Pull an image; an EngineError naming the engine's reason when it cannot."""
+        status, tail = self.stream(self.argv("pull", image), on_line, timeout=timeout)
+        if status != 0:
+            reason = next((l.strip() for l in reversed(tail) if l.strip()), f"exit status {status}")
+            raise EngineError(f"cannot pull {image}: {reason.removeprefix('Error: ')[-300:]}")
+
+    def import_image(self, tarball, ref, changes=()):
+        """Make an image from a root filesystem tarball; returns its id."""
+        args = ["import"]
+        for change in changes:
+            args += ["--change", change]
+        out = self.call(*args, tarball, ref, what="import")
+        return out.strip().splitlines()[-1].removeprefix("sha256:") if out.strip() else ""
+
+    def image_inspect(self, image):
+        """The image's inspect dict, or None when there is no such image."""
+        status, out, _ = self.call("image", "inspect", image, check=False)
+        if status != 0:
+            return None
+        data = _json_loads(out or "[]")
+        return data[0] if data else None
+
+    def stream(self, argv, on_line=None, timeout=None, keep=60):
+        """Run argv, passing each output line (stdout and stderr merged) to on_line.
+
+        Returns (status, the last `keep` lines). A runner other than the
+        subprocess one (a test's) is called once and its output replayed.
+        """
+        from collections import deque
+
+        tail = deque(maxlen=keep)
+
+        def emit(line):
+            tail.append(line)
+            if on_line:
+                on_line(line)
+
+        if self.runner is not subprocess_runner:
+            status, out, err = self.runner(argv, timeout=timeout)
+            for line in (out + err).splitlines():
+                emit(line)
+            return status, list(tail)
+        import subprocess
+        import threading
+
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+        except FileNotFoundError:
+            raise EngineError(f"{argv[0]}: not found") from None
+        timer = None
+        if timeout:
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+        try:
+            with proc.stdout:
+                for raw in proc.stdout:
+                    # progress bars redraw with \r: keep the last state of the line
+                    emit(raw.decode("utf-8", "replace").rstrip("\r\n").rsplit("\r", 1)[-1])
+            status = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+        return status, list(tail)
+
+
+    # -- credentials (agentsh.creds.delivery) ------------------------------------------
+
+    def exec_bytes(self, name, cmd, input=b"", timeout=None):
+        """Run cmd in a container with raw bytes on stdin and stdout.
+
+        Secrets travel this way (never on argv); the answer stays bytes so a
+        token file comes back exactly. Returns (status, stdout bytes, stderr text).
+        """
+        argv = self.argv("exec", "-i", name, *cmd)
+        if self.runner is not subprocess_runner:
+            status, out, err = self.runner(argv, input=input, timeout=timeout)
+            return status, out if isinstance(out, bytes) else out.encode(), err
+        import subprocess
+
+        try:
+            proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+        except FileNotFoundError:
+            raise EngineError(f"{argv[0]}: not found") from None
+        except subprocess.TimeoutExpired:
+            raise EngineError(f"{self.name} exec in {name} did not finish within {timeout} s") from None
+        return proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace")
+
+    # -- network policy (agentsh.egress.network) ---------------------------------------
+
+    def unshare_argv(self, cmd):
+        """argv running cmd in rootless Podman's user namespace (where it may enter a sandbox's namespaces)."""
+        return self.argv("unshare", *cmd)

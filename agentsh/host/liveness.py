@@ -1,0 +1,98 @@
+"""Is that very process still running? Answered from /proc, without the engine.
+
+A sandbox's init process (and the egress proxy) is named by its pid plus its
+start time, so a reused pid never passes for it. ab-exec asks this before its
+one engine call: a sandbox that is not running is started first, instead of
+after a failed exec that may already have swallowed the caller's stdin. The
+answer for a sandbox lives in `sandboxes/<name>.pid` ("PID START"), plain text
+so that reading it needs no json.
+"""
+
+import os
+
+
+def start_time(pid):
+    """A process's start time (clock ticks since boot) from /proc, or None."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            stat = f.read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def alive(pid, start):
+    """Whether process `pid` runs and started at `start`: the same process, not a reused pid."""
+    return bool(pid and start) and start_time(pid) == start
+
+
+def pid_file(store, name):
+    return store.path(f"sandboxes/{name}.pid")
+
+
+def remember(store, name, pid):
+    """Record a sandbox's init process (call under the store lock)."""
+    from agentsh.base.state import atomic_write
+
+    atomic_write(pid_file(store, name), f"{pid} {start_time(pid)}\n".encode())
+
+
+def sandbox_running(store, name):
+    """True when the recorded init process of sandbox `name` still runs (False: unknown or gone)."""
+    try:
+        with open(pid_file(store, name), "rb") as f:
+            pid, start = f.read().split()
+        return alive(int(pid), int(start))
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_running(project, cfg, engine, store, notify):
+    """Before an exec: start the sandbox unless its init process is known to run.
+
+    The known case costs no engine call. Engines whose containers are not
+    local processes keep the old way: exec, and start on failure.
+    """
+    if not engine.is_local or sandbox_running(store, project.sandbox):
+        return
+    start(project, cfg, engine, store, notify)
+
+
+def start(project, cfg, engine, store, notify):
+    """ab-up for a sandbox an exec found (or may find) not running; says so when it started it."""
+    from agentsh.sandbox import lifecycle as sandbox
+
+    if sandbox.up(project, cfg, engine, store, notify=notify).get("started"):
+        notify(f"sandbox {project.sandbox} was not running; started it")
+
+
+def _shell_file(store, name):
+    return store.path(f"sandboxes/{name}.shell")
+
+
+def _identity(store, name):
+    try:
+        with open(pid_file(store, name), "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def shell_hint(store, name):
+    """The shell a previous exec fell back to in this very sandbox (same init process), or None."""
+    identity = _identity(store, name)
+    try:
+        with open(_shell_file(store, name), "rb") as f:
+            recorded, _, shell = f.read().strip().rpartition(b" ")
+    except OSError:
+        return None
+    return shell.decode() if identity and recorded == identity else None
+
+
+def remember_shell(store, name, shell):
+    """Remember that this sandbox lacks the preferred shell (until it is recreated)."""
+    from agentsh.base.state import atomic_write
+
+    identity = _identity(store, name)
+    if identity:
+        atomic_write(_shell_file(store, name), identity + b" " + shell.encode() + b"\n")
