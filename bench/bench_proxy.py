@@ -104,7 +104,7 @@ def main():
     small = f"for i in $(seq {SMALL}); do wget -q -O /dev/null {url}/small || exit 9; done"
     results = {m: {"big": [], "small": []} for m in projects}
     try:
-        for mode, path in projects.items():
+        for path in projects.values():
             subprocess.run([os.path.join(BIN, "ab-up"), path], env=env, check=True, capture_output=True)
             timed_loop(path, env, small.replace(str(SMALL), "3"))  # warm up
         for r in range(opts.rounds):

@@ -195,11 +195,11 @@ class Bench:
         # The run flags exactly as ab-up computes them, from the same config.
         os.environ.update({k: self.env[k] for k in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")})
         sys.path.insert(0, REPO)
-        from agentsh.policy import config
-        from agentsh.host import project
-        from agentsh.sandbox import lifecycle as sandbox
-        from agentsh.host.engine import Engine
         from agentsh.base.state import Store
+        from agentsh.host import project
+        from agentsh.host.engine import Engine
+        from agentsh.policy import config
+        from agentsh.sandbox import lifecycle as sandbox
 
         proj = project.find(self.project)
         cfg = config.load(proj, Store())

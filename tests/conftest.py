@@ -165,7 +165,7 @@ def sandbox_env(tiny_image, user_config, tmp_path):
 def remove_sandboxes_under(prefix, run_podman=podman):
     proc = run_podman("ps", "-a", "--filter", "label=io.agentsh.managed=true", "--format", "json", check=False)
     for c in json.loads(proc.stdout or "[]"):
-        project = (c.get("Labels") or {}).get("io.agentsh.host.project", "")
+        project = (c.get("Labels") or {}).get("io.agentsh.project", "")
         if project.startswith(prefix):
             name = c["Names"][0]
             run_podman("rm", "-f", "-t", "0", name, check=False)

@@ -17,10 +17,10 @@ class Check(dict):
 
 def run_checks(engine_factory=None, run_container=True):
     """All checks in order; later ones are skipped when an earlier one rules them out."""
-    from agentsh.policy import config
     from agentsh.base import paths
-    from agentsh.host.engine import Engine
     from agentsh.base.errors import AgentshError
+    from agentsh.host.engine import Engine
+    from agentsh.policy import config
 
     checks = []
     try:
@@ -105,7 +105,6 @@ def ca_check(setting):
 
 def state_check():
     from agentsh.base.lock import Timeout
-
     from agentsh.base.state import Store
 
     store = Store()
@@ -193,10 +192,10 @@ def hook_check(environ=None):
 
 def agent_checks(engine, cfg):
     """Each agent profile: its program in the image (one throwaway container) and its credentials."""
-    from agentsh.policy import agents
+    from agentsh.base.errors import AgentshError
     from agentsh.creds import vault as creds
     from agentsh.host import project
-    from agentsh.base.errors import AgentshError
+    from agentsh.policy import agents
 
     profiles = [agents.profile(n, cfg) for n in agents.names(cfg) if n != agents.SHELL]
     probe = "; ".join(f"command -v {agents._q(p.program)} >/dev/null 2>&1 && echo {agents._q(p.name)}"

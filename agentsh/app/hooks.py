@@ -68,9 +68,9 @@ class Decision:
 
 def decide(directory, store=None, environ=None):
     """The Decision for entering `directory` (reads config and trust; no engine call)."""
-    from agentsh.policy import config, trust
-    from agentsh.host import project
     from agentsh.base.errors import AgentshError
+    from agentsh.host import project
+    from agentsh.policy import config, trust
 
     if disabled(environ):
         return Decision(OFF)
@@ -138,8 +138,8 @@ def trust_of(store, config_file, check_build=False, build=None):
     since it was allowed makes the answer "blocked" (`build`: its digest,
     when the caller computed it already; else a walk of the context).
     """
-    from agentsh.policy import trust
     from agentsh.base.errors import AgentshError
+    from agentsh.policy import trust
 
     if not config_file:
         return TRUST_NONE, f"no {PROJECT_FILE} here or above: the user config applies and the cd hook does nothing"
@@ -175,9 +175,9 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
     read: no "widens", and its trust is decided on the files the cd hook
     checks, so it is cheap enough to run at every prompt.
     """
-    from agentsh.policy import config, trust
-    from agentsh.host import project
     from agentsh.base.errors import AgentshError
+    from agentsh.host import project
+    from agentsh.policy import config, trust
 
     environ = os.environ if environ is None else environ
     store = _store(store)

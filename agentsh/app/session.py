@@ -39,16 +39,15 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     """
     from agentsh.creds import delivery as inject
     from agentsh.host import liveness
+    from agentsh.sandbox import lifecycle
 
     def recover():
-        liveness.start(proj, cfg, engine, store, notify)  # the cfg in force (locked or not)
+        lifecycle.start(proj, cfg, engine, store, notify)  # the cfg in force (locked or not)
 
     if req.locked:  # make sure the running sandbox is the locked one, never a laxer one of the same name
-        from agentsh.sandbox import lifecycle as sandbox
-
-        sandbox.up(proj, cfg, engine, store, notify=notify)
+        lifecycle.up(proj, cfg, engine, store, notify=notify)
     else:
-        liveness.ensure_running(proj, cfg, engine, store, notify)  # a failed exec could swallow our stdin
+        lifecycle.ensure_running(proj, cfg, engine, store, notify)  # a failed exec could swallow our stdin
     cmd = req.cmd
     fallback = getattr(cmd, "fallback", None)
     if fallback_hint and fallback and liveness.shell_hint(store, proj.sandbox) == fallback[0]:
@@ -89,8 +88,8 @@ def collect_git(proj, store, token, notify, locked=False):
     """Take into the host repository what command `token` committed in the sandbox."""
     if not _has_exports(proj.sandbox, token, locked):  # the common case: one directory listing
         return
-    from agentsh.sandbox import gitbridge
     from agentsh.host import gittopo
+    from agentsh.sandbox import gitbridge
 
     gitbridge.collect(gittopo.recorded(store, proj), proj.sandbox, token, store, notify, locked)
 

@@ -25,46 +25,20 @@ import re
 import time
 
 from agentsh.base import paths
-from agentsh.host import project
 from agentsh.base.errors import AgentshError, UsageError
+from agentsh.host import project
+from agentsh.host.gittopo import ref_problem
 
 RECORDS = "worktrees"
 # Conservative on purpose: a NAME becomes a directory, a branch and part of
 # a command line a user may paste into a shell.
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 MAX_NAME = 100
 # Variables that would point git somewhere other than the repo we name with -C.
 _GIT_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
 
 
 # -- names ----------------------------------------------------------------
-
-
-def ref_problem(name):
-    """Why `name` is not a valid git branch name (git check-ref-format rules), or None."""
-    if not name:
-        return "is empty"
-    if name.startswith("-"):
-        return "starts with '-'"
-    if name == "HEAD" or name == "@":
-        return f"is {name!r}, which git reserves"
-    if _REF_FORBIDDEN.search(name):
-        return "holds a space, a control character or one of ~ ^ : ? * [ \\"
-    if ".." in name:
-        return "holds '..'"
-    if "@{" in name:
-        return "holds '@{'"
-    if name.endswith(".") or name.endswith("/"):
-        return "ends with '.' or '/'"
-    for part in name.split("/"):
-        if not part:
-            return "has an empty path component ('//' or a leading '/')"
-        if part.startswith("."):
-            return "has a component starting with '.'"
-        if part.endswith(".lock"):
-            return "has a component ending with '.lock'"
-    return None
 
 
 def name_problem(name):
@@ -369,8 +343,8 @@ def _sandboxes_under(rows, path):
 
 
 def _engine():
-    from agentsh.policy import config
     from agentsh.host.engine import Engine
+    from agentsh.policy import config
 
     return Engine(config.load()["engine"])
 

@@ -8,6 +8,15 @@ the tree is an error (OSError), never a way out.
 import os
 import stat
 
+from agentsh.base.errors import AgentshError, ConfigError
+
+MAX_PROJECT_FILE = 1 << 20  # a project file, devcontainer.json or Dockerfile: far beyond any real one
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class NotRegular(AgentshError):
+    """A project file that is a symlink, a directory, a FIFO or a device: never read."""
+
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -101,3 +110,57 @@ def unlink(dir_fd, name):
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
+
+
+# -- whole files of a project, and the user config -----------------------------------
+
+
+def _read_fd(fd, path, limit):
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        raise NotRegular(f"{path} is not a regular file", "agentsh reads project files only as regular files")
+    chunks, size = [], 0
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise ConfigError(f"{path} is larger than {limit} bytes", "agentsh reads no project file that large")
+        chunks.append(chunk)
+
+
+def read_project_file(path, limit=MAX_PROJECT_FILE):
+    """The bytes of a file in a project: opened without following a symlink, a regular file only."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ELOOP:
+            raise NotRegular(f"{path} is a symlink, which agentsh never follows in a project",
+                             "replace it by the file itself") from None
+        raise AgentshError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return _read_fd(fd, path, limit)
+    finally:
+        os.close(fd)
+
+
+def _read_or_none(path):
+    try:
+        return read_project_file(path)
+    except AgentshError:
+        return None
+
+
+def read_file(path):
+    """The bytes of a file outside any project (the user config): a final symlink is followed,
+    but only into a regular file (a FIFO would block, a device would never end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise AgentshError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        return _read_fd(fd, path, MAX_PROJECT_FILE)
+    finally:
+        os.close(fd)

@@ -47,10 +47,10 @@ def body(argv):
 
         args.dir = path_of(args.wt, args.dir)
 
+    from agentsh.app import session
+    from agentsh.creds import delivery as inject
     from agentsh.policy import agents
     from agentsh.sandbox import execute, instructions
-    from agentsh.creds import delivery as inject
-    from agentsh.app import session
 
     proj, cfg, engine, store = load_context(args.dir)
     prof = agents.profile(args.name, cfg)
@@ -58,14 +58,14 @@ def body(argv):
     workdir = here if (here + "/").startswith(proj.root + "/") else proj.root
     locked = args.lockdown or cfg.get("lockdown")
     if locked:  # only the agent's API
-        from agentsh.egress import network
+        from agentsh.policy.lockdown import lockdown
 
-        cfg = network.lockdown(cfg, prof.network)
-    run_cfg = agents.with_credentials(cfg, agents.cached_credentials(prof, proj))
+        cfg = lockdown(cfg, prof.network)
+    run_cfg = agents.with_credentials(cfg, inject.cached_credentials(prof, proj))
 
     def delivery_for(recover):
         if locked:  # the agent's own credentials (named by naming the agent), no project grants
-            return network.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)
+            return inject.only_named(inject.prepare(proj, run_cfg, store, notice), proj, prof.credentials)
         return inject.prepare(proj, run_cfg, store, notice)
 
     targets = instructions.targets(cfg) if instructions.host_file() else ()

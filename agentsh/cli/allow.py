@@ -9,9 +9,8 @@ from agentsh.cli.common import parser, run
 
 
 def _project_file(directory):
-    from agentsh.host import project
     from agentsh.base.errors import AgentshError
-
+    from agentsh.host import project
     from agentsh.policy.trust import anchor
 
     proj = project.find(directory)
@@ -48,9 +47,9 @@ def allow_body(argv):
                    help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)")
     args = p.parse_args(argv)
 
-    from agentsh.policy import trust
     from agentsh.base.errors import AgentshError
     from agentsh.base.state import Store
+    from agentsh.policy import trust
 
     session = None
     if args.session:
@@ -78,8 +77,8 @@ def deny_body(argv):
     p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
     args = p.parse_args(argv)
 
-    from agentsh.policy import trust
     from agentsh.base.state import Store
+    from agentsh.policy import trust
 
     path = _project_file(args.dir)
     trust.deny(Store(), path)

@@ -6,7 +6,6 @@ import sys
 from agentsh.base.errors import EXIT_FAILURE, EXIT_USAGE, AgentshError
 
 
-
 def parser(prog, summary, examples, **kw):
     import argparse
 
@@ -47,10 +46,10 @@ def run(prog, body, argv=None):
 
 def load_context(directory=None, flags=None, quiet=False):
     """The project for a directory, its config, the engine and the store."""
-    from agentsh.policy import config
+    from agentsh.base.state import Store
     from agentsh.host import project
     from agentsh.host.engine import Engine
-    from agentsh.base.state import Store
+    from agentsh.policy import config
 
     store = Store()
     proj = project.find(directory)

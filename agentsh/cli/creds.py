@@ -37,8 +37,8 @@ def _target_text(clear):
 
 def _read_value(args, to_env):
     """The value for `set`: --from-*, else stdin (a no-echo prompt on a terminal)."""
-    from agentsh.creds import vault as creds
     from agentsh.base.errors import UsageError
+    from agentsh.creds import vault as creds
 
     if args.from_command:
         return args.from_command.encode()
@@ -66,8 +66,8 @@ def _read_value(args, to_env):
 
 
 def cmd_set(args):
-    from agentsh.creds import vault as creds
     from agentsh.base.state import Store
+    from agentsh.creds import vault as creds
 
     creds.check_name(args.name)
     project = _scope_project(args)
@@ -91,8 +91,8 @@ def cmd_set(args):
 
 
 def cmd_get(args):
-    from agentsh.creds import vault as creds
     from agentsh.base.errors import UsageError
+    from agentsh.creds import vault as creds
 
     creds.check_name(args.name)
     if sys.stdout.isatty() and not args.reveal:
@@ -111,8 +111,8 @@ def cmd_get(args):
 
 
 def cmd_ls(args):
-    from agentsh.creds import vault as creds
     from agentsh.base.state import Store
+    from agentsh.creds import vault as creds
 
     rows = creds.listing(Store())
     if args.json:
@@ -129,8 +129,8 @@ def cmd_ls(args):
 
 
 def cmd_rm(args):
-    from agentsh.creds import vault as creds
     from agentsh.base.state import Store
+    from agentsh.creds import vault as creds
 
     creds.check_name(args.name)
     project = _scope_project(args)
@@ -140,8 +140,8 @@ def cmd_rm(args):
 
 
 def cmd_grant(args, revoke=False):
-    from agentsh.creds import vault as creds
     from agentsh.base.state import Store
+    from agentsh.creds import vault as creds
 
     project = _project(args.dir)
     store = Store()
@@ -156,8 +156,9 @@ def cmd_grant(args, revoke=False):
 
 
 def cmd_import(args):
-    from agentsh.creds import vault as creds, importers
     from agentsh.base.state import Store
+    from agentsh.creds import importers
+    from agentsh.creds import vault as creds
 
     project = _scope_project(args)
     found = importers.find(args.source)
@@ -183,10 +184,10 @@ def cmd_import(args):
 
 
 def cmd_ssh_agent(args):
-    from agentsh.creds import vault as creds
     from agentsh.base.errors import AgentshError
-    from agentsh.creds.delivery import SSH_AGENT_SOCKET, ssh_agent_socket
     from agentsh.base.state import Store
+    from agentsh.creds import vault as creds
+    from agentsh.creds.delivery import SSH_AGENT_SOCKET, ssh_agent_socket
 
     project = _project(args.dir)
     if args.revoke:

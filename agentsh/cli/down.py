@@ -1,6 +1,6 @@
 """ab-down: stop (and remove) sandboxes."""
 
-from agentsh.cli.common import load_context, notice, parser, print_json, run
+from agentsh.cli.common import load_context, parser, print_json, run
 
 EXAMPLES = [
     "ab-down                 # stop this project's sandbox",
@@ -26,8 +26,8 @@ def body(argv):
     from agentsh.sandbox import lifecycle as sandbox
 
     if args.all:
-        from agentsh.policy import config
         from agentsh.host.engine import Engine
+        from agentsh.policy import config
 
         engine = Engine(config.load()["engine"])
         names = [r["name"] for r in sandbox.listing(engine)]

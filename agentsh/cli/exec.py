@@ -105,20 +105,21 @@ def body(argv):
 
         args.dir = path_of(args.wt, args.dir)
 
-    from agentsh.sandbox import execute
     from agentsh.app import session
+    from agentsh.policy.shell import shell_command
+    from agentsh.sandbox import execute
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
-        from agentsh.egress import network
+        from agentsh.policy.lockdown import lockdown
 
-        cfg = network.lockdown(cfg)
+        cfg = lockdown(cfg)
     environ = os.environ
     names, values = execute.parse_env_args(args.env, environ)
     tty = args.tty if args.tty is not None else execute.stdio_is_terminal()
-    req = session.Request(args.cmd or execute.shell_command(cfg["shell"], tty),
+    req = session.Request(args.cmd or shell_command(cfg["shell"], tty),
                           os.path.realpath(args.dir if args.dir else os.getcwd()),
                           env_names=[*(n for n in cfg["env"] if n in environ), *names],
                           env_values=values, tty=tty, locked=locked)

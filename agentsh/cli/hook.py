@@ -74,8 +74,8 @@ def body(argv):
 
 def complete(argv):
     """`--complete INDEX -- WORDS...`: the completion candidates for WORDS[INDEX], one a line."""
-    from agentsh.cli.completion import candidates
     from agentsh.base.errors import UsageError
+    from agentsh.cli.completion import candidates
 
     if len(argv) < 2 or not argv[0].isdigit() or argv[1] != "--":
         raise UsageError("--complete needs INDEX -- WORDS...")
@@ -146,8 +146,8 @@ def enter(directory):
         sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
         return hooks.ENTER_BLOCKED
     if decision.action == hooks.UP:
-        from agentsh.sandbox import lifecycle as sandbox
         from agentsh.host.engine import Engine
+        from agentsh.sandbox import lifecycle as sandbox
 
         sandbox.up(decision.project, decision.config, Engine(decision.config["engine"]), store, notify=notice)
         return hooks.ENTER_UP

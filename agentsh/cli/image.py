@@ -136,10 +136,10 @@ def body(argv):
 
 
 def do_build(args):
+    from agentsh.base.state import Store
+    from agentsh.host.engine import Engine
     from agentsh.policy import config
     from agentsh.sandbox import image
-    from agentsh.host.engine import Engine
-    from agentsh.base.state import Store
 
     cfg = config.load()
     progress = Progress.choose(quiet=args.quiet, verbose=args.verbose)
@@ -168,9 +168,9 @@ def do_build(args):
 
 
 def do_ls(args):
+    from agentsh.host.engine import Engine
     from agentsh.policy import config
     from agentsh.sandbox import image
-    from agentsh.host.engine import Engine
 
     rows = image.listing(Engine(config.load()["engine"]))
     if args.json:

@@ -24,9 +24,9 @@ def body(argv):
 
     import sys
 
+    from agentsh.base.state import Store
     from agentsh.egress import audit, network
     from agentsh.host import project
-    from agentsh.base.state import Store
 
     proj = project.find(args.dir)
     path = Store().path(network.audit_rel(proj.sandbox))

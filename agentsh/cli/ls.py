@@ -14,9 +14,9 @@ def body(argv):
     p.add_argument("--json", action="store_true", help="a JSON list of objects")
     args = p.parse_args(argv)
 
+    from agentsh.host.engine import Engine
     from agentsh.policy import config
     from agentsh.sandbox import lifecycle as sandbox
-    from agentsh.host.engine import Engine
 
     rows = sandbox.listing(Engine(config.load()["engine"]))
     if args.json:

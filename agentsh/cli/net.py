@@ -29,8 +29,9 @@ def body(argv):
     pr.add_argument("--json", action="store_true", help="keys: allow (patterns), destinations (host, port, count)")
     args = p.parse_args(argv)
 
-    from agentsh.egress import network
     from agentsh.cli.common import load_context
+    from agentsh.egress import network
+    from agentsh.policy import rules
 
     proj, cfg, _, store = load_context(args.dir, quiet=args.cmd != "show")
     if args.cmd == "allow":
@@ -39,7 +40,7 @@ def body(argv):
             print_json({"project": proj.root, "allowed": args.host, "added": new})
         else:
             print(f"allowed {args.host} for {proj.root}" + ("" if new else " (already allowed)"))
-            if cfg["network"]["mode"] not in network.PROXIED and not cfg.get("lockdown"):
+            if cfg["network"]["mode"] not in rules.PROXIED and not cfg.get("lockdown"):
                 from agentsh.cli.common import notice
 
                 notice(f"network mode is {cfg['network']['mode']!r}: the allowlist applies in mode \"allow\" "
@@ -51,7 +52,7 @@ def body(argv):
     if args.cmd == "propose":
         # The log holds what the sandbox asked for: propose keeps only valid hosts,
         # and what is printed is escaped all the same (JSON strings are valid TOML).
-        patterns, counts = network.propose(audit.read(store.path(network.audit_rel(proj.sandbox))))
+        patterns, counts = rules.propose(audit.read(store.path(network.audit_rel(proj.sandbox))))
         if args.json:
             print(ascii_json({"allow": patterns, "destinations": counts}, indent=2))
         elif not patterns:
@@ -67,7 +68,7 @@ def body(argv):
     running = network.alive(record.get("pid"), record.get("pid_start"))
     out = {"project": proj.root, "sandbox": proj.sandbox, "mode": record.get("mode") if running else
            cfg["network"]["mode"], "lockdown": bool(record.get("lockdown")) if running else bool(cfg.get("lockdown")),
-           "allow": record.get("allow") if running else network.config_patterns(cfg),
+           "allow": record.get("allow") if running else rules.config_patterns(cfg),
            "added": network.added(store, proj),
            "proxy": {"running": running, "pid": record.get("pid") if running else None,
                      "port": network.PROXY_PORT}}

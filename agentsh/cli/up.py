@@ -65,7 +65,7 @@ def body(argv):
                                                       "network": {"mode": args.network} if args.network else None})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
-        from agentsh.egress.network import lockdown
+        from agentsh.policy.lockdown import lockdown
 
         cfg = lockdown(cfg)
     if args.publish:

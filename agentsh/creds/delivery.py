@@ -18,11 +18,10 @@ directory; `cryptography` is imported only when something is.
 
 import os
 
-from agentsh.creds import vault as creds
 from agentsh.base.errors import AgentshError, EngineError
+from agentsh.base.layout import SECRETS_DIR, SSH_AGENT_SOCKET  # noqa: E402
+from agentsh.creds import vault as creds
 
-SECRETS_DIR = "/run/agentsh/secrets"
-SSH_AGENT_SOCKET = "/run/agentsh/ssh-agent.sock"
 TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m,mode=0700"
 NO_TMPFS = 97  # the injection script's status when the sandbox has no secrets tmpfs
 EXEC_TIMEOUT = 60
@@ -92,6 +91,11 @@ def ssh_agent_socket(granted):
 
 
 # -- choosing and opening -------------------------------------------------------
+
+
+def cached_credentials(prof, project):
+    """The profile's credentials present in the cache for this project (no decryption)."""
+    return [n for n in prof.credentials if creds.find(n, project) is not None]
 
 
 def wanted(project, cfg, store):
@@ -189,9 +193,9 @@ def read_back_script(files):
 
 
 def _gone(err):
-    from agentsh.sandbox.execute import _is_engine_gone
+    from agentsh.host.engine import is_gone_message
 
-    return _is_engine_gone(err.encode("utf-8", "replace"))
+    return is_gone_message(err.encode("utf-8", "replace"))
 
 
 def write_files(engine, sandbox_name, files, recover=None):
@@ -275,4 +279,18 @@ def deliver(project, cfg, engine, store, notify, recover=None, files_only=False)
     delivery = prepare(project, cfg, store, notify, files_only=files_only)
     if delivery is not None and delivery.files:
         write_files(engine, project.sandbox, delivery.files, recover)
+    return delivery
+
+
+def only_named(delivery, project, names):
+    """Keep from a credential Delivery only the named credentials (lockdown: what the command names)."""
+    if delivery is None:
+        return None
+    targets = set()
+    for name in names:
+        record = creds.find(name, project)
+        if record is not None:
+            targets.add(record["meta"]["target"])
+    delivery.env_values = {k: v for k, v in delivery.env_values.items() if k in targets}
+    delivery.files = [f for f in delivery.files if f.name in names]
     return delivery

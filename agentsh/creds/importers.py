@@ -9,8 +9,8 @@ the others.
 
 import os
 
-from agentsh.creds import vault as creds
 from agentsh.base.errors import AgentshError
+from agentsh.creds import vault as creds
 
 SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
 

@@ -21,8 +21,8 @@ import os
 import time
 
 from agentsh.base import paths
-from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
 from agentsh.base.errors import AgentshError, UsageError
+from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
 
 GLOBAL = "global"
 KEY_FILE = "creds.key"
@@ -90,7 +90,7 @@ def sandbox_path(path):
     '~/' is the sandbox home, and so is the host home: the user's shell has
     usually expanded `--file ~/.x` before we see it.
     """
-    from agentsh.sandbox.lifecycle import SANDBOX_HOME
+    from agentsh.base.layout import SANDBOX_HOME
 
     host_home = paths.home_dir()
     if path.startswith("~/"):

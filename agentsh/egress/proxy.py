@@ -5,7 +5,7 @@ serving a listening socket that lives inside the sandbox's network namespace.
 For each connection it reads one request head, decides on the host and port
 *before* resolving anything, resolves the name itself, refuses IP literals
 no rule lists and internal addresses (loopback, private, link-local, and the
-IPv6 forms embedding them; see network.classify) that no rule names,
+IPv6 forms embedding them; see policy.rules.classify) that no rule names,
 connects to the very address it checked, then splices bytes both ways
 (os.splice through a pipe: the payload never enters Python) and appends one
 audit entry when the connection ends. One thread per connection: agents open
@@ -25,7 +25,7 @@ import threading
 import time
 
 from agentsh.egress import audit
-from agentsh.egress.network import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
+from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
 
 HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT = 30
@@ -63,7 +63,7 @@ class RecordPolicy:
 
     def current(self):
         if self._stamp_now() != self._stamp:
-            from agentsh.egress.network import expand
+            from agentsh.policy.rules import expand
 
             try:
                 record = self.store.read(self.rel) or {}

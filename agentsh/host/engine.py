@@ -67,6 +67,15 @@ class NoSuchContainer(EngineError):
     pass
 
 
+_ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper")
+
+
+def is_gone_message(data):
+    """Whether an exec's first stderr bytes are the engine saying the container is gone or stopped."""
+    head = data[:400].lower()
+    return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
+
+
 class Engine:
     """A Podman or Docker command line, and how its answers are read."""
 
@@ -259,9 +268,9 @@ class Engine:
         """
         status, tail = self.stream(self.build_argv(context, tag, **kw), on_line, timeout=timeout)
         if status != 0:
-            step = next((l for l in reversed(tail) if l.startswith(("STEP ", "Step ", "#"))), "")
+            step = next((line for line in reversed(tail) if line.startswith(("STEP ", "Step ", "#"))), "")
             where = f" at {step.split(':', 1)[0]}" if step.startswith(("STEP ", "Step ")) else ""
-            reason = next((l.strip() for l in reversed(tail) if l.strip()), f"exit status {status}")
+            reason = next((line.strip() for line in reversed(tail) if line.strip()), f"exit status {status}")
             error = EngineError(f"{self.name} build failed{where}: {reason.removeprefix('Error: ')[-300:]}")
             error.tail = tail
             raise error
@@ -270,7 +279,7 @@ class Engine:
         """Pull an image; an EngineError naming the engine's reason when it cannot."""
         status, tail = self.stream(self.argv("pull", image), on_line, timeout=timeout)
         if status != 0:
-            reason = next((l.strip() for l in reversed(tail) if l.strip()), f"exit status {status}")
+            reason = next((line.strip() for line in reversed(tail) if line.strip()), f"exit status {status}")
             raise EngineError(f"cannot pull {image}: {reason.removeprefix('Error: ')[-300:]}")
 
     def import_image(self, tarball, ref, changes=()):

@@ -127,6 +127,34 @@ def _linked(root, dot):
     return Topology(LINKED, root, common, own)
 
 
+def ref_problem(name):
+    """Why `name` is not a valid git branch name (git check-ref-format rules), or None."""
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "starts with '-'"
+    if name == "HEAD" or name == "@":
+        return f"is {name!r}, which git reserves"
+    import re  # off the hot path: only when a ref name is checked
+
+    if re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name):
+        return "holds a space, a control character or one of ~ ^ : ? * [ \\"
+    if ".." in name:
+        return "holds '..'"
+    if "@{" in name:
+        return "holds '@{'"
+    if name.endswith(".") or name.endswith("/"):
+        return "ends with '.' or '/'"
+    for part in name.split("/"):
+        if not part:
+            return "has an empty path component ('//' or a leading '/')"
+        if part.startswith("."):
+            return "has a component starting with '.'"
+        if part.endswith(".lock"):
+            return "has a component ending with '.lock'"
+    return None
+
+
 def modules(common):
     """Relative paths of the submodule git dirs under `common`/modules (nested ones included)."""
     found = []

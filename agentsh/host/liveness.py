@@ -8,7 +8,6 @@ answer for a sandbox lives in `sandboxes/<name>.pid` ("PID START"), plain text
 so that reading it needs no json.
 """
 
-import os
 
 
 def start_time(pid):
@@ -45,25 +44,6 @@ def sandbox_running(store, name):
         return alive(int(pid), int(start))
     except (OSError, ValueError):
         return False
-
-
-def ensure_running(project, cfg, engine, store, notify):
-    """Before an exec: start the sandbox unless its init process is known to run.
-
-    The known case costs no engine call. Engines whose containers are not
-    local processes keep the old way: exec, and start on failure.
-    """
-    if not engine.is_local or sandbox_running(store, project.sandbox):
-        return
-    start(project, cfg, engine, store, notify)
-
-
-def start(project, cfg, engine, store, notify):
-    """ab-up for a sandbox an exec found (or may find) not running; says so when it started it."""
-    from agentsh.sandbox import lifecycle as sandbox
-
-    if sandbox.up(project, cfg, engine, store, notify=notify).get("started"):
-        notify(f"sandbox {project.sandbox} was not running; started it")
 
 
 def _shell_file(store, name):

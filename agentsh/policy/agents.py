@@ -29,7 +29,7 @@ the keys are the ones above.
 
 from agentsh.base.errors import ConfigError, UsageError
 
-# The shell profile's command comes from config `shell` (agentsh.sandbox.execute.shell_command).
+# The shell profile's command comes from config `shell` (agentsh.policy.shell.shell_command).
 SHELL = "shell"
 KEYS = {
     "command": "list", "args": "list", "permissive_args": "list", "continue_args": "list",
@@ -170,7 +170,7 @@ def check_overrides(value, where):
     """config.SCHEMA checker for `[agents.NAME]` tables: every error names the file and the key."""
     import re
 
-    from agentsh.policy.config import ENV_NAME
+    from agentsh.policy.values import ENV_NAME
 
     def at(*keys):
         return where[:-1] + "".join("." + k for k in keys) + "'"
@@ -234,7 +234,7 @@ def launch_script(prof, agent_args, safe=False, new=False, instructions_targets=
     line when there is no credential, give the install hint when the program
     is missing, and continue the last conversation when there is one.
     """
-    from agentsh.sandbox.instructions import SANDBOX_PATH
+    from agentsh.base.layout import INSTRUCTIONS_PATH as SANDBOX_PATH
 
     program = prof.program
     lines = ["_ab_any() { for f in \"$@\"; do [ -e \"$f\" ] && return 0; done; return 1; }"]
@@ -263,17 +263,10 @@ def launch_script(prof, agent_args, safe=False, new=False, instructions_targets=
 def command(prof, cfg, agent_args, safe=False, new=False, instructions_targets=()):
     """argv to exec in the sandbox for a profile."""
     if prof.name == SHELL and not prof.command:
-        from agentsh.sandbox.execute import shell_command
+        from agentsh.policy.shell import shell_command
 
         return shell_command(cfg.get("shell")) if not agent_args else agent_args
     return ["sh", "-c", launch_script(prof, agent_args, safe, new, instructions_targets), f"ab-agent-{prof.name}"]
-
-
-def cached_credentials(prof, project):
-    """The profile's credentials present in the cache for this project (no decryption)."""
-    from agentsh.creds import vault as creds
-
-    return [n for n in prof.credentials if creds.find(n, project) is not None]
 
 
 def with_credentials(cfg, names_):
@@ -282,7 +275,7 @@ def with_credentials(cfg, names_):
     The profile's credentials reach the sandbox for this agent's runs without
     a lasting grant; `ab-creds grant` is still how plain `ab-exec` gets them.
     """
-    from agentsh.policy.config import Config
+    from agentsh.policy.values import Config
 
     out = Config(cfg)
     for attr in vars(cfg):

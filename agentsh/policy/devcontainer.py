@@ -91,7 +91,7 @@ def _key(source, key):
 
 def _text(value, where, multiline=False):
     """A string value without control characters (newlines and tabs allowed in commands)."""
-    from agentsh.policy.config import control_character
+    from agentsh.policy.values import control_character
 
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
@@ -111,7 +111,7 @@ def _scalar(value, where):
 
 
 def _env_table(value, where):
-    from agentsh.policy.config import ENV_NAME
+    from agentsh.policy.values import ENV_NAME
 
     if value is None:
         return {}
@@ -136,7 +136,7 @@ def _inside(path, root, where, what):
 
 def _mount(entry, source, workspace):
     """A devcontainer mount ("source=..,target=..,type=bind" or an object) -> HOST:SANDBOX[:ro]."""
-    from agentsh.policy.config import check_sandbox_path
+    from agentsh.policy.values import check_sandbox_path
 
     where = _key(source, "mounts")
     if isinstance(entry, str):
@@ -146,7 +146,7 @@ def _mount(entry, source, workspace):
             fields["readonly"] = "true"
     elif isinstance(entry, dict):
         fields = {k: str(v).lower() if isinstance(v, bool) else v for k, v in entry.items()}
-        for k, v in fields.items():
+        for v in fields.values():
             _text(v if isinstance(v, str) else str(v), where)
     else:
         raise ConfigError(f"{where}: entries must be strings or objects")
@@ -209,7 +209,7 @@ class Devcontainer:
     """
 
     def __init__(self, path, data, workspace):
-        from agentsh.policy.config import check_image
+        from agentsh.policy.values import check_image
 
         self.path = path
         self.dir = os.path.dirname(path)
@@ -275,7 +275,7 @@ class Devcontainer:
 
 def _printable(text):
     """A name from the file as it can be shown on a terminal (control characters escaped)."""
-    from agentsh.policy.config import control_character
+    from agentsh.policy.values import control_character
 
     return text if control_character(text) is None else ascii(text)
 
@@ -303,7 +303,7 @@ def from_bytes(path, data, project_root):
 
 def load(project_root):
     """The project's devcontainer, read without following a symlink; None when there is none."""
-    from agentsh.policy.trust import read_project_file
+    from agentsh.base.safefs import read_project_file
 
     path = find(project_root)
     if path is None:

@@ -25,6 +25,15 @@ import time
 
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
+from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: also for callers)
+    _READ_FLAGS,
+    MAX_PROJECT_FILE,
+    NotRegular,
+    _read_fd,
+    _read_or_none,
+    read_file,
+    read_project_file,
+)
 
 ALLOWED = "allowed"
 DENIED = "denied"
@@ -32,12 +41,6 @@ BLOCKED = "blocked"  # present but never allowed, or changed since
 SESSION_ENV = "AGENTSH_SESSION"
 _SESSION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 PROJECT_FILE = ".agentsh.toml"
-MAX_PROJECT_FILE = 1 << 20  # a project file, devcontainer.json or Dockerfile: far beyond any real one
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-class NotRegular(AgentshError):
-    """A project file that is a symlink, a directory, a FIFO or a device: never read."""
 
 
 def _path_key(real_path):
@@ -60,60 +63,6 @@ def _session_rel(session, key):
 def was_allowed(store, real_path):
     """Whether ab-allow ever recorded this path (to tell "changed" from "never allowed")."""
     return os.path.exists(store.path(f"trust/allow/{_path_key(real_path)}.json"))
-
-
-# -- reading files the sandbox can write ---------------------------------------------
-
-
-def _read_fd(fd, path, limit):
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise NotRegular(f"{path} is not a regular file", "agentsh reads project files only as regular files")
-    chunks, size = [], 0
-    while True:
-        chunk = os.read(fd, 1 << 16)
-        if not chunk:
-            return b"".join(chunks)
-        size += len(chunk)
-        if size > limit:
-            raise ConfigError(f"{path} is larger than {limit} bytes", "agentsh reads no project file that large")
-        chunks.append(chunk)
-
-
-def read_project_file(path, limit=MAX_PROJECT_FILE):
-    """The bytes of a file in a project: opened without following a symlink, a regular file only."""
-    try:
-        fd = os.open(path, _READ_FLAGS)
-    except OSError as e:
-        import errno
-
-        if e.errno == errno.ELOOP:
-            raise NotRegular(f"{path} is a symlink, which agentsh never follows in a project",
-                             "replace it by the file itself") from None
-        raise AgentshError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        return _read_fd(fd, path, limit)
-    finally:
-        os.close(fd)
-
-
-def _read_or_none(path):
-    try:
-        return read_project_file(path)
-    except AgentshError:
-        return None
-
-
-def read_file(path):
-    """The bytes of a file outside any project (the user config): a final symlink is followed,
-    but only into a regular file (a FIFO would block, a device would never end)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise AgentshError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        return _read_fd(fd, path, MAX_PROJECT_FILE)
-    finally:
-        os.close(fd)
 
 
 # -- what a trust record covers ------------------------------------------------------

@@ -9,18 +9,20 @@ carries a marker in its environment, and a signal to us is re-sent to them.
 """
 
 import os
+
 try:  # the C module behind `signal`, without the enum import (~3 ms) on the hot path
     import _signal as signal
 except ImportError:  # pragma: no cover - other interpreters
     import signal
 import sys
 
+from agentsh.host.engine import is_gone_message
+
 HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 MARKER = "AGENTSH_EXEC_ID"
 _NOT_FOUND = b"executable file not found"
 _RUN_NOT_FOUND = b"agentsh-run: not found: "  # the in-sandbox run script's own line
-_ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper")
 # Sent into the sandbox on a signal: re-send it to every process carrying the marker.
 _KILL_SCRIPT = (
     'for d in /proc/[0-9]*; do '
@@ -36,8 +38,8 @@ def host_env_names(environ):
 
 def parse_env_args(items, environ):
     """-e NAME or -e NAME=VALUE -> (names, values to set in the engine's env)."""
-    from agentsh.policy.config import ENV_NAME
     from agentsh.base.errors import UsageError
+    from agentsh.policy.config import ENV_NAME
 
     names, values = [], {}
     for item in items:
@@ -52,17 +54,12 @@ def parse_env_args(items, environ):
     return names, values
 
 
-def _is_engine_gone(data):
-    head = data[:400].lower()
-    return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
-
-
 def new_token():
     """A fresh id for one exec: its signal marker, and the name of its secrets and git export files."""
     return f"{os.getpid()}-{os.urandom(6).hex()}"
 
 
-RUN_SCRIPT = "/run/agentsh/lib/run"  # gitbridge.RUN, spelled here to keep gitbridge off the hot path
+from agentsh.base.layout import RUN_SCRIPT  # noqa: E402 (kept beside its use)
 
 
 def wrapped(cmd, token):
@@ -156,7 +153,7 @@ def _relay_stderr(fd):
         chunk = os.read(fd, 65536)
         if not chunk:
             return held, kind
-        if first and _is_engine_gone(chunk):
+        if first and is_gone_message(chunk):
             held, kind = chunk, _GONE
         elif first and (chunk.startswith(_RUN_NOT_FOUND) or (chunk.startswith(b"Error: ") and _NOT_FOUND in chunk)):
             held, kind = chunk, _MISSING
@@ -193,30 +190,6 @@ def _forward_signals(engine, name, marker):
 def _restore(previous):
     for signum, handler in previous.items():
         signal.signal(signum, handler)
-
-
-class ShellCommand(list):
-    """An argv with another to try when the image lacks its program (run() reads `fallback`)."""
-
-    def __init__(self, argv, fallback):
-        super().__init__(argv)
-        self.fallback = fallback
-        self.fell_back = False
-
-
-def shell_command(shell, tty=False):
-    """The command for an interactive shell: the configured one, else bash, else sh.
-
-    On a terminal (the cd hook's case) bash is tried directly, and sh only
-    when the engine says bash is not there: a shell asked first would sit
-    between `cd` and the prompt. Without a terminal a shell decides instead,
-    because the failed first exec would already have read piped input.
-    """
-    if shell:
-        return [shell, "-l"] if "/" not in shell and " " not in shell else ["sh", "-c", f"exec {shell}"]
-    if tty:
-        return ShellCommand(["bash", "-l"], ["sh", "-l"])
-    return ["sh", "-c", "if command -v bash >/dev/null 2>&1; then exec bash -l; else exec sh -l; fi"]
 
 
 def stdio_is_terminal():

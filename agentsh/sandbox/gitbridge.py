@@ -29,13 +29,11 @@ import os
 import re
 import shutil
 
-from agentsh.host import gittopo
 from agentsh.base import paths, safefs
 from agentsh.base.errors import AgentshError
+from agentsh.base.layout import HOST_GIT, LIB
+from agentsh.host import gittopo
 
-HOST_GIT = "/run/agentsh/host-git"
-LIB = "/run/agentsh/lib"
-RUN = f"{LIB}/run"
 EXPORT = "agentsh-export"
 MODULES_LIST = "agentsh-modules"
 BUNDLE_LIMIT = 4 << 30
@@ -284,9 +282,7 @@ def _ref_ok(name, heads_only=False):
     prefixes = ("refs/heads/",) if heads_only else ("refs/heads/", "refs/tags/")
     if not name.startswith(prefixes) or len(name) > 1024:
         return False
-    from agentsh.app.worktree import ref_problem
-
-    return ref_problem(name.split("/", 2)[2]) is None
+    return gittopo.ref_problem(name.split("/", 2)[2]) is None
 
 
 def _take(topo, sandbox, efd, name, store, notify):

@@ -15,8 +15,8 @@ import os
 import re
 import time
 
-from agentsh.policy.config import DEFAULT_IMAGE
 from agentsh.base.errors import AgentshError, EngineError, UsageError
+from agentsh.policy.config import DEFAULT_IMAGE
 
 REGISTRY_BASE = "docker.io/library/debian:bookworm-slim"
 LOCAL_BASE = "localhost/agentsh-base:bookworm"
@@ -25,7 +25,7 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 CA_SECRET = "ca_bundle"
 LIST_REFERENCE = "localhost/agentsh*"
-LABEL_IMAGE = "io.agentsh.sandbox.image"
+LABEL_IMAGE = "io.agentsh.image"
 DEBOOTSTRAP_FIX_ROOT = (
     "make the base once as root and import it as yourself: "
     "sudo debootstrap --variant=minbase {suite} /var/tmp/agentsh-rootfs {mirror} && "
@@ -344,7 +344,7 @@ ERROR_LINE = re.compile(r"(E: |npm ERR! |npm error |curl: \(\d+\)|fatal: |error:
 
 def failure_reason(tail, fallback=""):
     """The most telling line of a failed command's output."""
-    lines = [l.strip() for l in tail if l.strip() and not l.startswith("Error: building at STEP")]
+    lines = [t.strip() for t in tail if t.strip() and not t.startswith("Error: building at STEP")]
     for line in reversed(lines):
         if ERROR_LINE.match(line):
             return line

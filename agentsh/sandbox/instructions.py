@@ -14,7 +14,7 @@ import os
 from agentsh.base import paths
 
 FILE_NAME = "AGENTS.md"
-SANDBOX_PATH = "/run/agentsh/AGENTS.md"
+from agentsh.base.layout import INSTRUCTIONS_PATH as SANDBOX_PATH  # noqa: E402
 
 
 def host_file():

@@ -10,16 +10,16 @@ import json
 import os
 import time
 
-from agentsh.host import liveness
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError, StateError
+from agentsh.host import liveness
 
 LABEL_MANAGED = "io.agentsh.managed"
-LABEL_PROJECT = "io.agentsh.host.project"
+LABEL_PROJECT = "io.agentsh.project"
 LABEL_SPEC = "io.agentsh.spec"
 LABEL_PUBLISH = "io.agentsh.publish"  # the `ab-up -p` ports, so later ups keep them
-SANDBOX_HOME = "/home/agent"
-CA_PATH = "/run/agentsh/ca-bundle.crt"
+from agentsh.base.layout import CA_PATH, SANDBOX_HOME  # noqa: E402
+
 CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO",
           "CURL_CA_BUNDLE")
 HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
@@ -157,14 +157,15 @@ def spec(project, cfg, engine, publish=(), topo=None):
     elif not engine.rootless:
         args.append(f"--user={os.getuid()}:{os.getgid()}")
     from agentsh.egress import network
+    from agentsh.policy import lockdown
 
     net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
     args += net_args
-    locked = network.is_locked(cfg)
-    args += ["-v", f"{root}:{root}" + network.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
+    locked = lockdown.is_locked(cfg)
+    args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
     # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
-    from agentsh.sandbox import gitbridge
     from agentsh.host import gittopo
+    from agentsh.sandbox import gitbridge
 
     git_args, git_env = gitbridge.spec_args(topo or gittopo.detect(project.root), project.sandbox, locked)
     args += [_mount_arg(a) for a in git_args]
@@ -194,7 +195,7 @@ def spec(project, cfg, engine, publish=(), topo=None):
 
     secrets_args, secrets_env = sandbox_additions(project, engine)  # secrets tmpfs, SSH agent socket
     if locked:
-        secrets_args, secrets_env = network.without_ssh_agent(secrets_args, secrets_env)
+        secrets_args, secrets_env = lockdown.without_ssh_agent(secrets_args, secrets_env)
     args += secrets_args
     env.update(secrets_env)
     for k, v in env.items():
@@ -265,6 +266,23 @@ def prepare_host(project, topo, locked=False):
     gitbridge.prepare(topo, project.sandbox, locked)
 
 
+def ensure_running(project, cfg, engine, store, notify):
+    """Before an exec: start the sandbox unless its init process is known to run.
+
+    The known case costs no engine call. Engines whose containers are not
+    local processes keep the old way: exec, and start on failure.
+    """
+    if not engine.is_local or liveness.sandbox_running(store, project.sandbox):
+        return
+    start(project, cfg, engine, store, notify)
+
+
+def start(project, cfg, engine, store, notify):
+    """ab-up for a sandbox an exec found (or may find) not running; says so when it started it."""
+    if up(project, cfg, engine, store, notify=notify).get("started"):
+        notify(f"sandbox {project.sandbox} was not running; started it")
+
+
 def describe(info, project, image=None):
     """The ab-up / ab-ls record for an inspect dict."""
     state = info.get("State", {})
@@ -281,10 +299,10 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     """Make the project's sandbox run with the current spec (and its egress proxy, in
     network modes "allow" and "learn"); returns its record."""
     from agentsh.egress import network
-
     from agentsh.host import gittopo
+    from agentsh.policy import lockdown
 
-    network.prepare_host(project, cfg)
+    lockdown.prepare_host(project, cfg)
     topo = gittopo.recorded(store, project, again=recreate)
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)

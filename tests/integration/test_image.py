@@ -111,7 +111,7 @@ def test_default_image_builds_with_bootstrap(default_image):
     assert "STEP " in default_image["stderr"]
     info = json.loads(podman("image", "inspect", DEFAULT_IMAGE).stdout)[0]
     assert info["Id"].startswith(default_image["id"])
-    assert info["Config"]["Labels"]["io.agentsh.sandbox.image"] == "default"
+    assert info["Config"]["Labels"]["io.agentsh.image"] == "default"
     assert DEFAULT_IMAGE in {r["name"] for r in image_ls()}
 
 

@@ -24,7 +24,7 @@ def test_up_creates_a_labelled_sandbox_and_is_idempotent(repo):
     info = inspect(first["name"])
     labels = info["Config"]["Labels"]
     assert labels["io.agentsh.managed"] == "true"
-    assert labels["io.agentsh.host.project"] == str(repo)
+    assert labels["io.agentsh.project"] == str(repo)
     assert len(labels["io.agentsh.spec"]) == 16
     again = ab("ab-up", str(repo), check=True)
     assert again.stdout.decode().strip() == first["name"]

@@ -55,7 +55,7 @@ def test_two_worktrees_commit_in_two_sandboxes_at_once(repo):
     assert sandboxes["agent-a"] != sandboxes["agent-b"]
     for name in paths:
         info = inspect(sandboxes[name])
-        assert info["State"]["Status"] == "running" and info["Config"]["Labels"]["io.agentsh.host.project"] == paths[name]
+        assert info["State"]["Status"] == "running" and info["Config"]["Labels"]["io.agentsh.project"] == paths[name]
     script = ('set -e; echo "work of $1" > "$1.txt"; git add "$1.txt"; git commit -q -m "commit by $1"; '
               'git status --porcelain; git log --format=%s -1')
     procs = {name: subprocess.Popen(["ab-exec", "--wt", name, *GIT_ID_ARGS, "--", "sh", "-c", script, "sh", name],

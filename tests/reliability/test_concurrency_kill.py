@@ -31,7 +31,7 @@ def test_twenty_concurrent_ups_make_exactly_one_container(sandbox_env, repo):
     ids = {json.loads(out)["id"][:12] for _, out, _ in results}
     names = {json.loads(out)["name"] for _, out, _ in results}
     assert len(names) == 1
-    found = podman("ps", "-a", "--filter", f"label=io.agentsh.host.project={repo}", "--format", "json").stdout
+    found = podman("ps", "-a", "--filter", f"label=io.agentsh.project={repo}", "--format", "json").stdout
     containers = json.loads(found)
     assert len(containers) == 1 and containers[0]["Id"][:12] in ids
     from agentsh.base.state import Store

@@ -34,7 +34,7 @@ def assert_nothing_created(side, repo):
     name = Project(str(repo)).sandbox
     assert side.run("podman", "container", "exists", name).returncode == 1
     assert side.run("podman", "volume", "exists", f"{name}-home").returncode == 1
-    listed = side.run("podman", "ps", "-a", "--filter", f"label=io.agentsh.host.project={repo}", "--format", "json",
+    listed = side.run("podman", "ps", "-a", "--filter", f"label=io.agentsh.project={repo}", "--format", "json",
                       check=True).stdout
     assert json.loads(listed or b"[]") == []
 

@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import TINY_IMAGE, podman, remove_sandboxes_under
+from tests.conftest import TINY_IMAGE, remove_sandboxes_under
 
 pytestmark = pytest.mark.usefixtures("tiny_image")
 

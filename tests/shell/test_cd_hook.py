@@ -71,7 +71,7 @@ def test_a_blocked_repo_prints_one_line_and_stays_on_the_host(shell, open_shell,
     assert blocked_lines(term.run(cd(shell, "D"))) == 0  # once per entry, not per cd
     term.run(cd(shell, "OUT"))
     assert blocked_lines(term.run(cd(shell, "B"))) == 1
-    assert podman("ps", "-a", "--filter", f"label=io.agentsh.host.project={blocked}", "--format", "json").stdout.strip() in ("", "[]")
+    assert podman("ps", "-a", "--filter", f"label=io.agentsh.project={blocked}", "--format", "json").stdout.strip() in ("", "[]")
 
 
 @pytest.mark.parametrize("shell", SHELLS)

@@ -4,12 +4,12 @@ import os
 
 import pytest
 
-from agentsh.policy import agents, caches, config, trust
 from agentsh.app import doctor
-from agentsh.host import project
-from agentsh.sandbox import lifecycle as sandbox
 from agentsh.base.errors import ConfigError, UsageError
 from agentsh.base.state import Store
+from agentsh.host import project
+from agentsh.policy import agents, caches, config, trust
+from agentsh.sandbox import lifecycle as sandbox
 from tests.conftest import git_init
 from tests.unit.fake_engine import fake_engine
 

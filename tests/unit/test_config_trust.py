@@ -1,9 +1,9 @@
 import pytest
 
-from agentsh.policy import config, trust
-from agentsh.host import project
 from agentsh.base.errors import ConfigError
 from agentsh.base.state import Store
+from agentsh.host import project
+from agentsh.policy import config, trust
 
 
 def test_defaults(user_config):

@@ -8,11 +8,11 @@ import subprocess
 
 import pytest
 
-from agentsh.creds import vault as creds
 from agentsh.base import paths
-from agentsh.creds.vault import CredentialError
 from agentsh.base.errors import UsageError
 from agentsh.base.state import Store
+from agentsh.creds import vault as creds
+from agentsh.creds.vault import CredentialError
 
 
 def store_value(name, value, scope=creds.GLOBAL, **meta):

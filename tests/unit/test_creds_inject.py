@@ -8,11 +8,12 @@ import textwrap
 
 import pytest
 
-from agentsh.policy import config
-from agentsh.creds import vault as creds, delivery as inject
-from agentsh.host import project
-from agentsh.sandbox import lifecycle as sandbox
 from agentsh.base.state import Store
+from agentsh.creds import delivery as inject
+from agentsh.creds import vault as creds
+from agentsh.host import project
+from agentsh.policy import config
+from agentsh.sandbox import lifecycle as sandbox
 from tests.conftest import BIN
 from tests.unit.fake_engine import fake_engine
 

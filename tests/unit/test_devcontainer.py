@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from agentsh.policy import devcontainer
 from agentsh.base.errors import ConfigError
+from agentsh.policy import devcontainer
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

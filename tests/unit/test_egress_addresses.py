@@ -14,7 +14,7 @@ import time
 import pytest
 
 from agentsh.egress import audit, proxy
-from agentsh.egress.network import Policy
+from agentsh.policy.rules import Policy
 
 
 class Origin:

@@ -2,12 +2,12 @@ import os
 
 import pytest
 
-from agentsh.policy import config
-from agentsh.host import project
-from agentsh.sandbox import lifecycle as sandbox
-from agentsh.host.engine import Engine, NoSuchContainer
 from agentsh.base.errors import AgentshError, EngineError
 from agentsh.base.state import Store
+from agentsh.host import project
+from agentsh.host.engine import Engine, NoSuchContainer
+from agentsh.policy import config
+from agentsh.sandbox import lifecycle as sandbox
 from tests.conftest import git_init
 from tests.unit.fake_engine import fake_engine
 
@@ -116,7 +116,7 @@ def test_labels_and_name(proj):
     s = sandbox.spec(proj, config.load(), engine)
     args = s.full_run_args()
     labels = [args[i + 1] for i, a in enumerate(args) if a == "--label"]
-    assert labels == ["io.agentsh.managed=true", f"io.agentsh.host.project={proj.root}", f"io.agentsh.spec={s.hash}"]
+    assert labels == ["io.agentsh.managed=true", f"io.agentsh.project={proj.root}", f"io.agentsh.spec={s.hash}"]
     assert args[args.index("--name") + 1] == proj.sandbox
     assert args[-2:] == ["sleep", "infinity"]
 

@@ -2,8 +2,10 @@ import subprocess
 
 import pytest
 
-from agentsh.sandbox import execute
 from agentsh.base.errors import UsageError
+from agentsh.host.engine import is_gone_message
+from agentsh.sandbox import execute
+
 
 def _commands():
     """Every ab-* command the package installs (its launchers in scripts/bin)."""
@@ -46,11 +48,11 @@ def test_env_flags():
 
 
 def test_engine_gone_detection():
-    assert execute._is_engine_gone(b'Error: no container with name or ID "x" found: no such container\n')
-    assert execute._is_engine_gone(b"Error: can only create exec sessions on running containers: "
+    assert is_gone_message(b'Error: no container with name or ID "x" found: no such container\n')
+    assert is_gone_message(b"Error: can only create exec sessions on running containers: "
                                    b"container state improper\n")
-    assert not execute._is_engine_gone(b"no such container\n")  # the command's own words
-    assert not execute._is_engine_gone(b"Error: something else\n")
+    assert not is_gone_message(b"no such container\n")  # the command's own words
+    assert not is_gone_message(b"Error: something else\n")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -90,8 +92,8 @@ def test_config_error_is_one_line_without_traceback(user_config, tmp_path):
 def test_torn_state_record_is_one_line_without_traceback(tmp_path, isolated_dirs):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / ".agentsh.toml").write_text("")
-    from agentsh.policy import trust
     from agentsh.base.digest import sha256_hex
+    from agentsh.policy import trust
 
     record = isolated_dirs["XDG_STATE_HOME"] / "agentsh" / "trust" / "allow" / (
         sha256_hex(str(tmp_path / "p" / ".agentsh.toml")) + ".json")

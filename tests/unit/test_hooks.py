@@ -7,12 +7,12 @@ import subprocess
 
 import pytest
 
-from agentsh.cli import completion
-from agentsh.policy import config, trust
 from agentsh.app import hooks
-from agentsh.host import project
 from agentsh.base.errors import AgentshError
 from agentsh.base.state import Store
+from agentsh.cli import completion
+from agentsh.host import project
+from agentsh.policy import config, trust
 from tests.conftest import ab
 
 BLOCKED = "agentsh: .agentsh.toml is blocked. Run 'ab-allow' to trust its content.\n"

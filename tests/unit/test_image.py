@@ -5,12 +5,12 @@ import os
 
 import pytest
 
-from agentsh.policy import config
-from agentsh.sandbox import image
-from agentsh.cli import image as cli
-from agentsh.host.engine import Engine
 from agentsh.base.errors import AgentshError, EngineError, UsageError
 from agentsh.base.state import Store
+from agentsh.cli import image as cli
+from agentsh.host.engine import Engine
+from agentsh.policy import config
+from agentsh.sandbox import image
 
 PULL_ERROR = ('Trying to pull docker.io/library/debian:bookworm-slim...\n'
               'Error: initializing source docker://debian:bookworm-slim: pinging container registry '
@@ -277,7 +277,7 @@ def test_agents_are_in_by_default_and_out_with_no_agents():
     assert runner.build_arg_values()["AGENTS"] == "0"
     assert record["agents"] is False
     args = runner.build_args()
-    assert "io.agentsh.sandbox.image.agents=false" in args
+    assert "io.agentsh.image.agents=false" in args
 
 
 def test_the_host_ca_bundle_reaches_the_build_as_a_secret(tmp_path, monkeypatch):

@@ -1,15 +1,14 @@
 """Network policy logic: patterns, sets, decisions, config, lockdown, spec pieces, proposals."""
 
-import os
 
 import pytest
 
-from agentsh.policy import config
+from agentsh.base.errors import ConfigError
 from agentsh.egress import network
 from agentsh.host import project
+from agentsh.policy import config, lockdown, rules
+from agentsh.policy.rules import Policy, parse_rule
 from agentsh.sandbox import lifecycle as sandbox
-from agentsh.base.errors import ConfigError
-from agentsh.egress.network import Policy, parse_rule
 from tests.conftest import git_init
 from tests.unit.fake_engine import fake_engine
 
@@ -56,8 +55,8 @@ def test_malformed_patterns(bad):
 
 
 def test_sets_expand_and_unknown_sets_are_config_errors(tmp_path):
-    assert "api.anthropic.com" in network.expand(["@anthropic"])
-    assert network.expand(["@github", "github.com"]).count("github.com") == 1
+    assert "api.anthropic.com" in rules.expand(["@anthropic"])
+    assert rules.expand(["@github", "github.com"]).count("github.com") == 1
     with pytest.raises(ConfigError, match="unknown set @nope"):
         config.validate({"network": {"allow": ["@nope"]}}, "config.toml")
     with pytest.raises(ConfigError, match="network.mode"):
@@ -97,10 +96,10 @@ def test_lockdown_drops_credentials_mounts_ssh_and_the_home_volume(proj, tmp_pat
     engine, _ = fake_engine(rootless=True)
     cfg = config.load(flags={"env": ["TOKEN"], "credentials": ["API"], "mounts": [f"{tmp_path}:/data"],
                              "cap_add": ["NET_RAW"], "network": {"mode": "full", "allow": ["x.dev"]}})
-    locked = network.lockdown(cfg)
+    locked = lockdown.lockdown(cfg)
     assert (locked["env"], locked["credentials"], locked["mounts"], locked["cap_add"]) == ([], [], [], [])
     assert locked["network"]["mode"] == "allow" and locked["network"]["allow"] == ["@anthropic", "@openai", "@google"]
-    assert network.lockdown(cfg, ["anthropic"])["network"]["allow"] == ["@anthropic"]
+    assert lockdown.lockdown(cfg, ["anthropic"])["network"]["allow"] == ["@anthropic"]
     assert cfg["mounts"] and cfg["network"]["mode"] == "full"  # the original is untouched
     monkeypatch.setattr("agentsh.creds.delivery.sandbox_additions", lambda p, e: (
         ["--tmpfs", "/run/agentsh/secrets:rw", "-v", "/tmp/agent.sock:/run/agentsh/ssh-agent.sock"],
@@ -109,7 +108,7 @@ def test_lockdown_drops_credentials_mounts_ssh_and_the_home_volume(proj, tmp_pat
     joined = " ".join(args)
     assert "ssh-agent.sock" not in joined and "SSH_AUTH_SOCK" not in joined
     assert proj.home_volume not in joined and "/home/agent:rw,nosuid,nodev,mode=0700,U" in args
-    upper, work = network.overlay_dirs(proj)
+    upper, work = lockdown.overlay_dirs(proj)
     assert f"{proj.root}:{proj.root}:O,upperdir={upper},workdir={work}" in args
     assert f"{tmp_path}:/data" not in joined and "--cap-add=NET_RAW" not in args
     # Unlocked, the same config keeps its home volume and the agent socket.
@@ -136,11 +135,11 @@ def test_propose_groups_sets_and_keeps_odd_ports():
     entries = [{"host": "github.com", "port": 443}, {"host": "api.github.com", "port": 443},
                {"host": "pypi.org", "port": 443}, {"host": "internal.dev", "port": 8443},
                {"host": "internal.dev", "port": 8443}, {"host": "plain.dev", "port": 80}, {"bad": 1}]
-    patterns, counts = network.propose(entries)
+    patterns, counts = rules.propose(entries)
     assert patterns == ["@github", "internal.dev:8443", "plain.dev", "@registries"]
     assert {"host": "internal.dev", "port": 8443, "count": 2} in counts
     for p in patterns:
-        assert network.check_allow([p], "proposal")
+        assert rules.check_allow([p], "proposal")
 
 
 def test_attach_is_a_no_op_outside_proxied_modes(proj):
@@ -213,7 +212,7 @@ def test_a_rule_listing_every_ip_names_no_internal_one(host):
 
 @pytest.mark.parametrize("host", INTERNAL_LITERALS)
 def test_internal_literals_are_not_on_an_allowlist_of_names(host):
-    assert Policy("allow", network.expand(["*.example.com", "@github"])).decide(host, 443) == (False, "IP address not on the allowlist")
+    assert Policy("allow", rules.expand(["*.example.com", "@github"])).decide(host, 443) == (False, "IP address not on the allowlist")
 
 
 @pytest.mark.parametrize("host", PUBLIC_LITERALS)
@@ -350,13 +349,13 @@ def test_an_ip_rule_names_resolved_addresses_too():
     ("::808:808", "IPv4-compatible (deprecated)"), ("4000::1", "reserved"),
 ])
 def test_classify_names_the_range(addr, reason):
-    assert network.classify(_ip(addr))[0] == reason
+    assert rules.classify(_ip(addr))[0] == reason
 
 
 @pytest.mark.parametrize("addr", ["8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::",
                                   "2001:0:4136:e378:8000:63bf:f7f7:f7f7"])
 def test_classify_passes_global_unicast(addr):
-    assert network.classify(_ip(addr)) is None
+    assert rules.classify(_ip(addr)) is None
 
 
 def test_mapped_loopback_is_caught_although_python_says_it_is_not_loopback():
@@ -396,6 +395,6 @@ def test_propose_leaves_out_hosts_a_hostile_request_logged():
                {"host": "x" * 300, "port": 443}, {"host": "ok.example", "port": "443"},
                {"host": "ok.example", "port": True}, {"host": "127.1", "port": 80},
                {"host": "good.example", "port": 443}, {"host": "::ffff:7f00:1", "port": 8080}]
-    patterns, counts = network.propose(entries)
+    patterns, counts = rules.propose(entries)
     assert patterns == ["[::ffff:7f00:1]:8080", "good.example"]
     assert [c["host"] for c in counts] == ["::ffff:7f00:1", "good.example"]

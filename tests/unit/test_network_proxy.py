@@ -8,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from agentsh.base.state import Store
 from agentsh.egress import audit, network, proxy
 from agentsh.host import project
-from agentsh.egress.network import Policy
-from agentsh.base.state import Store
+from agentsh.policy.rules import Policy
 from tests.conftest import git_init
 
 

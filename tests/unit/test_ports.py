@@ -1,7 +1,7 @@
 import pytest
 
-from agentsh.policy import ports
 from agentsh.base.errors import UsageError
+from agentsh.policy import ports
 
 
 @pytest.mark.parametrize("spec, want", [

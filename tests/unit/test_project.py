@@ -3,9 +3,9 @@ import re
 
 import pytest
 
-from agentsh.host import project
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError
+from agentsh.host import project
 from tests.conftest import git_init
 
 

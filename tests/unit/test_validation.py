@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from agentsh.policy import config
 from agentsh.base.errors import ConfigError, UsageError
+from agentsh.policy import config
 
 DIGEST = "a" * 64
 GOOD_IMAGES = [
@@ -239,9 +239,9 @@ def test_what_is_mounted_is_a_private_copy_of_the_checked_bytes(tmp_path, isolat
 
 
 def test_lockdown_can_be_turned_on_by_a_project_but_never_off(tmp_path, user_config):
+    from agentsh.base.state import Store
     from agentsh.host import project
     from agentsh.policy import trust
-    from agentsh.base.state import Store
 
     user_config("lockdown = true\n")
     (tmp_path / "p").mkdir()
@@ -257,9 +257,9 @@ def test_lockdown_can_be_turned_on_by_a_project_but_never_off(tmp_path, user_con
 
 
 def test_caches_stay_user_only(tmp_path):
+    from agentsh.base.state import Store
     from agentsh.host import project
     from agentsh.policy import trust
-    from agentsh.base.state import Store
 
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / ".agentsh.toml").write_text('caches = ["npm"]\n')

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agentsh.policy import config, trust
-from agentsh.host import project
-from agentsh.sandbox import lifecycle as sandbox
 from agentsh.app import worktree
 from agentsh.base.errors import AgentshError, UsageError
 from agentsh.base.state import Store
+from agentsh.host import project
+from agentsh.policy import config, trust
+from agentsh.sandbox import lifecycle as sandbox
 from tests.conftest import ab, git_init
 from tests.unit.fake_engine import fake_engine
 

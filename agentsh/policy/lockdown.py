@@ -1,0 +1,71 @@
+"""Lockdown: the narrowed form of a config for repositories you do not trust.
+
+No credentials, env pass-through, mounts, ports or capabilities from the
+config, network "allow" with only the agents' APIs, an ephemeral home and
+the project behind a copy-on-write overlay. See docs/security.md.
+"""
+
+import os
+
+from agentsh.policy.rules import ALLOW, LOCKDOWN_SETS
+
+
+def lockdown(cfg, agent_sets=None):
+    """The locked-down form of a config, for repos you do not trust.
+
+    No credentials, env pass-through, extra mounts, ports or capabilities from the
+    config (what the command line names still passes); network "allow" with
+    only the agent's API (`agent_sets`: its profile's set names; default the
+    agents' APIs); an ephemeral home; the project behind a copy-on-write
+    layer (sandbox.spec reads `lockdown`). `ab-net allow` additions, being
+    explicit per-project commands, still apply.
+    """
+    from agentsh.policy.values import Config
+
+    sets = LOCKDOWN_SETS if agent_sets is None else agent_sets
+    out = Config(cfg)
+    out.update(credentials=[], env=[], mounts=[], cap_add=[], caches=[], ports=[], lockdown=True,
+               network={**cfg["network"], "mode": ALLOW, "allow": [f"@{s}" for s in sets]})
+    for attr in ("project_file", "project_trust", "notices"):
+        setattr(out, attr, getattr(cfg, attr, None))
+    return out
+
+
+def is_locked(cfg):
+    return bool(cfg.get("lockdown"))
+
+
+def overlay_dirs(project):
+    """Host dirs holding a locked-down sandbox's writes to the project (upper) and overlay scratch (work)."""
+    from agentsh.base import paths
+
+    base = os.path.join(paths.data_dir(), "lockdown", project.sandbox)
+    return os.path.join(base, "upper"), os.path.join(base, "work")
+
+
+def project_mount_suffix(project, cfg):
+    """Mount options for the project: a copy-on-write overlay in lockdown, else none."""
+    if not is_locked(cfg):
+        return ""
+    upper, work = overlay_dirs(project)
+    return f":O,upperdir={upper},workdir={work}"
+
+
+def without_ssh_agent(args, env):
+    """Credential spec pieces minus the forwarded SSH agent (lockdown forwards none)."""
+    from agentsh.base.layout import SSH_AGENT_SOCKET
+
+    kept = []
+    for i, arg in enumerate(args):
+        if arg.endswith(":" + SSH_AGENT_SOCKET) or (arg == "-v" and args[i + 1:i + 2] and
+                                                     args[i + 1].endswith(":" + SSH_AGENT_SOCKET)):
+            continue
+        kept.append(arg)
+    return kept, {k: v for k, v in env.items() if k != "SSH_AUTH_SOCK"}
+
+
+def prepare_host(project, cfg):
+    """Create the overlay dirs a locked-down sandbox needs (nothing otherwise)."""
+    if is_locked(cfg):
+        for d in overlay_dirs(project):
+            os.makedirs(d, mode=0o700, exist_ok=True)
