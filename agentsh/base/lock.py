@@ -3,8 +3,8 @@
 This is the same lock filelock's UnixFileLock takes (flock on the lock file),
 without the ~25 ms filelock costs to import (logging, inspect, hashlib...),
 which every state write would pay on a hot path. The kernel drops a flock
-when its holder dies, so a kill -9 never leaves the store locked. Where
-fcntl does not exist, filelock itself is used.
+when its holder dies, so a kill -9 never leaves the store locked. A process
+using filelock on the same file excludes us and we it (tests/unit/test_lock.py).
 """
 
 import os
@@ -74,10 +74,4 @@ class FileLock:
 
 
 def file_lock(path, timeout=-1):
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - not a Unix
-        from filelock import FileLock as Fallback
-
-        return Fallback(path, timeout=timeout)
     return FileLock(path, timeout)
