@@ -17,28 +17,6 @@ from agentsh.sandbox import lifecycle as sandbox
 from tests.conftest import BIN
 from tests.unit.fake_engine import fake_engine
 
-FAKE_PODMAN = """#!/bin/sh
-# Records each call; an exec also records the granted variable and its stdin.
-printf '%s' "$*" | tr '\\n' ' ' >> "$FAKE_DIR/calls"; echo >> "$FAKE_DIR/calls"
-if [ "$1" = exec ]; then
-  printf '%s\\n' "${GRANTED-unset}" >> "$FAKE_DIR/granted-env"
-  case "$*" in *"sh -c"*) cat >> "$FAKE_DIR/stdin" ;; esac
-fi
-exit 0
-"""
-
-
-@pytest.fixture
-def fake_podman(tmp_path, monkeypatch):
-    bindir = tmp_path / "fakebin"
-    bindir.mkdir()
-    script = bindir / "podman"
-    script.write_text(FAKE_PODMAN)
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_DIR", str(tmp_path))
-    monkeypatch.setenv("PATH", f"{bindir}:{BIN}:{os.environ['PATH']}")
-    return tmp_path
-
 
 def put(name, value, type_=creds.ENV, target=None, **kw):
     creds.put(Store(), name, creds.GLOBAL, creds.meta(type_, target or name, **kw), value)
@@ -57,11 +35,6 @@ def ab_exec(repo, *cmd):
     return proc, imported
 
 
-def calls(fake_dir):
-    path = fake_dir / "calls"
-    return path.read_text().splitlines() if path.exists() else []
-
-
 def grant(repo, name):
     creds.grant(Store(), project.find(str(repo)), name)
 
@@ -72,7 +45,7 @@ def test_no_grants_means_no_crypto_import_and_one_engine_call(fake_podman, repo)
     assert proc.returncode == 0, proc.stderr
     assert not any(m.startswith("cryptography") for m in imported)
     assert "agentsh.creds.delivery" in imported  # the check did run
-    assert [c.split()[0] for c in calls(fake_podman)] == ["exec"]
+    assert [c.split()[0] for c in fake_podman.calls()] == ["exec"]
 
 
 def test_env_credentials_travel_on_stdin_never_in_the_engines_env_or_argv(fake_podman, repo):
@@ -80,10 +53,11 @@ def test_env_credentials_travel_on_stdin_never_in_the_engines_env_or_argv(fake_p
     grant(repo, "GRANTED")
     proc, _ = ab_exec(repo, "true")
     assert proc.returncode == 0, proc.stderr
-    write, run = calls(fake_podman)
+    write, run = fake_podman.calls()
     assert write.startswith("exec -i") and "env-secret-value" not in write
     assert " -e GRANTED " not in run and "env-secret-value" not in run
-    assert b"export GRANTED='env-secret-value'" in (fake_podman / "stdin").read_bytes()
+    assert b"export GRANTED='env-secret-value'" in fake_podman.stdin()
+    assert fake_podman.env("GRANTED") == ["unset", "unset"]  # neither engine call saw it in its environment
 
 
 def test_file_credentials_add_one_call_and_writeback_one_more(fake_podman, repo):
@@ -91,14 +65,14 @@ def test_file_credentials_add_one_call_and_writeback_one_more(fake_podman, repo)
     grant(repo, "TOKFILE")
     proc, _ = ab_exec(repo, "true")
     assert proc.returncode == 0, proc.stderr
-    made = calls(fake_podman)
+    made = fake_podman.calls()
     assert len(made) == 2 and made[0].startswith("exec -i") and "sh -c" in made[0]
     assert "file-secret-value" not in "".join(made)
-    assert (fake_podman / "stdin").read_bytes() == b"file-secret-value"
+    assert fake_podman.stdin() == b"file-secret-value"
     put("TOKFILE", b"file-secret-value", creds.FILE, "/home/agent/.tool/token", writeback=True)
-    (fake_podman / "calls").unlink()
+    fake_podman.clear()
     proc, _ = ab_exec(repo, "true")
-    assert len(calls(fake_podman)) == 3
+    assert len(fake_podman.calls()) == 3
     assert b"could not read back" in proc.stderr  # the fake engine answers nothing; exit status stands
     assert proc.returncode == 0
 
@@ -113,7 +87,7 @@ def test_missing_or_expired_grants_are_skipped_with_a_notice(fake_podman, repo):
     proc, _ = ab_exec(repo, "true")
     err = proc.stderr.decode()
     assert proc.returncode == 0 and "GONE is granted to this project but not stored" in err
-    assert "OLD expired" in err and len(calls(fake_podman)) == 1
+    assert "OLD expired" in err and len(fake_podman.calls()) == 1
 
 
 def test_write_script_round_trip_through_a_real_shell(tmp_path):

@@ -11,11 +11,7 @@ from agentsh.cli import image as cli
 from agentsh.host.engine import Engine
 from agentsh.policy import config
 from agentsh.sandbox import image
-
-PULL_ERROR = ('Trying to pull docker.io/library/debian:bookworm-slim...\n'
-              'Error: initializing source docker://debian:bookworm-slim: pinging container registry '
-              'registry-1.docker.io: Get "https://registry-1.docker.io/v2/": dial tcp: lookup '
-              'registry-1.docker.io: no such host\n')
+from tests.unit.fake_engine import FakeRunner
 
 
 @pytest.fixture(autouse=True)
@@ -27,55 +23,6 @@ def isolated(tmp_path, monkeypatch):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
-
-
-class Runner:
-    """A fake engine: knows which images exist; pull, import and build succeed or fail as told."""
-
-    def __init__(self, images=(), pull_ok=False, build_status=0, build_output=None):
-        self.calls = []
-        self.images = set(images)
-        self.pull_ok = pull_ok
-        self.build_status = build_status
-        self.build_output = build_output
-        self.listing = []
-
-    def __call__(self, argv, input=None, capture=True, timeout=None):
-        args = argv[1:]
-        self.calls.append(args)
-        if args[:2] == ["image", "exists"]:
-            return (0 if args[2] in self.images else 1), "", ""
-        if args[:2] == ["image", "inspect"]:
-            if args[2] not in self.images:
-                return 125, "", "Error: no such image"
-            return 0, json.dumps([{"Id": "sha256:0123456789abcdef0123", "Size": 1234}]), ""
-        if args[0] == "pull":
-            if not self.pull_ok:
-                return 125, "", PULL_ERROR
-            self.images.add(args[1])
-            return 0, "Writing manifest to image destination\n", ""
-        if args[0] == "import":
-            self.images.add(args[-1])
-            return 0, "sha256:feedface\n", ""
-        if args[0] == "build":
-            if self.build_status == 0:
-                self.images.add(args[args.index("-t") + 1])
-            out = self.build_output or "STEP 1/3: FROM base\nSTEP 2/3: RUN true\nCOMMIT x\n--> 0123\n"
-            return self.build_status, out, ""
-        if args[0] == "images":
-            return 0, json.dumps(self.listing), ""
-        return 0, "", ""
-
-    def find(self, cmd):
-        return [c for c in self.calls if c[0] == cmd]
-
-    def build_args(self):
-        (build,) = self.find("build")
-        return build
-
-    def build_arg_values(self):
-        args = self.build_args()
-        return dict(args[i + 1].split("=", 1) for i, a in enumerate(args) if a == "--build-arg")
 
 
 class Host:
@@ -130,7 +77,7 @@ def no_debootstrap(monkeypatch):
 # -- choosing the base ---------------------------------------------------------
 
 def test_a_local_registry_base_is_used_without_pulling():
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     record = builder(runner).build()
     assert runner.find("pull") == []
     args = runner.build_args()
@@ -141,7 +88,7 @@ def test_a_local_registry_base_is_used_without_pulling():
 
 
 def test_a_missing_registry_base_is_pulled_first():
-    runner = Runner(pull_ok=True)
+    runner = FakeRunner(pull_ok=True)
     b = builder(runner)
     record = b.build()
     assert runner.find("pull") == [["pull", image.REGISTRY_BASE]]
@@ -151,7 +98,7 @@ def test_a_missing_registry_base_is_pulled_first():
 
 
 def test_unreachable_registry_falls_back_to_debootstrap(root):
-    runner, host = Runner(), Host()
+    runner, host = FakeRunner(), Host()
     b = builder(runner, host)
     record = b.build()
     assert any("cannot pull docker.io/library/debian:bookworm-slim" in n and "debootstrap instead" in n
@@ -170,7 +117,7 @@ def test_unreachable_registry_falls_back_to_debootstrap(root):
 
 def test_the_bootstrapped_rootfs_is_tidied_and_gets_updates_and_security(root):
     host = Host()
-    builder(Runner(), host).build(bootstrap=True)
+    builder(FakeRunner(), host).build(bootstrap=True)
     assert host.sources.splitlines() == [
         "deb http://deb.debian.org/debian bookworm main",
         "deb http://deb.debian.org/debian bookworm-updates main",
@@ -180,7 +127,7 @@ def test_the_bootstrapped_rootfs_is_tidied_and_gets_updates_and_security(root):
 
 
 def test_unreachable_registry_without_debootstrap_says_what_to_install(no_debootstrap):
-    runner = Runner()
+    runner = FakeRunner()
     with pytest.raises(EngineError) as e:
         builder(runner).build()
     text = str(e.value)
@@ -191,7 +138,7 @@ def test_unreachable_registry_without_debootstrap_says_what_to_install(no_deboot
 
 
 def test_an_explicit_base_that_cannot_be_pulled_does_not_fall_back(root):
-    runner, host = Runner(), Host()
+    runner, host = FakeRunner(), Host()
     with pytest.raises(EngineError) as e:
         builder(runner, host).build(base="registry.example/debian:12")
     assert "cannot pull registry.example/debian:12" in str(e.value) and "--bootstrap" in str(e.value)
@@ -199,7 +146,7 @@ def test_an_explicit_base_that_cannot_be_pulled_does_not_fall_back(root):
 
 
 def test_an_existing_local_base_is_reused_instead_of_trying_the_registry(root):
-    runner, host = Runner(images={image.LOCAL_BASE}), Host()
+    runner, host = FakeRunner(images={image.LOCAL_BASE}), Host()
     b = builder(runner, host)
     record = b.build()
     assert runner.find("pull") == [] and host.calls == []
@@ -209,19 +156,19 @@ def test_an_existing_local_base_is_reused_instead_of_trying_the_registry(root):
 
 
 def test_bootstrap_reuses_the_local_base_unless_refresh(root):
-    runner, host = Runner(images={image.LOCAL_BASE}), Host()
+    runner, host = FakeRunner(images={image.LOCAL_BASE}), Host()
     builder(runner, host).build(bootstrap=True)
     assert host.calls == [] and runner.find("import") == []
     assert "--no-cache" not in runner.build_args()
 
-    runner, host = Runner(images={image.LOCAL_BASE}), Host()
+    runner, host = FakeRunner(images={image.LOCAL_BASE}), Host()
     builder(runner, host).build(bootstrap=True, refresh=True)
     assert host.calls[0][1] == "--variant=minbase" and len(runner.find("import")) == 1
     assert "--no-cache" in runner.build_args()
 
 
 def test_refresh_pulls_the_registry_base_again():
-    runner = Runner(images={image.REGISTRY_BASE}, pull_ok=True)
+    runner = FakeRunner(images={image.REGISTRY_BASE}, pull_ok=True)
     builder(runner).build(refresh=True)
     assert runner.find("pull") == [["pull", image.REGISTRY_BASE]]
     assert "--no-cache" in runner.build_args()
@@ -230,7 +177,7 @@ def test_refresh_pulls_the_registry_base_again():
 def test_bootstrap_as_non_root_names_the_fix(monkeypatch):
     monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(image, "have_debootstrap", lambda: "/usr/sbin/debootstrap")
-    runner, host = Runner(), Host()
+    runner, host = FakeRunner(), Host()
     with pytest.raises(AgentshError) as e:
         builder(runner, host).build(bootstrap=True)
     text = str(e.value)
@@ -243,7 +190,7 @@ def test_bootstrap_as_non_root_names_the_fix(monkeypatch):
 def test_registry_fallback_as_non_root_says_how_to_make_the_base(monkeypatch):
     monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(image, "have_debootstrap", lambda: "/usr/sbin/debootstrap")
-    runner, host = Runner(), Host()
+    runner, host = FakeRunner(), Host()
     b = builder(runner, host)
     with pytest.raises(EngineError) as e:
         b.build()
@@ -255,13 +202,13 @@ def test_registry_fallback_as_non_root_says_how_to_make_the_base(monkeypatch):
 
 def test_bootstrap_without_debootstrap_says_what_to_install(no_debootstrap):
     with pytest.raises(AgentshError) as e:
-        builder(Runner()).build(bootstrap=True)
+        builder(FakeRunner()).build(bootstrap=True)
     assert "debootstrap" in str(e.value) and "apt-get install debootstrap" in str(e.value)
 
 
 def test_debootstrap_failure_shows_its_reason(root):
     with pytest.raises(AgentshError) as e:
-        builder(Runner(), Host(status=1)).build(bootstrap=True)
+        builder(FakeRunner(), Host(status=1)).build(bootstrap=True)
     assert "debootstrap failed: E: Couldn't download packages: libc6" in str(e.value)
     assert "--mirror" in str(e.value) and e.value.tail
 
@@ -269,10 +216,10 @@ def test_debootstrap_failure_shows_its_reason(root):
 # -- build arguments -----------------------------------------------------------
 
 def test_agents_are_in_by_default_and_out_with_no_agents():
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     builder(runner).build()
     assert runner.build_arg_values()["AGENTS"] == "1"
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     record = builder(runner).build(agents=False)
     assert runner.build_arg_values()["AGENTS"] == "0"
     assert record["agents"] is False
@@ -285,7 +232,7 @@ def test_the_host_ca_bundle_reaches_the_build_as_a_secret(tmp_path, monkeypatch)
     bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     cfg = config.load()
     cfg["ca_bundle"] = str(bundle)
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     record = builder(runner, cfg=cfg).build()
     args = runner.build_args()
     [secret] = [a for a in args if a.startswith(f"id={image.CA_SECRET},src=")]
@@ -302,14 +249,14 @@ def test_auto_uses_the_hosts_bundle_and_image_uses_none(monkeypatch, tmp_path):
     bundle = tmp_path / "ca-certificates.crt"
     bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")
     monkeypatch.setattr(sandbox, "HOST_CA_BUNDLES", (str(bundle),))
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     builder(runner).build()  # default: ca_bundle = "auto"
     [secret] = [a for a in runner.build_args() if a.startswith("id=ca_bundle,src=")]
     assert open(secret.split("src=", 1)[1]).read() == bundle.read_text()
 
     cfg = config.load()
     cfg["ca_bundle"] = "image"
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     builder(runner, cfg=cfg).build()
     assert "--secret" not in runner.build_args()
 
@@ -317,14 +264,14 @@ def test_auto_uses_the_hosts_bundle_and_image_uses_none(monkeypatch, tmp_path):
 def test_a_missing_ca_bundle_file_is_a_config_error():
     cfg = config.load()
     cfg["ca_bundle"] = "/nonexistent/ca.pem"
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     with pytest.raises(AgentshError) as e:
         builder(runner, cfg=cfg).build()
     assert "is not a file" in str(e.value) and runner.calls == []
 
 
 def test_mirror_goes_to_debootstrap_and_apt(root):
-    runner, host = Runner(), Host()
+    runner, host = FakeRunner(), Host()
     builder(runner, host).build(bootstrap=True, mirror="http://ftp.de.debian.org/debian/")
     assert host.calls[0][4] == "http://ftp.de.debian.org/debian"
     assert runner.build_arg_values()["APT_MIRROR"] == "http://ftp.de.debian.org/debian"
@@ -333,14 +280,14 @@ def test_mirror_goes_to_debootstrap_and_apt(root):
 
 
 def test_no_mirror_means_no_apt_mirror_arg():
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     builder(runner).build()
     assert "APT_MIRROR" not in runner.build_arg_values()
 
 
 def test_the_build_context_holds_only_the_containerfile():
     seen = {}
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
 
     def spy(argv, **kw):
         if argv[1] == "build":
@@ -368,7 +315,7 @@ def test_a_failed_build_names_the_step_the_reason_and_a_fix():
               'Error: building at STEP "RUN npm install": while running runtime: exit status 1\n')
     cfg = config.load()
     cfg["ca_bundle"] = "image"
-    runner = Runner(images={image.REGISTRY_BASE}, build_status=1, build_output=output)
+    runner = FakeRunner(images={image.REGISTRY_BASE}, build_status=1, build_output=output)
     with pytest.raises(AgentshError) as e:
         builder(runner, cfg=cfg).build()
     text = str(e.value)
@@ -380,7 +327,7 @@ def test_a_failed_build_names_the_step_the_reason_and_a_fix():
 
 def test_a_failed_build_without_a_known_error_line_gives_the_exit_status():
     output = "STEP 4/16: RUN false\nsome output\nError: building at STEP \"RUN false\": while running runtime: exit status 1\n"
-    runner = Runner(images={image.REGISTRY_BASE}, build_status=1, build_output=output)
+    runner = FakeRunner(images={image.REGISTRY_BASE}, build_status=1, build_output=output)
     with pytest.raises(AgentshError) as e:
         builder(runner).build()
     assert str(e.value).startswith("podman build of localhost/agentsh:latest failed at STEP 4/16: exit status 1;")
@@ -394,7 +341,7 @@ def test_a_failed_build_without_a_known_error_line_gives_the_exit_status():
     ({"mirror": "ftp.debian.org"}, "not an http(s) URL"),
 ])
 def test_bad_options_are_usage_errors(kw, words):
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     with pytest.raises(UsageError) as e:
         builder(runner).build(**kw)
     assert words in str(e.value) and e.value.code == 2
@@ -410,7 +357,7 @@ def test_a_missing_engine_is_said_first(monkeypatch):
 
 
 def test_the_build_is_recorded_in_the_state_store():
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     builder(runner).build(tag="localhost/agentsh:dev")
     record = Store().read("images/localhost_agentsh_dev.json")
     assert record["image"] == "localhost/agentsh:dev" and record["id"] == "0123456789ab"
@@ -467,7 +414,7 @@ def test_plain_progress_shows_only_steps_and_tty_progress_redraws_one_line():
 def fake_cli_engine(monkeypatch):
     import agentsh.host.engine
 
-    runner = Runner(images={image.REGISTRY_BASE})
+    runner = FakeRunner(images={image.REGISTRY_BASE})
     monkeypatch.setattr(agentsh.host.engine, "Engine",
                         lambda name="podman", **kw: Engine(name, runner=runner, exe="/usr/bin/podman"))
     return runner
@@ -562,7 +509,7 @@ def test_the_containerfile_has_what_the_image_promises():
 
 def test_a_rootfs_with_something_still_mounted_is_left_alone(root, monkeypatch):
     monkeypatch.setattr(image, "release_mounts", lambda path: False)
-    b = builder(Runner(), Host())
+    b = builder(FakeRunner(), Host())
     b.build(bootstrap=True)
     assert any(n.startswith("left ") and "still mounted" in n for n in b.notices)
     left = os.listdir(os.environ["TMPDIR"])
