@@ -275,10 +275,4 @@ def with_credentials(cfg, names_):
     The profile's credentials reach the sandbox for this agent's runs without
     a lasting grant; `ab-creds grant` is still how plain `ab-exec` gets them.
     """
-    from agentsh.policy.values import Config
-
-    out = Config(cfg)
-    for attr in vars(cfg):
-        setattr(out, attr, getattr(cfg, attr))
-    out["credentials"] = list(dict.fromkeys([*cfg.get("credentials", []), *names_]))
-    return out
+    return cfg.replace({"credentials": list(dict.fromkeys([*cfg.get("credentials", []), *names_]))})

@@ -340,13 +340,9 @@ def load(project=None, store=None, flags=None):
 
             raise UsageError(e.message, e.fix) from None
         cfg = merge(cfg, given)
-    out = Config(cfg)
-    out.project_file = project.config_file if project else None
-    out.project_trust = trust_state
-    out.notices = notices
-    out.devcontainer = dev
-    out.flag_keys = {k for k, v in (flags or {}).items() if v is not None}
-    return out
+    return Config(cfg, project_file=project.config_file if project else None, project_trust=trust_state,
+                  notices=notices, devcontainer=dev,
+                  flag_keys=(k for k, v in (flags or {}).items() if v is not None))
 
 
 # -- what a project file widens -------------------------------------------------------

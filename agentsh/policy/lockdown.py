@@ -20,15 +20,11 @@ def lockdown(cfg, agent_sets=None):
     layer (sandbox.spec reads `lockdown`). `ab-net allow` additions, being
     explicit per-project commands, still apply.
     """
-    from agentsh.policy.values import Config
-
     sets = LOCKDOWN_SETS if agent_sets is None else agent_sets
-    out = Config(cfg)
-    out.update(credentials=[], env=[], mounts=[], cap_add=[], caches=[], ports=[], lockdown=True,
-               network={**cfg["network"], "mode": ALLOW, "allow": [f"@{s}" for s in sets]})
-    for attr in ("project_file", "project_trust", "notices"):
-        setattr(out, attr, getattr(cfg, attr, None))
-    return out
+    # The devcontainer goes too: its mounts, ports, env, user and build are what lockdown refuses.
+    return cfg.replace(dict(credentials=[], env=[], mounts=[], cap_add=[], caches=[], ports=[], lockdown=True,
+                            network={**cfg["network"], "mode": ALLOW, "allow": [f"@{s}" for s in sets]}),
+                       devcontainer=None)
 
 
 def is_locked(cfg):

@@ -5,6 +5,9 @@ devcontainer reader all validate with these, so none of them imports another
 to check a value.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 from agentsh.base.errors import ConfigError
 
 
@@ -128,10 +131,28 @@ def _type(value):
 
 
 class Config(dict):
-    """The merged settings, plus how the project file was treated."""
+    """The merged settings (the dict), plus how the project file was treated (declared fields).
 
-    project_file = None  # path of the project file, if the project has one
-    project_trust = None  # trust.ALLOWED / DENIED / BLOCKED, or None
-    notices = ()  # one-line messages for the user (e.g. untrusted file ignored)
-    devcontainer = None  # the project's devcontainer.Devcontainer, read only when trusted
-    flag_keys = frozenset()  # keys given on the command line (they beat a devcontainer's image)
+    Every copy goes through `replace`, which keeps each field unless told
+    otherwise, so no copy loses one by accident.
+    """
+
+    __slots__ = ("project_file", "project_trust", "notices", "devcontainer", "flag_keys")
+
+    def __init__(self, values: Mapping[str, Any] = (), *, project_file: str | None = None,
+                 project_trust: str | None = None, notices: Sequence[str] = (), devcontainer: Any = None,
+                 flag_keys: Iterable[str] = ()) -> None:
+        super().__init__(values)
+        self.project_file = project_file  # path of the project file, if the project has one
+        self.project_trust = project_trust  # trust.ALLOWED / DENIED / BLOCKED, or None
+        self.notices = list(notices)  # one-line messages for the user (e.g. untrusted file ignored)
+        self.devcontainer = devcontainer  # the project's devcontainer.Devcontainer, read only when trusted
+        self.flag_keys = frozenset(flag_keys)  # keys given on the command line (they beat a devcontainer's image)
+
+    def replace(self, values: Mapping[str, Any] | None = None, **fields: Any) -> "Config":
+        """A copy with `values` merged over the settings and `fields` (by name) set; the rest kept."""
+        unknown = set(fields) - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"Config has no field {', '.join(sorted(unknown))}")
+        kept = {name: getattr(self, name) for name in self.__slots__}
+        return Config({**self, **(values or {})}, **{**kept, **fields})

@@ -64,8 +64,9 @@ def cap_add_args(cfg, run_args):
 class Spec:
     """What `run` needs: the argument list (minus the spec label) and its hash."""
 
-    def __init__(self, name, project_root, image, run_args):
+    def __init__(self, name, project_root, image, run_args, keepalive=KEEPALIVE):
         self.name = name
+        self.keepalive = tuple(keepalive)
         self.project_root = project_root
         self.image = image
         self.hash = sha256_hex(json.dumps(run_args))[:16]
@@ -73,8 +74,8 @@ class Spec:
 
     def full_run_args(self):
         """run arguments with the spec label, ready for `run -d`."""
-        *flags, image = self.run_args[: -len(KEEPALIVE)]
-        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *KEEPALIVE]
+        *flags, image = self.run_args[: -len(self.keepalive)]
+        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *self.keepalive]
 
 
 def host_ca_bundle():
@@ -200,8 +201,13 @@ def spec(project, cfg, engine, publish=(), topo=None):
     env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
-    args += ["-w", root, extra.image, *KEEPALIVE]
-    out = Spec(project.sandbox, root, extra.image, args)
+    # The keep-alive is the exec server when this agentsh could build it (sandbox.execd).
+    from agentsh.sandbox import execd
+
+    execd_args, keepalive = execd.spec_args(gitbridge.lib_dir(), project.sandbox)
+    args += execd_args
+    args += ["-w", root, extra.image, *keepalive]
+    out = Spec(project.sandbox, root, extra.image, args, keepalive)
     out.build, out.post_create, out.publish = extra.build, extra.post_create, list(publish)
     out.topo, out.locked = topo, locked
     return out
@@ -221,7 +227,7 @@ def _additions(project, cfg, publish):
     from agentsh.sandbox import instructions
 
     extra = _Additions(cfg["image"])
-    dev = getattr(cfg, "devcontainer", None)
+    dev = cfg.devcontainer
     wanted_ports = [*cfg.get("ports", ()), *(dev.ports if dev else ()), *publish]
     mode = cfg["network"]["mode"]
     if wanted_ports and mode != "full":
@@ -245,7 +251,7 @@ def _additions(project, cfg, publish):
     extra.env = {**{k: v for k, v in dev.env.items() if "${" not in v}, **extra.env}
     extra.user = dev.user
     extra.post_create = dev.post_create_commands()
-    if "image" not in getattr(cfg, "flag_keys", ()):  # --image beats the devcontainer
+    if "image" not in cfg.flag_keys:  # --image beats the devcontainer
         if dev.dockerfile:
             with open(dev.dockerfile, "rb") as f:
                 recipe = f.read()
@@ -261,9 +267,10 @@ def _additions(project, cfg, publish):
 
 def prepare_host(project, topo, locked=False):
     """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
-    from agentsh.sandbox import gitbridge
+    from agentsh.sandbox import execd, gitbridge
 
     gitbridge.prepare(topo, project.sandbox, locked)
+    execd.prepare(project.sandbox)
 
 
 def ensure_running(project, cfg, engine, store, notify):
@@ -301,8 +308,10 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     from agentsh.egress import network
     from agentsh.host import gittopo
     from agentsh.policy import lockdown
+    from agentsh.sandbox import gitbridge
 
     lockdown.prepare_host(project, cfg)
+    gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
     topo = gittopo.recorded(store, project, again=recreate)
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
