@@ -192,10 +192,11 @@ def read_back_script(files):
     return "\n".join(lines) + "\n"
 
 
-def _gone(err):
-    from agentsh.host.engine import is_gone_message
+def _gone(engine, err):
+    """Whether an exec's stderr is the engine saying the sandbox is gone or stopped."""
+    from agentsh.host.engine import ContainerGone
 
-    return is_gone_message(err.encode("utf-8", "replace"))
+    return isinstance(engine.error(err, "exec"), ContainerGone)
 
 
 def write_files(engine, sandbox_name, files, recover=None):
@@ -206,7 +207,7 @@ def write_files(engine, sandbox_name, files, recover=None):
         status, _, err = engine.exec_bytes(sandbox_name, ["sh", "-c", script], input=data, timeout=EXEC_TIMEOUT)
         if status == 0:
             return
-        if attempt == 1 and recover is not None and _gone(err):
+        if attempt == 1 and recover is not None and _gone(engine, err):
             recover()
             continue
         break

@@ -63,15 +63,58 @@ UNREACHABLE = ("pinging container registry", "no such host", "dial tcp", "connec
                "tls handshake timeout")
 
 
-class NoSuchContainer(EngineError):
-    pass
+# -- typed errors: one class for each case a caller tells apart -------------------
 
+
+class ContainerGone(EngineError):
+    """The container an operation names is not there, or not running."""
+
+
+class NoSuchContainer(ContainerGone):
+    """No container of that name or id."""
+
+
+class NotRunning(ContainerGone):
+    """The container exists but is stopped (an exec, say, needs it running)."""
+
+
+class NameInUse(EngineError):
+    """`run` found a container of that name already there."""
+
+
+class ImageMissing(EngineError):
+    """The image is neither local nor (for a pull) in its registry."""
+
+
+class RegistryUnreachable(EngineError):
+    """The image registry cannot be reached (network, proxy, DNS)."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine's service (Docker's daemon, a remote Podman) does not answer."""
+
+
+class HostQuirk(EngineError):
+    """The engine's defaults cannot start containers on this host; a containers.conf fixes it."""
+
+
+# How each case shows in the engine's error text (lower case), Podman's and Docker's.
+NO_SUCH_CONTAINER = ("no such container", "no container with name or id")
+NOT_RUNNING = ("container state improper", "is not running")
+NAME_IN_USE = ("already in use",)
+ENGINE_UNAVAILABLE = ("cannot connect to the docker daemon", "cannot connect to podman")
+IMAGE_MISSING = ("image not known", "unable to find image", "manifest unknown", "no such image",
+                 "repository does not exist", "initializing source")
 
 _ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper")
 
 
-def is_gone_message(data):
-    """Whether an exec's first stderr bytes are the engine saying the container is gone or stopped."""
+def is_gone_message(data: bytes) -> bool:
+    """Whether an exec's first stderr bytes are the engine saying the container is gone or stopped.
+
+    For ab-exec's relay, which sees raw bytes and must not wait for more;
+    Engine.error gives the same answer as a NoSuchContainer or NotRunning.
+    """
     head = data[:400].lower()
     return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
 
@@ -138,28 +181,32 @@ class Engine:
             raise self.error(err, what or args[0])
         return out if check else (status, out, err)
 
-    def error(self, stderr, what):
-        """Turn engine stderr into one actionable line."""
+    def error(self, stderr: str, what: str) -> EngineError:
+        """Turn engine stderr into one actionable line, typed by what went wrong."""
         text = " ".join(stderr.strip().split())
         low = text.lower()
-        if "no such container" in low or "no container with name or id" in low:
+        if any(s in low for s in NO_SUCH_CONTAINER):
             return NoSuchContainer(f"{what}: no such container")
-        if "cannot connect to the docker daemon" in low or "cannot connect to podman" in low:
+        if any(s in low for s in ENGINE_UNAVAILABLE):
             fix = ("start it: sudo systemctl start docker" if self.name == "docker"
                    else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")
-            return EngineError(f"the {self.name} engine is not running", fix)
+            return EngineUnavailable(f"the {self.name} engine is not running", fix)
         if "initializing source" in low and any(s in low for s in UNREACHABLE):
-            return EngineError(f"{what}: cannot reach the image registry ({text[-160:]})",
-                               "check the network or proxy, or build the image locally: ab-image build --bootstrap")
-        if any(s in low for s in ("image not known", "unable to find image", "manifest unknown",
-                                  "no such image", "repository does not exist", "initializing source")):
-            return EngineError(f"{what}: image not found ({text[:160]})",
-                               "build it with 'ab-image build' or set another image")
+            return RegistryUnreachable(f"{what}: cannot reach the image registry ({text[-160:]})",
+                                       "check the network or proxy, or build the image locally: "
+                                       "ab-image build --bootstrap")
+        if any(s in low for s in IMAGE_MISSING):
+            return ImageMissing(f"{what}: image not found ({text[:160]})",
+                                "build it with 'ab-image build' or set another image")
         if any(s in low for s in HOST_QUIRKS):
             conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "containers-compat.conf")
-            return EngineError(f"{self.name} cannot start containers with its defaults on this host ({text[-160:]})",
-                               f"use runc and lower ulimits: export CONTAINERS_CONF={conf}")
+            return HostQuirk(f"{self.name} cannot start containers with its defaults on this host ({text[-160:]})",
+                             f"use runc and lower ulimits: export CONTAINERS_CONF={conf}")
         last = text[-300:] if text else "no error text"
+        if any(s in low for s in NAME_IN_USE):
+            return NameInUse(f"{self.name} {what} failed: {last}")
+        if any(s in low for s in NOT_RUNNING):
+            return NotRunning(f"{self.name} {what} failed: {last}")
         return EngineError(f"{self.name} {what} failed: {last}")
 
     # -- containers -----------------------------------------------------
@@ -186,8 +233,10 @@ class Engine:
 
     def remove(self, name):
         status, _, err = self.call("rm", "-f", name, check=False)
-        if status != 0 and not isinstance(self.error(err, "rm"), NoSuchContainer):
-            raise self.error(err, "rm")
+        if status != 0:
+            e = self.error(err, "rm")
+            if not isinstance(e, NoSuchContainer):
+                raise e
 
     def exec_argv(self, name, cmd, workdir=None, env_names=(), tty=False, interactive=True, user=None):
         """argv for `exec`: env values come from the caller's environment, never argv."""

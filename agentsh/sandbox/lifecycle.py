@@ -13,6 +13,7 @@ import time
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError, StateError
 from agentsh.host import liveness
+from agentsh.host.engine import NameInUse, NoSuchContainer
 
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
@@ -355,7 +356,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
         if info is None and not recreate:
             try:
                 return _converge(engine, store, project, want, None, False, notify)
-            except NameTaken:
+            except NameInUse:
                 info = engine.inspect(want.name)
                 wanted(kept_publish(info) if publish is None else publish)
         return _converge(engine, store, project, want, info, recreate, notify)
@@ -386,10 +387,6 @@ def _converge(engine, store, project, want, info, recreate, notify):
     if info is not None:
         return {**describe(info, project, want.image), "state": RUNNING, "started": started}
     return _create(engine, store, project, want, notify)
-
-
-class NameTaken(AgentshError):
-    """`run` found a container of that name already there."""
 
 
 def _read_record(store, name, notify=None):
@@ -459,14 +456,9 @@ def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo
 
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
-    try:
-        cid = engine.run_detached(want.full_run_args())
-    except AgentshError as e:
-        if "already in use" not in e.message:
-            raise
-        # Made by a process that held no lock, or under another state dir:
-        # the caller inspects it and decides.
-        raise NameTaken(e.message) from None
+    # NameInUse: made by a process that held no lock, or under another state
+    # dir; the caller inspects it and decides.
+    cid = engine.run_detached(want.full_run_args())
     if want.post_create:
         post_create(engine, want, notify or (lambda msg: None))
     store.write(f"sandboxes/{want.name}.json", {
@@ -519,9 +511,7 @@ def down(engine, names, remove=False, volumes=(), store=None):
         else:
             try:
                 engine.stop(name)
-            except AgentshError as e:
-                if "no such container" not in e.message:
-                    raise
+            except NoSuchContainer:
                 continue
         done.append(name)
     for volume in volumes:
