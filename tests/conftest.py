@@ -55,16 +55,40 @@ def user_config(isolated_dirs):
     return write
 
 
+GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+          "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+
+
 def git_init(path):
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(["git", "init", "-q", str(path)], check=True)
     return path
 
 
+def git(cwd, *args):
+    """Host git in `cwd` with a fixed identity; its stdout (raises on failure)."""
+    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True,
+                          env={**os.environ, **GIT_ID}).stdout
+
+
+def commit(cwd, name, text="x\n", message=None):
+    """Write `name` in the repository at `cwd` and commit it."""
+    (Path(cwd) / name).write_text(text)
+    git(cwd, "add", name)
+    git(cwd, "commit", "-qm", message or f"add {name}")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "committed: the `repo` fixture starts with one commit (a README)")
+
+
 @pytest.fixture
-def repo(tmp_path):
-    """A fresh git repository (the usual kind of project)."""
-    return git_init(tmp_path / "repo")
+def repo(tmp_path, request):
+    """A fresh git repository (the usual kind of project); with one commit under @pytest.mark.committed."""
+    path = git_init(tmp_path / "repo")
+    if request.node.get_closest_marker("committed"):
+        commit(path, "README", "hello\n", "init")
+    return path
 
 
 def ab(*args, input=None, cwd=None, check=False, env=None, timeout=120):
@@ -253,8 +277,8 @@ def host_git_files():
     return git, files
 
 
-def import_git_image():
-    """The tiny busybox image plus the host's git: no network, about a second."""
+def git_image_tar():
+    """The tiny busybox rootfs plus the host's git, as a tarball: no network, about a second."""
     import io
     import tarfile
 
@@ -270,7 +294,11 @@ def import_git_image():
             tar.add(git, arcname="usr/bin/git")
         if os.path.isdir("/usr/lib/git-core"):
             tar.add("/usr/lib/git-core", arcname="usr/lib/git-core")
-    replace_image(buf.getvalue(), GIT_IMAGE)
+    return buf.getvalue()
+
+
+def import_git_image(run=subprocess.run):
+    replace_image(git_image_tar(), GIT_IMAGE, run)
 
 
 @pytest.fixture(scope="session")

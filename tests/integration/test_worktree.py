@@ -7,10 +7,8 @@ import subprocess
 import pytest
 
 from agentsh.host import project
-from tests.conftest import ab, git_init, inspect, podman, remove_sandboxes_under
+from tests.conftest import GIT_ID, ab, git, inspect, podman, remove_sandboxes_under
 
-GIT_ID = {"GIT_AUTHOR_NAME": "Agent", "GIT_AUTHOR_EMAIL": "agent@example.invalid",
-          "GIT_COMMITTER_NAME": "Agent", "GIT_COMMITTER_EMAIL": "agent@example.invalid"}
 # Passed as -e NAME=VALUE: the sandbox has no git identity of its own.
 GIT_ID_ARGS = [a for k, v in GIT_ID.items() for a in ("-e", f"{k}={v}")]
 
@@ -23,21 +21,7 @@ def git_env(git_image, user_config, tmp_path):
     remove_sandboxes_under(str(tmp_path))
 
 
-pytestmark = pytest.mark.usefixtures("git_env")
-
-
-def host_git(cwd, *args):
-    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True,
-                          env={**os.environ, **GIT_ID}).stdout
-
-
-@pytest.fixture
-def repo(tmp_path):
-    r = git_init(tmp_path / "repo")
-    (r / "README").write_text("hello\n")
-    host_git(r, "add", "README")
-    host_git(r, "commit", "-qm", "init")
-    return r
+pytestmark = [pytest.mark.usefixtures("git_env"), pytest.mark.committed]
 
 
 def wt_new(repo, name):
@@ -67,10 +51,10 @@ def test_two_worktrees_commit_in_two_sandboxes_at_once(repo):
         assert outputs[name][0].decode() == f"commit by {name}\n"  # clean status, then the new commit
     # The host repo has both branches, each with its sandbox's commit on top of main's.
     for name, path in paths.items():
-        assert host_git(repo, "log", "--format=%s", "-2", name).splitlines() == [f"commit by {name}", "init"]
-        assert host_git(repo, "show", f"{name}:{name}.txt") == f"work of {name}\n"
-        assert host_git(path, "status", "--porcelain") == ""
-    assert set(host_git(repo, "branch", "--format=%(refname:short)").split()) >= set(paths)
+        assert git(repo, "log", "--format=%s", "-2", name).splitlines() == [f"commit by {name}", "init"]
+        assert git(repo, "show", f"{name}:{name}.txt") == f"work of {name}\n"
+        assert git(path, "status", "--porcelain") == ""
+    assert set(git(repo, "branch", "--format=%(refname:short)").split()) >= set(paths)
 
 
 def test_worktree_sandbox_sees_only_the_main_git_dir_and_cannot_change_hooks_or_config(repo):
@@ -95,9 +79,9 @@ def test_a_commit_through_ab_exec_in_a_plain_repo_is_a_host_commit(repo):
     proc = in_sandbox("sh", "-c", "echo inside > made.txt && git add made.txt && git commit -q -m 'from the sandbox'",
                       cwd=repo)
     assert proc.returncode == 0, proc.stderr.decode()
-    assert host_git(repo, "log", "--format=%s", "-1") == "from the sandbox\n"
-    assert host_git(repo, "status", "--porcelain") == ""
-    assert host_git(repo, "show", "HEAD:made.txt") == "inside\n"
+    assert git(repo, "log", "--format=%s", "-1") == "from the sandbox\n"
+    assert git(repo, "status", "--porcelain") == ""
+    assert git(repo, "show", "HEAD:made.txt") == "inside\n"
 
 
 def test_rm_refuses_then_removes_worktree_sandbox_and_home_volume(repo):
@@ -115,8 +99,8 @@ def test_rm_refuses_then_removes_worktree_sandbox_and_home_volume(repo):
     assert not os.path.exists(path)
     assert podman("container", "exists", name, check=False).returncode != 0
     assert podman("volume", "exists", f"{name}-home", check=False).returncode != 0
-    assert "r" not in host_git(repo, "branch", "--format=%(refname:short)").split()
-    assert host_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert "r" not in git(repo, "branch", "--format=%(refname:short)").split()
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
 
 def test_prune_forgets_a_worktree_deleted_by_hand_and_its_sandbox(repo):
@@ -130,4 +114,4 @@ def test_prune_forgets_a_worktree_deleted_by_hand_and_its_sandbox(repo):
     assert podman("container", "exists", name, check=False).returncode != 0
     assert podman("volume", "exists", f"{name}-home", check=False).returncode != 0
     assert ab("ab-wt", "ls", "--json", cwd=repo, check=True).stdout.strip() == b"[]"
-    assert host_git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1

@@ -5,37 +5,17 @@ makes git repositories the way the side's user would, runs `ab-*` and git as
 that user, and reads `podman inspect` from that user's engine.
 """
 
-import io
 import json
 import os
 import subprocess
-import tarfile
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import GIT_IMAGE, host_git_files, make_tiny_rootfs, remove_sandboxes_under, replace_image
+from tests.conftest import GIT_ID, GIT_IMAGE, git_image_tar, remove_sandboxes_under, replace_image
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-
-
-def git_image_tar():
-    git, files = host_git_files()
-    buf = io.BytesIO()
-    with tempfile.TemporaryDirectory() as d, tarfile.open(fileobj=buf, mode="w") as tar:
-        os.chmod(d, 0o755)
-        make_tiny_rootfs(d)
-        tar.add(d, arcname=".")
-        for path in files:
-            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
-        if git != "/usr/bin/git":
-            tar.add(git, arcname="usr/bin/git")
-        if os.path.isdir("/usr/lib/git-core"):
-            tar.add("/usr/lib/git-core", arcname="usr/lib/git-core")
-    return buf.getvalue()
+GIT_ENV = GIT_ID
 
 
 class Side:

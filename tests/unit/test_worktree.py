@@ -13,29 +13,10 @@ from agentsh.base.state import Store
 from agentsh.host import project
 from agentsh.policy import config, trust
 from agentsh.sandbox import lifecycle as sandbox
-from tests.conftest import ab, git_init
+from tests.conftest import ab, commit, git, git_init
 from tests.unit.fake_engine import fake_engine
 
-GIT_ID = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-          "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-
-
-def git(cwd, *args):
-    return subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True,
-                          env={**os.environ, **GIT_ID}).stdout
-
-
-def commit(cwd, name, text="x\n", message=None):
-    (cwd / name).write_text(text)
-    git(cwd, "add", name)
-    git(cwd, "commit", "-qm", message or f"add {name}")
-
-
-@pytest.fixture
-def repo(tmp_path):
-    r = git_init(tmp_path / "repo")
-    commit(r, "README")
-    return r
+pytestmark = pytest.mark.committed  # the `repo` fixture (tests/conftest.py) starts with a commit
 
 
 def branches(repo):
