@@ -6,6 +6,8 @@ fix. Checks never change anything; the CLI prints them or emits JSON.
 
 import os
 
+from agentsh.base import layout
+
 OK, WARN, FAIL = "ok", "warn", "fail"
 LOCAL_CA_DIRS = ("/usr/local/share/ca-certificates", "/etc/pki/ca-trust/source/anchors")
 
@@ -121,7 +123,7 @@ def state_check():
         store.lock().release()
     except Timeout:
         return Check("state", WARN, f"{store.root}: the lock is held by another agentsh process",
-                     "wait for it, or find it with: fuser " + store.path("locks/state.lock"))
+                     "wait for it, or find it with: fuser " + store.path(layout.lock_file(layout.STATE_LOCK)))
     return Check("state", OK, f"{store.root} is writable and its lock is free")
 
 

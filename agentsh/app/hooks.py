@@ -13,6 +13,8 @@ never evaluate anything derived from a path.
 
 import os
 
+from agentsh.base import layout
+
 PROJECT_FILE = ".agentsh.toml"
 BLOCKED_MESSAGE = "agentsh: .agentsh.toml is blocked. Run 'ab-allow' to trust its content."
 HOOK_ENV = "AGENTSH_HOOK"  # "off" disables the hook
@@ -219,7 +221,7 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
         report["state"] = (info.get("State") or {}).get("Status", "unknown") if info else "absent"
         report["ports"] = published_ports(info)
     else:
-        report["state"] = "unknown" if store.read(f"sandboxes/{proj.sandbox}.json") else "absent"
+        report["state"] = "unknown" if store.read(layout.sandbox_record(proj.sandbox)) else "absent"
     return report
 
 

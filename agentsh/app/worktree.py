@@ -24,12 +24,12 @@ import os
 import re
 import time
 
-from agentsh.base import paths
+from agentsh.base import layout, paths
 from agentsh.base.errors import AgentshError, UsageError
 from agentsh.host import project
 from agentsh.host.gittopo import ref_problem
 
-RECORDS = "worktrees"
+RECORDS = layout.WORKTREES
 # Conservative on purpose: a NAME becomes a directory, a branch and part of
 # a command line a user may paste into a shell.
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -78,14 +78,14 @@ class Repo:
             main = project.Project(root)
             repo_id = f"{main.slug}-{main.key}"
         self.id = repo_id
-        self.records = f"{RECORDS}/{self.id}"
+        self.records = layout.worktree_records(self.id)
         self.dir = os.path.join(paths.data_dir(), RECORDS, self.id)
 
     def __repr__(self):
         return f"Repo({self.root!r})"
 
     def record_rel(self, name):
-        return f"{self.records}/{name}.json"
+        return layout.worktree_record(self.id, name)
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -191,7 +191,7 @@ def names(store, repo_id):
     """Every worktree name recorded for a repo id (`<slug>-<8 hex>`), sorted; nested names included."""
     from agentsh.base.state import _TMP_MARK
 
-    base = store.path(f"{RECORDS}/{repo_id}")
+    base = store.path(layout.worktree_records(repo_id))
     found = []
     for dirpath, _, files in os.walk(base):
         rel = os.path.relpath(dirpath, base)
@@ -248,7 +248,7 @@ def create(name, directory=None, ref=None, branch=None, store=None):
     store = _store(store)
     repo = find_repo(directory)
     path = repo.path(name)
-    with store.lock(f"wt-{repo.id}"):
+    with store.lock(layout.worktree_lock(repo.id)):
         _check_free(store, repo, name, path)
         existing = _branch_exists(repo, branch)
         if existing and ref is not None:
@@ -433,7 +433,7 @@ def remove(name, directory=None, force=False, delete_branch=False, store=None, e
     """
     store = _store(store)
     repo = find_repo(directory)
-    with store.lock(f"wt-{repo.id}"):
+    with store.lock(layout.worktree_lock(repo.id)):
         record = get(name, store=store, repo=repo)
         path, branch = record["path"], record["branch"]
         exists = os.path.isdir(path)
@@ -477,7 +477,7 @@ def _all_repos(store):
     for repo_id in ids:
         recorded = names(store, repo_id)
         if recorded:
-            root = store.read(f"{RECORDS}/{repo_id}/{recorded[0]}.json").get("repo")
+            root = store.read(layout.worktree_record(repo_id, recorded[0])).get("repo")
             repos.append(Repo(root, repo_id=repo_id))
     return repos
 
@@ -488,7 +488,7 @@ def prune(directory=None, all_repos=False, store=None, engine=None):
     repos = _all_repos(store) if all_repos else [find_repo(directory)]
     pruned = []
     for repo in repos:
-        with store.lock(f"wt-{repo.id}"):
+        with store.lock(layout.worktree_lock(repo.id)):
             gone = []
             for name in names(store, repo.id):
                 record = store.read(repo.record_rel(name))

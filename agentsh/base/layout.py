@@ -1,9 +1,11 @@
-"""Where things are inside a sandbox: one place for every path both sides must agree on.
+"""Where things are: one place for every path two modules (or both sides of a sandbox) must agree on.
 
-Record paths in the state directory are spelled by the modules that own
-those records; paths *inside* the sandbox are shared by several layers (the
-spec mounts them, credentials and the egress proxy point programs at them,
-the in-sandbox scripts read them), so they live here.
+Paths *inside* the sandbox are shared by several layers (the spec mounts
+them, credentials and the egress proxy point programs at them, the
+in-sandbox scripts read them). Record paths in the state, data and config
+directories are read by one module and written by another (or by an older
+agentsh), so they are spelled here too, relative to their directory. No
+imports: ab-exec's path reads this module.
 """
 
 SANDBOX_HOME = "/home/agent"  # the per-project home volume
@@ -15,3 +17,138 @@ INSTRUCTIONS_PATH = f"{RUN_DIR}/AGENTS.md"  # the user's instructions file, read
 HOST_GIT = f"{RUN_DIR}/host-git"  # the host's git dir, read-only
 LIB = f"{RUN_DIR}/lib"  # agentsh's in-sandbox scripts, read-only
 RUN_SCRIPT = f"{LIB}/run"  # every command an exec runs starts here
+
+
+# -- records in the state directory (relative to Store's root) ---------------------
+# Every on-disk name agentsh keeps, spelled once. They are read back by
+# later versions too: change none of them without migrating old state.
+
+LOCKS = "locks"  # one file per lock: locks/<name>.lock
+STATE_LOCK = "state"  # the store's own lock
+IMAGE_BASE_LOCK = "image-base"  # making the default image's base
+SANDBOXES = "sandboxes"
+GRANTS = "grants"
+WORKTREES = "worktrees"  # also the data directory holding the checkouts
+PROJECT_ROOTS = "projects/roots"  # NUL-separated real paths of every project whose topology is recorded
+
+
+def lock_file(name: str) -> str:
+    return f"{LOCKS}/{name}.lock"
+
+
+def sandbox_lock(sandbox: str) -> str:
+    """Held while a sandbox's container is made, so concurrent ab-ups make one."""
+    return f"sandbox-{sandbox}"
+
+
+def git_lock(sandbox: str) -> str:
+    """Held while a sandbox's commits are carried to the host."""
+    return f"git-{sandbox}"
+
+
+def worktree_lock(repo_id: str) -> str:
+    return f"wt-{repo_id}"
+
+
+def sandbox_record(sandbox: str) -> str:
+    """Spec hash, ports, init pid and creation time of a sandbox (sandbox.lifecycle)."""
+    return f"{SANDBOXES}/{sandbox}.json"
+
+
+def sandbox_pid_file(sandbox: str) -> str:
+    """'<pid> <start time>' of the sandbox's init process (host.liveness)."""
+    return f"{SANDBOXES}/{sandbox}.pid"
+
+
+def sandbox_shell_file(sandbox: str) -> str:
+    """The shell fallback remembered for one sandbox (host.liveness)."""
+    return f"{SANDBOXES}/{sandbox}.shell"
+
+
+def project_record(sandbox: str) -> str:
+    """A project's git topology as first recorded (host.gittopo)."""
+    return f"projects/{sandbox}.json"
+
+
+def trust_allow_record(key: str) -> str:
+    return f"trust/allow/{key}.json"
+
+
+def trust_deny_record(key: str) -> str:
+    return f"trust/deny/{key}.json"
+
+
+def trust_session_record(session: str, key: str) -> str:
+    return f"trust/session/{session}/{key}.json"
+
+
+def grant_record(project_key: str) -> str:
+    """The credentials (and SSH agent) a project's sandbox receives (creds.vault)."""
+    return f"{GRANTS}/{project_key}.json"
+
+
+def proxy_record(sandbox: str) -> str:
+    """The egress proxy's pids, mode and allowlist for a sandbox (egress.network)."""
+    return f"net/{sandbox}.json"
+
+
+def proxy_err_file(sandbox: str) -> str:
+    return f"net/{sandbox}.proxy.err"
+
+
+def net_allow_record(project_key: str) -> str:
+    """`ab-net allow` additions for a project."""
+    return f"net/allow/{project_key}.json"
+
+
+def audit_log(sandbox: str) -> str:
+    """The JSONL log of a sandbox's connection attempts (egress.audit)."""
+    return f"net/log/{sandbox}.jsonl"
+
+
+def worktree_records(repo_id: str) -> str:
+    return f"{WORKTREES}/{repo_id}"
+
+
+def worktree_record(repo_id: str, name: str) -> str:
+    return f"{WORKTREES}/{repo_id}/{name}.json"
+
+
+def config_cache(key: str) -> str:
+    """A validated config layer, by content hash (policy.config.parse_cached)."""
+    return f"cache/config/{key}.marshal"
+
+
+CA_COPIES = "ca"  # checked copies of CA bundles, by content hash
+
+
+# -- in the data directory (relative to paths.data_dir()) --------------------------
+
+CREDS = "creds"  # creds/<scope>/<name>.json: the sealed credential records
+
+
+def credential_record(scope: str, name: str) -> str:
+    return f"{CREDS}/{scope}/{name}.json"
+
+
+def private_git_dir(sandbox: str, locked: bool = False) -> str:
+    """The sandbox's own git dir (sandbox.gitbridge); a locked-down sandbox has another."""
+    return f"git/{sandbox}{'-locked' if locked else ''}"
+
+
+def lib_dir(digest: str) -> str:
+    """The in-sandbox scripts of one agentsh version, named by their content."""
+    return f"lib/{digest}"
+
+
+def lockdown_dir(sandbox: str) -> str:
+    """A locked-down sandbox's overlay: upper/ (its writes to the project) and work/."""
+    return f"lockdown/{sandbox}"
+
+
+# -- in the config directory (relative to paths.config_dir()) ----------------------
+
+USER_CONFIG = "config.toml"
+INSTRUCTIONS_FILE = "AGENTS.md"
+CREDENTIAL_KEY = "creds.key"
+CREDENTIAL_PASSPHRASE = "creds.passphrase.json"

@@ -10,6 +10,8 @@ Nothing is created on import.
 import os
 import sys
 
+from agentsh.base import layout
+
 APP = "agentsh"
 
 
@@ -48,7 +50,7 @@ def data_dir():
 
 
 def user_config_file():
-    return os.path.join(config_dir(), "config.toml")
+    return os.path.join(config_dir(), layout.USER_CONFIG)
 
 
 def home_dir():

@@ -9,7 +9,7 @@ clear error naming the file, never a traceback.
 
 import os
 
-from agentsh.base import paths
+from agentsh.base import layout, paths
 from agentsh.base.errors import StateError
 
 SCHEMA = 1
@@ -26,7 +26,7 @@ class Store:
     def path(self, rel):
         return os.path.join(self.root, rel)
 
-    def lock(self, name="state", timeout=60):
+    def lock(self, name=layout.STATE_LOCK, timeout=60):
         """The store's lock (or a named one, for long per-sandbox work).
 
         The same object is returned for the same name, so nested use in one
@@ -35,9 +35,9 @@ class Store:
         if name not in self._locks:
             from agentsh.base.lock import file_lock
 
-            lock_dir = os.path.join(self.root, "locks")
-            os.makedirs(lock_dir, mode=0o700, exist_ok=True)
-            self._locks[name] = file_lock(os.path.join(lock_dir, name + ".lock"), timeout=timeout)
+            path = os.path.join(self.root, layout.lock_file(name))
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            self._locks[name] = file_lock(path, timeout=timeout)
         return self._locks[name]
 
     def read(self, rel):

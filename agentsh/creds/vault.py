@@ -20,13 +20,13 @@ Grants live in the state store, `grants/<project key>.json`.
 import os
 import time
 
-from agentsh.base import paths
+from agentsh.base import layout, paths
 from agentsh.base.errors import AgentshError, UsageError
 from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
 
 GLOBAL = "global"
-KEY_FILE = "creds.key"
-PASSPHRASE_FILE = "creds.passphrase.json"
+KEY_FILE = layout.CREDENTIAL_KEY
+PASSPHRASE_FILE = layout.CREDENTIAL_PASSPHRASE
 PASSPHRASE_ENV = "AGENTSH_PASSPHRASE"
 RECORD_VERSION = 1
 KEY_BYTES = 32
@@ -67,11 +67,11 @@ def scope_of(project):
 
 
 def creds_dir():
-    return os.path.join(paths.data_dir(), "creds")
+    return os.path.join(paths.data_dir(), layout.CREDS)
 
 
 def record_path(name, scope):
-    return os.path.join(creds_dir(), scope, f"{name}.json")
+    return os.path.join(paths.data_dir(), layout.credential_record(scope, name))
 
 
 def parse_duration(text):
@@ -479,7 +479,7 @@ def listing(store):
 
 
 def grant_rel(project):
-    return f"grants/{project.key}.json"
+    return layout.grant_record(project.key)
 
 
 def read_grant(store, project):
@@ -487,7 +487,7 @@ def read_grant(store, project):
 
 
 def all_grants(store):
-    return [g for g in (store.read(f"grants/{k}.json") for k in store.names("grants")) if g]
+    return [g for g in (store.read(layout.grant_record(k)) for k in store.names(layout.GRANTS)) if g]
 
 
 def _update_grant(store, project, change):

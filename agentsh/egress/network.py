@@ -16,6 +16,7 @@ allow takes effect on the next request without a restart.
 
 import os
 
+from agentsh.base import layout
 from agentsh.base.errors import AgentshError
 from agentsh.host.liveness import alive  # the proxy's identity, like a sandbox's
 from agentsh.host.liveness import start_time as _start_time
@@ -31,15 +32,15 @@ NO_PROXY = "localhost,127.0.0.1,::1"
 
 
 def proxy_rel(sandbox_name):
-    return f"net/{sandbox_name}.json"
+    return layout.proxy_record(sandbox_name)
 
 
 def extra_rel(project):
-    return f"net/allow/{project.key}.json"
+    return layout.net_allow_record(project.key)
 
 
 def audit_rel(sandbox_name):
-    return f"net/log/{sandbox_name}.jsonl"
+    return layout.audit_log(sandbox_name)
 
 
 def added(store, project):
@@ -206,7 +207,7 @@ def _spawn_proxy(store, rel, listener_fd):
     import subprocess
     import sys
 
-    log_path = store.path(f"net/{os.path.basename(rel)[:-5]}.proxy.err")
+    log_path = store.path(layout.proxy_err_file(os.path.basename(rel)[:-5]))
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
     with open(log_path, "ab") as err:
         proc = subprocess.Popen(

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 
+from agentsh.base import layout
 from agentsh.egress import audit
 from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
 
@@ -421,7 +422,7 @@ def serve(state_root, rel, fd):
     policy.current()
     record = policy.record
     listener = socket.socket(fileno=fd)
-    log = audit.Writer(store.path(record.get("log") or f"net/log/{record.get('sandbox', 'sandbox')}.jsonl"))
+    log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
     proxy = Proxy(listener, policy, log, record.get("sandbox", ""))
 
     def stop(*_):

@@ -20,6 +20,7 @@ directory without following symlinks.
 import os
 import stat
 
+from agentsh.base import layout
 from agentsh.base.errors import AgentshError
 
 NONE, MAIN, LINKED = "none", "main", "linked"
@@ -199,11 +200,11 @@ def from_dict(d, root):
 
 # -- what agentsh recorded -------------------------------------------------------
 
-ROOTS = "projects/roots"  # NUL-separated real paths of every project whose topology is recorded
+ROOTS = layout.PROJECT_ROOTS
 
 
 def _record_rel(project):
-    return f"projects/{project.sandbox}.json"
+    return layout.project_record(project.sandbox)
 
 
 def recorded(store, project, again=False):

@@ -8,6 +8,7 @@ answer for a sandbox lives in `sandboxes/<name>.pid` ("PID START"), plain text
 so that reading it needs no json.
 """
 
+from agentsh.base import layout
 
 
 def start_time(pid):
@@ -26,7 +27,7 @@ def alive(pid, start):
 
 
 def pid_file(store, name):
-    return store.path(f"sandboxes/{name}.pid")
+    return store.path(layout.sandbox_pid_file(name))
 
 
 def remember(store, name, pid):
@@ -47,7 +48,7 @@ def sandbox_running(store, name):
 
 
 def _shell_file(store, name):
-    return store.path(f"sandboxes/{name}.shell")
+    return store.path(layout.sandbox_shell_file(name))
 
 
 def _identity(store, name):

@@ -8,7 +8,7 @@ gets a one-line notice and the user config alone.
 
 import os
 
-from agentsh.base import paths
+from agentsh.base import layout, paths
 from agentsh.base.errors import ConfigError
 from agentsh.policy import trust
 from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...: also for callers)
@@ -232,7 +232,7 @@ def parse_cached(data, source):
     from agentsh.base.digest import sha256_hex
 
     key = sha256_hex(f"{__version__}\0{RULES}\0{source}\0".encode("utf-8", "surrogateescape") + data)[:32]
-    cache = os.path.join(paths.state_dir(), "cache", "config", key + ".marshal")
+    cache = os.path.join(paths.state_dir(), layout.config_cache(key))
     try:
         with open(cache, "rb") as f:
             return marshal.load(f)
@@ -592,7 +592,7 @@ def ca_bundle_copy(path, setting):
     """
     from agentsh.base.digest import sha256_hex
 
-    directory = os.path.join(paths.state_dir(), "ca")
+    directory = os.path.join(paths.state_dir(), layout.CA_COPIES)
     try:
         st = os.stat(path)
     except OSError:
@@ -629,7 +629,7 @@ def private_ca_copy(data):
     """
     from agentsh.base.digest import sha256_hex
 
-    path = os.path.join(paths.state_dir(), "ca", sha256_hex(data)[:32] + ".pem")
+    path = os.path.join(paths.state_dir(), layout.CA_COPIES, sha256_hex(data)[:32] + ".pem")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = f"{path}.tmp.{os.getpid()}"

@@ -33,9 +33,9 @@ def is_locked(cfg):
 
 def overlay_dirs(project):
     """Host dirs holding a locked-down sandbox's writes to the project (upper) and overlay scratch (work)."""
-    from agentsh.base import paths
+    from agentsh.base import layout, paths
 
-    base = os.path.join(paths.data_dir(), "lockdown", project.sandbox)
+    base = os.path.join(paths.data_dir(), layout.lockdown_dir(project.sandbox))
     return os.path.join(base, "upper"), os.path.join(base, "work")
 
 

@@ -23,6 +23,7 @@ import os
 import stat
 import time
 
+from agentsh.base import layout
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
 from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: also for callers)
@@ -57,12 +58,12 @@ def session_id(environ=None):
 
 
 def _session_rel(session, key):
-    return f"trust/session/{session}/{key}.json"
+    return layout.trust_session_record(session, key)
 
 
 def was_allowed(store, real_path):
     """Whether ab-allow ever recorded this path (to tell "changed" from "never allowed")."""
-    return os.path.exists(store.path(f"trust/allow/{_path_key(real_path)}.json"))
+    return os.path.exists(store.path(layout.trust_allow_record(_path_key(real_path))))
 
 
 # -- what a trust record covers ------------------------------------------------------
@@ -163,11 +164,11 @@ def status(store, real_path, data, session=None, covered=None):
 def status_record(store, real_path, data, session=None, covered=None):
     """(state, the allow record that matched or None): status() and the record whose build digest applies."""
     key = _path_key(real_path)
-    if os.path.exists(store.path(f"trust/deny/{key}.json")):
+    if os.path.exists(store.path(layout.trust_deny_record(key))):
         return DENIED, None
     covered = covered if covered is not None else cover(real_path, data)
     wanted = content_hash(real_path, data, covered)
-    record = store.read(f"trust/allow/{key}.json")
+    record = store.read(layout.trust_allow_record(key))
     if record and record.get("hash") == wanted:
         return ALLOWED, record
     session = session_id() if session is None else session
@@ -292,22 +293,22 @@ def allow(store, real_path, session=None, covered=None, build=None):
         record["build"] = build
     if session:
         with store.lock():
-            if os.path.exists(store.path(f"trust/deny/{key}.json")):
+            if os.path.exists(store.path(layout.trust_deny_record(key))):
                 raise AgentshError(f"{real_path} is denied",
                                    "run 'ab-allow' without --session to lift the denial")
             store.write(_session_rel(session, key), {**record, "session": session})
         return
     with store.lock():
-        store.remove(f"trust/deny/{key}.json")
-        store.write(f"trust/allow/{key}.json", record)
+        store.remove(layout.trust_deny_record(key))
+        store.write(layout.trust_allow_record(key), record)
 
 
 def deny(store, real_path):
     """Block the path whatever its content, until allowed again."""
     key = _path_key(real_path)
     with store.lock():
-        store.remove(f"trust/allow/{key}.json")
-        store.write(f"trust/deny/{key}.json", {"path": real_path, "denied_at": int(time.time())})
+        store.remove(layout.trust_allow_record(key))
+        store.write(layout.trust_deny_record(key), {"path": real_path, "denied_at": int(time.time())})
 
 
 # -- the build context -----------------------------------------------------------------

@@ -29,7 +29,7 @@ import os
 import re
 import shutil
 
-from agentsh.base import paths, safefs
+from agentsh.base import layout, paths, safefs
 from agentsh.base.errors import AgentshError
 from agentsh.base.layout import HOST_GIT, LIB
 from agentsh.host import gittopo
@@ -45,7 +45,7 @@ _GIT_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT
 
 
 def private_dir(sandbox, locked=False):
-    return os.path.join(paths.data_dir(), "git", sandbox + ("-locked" if locked else ""))
+    return os.path.join(paths.data_dir(), layout.private_git_dir(sandbox, locked))
 
 
 _LIB_FILES = ("run", "gitsync")
@@ -66,7 +66,7 @@ def lib_dir():
 
     sources = _lib_sources()
     digest = sha256_hex(b"\0".join(sources[n] for n in _LIB_FILES))[:12]
-    return os.path.join(paths.data_dir(), "lib", digest)
+    return os.path.join(paths.data_dir(), layout.lib_dir(digest))
 
 
 # -- the container spec ------------------------------------------------------
@@ -237,7 +237,7 @@ def collect(topo, sandbox, token, store, notify, locked=False):
                     safefs.unlink(efd, name)
                     safefs.unlink(efd, name[:-5] + ".bundle")
                 return
-            with store.lock("git-" + sandbox):
+            with store.lock(layout.git_lock(sandbox)):
                 for name in mine:
                     try:
                         _take(topo, sandbox, efd, name, store, notify)

@@ -15,6 +15,7 @@ import os
 import re
 import time
 
+from agentsh.base import layout
 from agentsh.base.errors import AgentshError, EngineError, UsageError
 from agentsh.policy.config import DEFAULT_IMAGE
 
@@ -169,7 +170,7 @@ class Builder:
 
     def local_base(self, mirror, refresh=False):
         """LOCAL_BASE, made with debootstrap unless it exists (and no refresh)."""
-        lock = self.store.lock("image-base", timeout=1800) if self.store is not None else _nolock()
+        lock = self.store.lock(layout.IMAGE_BASE_LOCK, timeout=1800) if self.store is not None else _nolock()
         with lock:
             if not refresh and self.engine.image_exists(LOCAL_BASE):
                 return LOCAL_BASE

@@ -11,9 +11,9 @@ sandbox home is never replaced.
 
 import os
 
-from agentsh.base import paths
+from agentsh.base import layout, paths
 
-FILE_NAME = "AGENTS.md"
+FILE_NAME = layout.INSTRUCTIONS_FILE
 from agentsh.base.layout import INSTRUCTIONS_PATH as SANDBOX_PATH  # noqa: E402
 
 

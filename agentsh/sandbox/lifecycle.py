@@ -10,6 +10,7 @@ import json
 import os
 import time
 
+from agentsh.base import layout
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError, StateError
 from agentsh.host import liveness
@@ -349,7 +350,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
         remember(store, project, want, info)
         return describe(info, project, want.image)
-    lock = store.lock("sandbox-" + want.name)
+    lock = store.lock(layout.sandbox_lock(want.name))
     with _acquired(lock) as waited:
         if waited or info is not None:  # what we saw may be stale: look again
             info = engine.inspect(want.name)
@@ -393,7 +394,7 @@ def _read_record(store, name, notify=None):
     """The sandbox record; an unreadable one is only a cache of what the engine knows, so
     it is reported and treated as unknown ({}), and rewritten by this very ab-up."""
     try:
-        return store.read(f"sandboxes/{name}.json")
+        return store.read(layout.sandbox_record(name))
     except StateError as e:
         if notify:
             notify(f"{e.message}; asking the engine instead and rewriting it")
@@ -410,7 +411,7 @@ def remember(store, project, want, info):
              "created": record.get("created") or int(time.time())}
     if {k: record.get(k) for k in fresh} != fresh or not liveness.sandbox_running(store, want.name):
         with store.lock():
-            store.write(f"sandboxes/{want.name}.json", fresh)
+            store.write(layout.sandbox_record(want.name), fresh)
             liveness.remember(store, want.name, pid)
 
 
@@ -461,7 +462,7 @@ def _create(engine, store, project, want, notify=None):
     cid = engine.run_detached(want.full_run_args())
     if want.post_create:
         post_create(engine, want, notify or (lambda msg: None))
-    store.write(f"sandboxes/{want.name}.json", {
+    store.write(layout.sandbox_record(want.name), {
         "name": want.name, "project": project.root, "image": want.image,
         "spec": want.hash, "publish": list(want.publish), "id": cid, "created": int(time.time()),
     })
@@ -507,7 +508,7 @@ def down(engine, names, remove=False, volumes=(), store=None):
         if remove:
             engine.remove(name)
             if store is not None:
-                store.remove(f"sandboxes/{name}.json")
+                store.remove(layout.sandbox_record(name))
         else:
             try:
                 engine.stop(name)
