@@ -66,9 +66,8 @@ def cap_add_args(cfg, run_args):
 class Spec:
     """What `run` needs: the argument list (minus the spec label) and its hash."""
 
-    def __init__(self, name, project_root, image, run_args, keepalive=KEEPALIVE):
+    def __init__(self, name, project_root, image, run_args):
         self.name = name
-        self.keepalive = tuple(keepalive)
         self.project_root = project_root
         self.image = image
         self.hash = sha256_hex(json.dumps(run_args))[:16]
@@ -76,8 +75,8 @@ class Spec:
 
     def full_run_args(self):
         """run arguments with the spec label, ready for `run -d`."""
-        *flags, image = self.run_args[: -len(self.keepalive)]
-        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *self.keepalive]
+        *flags, image = self.run_args[: -len(KEEPALIVE)]
+        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *KEEPALIVE]
 
 
 def host_ca_bundle():
@@ -203,13 +202,8 @@ def spec(project, cfg, engine, publish=(), topo=None):
     env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
-    # The keep-alive is the exec server when this agentsh could build it (sandbox.execd).
-    from agentsh.sandbox import execd
-
-    execd_args, keepalive = execd.spec_args(gitbridge.lib_dir(), project.sandbox)
-    args += execd_args
-    args += ["-w", root, extra.image, *keepalive]
-    out = Spec(project.sandbox, root, extra.image, args, keepalive)
+    args += ["-w", root, extra.image, *KEEPALIVE]
+    out = Spec(project.sandbox, root, extra.image, args)
     out.build, out.post_create, out.publish = extra.build, extra.post_create, list(publish)
     out.topo, out.locked = topo, locked
     return out
@@ -269,10 +263,9 @@ def _additions(project, cfg, publish):
 
 def prepare_host(project, topo, locked=False):
     """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
-    from agentsh.sandbox import execd, gitbridge
+    from agentsh.sandbox import gitbridge
 
     gitbridge.prepare(topo, project.sandbox, locked)
-    execd.prepare(project.sandbox)
 
 
 def ensure_running(project, cfg, engine, store, notify):
@@ -310,10 +303,8 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     from agentsh.egress import network
     from agentsh.host import gittopo
     from agentsh.policy import lockdown
-    from agentsh.sandbox import gitbridge
 
     lockdown.prepare_host(project, cfg)
-    gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
     topo = gittopo.recorded(store, project, again=recreate)
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
