@@ -2,7 +2,9 @@
 
 import os
 
-from agentsh.cli.common import load_context, notice, parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import load_context, notice, print_json, run
+from agentsh.cli.options import AGENT, DIR, FLAG, OPTIONAL, WORKTREE, Arg, Command, Option
 
 EXAMPLES = [
     "ab-agent claude                       # Claude Code, continuing this project's last conversation",
@@ -13,29 +15,37 @@ EXAMPLES = [
     "ab-agent shell                        # an interactive shell, like ab-exec",
     "ab-agent --list --json                # the profiles: command, flags, credentials, state, network",
 ]
+COMMAND = Command(
+    "ab-agent",
+    "Run agent NAME (claude, codex, gemini, opencode, aider, shell, or one defined in [agents.NAME]) in the "
+    "sandbox of the project holding DIR (default: .), starting it if needed. Permission-skipping flags are on "
+    "(the sandbox is the safety net; --safe drops them); the last conversation continues when there is one and "
+    "no AGENT_ARGS are given (--new starts fresh); the profile's stored credentials reach the sandbox for the "
+    "run. Exit status is the agent's (125: agentsh or the engine failed first; 127: the agent is not "
+    "installed).",
+    EXAMPLES,
+    usage="ab-agent [-h] [--dir DIR] [--wt WT] [--new] [--safe] NAME [-- AGENT_ARGS...] | --list [--json]",
+    args=(Arg("name", nargs=OPTIONAL, metavar="NAME", help="the agent profile", value=AGENT),),
+    options=(
+        Option("--dir", help="run in the project holding DIR, in DIR (default: .)", value=DIR),
+        Option("--wt", metavar="WT", help="run in worktree WT (ab-wt) of the repo holding DIR, at its top",
+               value=WORKTREE),
+        Option("--new", kind=FLAG, help="start a new conversation instead of continuing"),
+        Option("--safe", kind=FLAG, help="drop the permission-skipping flags"),
+        Option("--lockdown", kind=FLAG,
+               help="for untrusted repos: only this agent's credentials and API hosts, ephemeral home, "
+                    "project behind a copy-on-write layer (see docs/security.md)"),
+        Option("--list", kind=FLAG, help="list the profiles instead of running one"),
+        Option("--json", kind=FLAG, help="with --list: a JSON list of profiles"),
+    ),
+)
 
 
 def body(argv):
     # Everything after the first `--` is the agent's, options included.
     split = argv.index("--") if "--" in argv else len(argv)
     argv, agent_args = argv[:split], argv[split + 1:]
-    p = parser("ab-agent", "Run agent NAME (claude, codex, gemini, opencode, aider, shell, or one defined "
-               "in [agents.NAME]) in the sandbox of the project holding DIR (default: .), starting it if "
-               "needed. Permission-skipping flags are on (the sandbox is the safety net; --safe drops them); "
-               "the last conversation continues when there is one and no AGENT_ARGS are given (--new starts "
-               "fresh); the profile's stored credentials reach the sandbox for the run. Exit status is the "
-               "agent's (125: agentsh or the engine failed first; 127: the agent is not installed).", EXAMPLES)
-    p.add_argument("name", nargs="?", metavar="NAME", help="the agent profile")
-    p.add_argument("--dir", help="run in the project holding DIR, in DIR (default: .)")
-    p.add_argument("--wt", metavar="WT", help="run in worktree WT (ab-wt) of the repo holding DIR, at its top")
-    p.add_argument("--new", action="store_true", help="start a new conversation instead of continuing")
-    p.add_argument("--safe", action="store_true", help="drop the permission-skipping flags")
-    p.add_argument("--lockdown", action="store_true",
-                   help="for untrusted repos: only this agent's credentials and API hosts, ephemeral home, "
-                        "project behind a copy-on-write layer (see docs/security.md)")
-    p.add_argument("--list", action="store_true", help="list the profiles instead of running one")
-    p.add_argument("--json", action="store_true", help="with --list: a JSON list of profiles")
-    p.usage = "ab-agent [-h] [--dir DIR] [--wt WT] [--new] [--safe] NAME [-- AGENT_ARGS...] | --list [--json]"
+    p = options.argparser(COMMAND)
     args = p.parse_args(argv)
     args.agent_args = agent_args
     if args.list:

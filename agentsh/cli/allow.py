@@ -5,7 +5,27 @@ says on stderr what it widens: host mounts, credentials, capabilities,
 network, ports, CA bundle, env names, a devcontainer build and its context.
 """
 
-from agentsh.cli.common import parser, run
+from agentsh.cli import options
+from agentsh.cli.common import run
+from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
+
+_DIR_ARG = Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR)
+ALLOW = Command(
+    "ab-allow",
+    "Trust the current content of the project's .agentsh.toml (and its devcontainer.json, Dockerfile and "
+    "build context), after saying what it widens. Any later edit makes it untrusted again, until allowed again.",
+    ["ab-allow            # the project holding .", "ab-allow ~/src/app",
+     "ab-allow --session  # only until this shell exits (needs the cd hook: ab-hook)"],
+    args=(_DIR_ARG,),
+    options=(Option("--session", kind=FLAG,
+                    help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)"),),
+)
+DENY = Command(
+    "ab-deny",
+    "Block the project's .agentsh.toml whatever its content (the denial survives edits) until 'ab-allow'.",
+    ["ab-deny", "ab-deny ~/src/untrusted-repo"],
+    args=(_DIR_ARG,),
+)
 
 
 def _project_file(directory):
@@ -37,15 +57,7 @@ def show_widens(path, widens, write):
 
 
 def allow_body(argv):
-    p = parser("ab-allow", "Trust the current content of the project's .agentsh.toml (and its devcontainer.json, "
-               "Dockerfile and build context), after saying what it widens. Any later edit makes it untrusted "
-               "again, until allowed again.",
-               ["ab-allow            # the project holding .", "ab-allow ~/src/app",
-                "ab-allow --session  # only until this shell exits (needs the cd hook: ab-hook)"])
-    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
-    p.add_argument("--session", action="store_true",
-                   help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)")
-    args = p.parse_args(argv)
+    args = options.parse(ALLOW, argv)
 
     from agentsh.base.errors import AgentshError
     from agentsh.base.state import Store
@@ -72,10 +84,7 @@ def allow_body(argv):
 
 
 def deny_body(argv):
-    p = parser("ab-deny", "Block the project's .agentsh.toml whatever its content (the denial survives "
-               "edits) until 'ab-allow'.", ["ab-deny", "ab-deny ~/src/untrusted-repo"])
-    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
-    args = p.parse_args(argv)
+    args = options.parse(DENY, argv)
 
     from agentsh.base.state import Store
     from agentsh.policy import trust

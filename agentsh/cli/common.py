@@ -1,17 +1,9 @@
-"""What every command shares: argument parsing with examples, error exit, output."""
+"""What every command shares: error exit, output, the project context. (Options: agentsh.cli.options.)"""
 
 import os
 import sys
 
 from agentsh.base.errors import EXIT_FAILURE, EXIT_USAGE, AgentshError
-
-
-def parser(prog, summary, examples, **kw):
-    import argparse
-
-    epilog = "examples:\n" + "\n".join(f"  {line}" for line in examples)
-    return argparse.ArgumentParser(prog=prog, description=summary, epilog=epilog,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
 
 
 def notice(message):
@@ -60,4 +52,4 @@ def load_context(directory=None, flags=None, quiet=False):
     return proj, cfg, Engine(cfg["engine"]), store
 
 
-__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "parser", "notice", "print_json", "run", "load_context"]
+__all__ = ["EXIT_FAILURE", "EXIT_USAGE", "notice", "print_json", "run", "load_context"]

@@ -3,7 +3,9 @@
 import os
 import sys
 
-from agentsh.cli.common import notice, parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import notice, print_json, run
+from agentsh.cli.options import CREDENTIAL, DIR, FILE, FLAG, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
     "ab-creds set GITHUB_TOKEN                      # prompts without echo (or reads stdin)",
@@ -214,71 +216,70 @@ def cmd_init(args):
 
 
 def body(argv):
-    p = parser("ab-creds", "Encrypted credentials for sandboxes: values sealed with AES-256-GCM under a key "
-               "only you can read; a project receives the ones you grant it (env variables on each ab-exec, "
-               "files on a tmpfs inside), never anything else.", EXAMPLES)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    args = options.parse(COMMAND, argv)
+    if args.command in ("grant", "revoke"):
+        return cmd_grant(args, revoke=args.command == "revoke")
+    return HANDLERS[args.command](args)
 
-    s = sub.add_parser("set", help="store a credential (value from stdin, a prompt, or --from-*)")
-    s.add_argument("name", metavar="NAME")
-    where = s.add_mutually_exclusive_group()
-    where.add_argument("--env", metavar="VAR", help="the variable it becomes inside (default: NAME)")
-    where.add_argument("--file", metavar="PATH_IN_SANDBOX",
-                       help="the file it becomes inside (mode 0600, on a tmpfs; ~/ is the sandbox home)")
-    s.add_argument("--writeback", action="store_true",
-                   help="with --file: store the file again when a command changed it (refreshed OAuth tokens)")
-    s.add_argument("--project", metavar="DIR", help="for this project only (default: projects that grant it)")
-    s.add_argument("--ttl", metavar="DURATION", help="expire after DURATION (3600, 30m, 12h, 7d, 2w)")
-    src = s.add_mutually_exclusive_group()
-    src.add_argument("--from-env", metavar="HOSTVAR", help="take the value from a host variable now")
-    src.add_argument("--from-file", metavar="HOSTFILE", help="take the value from a host file now")
-    src.add_argument("--from-command", metavar="CMD",
-                     help="run CMD on the host at each injection (timeout 30 s), like credential_process")
-    s.add_argument("--json", action="store_true", help="print the stored record's listing as JSON")
-    s.set_defaults(func=cmd_set)
 
-    g = sub.add_parser("get", help="print a value (not to a terminal unless --reveal)")
-    g.add_argument("name", metavar="NAME")
-    g.add_argument("--project", metavar="DIR", help="the credential stored for this project")
-    g.add_argument("--reveal", action="store_true", help="print even to a terminal")
-    g.set_defaults(func=cmd_get)
+HANDLERS = {"set": cmd_set, "get": cmd_get, "ls": cmd_ls, "rm": cmd_rm, "import": cmd_import,
+            "ssh-agent": cmd_ssh_agent, "init": cmd_init}
+# The import sources (agentsh.creds.importers.SOURCES, which a test keeps equal), here
+# so that the table needs no import.
+SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
+_NAME = Arg("name", metavar="NAME", value=CREDENTIAL)
+_PROJECT_DIR = Arg("dir", nargs=OPTIONAL, metavar="DIR", help="a directory inside the project (default: .)", value=DIR)
 
-    ls = sub.add_parser("ls", help="list names, scope, target, updated, expiry (never values)")
-    ls.add_argument("--json", action="store_true", help="a JSON list of objects")
-    ls.set_defaults(func=cmd_ls)
 
-    r = sub.add_parser("rm", help="remove a credential")
-    r.add_argument("name", metavar="NAME")
-    r.add_argument("--project", metavar="DIR", help="the credential stored for this project")
-    r.set_defaults(func=cmd_rm)
+def _in_project(help):
+    return Option("--project", metavar="DIR", help=help, value=DIR)
 
-    for name, revoke, text in (("grant", False, "let the project holding DIR receive NAME"),
-                               ("revoke", True, "stop the project holding DIR receiving NAME")):
-        gr = sub.add_parser(name, help=text)
-        gr.add_argument("name", metavar="NAME")
-        gr.add_argument("dir", nargs="?", metavar="DIR", help="a directory inside the project (default: .)")
-        gr.set_defaults(func=lambda a, revoke=revoke: cmd_grant(a, revoke))
 
-    from agentsh.creds.importers import SOURCES
-
-    i = sub.add_parser("import", help="import a host credential: " + ", ".join(SOURCES))
-    i.add_argument("source", metavar="SOURCE", choices=SOURCES, help=", ".join(SOURCES))
-    i.add_argument("--project", metavar="DIR", help="for this project only (default: projects that grant it)")
-    i.add_argument("--json", action="store_true", help="a JSON list of what was imported")
-    i.set_defaults(func=cmd_import)
-
-    a = sub.add_parser("ssh-agent", help="forward the host SSH agent socket (never keys) to a project")
-    a.add_argument("dir", nargs="?", metavar="DIR", help="a directory inside the project (default: .)")
-    a.add_argument("--revoke", action="store_true", help="stop forwarding")
-    a.set_defaults(func=cmd_ssh_agent)
-
-    n = sub.add_parser("init", help="create the cache key now (--passphrase: derive it from a passphrase)")
-    n.add_argument("--passphrase", action="store_true",
-                   help="scrypt key from AGENTSH_PASSPHRASE or a prompt, asked on every use")
-    n.set_defaults(func=cmd_init)
-
-    args = p.parse_args(argv)
-    return args.func(args)
+COMMAND = Command(
+    "ab-creds",
+    "Encrypted credentials for sandboxes: values sealed with AES-256-GCM under a key only you can read; a "
+    "project receives the ones you grant it (env variables on each ab-exec, files on a tmpfs inside), never "
+    "anything else.",
+    EXAMPLES,
+    sub_dest="command", sub_metavar="COMMAND", sub_required=True,
+    subcommands=(
+        Command("ab-creds set", help="store a credential (value from stdin, a prompt, or --from-*)", args=(_NAME,),
+                options=(
+                    Option("--env", metavar="VAR", group="where", help="the variable it becomes inside (default: NAME)"),
+                    Option("--file", metavar="PATH_IN_SANDBOX", group="where",
+                           help="the file it becomes inside (mode 0600, on a tmpfs; ~/ is the sandbox home)"),
+                    Option("--writeback", kind=FLAG,
+                           help="with --file: store the file again when a command changed it (refreshed OAuth tokens)"),
+                    _in_project("for this project only (default: projects that grant it)"),
+                    Option("--ttl", metavar="DURATION", help="expire after DURATION (3600, 30m, 12h, 7d, 2w)"),
+                    Option("--from-env", metavar="HOSTVAR", group="source",
+                           help="take the value from a host variable now"),
+                    Option("--from-file", metavar="HOSTFILE", group="source", value=FILE,
+                           help="take the value from a host file now"),
+                    Option("--from-command", metavar="CMD", group="source",
+                           help="run CMD on the host at each injection (timeout 30 s), like credential_process"),
+                    Option("--json", kind=FLAG, help="print the stored record's listing as JSON"),
+                )),
+        Command("ab-creds get", help="print a value (not to a terminal unless --reveal)", args=(_NAME,),
+                options=(_in_project("the credential stored for this project"),
+                         Option("--reveal", kind=FLAG, help="print even to a terminal"))),
+        Command("ab-creds ls", help="list names, scope, target, updated, expiry (never values)",
+                options=(Option("--json", kind=FLAG, help="a JSON list of objects"),)),
+        Command("ab-creds rm", help="remove a credential", args=(_NAME,),
+                options=(_in_project("the credential stored for this project"),)),
+        Command("ab-creds grant", help="let the project holding DIR receive NAME", args=(_NAME, _PROJECT_DIR)),
+        Command("ab-creds revoke", help="stop the project holding DIR receiving NAME", args=(_NAME, _PROJECT_DIR)),
+        Command("ab-creds import", help="import a host credential: " + ", ".join(SOURCES),
+                args=(Arg("source", metavar="SOURCE", choices=SOURCES, help=", ".join(SOURCES)),),
+                options=(_in_project("for this project only (default: projects that grant it)"),
+                         Option("--json", kind=FLAG, help="a JSON list of what was imported"))),
+        Command("ab-creds ssh-agent", help="forward the host SSH agent socket (never keys) to a project",
+                args=(_PROJECT_DIR,), options=(Option("--revoke", kind=FLAG, help="stop forwarding"),)),
+        Command("ab-creds init", help="create the cache key now (--passphrase: derive it from a passphrase)",
+                options=(Option("--passphrase", kind=FLAG,
+                                help="scrypt key from AGENTSH_PASSPHRASE or a prompt, asked on every use"),)),
+    ),
+)
 
 
 def main():

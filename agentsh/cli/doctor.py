@@ -1,18 +1,24 @@
 """ab-doctor: what works, what does not, and how to fix it."""
 
-from agentsh.cli.common import parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import print_json, run
+from agentsh.cli.options import FLAG, Command, Option
 
 EXAMPLES = ["ab-doctor", "ab-doctor --json | jq '.[] | select(.status != \"ok\")'"]
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
+COMMAND = Command(
+    "ab-doctor",
+    "Check the engine, the runtime, the image and its age, the CA bundle, the state dir, the credential key's "
+    "permissions, the cd hook in this shell, and each agent profile's program and credentials; each problem "
+    "comes with its fix. Exit 1 if any check fails.",
+    EXAMPLES,
+    options=(Option("--json", kind=FLAG, help="a JSON list of {name, status, detail, fix}"),
+             Option("--no-run", kind=FLAG, help="skip starting a throwaway container")),
+)
 
 
 def body(argv):
-    p = parser("ab-doctor", "Check the engine, the runtime, the image and its age, the CA bundle, the state "
-               "dir, the credential key's permissions, the cd hook in this shell, and each agent profile's "
-               "program and credentials; each problem comes with its fix. Exit 1 if any check fails.", EXAMPLES)
-    p.add_argument("--json", action="store_true", help="a JSON list of {name, status, detail, fix}")
-    p.add_argument("--no-run", action="store_true", help="skip starting a throwaway container")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND, argv)
 
     from agentsh.app import doctor
 

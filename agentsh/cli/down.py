@@ -1,6 +1,8 @@
 """ab-down: stop (and remove) sandboxes."""
 
-from agentsh.cli.common import load_context, parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import load_context, print_json, run
+from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
     "ab-down                 # stop this project's sandbox",
@@ -8,15 +10,22 @@ EXAMPLES = [
     "ab-down --rm --volumes  # remove it and its home volume",
     "ab-down --all --rm      # remove every agentsh sandbox",
 ]
+COMMAND = Command(
+    "ab-down",
+    "Stop the sandbox of the project holding DIR (default: .), or all with --all.",
+    EXAMPLES,
+    args=(Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR),),
+    options=(
+        Option("--all", kind=FLAG, help="every agentsh sandbox, not one project's"),
+        Option("--rm", kind=FLAG, help="remove the container, not only stop it"),
+        Option("--volumes", kind=FLAG, help="with --rm: also remove the home volume"),
+        Option("--json", kind=FLAG, help="print the names acted on as a JSON list"),
+    ),
+)
 
 
 def body(argv):
-    p = parser("ab-down", "Stop the sandbox of the project holding DIR (default: .), or all with --all.", EXAMPLES)
-    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
-    p.add_argument("--all", action="store_true", help="every agentsh sandbox, not one project's")
-    p.add_argument("--rm", action="store_true", help="remove the container, not only stop it")
-    p.add_argument("--volumes", action="store_true", help="with --rm: also remove the home volume")
-    p.add_argument("--json", action="store_true", help="print the names acted on as a JSON list")
+    p = options.argparser(COMMAND)
     args = p.parse_args(argv)
     if args.all and args.dir:
         p.error("give DIR or --all, not both")

@@ -10,7 +10,9 @@ entering a project: it decides, acts, and answers with an exit status
 import os
 import sys
 
-from agentsh.cli.common import notice, parser, run
+from agentsh.cli import options
+from agentsh.cli.common import notice, run
+from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
 
 SHELLS = ("bash", "zsh", "xonsh")
 EXAMPLES = [
@@ -24,26 +26,32 @@ XONSH_PATHS_LINE = "_agentsh_paths = []"  # in agentsh.xsh: where agentsh and it
 XONSH_BIN_LINE = "_agentsh_bin = None"  # in agentsh.xsh: the absolute path of ab-hook
 
 
-def body(argv):
-    import argparse
+COMMAND = Command(
+    "ab-hook",
+    "Print the shell code that makes `cd` into an allowed project enter its sandbox (as its [hook] on_enter "
+    "says). Add it to the shell's startup file.",
+    EXAMPLES,
+    args=(Arg("shell", nargs=OPTIONAL, choices=SHELLS, help="the shell to print the hook for"),),
+    options=(
+        Option("--disable", kind=FLAG,
+               help="turn the hook off for this shell session (the loaded hook handles it in the shell; "
+                    "run directly, prints code to eval)"),
+        Option("--enable", kind=FLAG, help="turn it back on (as --disable)"),
+        Option("--completions", kind=FLAG, group="what",
+               help="print only the completions for SHELL (ab-hook SHELL prints the hook and them)"),
+        Option("--no-completions", kind=FLAG, group="what", help="print only the hook"),
+        Option("--enter", metavar="DIR", hidden=True, value=DIR),
+        Option("--decide", metavar="DIR", hidden=True, value=DIR),
+    ),
+)
 
+
+def body(argv):
     if argv[:1] == ["--complete"]:
         return complete(argv[1:])
     if argv[:1] == ["--enter"] and len(argv) == 2:  # the hook's hot path: no parser to build
         return enter(argv[1])
-    p = parser("ab-hook", "Print the shell code that makes `cd` into an allowed project enter its "
-               "sandbox (as its [hook] on_enter says). Add it to the shell's startup file.", EXAMPLES)
-    p.add_argument("shell", nargs="?", choices=SHELLS, help="the shell to print the hook for")
-    p.add_argument("--disable", action="store_true",
-                   help="turn the hook off for this shell session (the loaded hook handles it in the shell; "
-                        "run directly, prints code to eval)")
-    p.add_argument("--enable", action="store_true", help="turn it back on (as --disable)")
-    what = p.add_mutually_exclusive_group()
-    what.add_argument("--completions", action="store_true",
-                      help="print only the completions for SHELL (ab-hook SHELL prints the hook and them)")
-    what.add_argument("--no-completions", action="store_true", help="print only the hook")
-    p.add_argument("--enter", metavar="DIR", help=argparse.SUPPRESS)
-    p.add_argument("--decide", metavar="DIR", help=argparse.SUPPRESS)
+    p = options.argparser(COMMAND)
     args = p.parse_args(argv)
 
     if args.enter is not None:

@@ -2,7 +2,9 @@
 
 import sys
 
-from agentsh.cli.common import notice, parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import notice, print_json, run
+from agentsh.cli.options import FLAG, IMAGE, OFF, Command, Option
 
 EXAMPLES = [
     "ab-image build                   # localhost/agentsh:latest on debian:bookworm-slim",
@@ -19,6 +21,48 @@ BUILD_EXAMPLES = EXAMPLES[:4] + [
 LS_EXAMPLES = EXAMPLES[4:]
 COLUMNS = ("name", "id", "created", "size")
 TAIL_LINES = 15
+COMMAND = Command(
+    "ab-image",
+    "Build the default sandbox image (localhost/agentsh:latest) or list agentsh images.",
+    EXAMPLES,
+    sub_dest="command", sub_metavar="COMMAND",
+    subcommands=(
+        Command(
+            "ab-image build",
+            "Build the default sandbox image from agentsh's Containerfile: Debian bookworm with git, ripgrep, "
+            "jq, python3, Node 22 and the agent CLIs (claude, codex, gemini, opencode). The base is "
+            "docker.io/library/debian:bookworm-slim; when it cannot be pulled, a Debian base is made here with "
+            "debootstrap (as with --bootstrap). The host's CA bundle (config 'ca_bundle') is trusted during the "
+            "build. Progress goes to stderr; stdout gets only the image name (or JSON).",
+            BUILD_EXAMPLES,
+            help="build the default image",
+            options=(
+                Option("--tag", default=None, metavar="IMG", help="image name (default: localhost/agentsh:latest)",
+                       value=IMAGE),
+                Option("--base", metavar="IMG", group="base", value=IMAGE,
+                       help="base image: a Debian bookworm (default: docker.io/library/debian:bookworm-slim, "
+                            "pulled if missing)"),
+                Option("--bootstrap", kind=FLAG, group="base",
+                       help="make the base here with debootstrap (needs root and debootstrap) as "
+                            "localhost/agentsh-base:bookworm, reused later"),
+                Option("--mirror", metavar="URL",
+                       help="Debian mirror for debootstrap and apt (default: http://deb.debian.org/debian)"),
+                Option("--no-agents", dest="agents", kind=OFF,
+                       help="leave out the agent CLIs (claude, codex, gemini, opencode)"),
+                Option("--refresh", kind=FLAG,
+                       help="pull or bootstrap the base again and rebuild every layer (newer packages and agent "
+                            "CLIs)"),
+                Option("--json", kind=FLAG,
+                       help="print a JSON object (image, id, size, base, ...) instead of the name"),
+                Option("-q", "--quiet", kind=FLAG, group="output", help="no progress output, only errors"),
+                Option("-v", "--verbose", kind=FLAG, group="output", help="every line of the engine's output"),
+            ),
+        ),
+        Command("ab-image ls", "List agentsh images (localhost/agentsh*): name, id, created, size.", LS_EXAMPLES,
+                help="list agentsh images",
+                options=(Option("--json", kind=FLAG, help="a JSON list of objects (size in bytes)"),)),
+    ),
+)
 
 
 class Progress:
@@ -92,40 +136,7 @@ def _shorten(text, width):
 
 
 def body(argv):
-    p = parser("ab-image", "Build the default sandbox image (localhost/agentsh:latest) or list agentsh images.",
-               EXAMPLES)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    b = sub.add_parser(
-        "build", help="build the default image",
-        description="Build the default sandbox image from agentsh's Containerfile: Debian bookworm with "
-        "git, ripgrep, jq, python3, Node 22 and the agent CLIs (claude, codex, gemini, opencode). "
-        "The base is docker.io/library/debian:bookworm-slim; when it cannot be pulled, a Debian base is "
-        "made here with debootstrap (as with --bootstrap). The host's CA bundle (config 'ca_bundle') is "
-        "trusted during the build. Progress goes to stderr; stdout gets only the image name (or JSON).",
-        epilog="examples:\n" + "\n".join(f"  {line}" for line in BUILD_EXAMPLES),
-        formatter_class=p.formatter_class)
-    b.add_argument("--tag", default=None, metavar="IMG", help="image name (default: localhost/agentsh:latest)")
-    base = b.add_mutually_exclusive_group()
-    base.add_argument("--base", metavar="IMG", help="base image: a Debian bookworm (default: "
-                      "docker.io/library/debian:bookworm-slim, pulled if missing)")
-    base.add_argument("--bootstrap", action="store_true", help="make the base here with debootstrap "
-                      "(needs root and debootstrap) as localhost/agentsh-base:bookworm, reused later")
-    b.add_argument("--mirror", metavar="URL", help="Debian mirror for debootstrap and apt "
-                   "(default: http://deb.debian.org/debian)")
-    b.add_argument("--no-agents", dest="agents", action="store_false",
-                   help="leave out the agent CLIs (claude, codex, gemini, opencode)")
-    b.add_argument("--refresh", action="store_true", help="pull or bootstrap the base again and rebuild "
-                   "every layer (newer packages and agent CLIs)")
-    b.add_argument("--json", action="store_true", help="print a JSON object (image, id, size, base, ...) "
-                   "instead of the name")
-    out = b.add_mutually_exclusive_group()
-    out.add_argument("-q", "--quiet", action="store_true", help="no progress output, only errors")
-    out.add_argument("-v", "--verbose", action="store_true", help="every line of the engine's output")
-    ls = sub.add_parser("ls", help="list agentsh images", description="List agentsh images "
-                        "(localhost/agentsh*): name, id, created, size.",
-                        epilog="examples:\n" + "\n".join(f"  {line}" for line in LS_EXAMPLES),
-                        formatter_class=p.formatter_class)
-    ls.add_argument("--json", action="store_true", help="a JSON list of objects (size in bytes)")
+    p = options.argparser(COMMAND)
     args = p.parse_args(argv)
     if args.command is None:
         p.print_help(sys.stderr)

@@ -1,6 +1,8 @@
 """ab-log: the egress audit log of a project's sandbox (network modes "allow" and "learn")."""
 
-from agentsh.cli.common import parser, run
+from agentsh.cli import options
+from agentsh.cli.common import run
+from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
     "ab-log                     # every connection attempt of this project's sandbox",
@@ -8,19 +10,25 @@ EXAMPLES = [
     "ab-log --follow            # keep printing new attempts (Ctrl-C stops)",
     "ab-log --json ~/src/app    # a JSON list; with --follow, one JSON object per line",
 ]
+COMMAND = Command(
+    "ab-log",
+    "Show the connection attempts the egress proxy saw for the sandbox of the project holding DIR (default: .): "
+    "time, ALLOW/DENY, host:port, method, bytes, rule or reason. Allowed connections are written when they "
+    "close, refused ones at once.",
+    EXAMPLES,
+    args=(Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR),),
+    options=(
+        Option("-f", "--follow", kind=FLAG, help="wait for new entries and print them"),
+        Option("--denied", kind=FLAG, help="only refused attempts"),
+        Option("--json", kind=FLAG,
+               help="JSON: a list of entries (keys: time, sandbox, host, port, method, allowed, reason, "
+                    "bytes_sent, bytes_received, ms); with --follow one object per line"),
+    ),
+)
 
 
 def body(argv):
-    p = parser("ab-log", "Show the connection attempts the egress proxy saw for the sandbox of the project "
-               "holding DIR (default: .): time, ALLOW/DENY, host:port, method, bytes, rule or reason. "
-               "Allowed connections are written when they close, refused ones at once.", EXAMPLES)
-    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
-    p.add_argument("-f", "--follow", action="store_true", help="wait for new entries and print them")
-    p.add_argument("--denied", action="store_true", help="only refused attempts")
-    p.add_argument("--json", action="store_true",
-                   help="JSON: a list of entries (keys: time, sandbox, host, port, method, allowed, reason, "
-                        "bytes_sent, bytes_received, ms); with --follow one object per line")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND, argv)
 
     import sys
 

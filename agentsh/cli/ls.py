@@ -1,18 +1,20 @@
 """ab-ls: list agentsh sandboxes."""
 
-from agentsh.cli.common import parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import print_json, run
+from agentsh.cli.options import FLAG, Command, Option
 
 EXAMPLES = [
     "ab-ls",
     "ab-ls --json | jq -r '.[] | select(.state==\"running\") | .name'",
 ]
 COLUMNS = ("name", "state", "image", "created", "project")
+COMMAND = Command("ab-ls", "List every agentsh sandbox: name, project, state, image, created.", EXAMPLES,
+                  options=(Option("--json", kind=FLAG, help="a JSON list of objects"),))
 
 
 def body(argv):
-    p = parser("ab-ls", "List every agentsh sandbox: name, project, state, image, created.", EXAMPLES)
-    p.add_argument("--json", action="store_true", help="a JSON list of objects")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND, argv)
 
     from agentsh.host.engine import Engine
     from agentsh.policy import config

@@ -1,6 +1,8 @@
 """ab-net: a project's network policy: show it, allow a host, propose an allowlist from the log."""
 
-from agentsh.cli.common import parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import print_json, run
+from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
     "ab-net show                    # mode, allowlist, proxy state for this project",
@@ -9,25 +11,30 @@ EXAMPLES = [
     "ab-net propose                 # turn the log (e.g. of mode = \"learn\") into an allowlist to review",
     "ab-net propose --json",
 ]
+_DIR = Arg("dir", nargs=OPTIONAL, value=DIR)
+COMMAND = Command(
+    "ab-net",
+    "The network policy of the project holding DIR (default: .). Modes and allowlists come from config "
+    "[network] (see docs/config.md); 'allow' adds a host for this project at once, without restarting its "
+    "sandbox.",
+    EXAMPLES,
+    sub_dest="cmd", sub_required=True, sub_metavar="{show,allow,propose}",
+    subcommands=(
+        Command("ab-net show", help="mode, allowlist and proxy state", args=(_DIR,),
+                options=(Option("--json", kind=FLAG,
+                                help="keys: project, sandbox, mode, lockdown, allow, added, proxy"),)),
+        Command("ab-net allow", help="allow HOST (host, *.domain, host:port, IP) for the project",
+                args=(Arg("host", metavar="HOST"), _DIR),
+                options=(Option("--json", kind=FLAG, help="keys: project, allowed, added"),)),
+        Command("ab-net propose", help="an allowlist made from the audit log, for review", args=(_DIR,),
+                options=(Option("--json", kind=FLAG,
+                                help="keys: allow (patterns), destinations (host, port, count)"),)),
+    ),
+)
 
 
 def body(argv):
-    p = parser("ab-net", "The network policy of the project holding DIR (default: .). Modes and "
-               "allowlists come from config [network] (see docs/config.md); 'allow' adds a host for "
-               "this project at once, without restarting its sandbox.", EXAMPLES)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{show,allow,propose}")
-    s = sub.add_parser("show", help="mode, allowlist and proxy state")
-    s.add_argument("dir", nargs="?")
-    s.add_argument("--json", action="store_true",
-                   help="keys: project, sandbox, mode, lockdown, allow, added, proxy")
-    a = sub.add_parser("allow", help="allow HOST (host, *.domain, host:port, IP) for the project")
-    a.add_argument("host", metavar="HOST")
-    a.add_argument("dir", nargs="?")
-    a.add_argument("--json", action="store_true", help="keys: project, allowed, added")
-    pr = sub.add_parser("propose", help="an allowlist made from the audit log, for review")
-    pr.add_argument("dir", nargs="?")
-    pr.add_argument("--json", action="store_true", help="keys: allow (patterns), destinations (host, port, count)")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND, argv)
 
     from agentsh.cli.common import load_context
     from agentsh.egress import network

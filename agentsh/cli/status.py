@@ -1,6 +1,8 @@
 """ab-status: the project here, whether its .agentsh.toml is trusted and why, its sandbox."""
 
-from agentsh.cli.common import parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import print_json, run
+from agentsh.cli.options import DIR, FLAG, OFF, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
     "ab-status                    # the project holding .",
@@ -10,22 +12,27 @@ EXAMPLES = [
 ]
 LABELS = (("project", "project"), ("project_file", "file"), ("trust", "trust"), ("on_enter", "on enter"),
           ("sandbox", "sandbox"), ("ports", "ports"), ("credentials", "credentials"), ("hook", "cd hook"))
+COMMAND = Command(
+    "ab-status",
+    "Show the project holding DIR (default: .): its .agentsh.toml and whether it is trusted (allowed, allowed "
+    "for this session, blocked, denied) and why, what it widens (host mounts, credentials, capabilities, "
+    "network, ports, CA bundle, env names, a devcontainer build), what the cd hook does on entering it, its "
+    "sandbox and state, and the credentials it receives.",
+    EXAMPLES,
+    args=(Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR),),
+    options=(
+        Option("--json", kind=FLAG, help="a JSON object with stable keys"),
+        Option("--no-engine", dest="engine", kind=OFF,
+               help="do not ask the container engine (state: 'unknown' if agentsh made the sandbox, else 'absent')"),
+        Option("--prompt", kind=FLAG,
+               help="one short word for a prompt (ab:TRUST), nothing outside projects with a project file; "
+                    "implies --no-engine"),
+    ),
+)
 
 
 def body(argv):
-    p = parser("ab-status", "Show the project holding DIR (default: .): its .agentsh.toml and whether it is "
-               "trusted (allowed, allowed for this session, blocked, denied) and why, what it widens (host "
-               "mounts, credentials, capabilities, network, ports, CA bundle, env names, a devcontainer build), "
-               "what the cd hook does "
-               "on entering it, its sandbox and state, and the credentials it receives.", EXAMPLES)
-    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
-    p.add_argument("--json", action="store_true", help="a JSON object with stable keys")
-    p.add_argument("--no-engine", dest="engine", action="store_false",
-                   help="do not ask the container engine (state: 'unknown' if agentsh made the sandbox, else 'absent')")
-    p.add_argument("--prompt", action="store_true",
-                   help="one short word for a prompt (ab:TRUST), nothing outside projects with a project file; "
-                        "implies --no-engine")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND, argv)
 
     from agentsh.app import hooks
 

@@ -1,6 +1,8 @@
 """ab-up: create or start the project's sandbox and print its name."""
 
-from agentsh.cli.common import load_context, notice, parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import load_context, notice, print_json, run
+from agentsh.cli.options import APPEND, DIR, FLAG, IMAGE, NETWORK_MODES, OPTIONAL, WORKTREE, Arg, Command, Option
 
 EXAMPLES = [
     "ab-up                      # sandbox for the current project; prints its name",
@@ -10,46 +12,40 @@ EXAMPLES = [
 ]
 
 
-class Args:
-    dir = wt = image = network = publish = None
-    recreate = json = lockdown = False
+COMMAND = Command(
+    "ab-up",
+    "Create or start the sandbox of the project holding DIR (default: .) and print its name. Idempotent: an "
+    "unchanged running sandbox is reused; a changed spec (config, image name) recreates it.",
+    EXAMPLES,
+    args=(Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR),),
+    options=(
+        Option("--wt", metavar="NAME", help="the sandbox of worktree NAME (ab-wt) of the repo holding DIR",
+               value=WORKTREE),
+        Option("--image", help="image to run (overrides config 'image')", value=IMAGE),
+        Option("--recreate", kind=FLAG, help="remove and recreate the sandbox even if unchanged"),
+        Option("--json", kind=FLAG, help="print a JSON object instead of the name"),
+        Option("--network", choices=NETWORK_MODES,
+               help="network mode (overrides config [network] mode; see docs/config.md)"),
+        Option("--lockdown", kind=FLAG,
+               help="for untrusted repos: no credentials, network only to the agents' APIs, ephemeral home, "
+                    "project behind a copy-on-write layer (also config 'lockdown')"),
+        Option("-p", "--publish", kind=APPEND, metavar="[IP:][HOST:]CONTAINER[/PROTO]",
+               help="publish a port (repeatable; on 127.0.0.1 unless IP is given; without HOST, a stable host "
+                    "port for this project); kept until the next ab-up -p"),
+    ),
+)
 
 
 def fast_parse(argv):
-    """`ab-up [DIR] [--json] [--recreate] [--lockdown]` without argparse (~6 ms on a hot path).
+    """`ab-up [DIR] [--json] [--recreate] [--lockdown] ...` without argparse (~6 ms on a hot path).
 
-    None for anything else (options with values, --help, mistakes): argparse
-    handles and explains those.
+    None for anything unusual (--help, mistakes): argparse handles and explains those.
     """
-    args = Args()
-    for tok in argv:
-        if tok in ("--json", "--recreate", "--lockdown"):
-            setattr(args, tok[2:], True)
-        elif tok.startswith("-") or args.dir is not None:
-            return None
-        else:
-            args.dir = tok
-    return args
+    return options.fast_parse(COMMAND, argv)
 
 
 def parse(argv):
-    p = parser("ab-up", "Create or start the sandbox of the project holding DIR (default: .) "
-               "and print its name. Idempotent: an unchanged running sandbox is reused; "
-               "a changed spec (config, image name) recreates it.", EXAMPLES)
-    p.add_argument("dir", nargs="?", help="a directory inside the project (default: .)")
-    p.add_argument("--wt", metavar="NAME", help="the sandbox of worktree NAME (ab-wt) of the repo holding DIR")
-    p.add_argument("--image", help="image to run (overrides config 'image')")
-    p.add_argument("--recreate", action="store_true", help="remove and recreate the sandbox even if unchanged")
-    p.add_argument("--json", action="store_true", help="print a JSON object instead of the name")
-    p.add_argument("--network", choices=("full", "none", "allow", "learn"),
-                   help="network mode (overrides config [network] mode; see docs/config.md)")
-    p.add_argument("--lockdown", action="store_true",
-                   help="for untrusted repos: no credentials, network only to the agents' APIs, ephemeral "
-                        "home, project behind a copy-on-write layer (also config 'lockdown')")
-    p.add_argument("-p", "--publish", action="append", metavar="[IP:][HOST:]CONTAINER[/PROTO]",
-                   help="publish a port (repeatable; on 127.0.0.1 unless IP is given; without HOST, a stable "
-                        "host port for this project); kept until the next ab-up -p")
-    return p.parse_args(argv)
+    return options.argparser(COMMAND).parse_args(argv)
 
 
 def body(argv):

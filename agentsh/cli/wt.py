@@ -2,7 +2,9 @@
 
 import sys
 
-from agentsh.cli.common import parser, print_json, run
+from agentsh.cli import options
+from agentsh.cli.common import print_json, run
+from agentsh.cli.options import DIR, FLAG, OPTIONAL, WORKTREE, Arg, Command, Option
 
 SUBCOMMANDS = {
     "new": "make a worktree (and branch) and print its path",
@@ -18,6 +20,48 @@ EXAMPLES = [
     "ab-wt ls",
     "ab-wt rm fix-login --delete-branch",
 ]
+_REPO_DIR = Arg("dir", nargs=OPTIONAL, help="a directory inside the repository (default: .)", value=DIR)
+_REPO_DIR_OPTION = Option("--dir", help="a directory inside the repository (default: .)", value=DIR)
+_WORKTREE = Arg("name", value=WORKTREE)
+# ab-wt dispatches its subcommands itself (usage() lists them); each has its own table.
+COMMAND = Command("ab-wt", subcommands=(
+    Command("ab-wt new",
+            "Make worktree NAME of the repo holding DIR (default: .) on branch BRANCH (default: NAME; made from REF, "
+            "default HEAD, unless it exists, when it is checked out) and print its path, alone on stdout.",
+            ['cd "$(ab-wt new fix-login)"', "ab-wt new review-42 --branch pr/42",
+             "ab-wt new spike --from v1.2.0 ~/src/app"],
+            help=SUBCOMMANDS["new"],
+            args=(Arg("name", help="worktree name: letters, digits, '.', '_', '-', '/'"), _REPO_DIR),
+            options=(Option("--from", dest="ref", metavar="REF", help="make the new branch from REF (default: HEAD)"),
+                     Option("--branch", help="branch to make or check out (default: NAME)"),
+                     Option("--json", kind=FLAG, help="print the worktree's record as JSON"))),
+    Command("ab-wt ls",
+            "List the worktrees agentsh made in the repo holding DIR (default: .): name, path, branch, HEAD, "
+            "clean/dirty/missing and the sandbox's state.",
+            ["ab-wt ls", "ab-wt ls --json | jq -r '.[] | select(.dirty) | .name'"],
+            help=SUBCOMMANDS["ls"], args=(_REPO_DIR,),
+            options=(Option("--json", kind=FLAG, help="a JSON list of objects"),)),
+    Command("ab-wt path", "Print the directory of worktree NAME of the repo holding DIR (default: .).",
+            ['cd "$(ab-wt path fix-login)"', "ab-exec --dir \"$(ab-wt path fix-login)\" -- git status"],
+            help=SUBCOMMANDS["path"], args=(_WORKTREE,), options=(_REPO_DIR_OPTION,)),
+    Command("ab-wt rm",
+            "Remove worktree NAME together with its sandbox and home volume. Refuses a worktree with uncommitted "
+            "or untracked changes, or with commits not merged into the main checkout's HEAD (or the branch's "
+            "upstream), unless --force.",
+            ["ab-wt rm fix-login", "ab-wt rm spike --force --delete-branch"],
+            help=SUBCOMMANDS["rm"], args=(_WORKTREE,),
+            options=(_REPO_DIR_OPTION,
+                     Option("--force", kind=FLAG, help="remove even with changes or unmerged commits"),
+                     Option("--delete-branch", kind=FLAG, help="also delete the worktree's branch"),
+                     Option("--json", kind=FLAG, help="print what was removed as JSON"))),
+    Command("ab-wt prune",
+            "Forget the worktrees of the repo holding DIR (default: .) whose directories are gone, removing their "
+            "sandboxes and home volumes. Their branches stay.",
+            ["ab-wt prune", "ab-wt prune --all --json"],
+            help=SUBCOMMANDS["prune"], args=(_REPO_DIR,),
+            options=(Option("--all", kind=FLAG, help="every repository's worktrees, not one's"),
+                     Option("--json", kind=FLAG, help="print the forgotten worktrees as a JSON list"))),
+))
 
 
 def usage():
@@ -31,17 +75,7 @@ def usage():
 
 
 def new(argv):
-    p = parser("ab-wt new", "Make worktree NAME of the repo holding DIR (default: .) on branch BRANCH "
-               "(default: NAME; made from REF, default HEAD, unless it exists, when it is checked out) "
-               "and print its path, alone on stdout.",
-               ['cd "$(ab-wt new fix-login)"', "ab-wt new review-42 --branch pr/42",
-                "ab-wt new spike --from v1.2.0 ~/src/app"])
-    p.add_argument("name", help="worktree name: letters, digits, '.', '_', '-', '/'")
-    p.add_argument("dir", nargs="?", help="a directory inside the repository (default: .)")
-    p.add_argument("--from", dest="ref", metavar="REF", help="make the new branch from REF (default: HEAD)")
-    p.add_argument("--branch", help="branch to make or check out (default: NAME)")
-    p.add_argument("--json", action="store_true", help="print the worktree's record as JSON")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND.subcommands["new"], argv)
 
     from agentsh.app import worktree
 
@@ -57,12 +91,7 @@ LS_COLUMNS = ("name", "branch", "head", "status", "sandbox", "path")
 
 
 def ls(argv):
-    p = parser("ab-wt ls", "List the worktrees agentsh made in the repo holding DIR (default: .): name, "
-               "path, branch, HEAD, clean/dirty/missing and the sandbox's state.",
-               ["ab-wt ls", "ab-wt ls --json | jq -r '.[] | select(.dirty) | .name'"])
-    p.add_argument("dir", nargs="?", help="a directory inside the repository (default: .)")
-    p.add_argument("--json", action="store_true", help="a JSON list of objects")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND.subcommands["ls"], argv)
 
     from agentsh.app import worktree
     from agentsh.cli.ls import print_table
@@ -79,11 +108,7 @@ def ls(argv):
 
 
 def path(argv):
-    p = parser("ab-wt path", "Print the directory of worktree NAME of the repo holding DIR (default: .).",
-               ['cd "$(ab-wt path fix-login)"', "ab-exec --dir \"$(ab-wt path fix-login)\" -- git status"])
-    p.add_argument("name")
-    p.add_argument("--dir", help="a directory inside the repository (default: .)")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND.subcommands["path"], argv)
 
     from agentsh.app import worktree
 
@@ -92,16 +117,7 @@ def path(argv):
 
 
 def rm(argv):
-    p = parser("ab-wt rm", "Remove worktree NAME together with its sandbox and home volume. Refuses a "
-               "worktree with uncommitted or untracked changes, or with commits not merged into the "
-               "main checkout's HEAD (or the branch's upstream), unless --force.",
-               ["ab-wt rm fix-login", "ab-wt rm spike --force --delete-branch"])
-    p.add_argument("name")
-    p.add_argument("--dir", help="a directory inside the repository (default: .)")
-    p.add_argument("--force", action="store_true", help="remove even with changes or unmerged commits")
-    p.add_argument("--delete-branch", action="store_true", help="also delete the worktree's branch")
-    p.add_argument("--json", action="store_true", help="print what was removed as JSON")
-    args = p.parse_args(argv)
+    args = options.parse(COMMAND.subcommands["rm"], argv)
 
     from agentsh.app import worktree
 
@@ -115,12 +131,7 @@ def rm(argv):
 
 
 def prune(argv):
-    p = parser("ab-wt prune", "Forget the worktrees of the repo holding DIR (default: .) whose directories "
-               "are gone, removing their sandboxes and home volumes. Their branches stay.",
-               ["ab-wt prune", "ab-wt prune --all --json"])
-    p.add_argument("dir", nargs="?", help="a directory inside the repository (default: .)")
-    p.add_argument("--all", action="store_true", help="every repository's worktrees, not one's")
-    p.add_argument("--json", action="store_true", help="print the forgotten worktrees as a JSON list")
+    p = options.argparser(COMMAND.subcommands["prune"])
     args = p.parse_args(argv)
     if args.all and args.dir:
         p.error("give DIR or --all, not both")
