@@ -1,7 +1,7 @@
 # bash completion for ab and every ab-* command.
 # Install: eval "$(ab-hook --completions bash)" in ~/.bashrc, or source this file.
 #
-# Subcommands and flags come from each command's own parser, and names
+# Subcommands and flags come from each command's options table, and names
 # (credentials, worktrees, sandboxes, images) from agentsh's state as it is on
 # disk now, through `ab-hook --complete`; the engine is never started.
 
@@ -11,6 +11,9 @@ _agentsh_complete() {
   mapfile -t found < <(command "${_agentsh_complete_bin:-ab-hook}" --complete "$COMP_CWORD" -- "${COMP_WORDS[@]}" 2>/dev/null)
   if [[ ${#found[@]} == 1 && ${found[0]} == @dirs ]]; then
     mapfile -t COMPREPLY < <(compgen -d -- "$cur")
+    compopt -o filenames 2>/dev/null
+  elif [[ ${#found[@]} == 1 && ${found[0]} == @files ]]; then
+    mapfile -t COMPREPLY < <(compgen -f -- "$cur")
     compopt -o filenames 2>/dev/null
   else
     COMPREPLY=("${found[@]}")

@@ -1,34 +1,26 @@
 """Completion candidates for `ab` and every `ab-*` command, for bash, zsh and xonsh.
 
-Subcommands and flags are read from each command's own argparse parser (so a
-flag added to a command is completed without touching this file); values that
-name things (credentials, worktrees, sandboxes, images) are read from the
-state store and the credential directory as they are on disk now, never from
-the engine. Every directory is read defensively: a missing or half-written
-one means no candidates, never an error on the user's terminal.
+Subcommands, flags, choices and what each value names come from the command's
+own table (agentsh.cli.options: each option and positional carries its value
+kind), so a flag added to a command is completed without touching this file.
+Values that name things (credentials, worktrees, sandboxes, images, agent
+profiles) are read from the state store, the credential directory and the
+config as they are on disk now, never from the engine. Every directory is
+read defensively: a missing or half-written one means no candidates, never an
+error on the user's terminal.
 
 The shells call `ab-hook --complete INDEX -- WORDS...` and get one candidate
 per line, already filtered by the word being completed; a lone line `@dirs`
-asks the shell to complete directory names itself.
+(or `@files`) asks the shell to complete directory (or file) names itself.
 """
 
 import json
 import os
 
-DIRS = "@dirs"
-# What a positional or option names, by its dest, option or metavar.
-CREDENTIAL, WORKTREE, SANDBOX, IMAGE, DIRECTORY = "credential", "worktree", "sandbox", "image", "directory"
-KIND_BY_WORD = {
-    "cred": CREDENTIAL, "creds": CREDENTIAL, "credential": CREDENTIAL,
-    "wt": WORKTREE, "worktree": WORKTREE,
-    "sandbox": SANDBOX,
-    "image": IMAGE, "img": IMAGE, "tag": IMAGE, "base": IMAGE,
-    "dir": DIRECTORY, "directory": DIRECTORY, "project": DIRECTORY,
-}
-# A positional called NAME names a credential in ab-creds, a worktree in ab-wt.
-NAME_KIND = {"ab-creds": CREDENTIAL, "ab-wt": WORKTREE, "ab-down": SANDBOX}
-# Subcommands whose NAME is a new one, so existing names are no help.
-NEW_NAME = {("ab-wt", "new")}
+from agentsh.cli.options import AGENT, CREDENTIAL, DIR, FILE, IMAGE, REST, SANDBOX, WORKTREE, Command
+
+DIRS, FILES = "@dirs", "@files"
+PATHS = {DIR: DIRS, FILE: FILES}  # value kinds the shell completes itself
 
 
 # -- live values -----------------------------------------------------------------
@@ -90,7 +82,19 @@ def images(store=None):
     return sorted(found)
 
 
-LIVE = {CREDENTIAL: credentials, WORKTREE: worktrees, SANDBOX: sandboxes, IMAGE: images}
+def agent_profiles():
+    """Agent profile names: the built-in ones and the config's [agents.NAME] (a broken config: built-in only)."""
+    from agentsh.policy import agents
+
+    try:
+        from agentsh.policy import config
+
+        return agents.names(config.load())
+    except Exception:
+        return agents.names()
+
+
+LIVE = {CREDENTIAL: credentials, WORKTREE: worktrees, SANDBOX: sandboxes, IMAGE: images, AGENT: agent_profiles}
 
 
 def _store(store):
@@ -101,14 +105,7 @@ def _store(store):
     return Store()
 
 
-# -- the commands' parsers ----------------------------------------------------------
-
-
-class _Captured(BaseException):
-    """Raised from parse_args to hand back the parser a command built."""
-
-    def __init__(self, parser):
-        self.parser = parser
+# -- the commands' tables ---------------------------------------------------------
 
 
 def commands():
@@ -118,69 +115,18 @@ def commands():
     return {name: target for name, target in ENTRY_POINTS.items() if name.startswith("ab-")}
 
 
-def capture_parser(target, argv):
-    """The argparse parser the command at `target` ('module:function') builds for argv.
-
-    The command runs only up to its parse_args call, which is intercepted;
-    None when it never parses (a usage screen) or cannot be imported.
-    """
-    import argparse
-    import contextlib
+def table(command):
+    """The options table (agentsh.cli.options.Command) of an installed command, or None."""
     import importlib
-    import io
-    import sys
 
-    module_name, _, function = target.partition(":")
+    target = commands().get(command)
+    if target is None:
+        return None
     try:
-        func = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError):
-        return None, None
-    module = sys.modules[module_name]
-    saved = (argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args, sys.argv)
-
-    def capture(self, *a, **kw):
-        raise _Captured(self)
-
-    # Commands with a hand-parsed fast path (ab-exec, ab-up) would run for real
-    # on plain arguments: their `parse` builds the parser and does nothing else.
-    parse = getattr(module, "parse", None)
-    call = (lambda: parse(list(argv))) if callable(parse) else func
-    argparse.ArgumentParser.parse_args = argparse.ArgumentParser.parse_known_args = capture
-    sys.argv = [sys.argv[0], *argv]
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            call()
-    except _Captured as c:
-        return c.parser, module
-    except (Exception, SystemExit):
-        pass
-    finally:
-        argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args, sys.argv = saved
-    return None, module
-
-
-def _subcommands(parser, module):
-    """Subcommand names: argparse subparsers, or a module's SUBCOMMANDS table."""
-    import argparse
-
-    if parser is not None:
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                return list(action.choices)
-    table = getattr(module, "SUBCOMMANDS", None)
-    return list(table) if isinstance(table, dict) else []
-
-
-def _kind(command, action, subcommand):
-    """What an argparse action's value names (a KIND), or None."""
-    words = [s.lstrip("-").lower() for s in action.option_strings]
-    words += [str(action.dest or "").lower(), str(action.metavar or "").lower()]
-    for w in words:
-        if w in KIND_BY_WORD:
-            return KIND_BY_WORD[w]
-    if not action.option_strings and "name" in words and (command, subcommand) not in NEW_NAME:
-        return NAME_KIND.get(command)
-    return None
+        module = importlib.import_module(target.partition(":")[0])
+    except ImportError:
+        return None
+    return next((v for v in vars(module).values() if isinstance(v, Command) and v.name == command), None)
 
 
 def candidates(words, index):
@@ -192,10 +138,10 @@ def candidates(words, index):
         if not before:
             return _filter(_ab_commands(), current)
         command, before = f"ab-{before[0]}", before[1:]
-    target = commands().get(command)
-    if target is None:
+    found = table(command)
+    if found is None:
         return []
-    return _filter(_complete(command, target, before, current), current)
+    return _filter(_complete(found, before, current), current)
 
 
 def _ab_commands():
@@ -204,68 +150,56 @@ def _ab_commands():
     return sorted(set(COMMANDS) | {name[3:] for name in commands()})
 
 
-def _complete(command, target, before, current):
-    import argparse
-
-    parser, module = capture_parser(target, before)
-    subs = _subcommands(parser, module)
-    subcommand = None
-    if subs:
+def _complete(command, before, current):
+    if command.subcommands:
         # The first word that names a subcommand selects it; complete within it.
-        chosen = next((i for i, w in enumerate(before) if w in subs), None)
+        chosen = next((i for i, w in enumerate(before) if w in command.subcommands), None)
         if chosen is None:
-            return subs if not current.startswith("-") else _flags(parser)
-        subcommand = before[chosen]
-        argparse_subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)] if parser else []
-        if argparse_subs:
-            parser = argparse_subs[0].choices[subcommand]
-        else:  # dispatched by the command itself: it builds the subcommand's parser
-            parser, _ = capture_parser(target, before[: chosen + 1])
-        before = before[chosen + 1:]
-    if parser is None:
-        return []
-    actions = parser._actions
+            return list(command.subcommands) if not current.startswith("-") else _flags(command)
+        command, before = command.subcommands[before[chosen]], before[chosen + 1:]
     if before:
-        option = next((a for a in actions if before[-1] in a.option_strings), None)
-        if option is not None and option.nargs != 0:
-            return list(option.choices or ()) or _values(_kind(command, option, subcommand))
+        option = command.option(before[-1])
+        if option is not None and option.takes_value:
+            return list(option.choices or ()) or _values(option.value)
     if current.startswith("-"):
-        return _flags(parser)
-    positionals = [a for a in actions if not a.option_strings and not isinstance(a, argparse._SubParsersAction)]
-    given = _count_positionals(actions, before)
-    if given < len(positionals):
-        wanted = positionals[given]
-        return list(wanted.choices or ()) or _values(_kind(command, wanted, subcommand))
+        return _flags(command)
+    given = _count_positionals(command, before)
+    if given < len(command.args):
+        wanted = command.args[given]
+        if wanted.nargs == REST:
+            return []  # the command line of another program
+        return list(wanted.choices or ()) or _values(wanted.value)
     return []
 
 
-def _count_positionals(actions, words):
+def _count_positionals(command, words):
     """How many positional words `words` already holds (skipping options and their values)."""
-    takes_value = {s for a in actions if a.option_strings and a.nargs != 0 for s in a.option_strings}
     count, skip = 0, False
     for w in words:
         if skip:
             skip = False
-        elif w.startswith("-"):
-            skip = w in takes_value
+        elif w.startswith("-") and w != "-":
+            option = command.option(w)
+            skip = option is not None and option.takes_value
         else:
             count += 1
     return count
 
 
-def _flags(parser):
-    return sorted({s for a in parser._actions for s in a.option_strings if s.startswith("--") or len(s) == 2})
+def _flags(command):
+    shown = ["-h", "--help"] + [f for opt in command.options if not opt.hidden for f in opt.flags]
+    return sorted({f for f in shown if f.startswith("--") or len(f) == 2})
 
 
 def _values(kind):
-    if kind == DIRECTORY:
-        return [DIRS]
+    if kind in PATHS:
+        return [PATHS[kind]]
     source = LIVE.get(kind)
     return source() if source else []
 
 
 def _filter(values, current):
-    if values == [DIRS]:
+    if len(values) == 1 and values[0] in (DIRS, FILES):
         return values
     return [v for v in values if v.startswith(current)]
 
@@ -282,7 +216,7 @@ def xonsh_completer(command):
         return None
     words = [a.value for a in command.args[: command.arg_index]] + [command.prefix]
     found = candidates(words, command.arg_index)
-    if not found or found == [DIRS]:
+    if not found or found in ([DIRS], [FILES]):
         return None  # let xonsh's own path completion answer
     return set(found)
 
