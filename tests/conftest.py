@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import trace
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TINY_IMAGE = "localhost/agentsh-test-tiny:latest"
@@ -187,16 +189,25 @@ def sandbox_env(tiny_image, user_config, tmp_path):
 
 
 def remove_sandboxes_under(prefix, run_podman=podman):
+    """Remove the sandboxes of projects under `prefix`, and their home volumes.
+
+    A home volume outlives its container (`ab-down --rm`), so the sandbox names
+    agentsh recorded in the state dirs under `prefix` count as well.
+    """
     proc = run_podman("ps", "-a", "--filter", "label=io.agentsh.managed=true", "--format", "json", check=False)
+    names = set()
     for c in json.loads(proc.stdout or "[]"):
         project = (c.get("Labels") or {}).get("io.agentsh.project", "")
         if project.startswith(prefix):
-            name = c["Names"][0]
-            run_podman("rm", "-f", "-t", "0", name, check=False)
-            run_podman("volume", "rm", "-f", f"{name}-home", check=False)
+            names.add(c["Names"][0])
+            run_podman("rm", "-f", "-t", "0", c["Names"][0], check=False)
+    for record in Path(prefix).glob("xdg/*/agentsh/projects/ab-*.json"):
+        names.add(record.name[:-len(".json")])
+    for name in sorted(names):
+        run_podman("volume", "rm", "-f", f"{name}-home", check=False)
 
 
-ROOTLESS_USER = "agentsh-test"
+ROOTLESS_USER = os.environ.get("AGENTSH_TEST_USER", "agentsh-test")  # made, and removed, by the suite
 
 
 class RootlessUser:
@@ -248,6 +259,7 @@ def rootless_user(engine_ready):
         pytest.skip("needs root to switch to a test user; as a non-root user the whole suite is rootless")
     if subprocess.run(["id", ROOTLESS_USER], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", ROOTLESS_USER], check=True)
+        trace.mark_user_made(ROOTLESS_USER)  # so the last run to end removes it (tests/trace.py)
     if os.path.exists("/dev/net/tun"):
         os.chmod("/dev/net/tun", 0o666)  # rootless networking (slirp4netns) on these hosts
     user = RootlessUser(ROOTLESS_USER)
@@ -306,3 +318,47 @@ def git_image(engine_ready):
     """An image with a working git (the tiny one has none), for git-inside-the-sandbox tests."""
     import_git_image()
     return GIT_IMAGE
+
+
+# -- leave no trace ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leaves_no_trace(request, tmp_path_factory):
+    """Records the machine's footprint (tests/trace.py) before the run; after it, removes what the
+    run made and fails the run if anything it made is still there.
+
+    Only for sessions with tests that use the engine (unit-only runs make nothing).
+    """
+    if not any(item.get_closest_marker("integration") for item in request.session.items):
+        yield
+        return
+    lock = trace.SessionLock()
+    basetemp = str(tmp_path_factory.getbasetemp())
+    engine = engine_problem() is None
+    before = trace.footprint(ROOTLESS_USER, basetemp, engine)
+    yield
+    exclusive = lock.exclusive()
+    try:
+        swept = trace.sweep(before, ROOTLESS_USER, basetemp, basetemp, exclusive) \
+            if engine else []
+        after = trace.footprint(ROOTLESS_USER, basetemp, engine)
+    finally:
+        lock.release()
+    request.config.stash[_TRACE] = (before.counts(), after.counts(), swept, exclusive)
+    left = trace.left_behind(before, after, basetemp, exclusive)
+    assert not left, "the test run left behind: " + "; ".join(left)
+
+
+_TRACE = pytest.StashKey()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if _TRACE not in config.stash:
+        return
+    before, after, swept, exclusive = config.stash[_TRACE]
+    write = terminalreporter.write_line
+    write("machine footprint before/after the run" + ("" if exclusive else " (another test run was active: only this run's sandboxes and images were checked)") + ": "
+          + ", ".join(f"{k} {before[k]}/{after[k]}" for k in before))
+    for line in swept:
+        write(f"  left by a test, removed at the end: {line}")
