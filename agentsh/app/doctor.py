@@ -86,7 +86,7 @@ def local_ca_certificates():
 
 def ca_check(setting):
     """Detect a host that trusts extra CAs (a TLS-intercepting proxy, usually)."""
-    from agentsh.sandbox.lifecycle import host_ca_bundle
+    from agentsh.sandbox.spec import host_ca_bundle
 
     local = local_ca_certificates()
     extra = os.environ.get("SSL_CERT_FILE") or os.environ.get("NODE_EXTRA_CA_CERTS")

@@ -56,21 +56,32 @@ class Delivery:
 # -- the container spec ------------------------------------------------------
 
 
-def sandbox_additions(project, engine):
+def sandbox_additions(project, engine, store=None):
     """Spec pieces for credentials: the secrets tmpfs, and the SSH agent socket when granted.
 
     Returns (run arguments, {env name: value}). The tmpfs is always there, so
     a later grant never writes a secret onto the container's disk.
     """
-    owner = "U" if engine.is_podman else f"uid={os.getuid()},gid={os.getgid()}"
+    if store is None:
+        from agentsh.base.state import Store
+
+        store = Store()
+    return secrets_run_args(engine, os.getuid(), os.getgid(), granted_ssh_agent(store, project))
+
+
+def granted_ssh_agent(store, project):
+    """The host SSH agent socket a project's sandbox gets (its grant, see ssh_agent_socket), or None."""
+    grant = store.read(creds.grant_rel(project)) or {}
+    return ssh_agent_socket(grant.get("ssh_agent"))
+
+
+def secrets_run_args(engine, uid, gid, ssh_agent=None):
+    """(run arguments, env) for the secrets tmpfs and, given a host socket, the forwarded SSH agent."""
+    owner = "U" if engine.is_podman else f"uid={uid},gid={gid}"
     args = ["--tmpfs", f"{SECRETS_DIR}:{TMPFS_OPTIONS},{owner}"]
     env = {}
-    from agentsh.base.state import Store
-
-    grant = Store().read(creds.grant_rel(project)) or {}
-    socket = ssh_agent_socket(grant.get("ssh_agent"))
-    if socket:
-        args += ["-v", f"{socket}:{SSH_AGENT_SOCKET}"]
+    if ssh_agent:
+        args += ["-v", f"{ssh_agent}:{SSH_AGENT_SOCKET}"]
         env["SSH_AUTH_SOCK"] = SSH_AGENT_SOCKET
     return args, env
 

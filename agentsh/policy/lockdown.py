@@ -47,19 +47,6 @@ def project_mount_suffix(project, cfg):
     return f":O,upperdir={upper},workdir={work}"
 
 
-def without_ssh_agent(args, env):
-    """Credential spec pieces minus the forwarded SSH agent (lockdown forwards none)."""
-    from agentsh.base.layout import SSH_AGENT_SOCKET
-
-    kept = []
-    for i, arg in enumerate(args):
-        if arg.endswith(":" + SSH_AGENT_SOCKET) or (arg == "-v" and args[i + 1:i + 2] and
-                                                     args[i + 1].endswith(":" + SSH_AGENT_SOCKET)):
-            continue
-        kept.append(arg)
-    return kept, {k: v for k, v in env.items() if k != "SSH_AUTH_SOCK"}
-
-
 def prepare_host(project, cfg):
     """Create the overlay dirs a locked-down sandbox needs (nothing otherwise)."""
     if is_locked(cfg):

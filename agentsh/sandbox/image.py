@@ -220,7 +220,7 @@ class Builder:
         import shutil
         import tempfile
 
-        from agentsh.sandbox.lifecycle import ca_bundle_source
+        from agentsh.sandbox.spec import ca_bundle_source
 
         if base and bootstrap:
             raise UsageError("--base and --bootstrap exclude each other",

@@ -1,264 +1,48 @@
-"""Turning a project and its config into a container, and keeping them in step.
+"""Keeping a project's container in step with its spec: up (idempotent), down, listing.
 
-`spec()` is pure: config + project + engine facts -> the `run` arguments and a
-hash of them. `up()` is idempotent: a running sandbox whose spec label matches
-is reused after one inspect; a changed spec is recreated; creation happens
-under a per-sandbox lock so concurrent `ab-up`s make exactly one container.
+The spec itself (config + project + gathered inputs -> `run` arguments and
+their hash) is `sandbox.spec`. `up()` is idempotent: a running sandbox whose
+spec label matches is reused after one inspect; a changed spec is recreated;
+creation happens under a per-sandbox lock so concurrent `ab-up`s make
+exactly one container.
 """
 
-import json
-import os
+import os  # noqa: F401 (the invoking uid is read through os, which tests replace)
 import time
 
 from agentsh.base import layout
-from agentsh.base.digest import sha256_hex
-from agentsh.base.errors import AgentshError, ConfigError, StateError
+from agentsh.base.errors import AgentshError, StateError
+from agentsh.base.layout import CA_PATH, SANDBOX_HOME  # noqa: F401 (also for callers)
 from agentsh.host import liveness
 from agentsh.host.engine import NameInUse, NoSuchContainer
+from agentsh.sandbox.spec import (  # noqa: F401 (MIN_CAPS, runs_as_root, ...: also for callers)
+    CA_ENV,
+    KEEPALIVE,
+    LABEL_MANAGED,
+    LABEL_PROJECT,
+    LABEL_PUBLISH,
+    LABEL_SPEC,
+    MIN_CAPS,
+    Spec,
+    SpecInputs,
+    build,
+    ca_bundle_source,
+    cap_add_args,
+    gather,
+    host_ca_bundle,
+    runs_as_root,
+)
 
-LABEL_MANAGED = "io.agentsh.managed"
-LABEL_PROJECT = "io.agentsh.project"
-LABEL_SPEC = "io.agentsh.spec"
-LABEL_PUBLISH = "io.agentsh.publish"  # the `ab-up -p` ports, so later ups keep them
-from agentsh.base.layout import CA_PATH, SANDBOX_HOME  # noqa: E402
-
-CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO",
-          "CURL_CA_BUNDLE")
-HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
-                   "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem")
-# Capabilities kept after --cap-drop=all when the sandbox runs as root, and
-# only then: enough for a root shell to own, chmod and chown files and for
-# package managers to drop to their own users.
-MIN_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
-KEEPALIVE = ("sleep", "infinity")
 RUNNING = "running"
 
 
-def runs_as_root(run_args):
-    """Whether a container made with run_args runs as uid 0, decided the way Podman decides it.
+def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
+    """The container spec for a project under a config: the inputs gathered, then the pure build.
 
-    The last --user wins; without one, keep-id runs as the invoking user and
-    anything else as the image's user, taken to be root.
-    """
-    user = next((a[len("--user="):] for a in reversed(run_args) if a.startswith("--user=")), None)
-    if user is None:
-        return "--userns=keep-id" not in run_args
-    return user.split(":")[0] in ("root", "0")
-
-
-def cap_add_args(cfg, run_args):
-    """The --cap-add flags that follow --cap-drop=all.
-
-    Podman puts every --cap-add of a non-root user (and of keep-id) into all
-    five capability sets, ambient included, so each process of that user and
-    of every exec would hold them, and setuid(0) would work. A non-root
-    sandbox therefore gets no --cap-add but what config cap_add names, and
-    its bounding set is empty: an exec, even as root, gains nothing. Root
-    gets MIN_CAPS (plus cap_add) in its effective, permitted and bounding
-    sets, none inheritable or ambient.
-    """
-    wanted = {c.removeprefix("CAP_") for c in cfg["cap_add"]}
-    if runs_as_root(run_args):
-        wanted |= set(MIN_CAPS)
-    return [f"--cap-add={c}" for c in sorted(wanted)]
-
-
-class Spec:
-    """What `run` needs: the argument list (minus the spec label) and its hash."""
-
-    def __init__(self, name, project_root, image, run_args):
-        self.name = name
-        self.project_root = project_root
-        self.image = image
-        self.hash = sha256_hex(json.dumps(run_args))[:16]
-        self.run_args = run_args
-
-    def full_run_args(self):
-        """run arguments with the spec label, ready for `run -d`."""
-        *flags, image = self.run_args[: -len(KEEPALIVE)]
-        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *KEEPALIVE]
-
-
-def host_ca_bundle():
-    """The host's own CA bundle (its real path), if one of the usual files is a PEM bundle; else None."""
-    from agentsh.policy.config import ca_bundle_copy
-
-    for path in HOST_CA_BUNDLES:
-        if os.path.isfile(path):
-            real = os.path.realpath(path)
-            try:
-                ca_bundle_copy(real, "host")
-            except ConfigError:
-                continue  # not a PEM bundle agentsh could mount: look further
-            return real
-    return None
-
-
-def ca_bundle_source(setting):
-    """Host file to mount as the sandbox's CA bundle (and give `ab-image build`), or None ("image").
-
-    Checked like user input: a regular file (opened without following a
-    symlink into anything else) holding PEM certificates only, so a setting
-    such as "/etc/shadow" is refused. What is returned is agentsh's own copy
-    of exactly the bytes checked (config.ca_bundle_copy), never the file named.
-    """
-    from agentsh.policy.config import ca_bundle_copy
-
-    if setting == "image":
-        return None
-    if setting in ("auto", "host"):
-        found = host_ca_bundle()
-        if found is None:
-            if setting == "host":
-                raise ConfigError("ca_bundle = \"host\" but no CA bundle was found on this host",
-                                  "set ca_bundle to the bundle's path, or to \"image\"")
-            return None
-        return ca_bundle_copy(found, setting)
-    return ca_bundle_copy(os.path.realpath(os.path.expanduser(setting)), setting)
-
-
-def _mount_arg(arg):
-    """A `-v` value (or flag) whose host path holds no ':' that would split it differently."""
-    if arg.startswith("-") or arg.count(":") <= 2:
-        return arg
-    raise AgentshError(f"{arg.split(':')[0]} contains ':', which container engines cannot mount",
-                       "rename or move the directory")
-
-
-def _mount_source(path):
-    if ":" in path:
-        raise AgentshError(f"{path} contains ':', which container engines cannot mount",
-                           "rename or move the directory")
-    return path
-
-
-def spec(project, cfg, engine, publish=(), topo=None):
-    """The container spec for a project under a config (pure, no engine call).
-
-    `publish`: `ab-up -p` ports, kept with the sandbox (LABEL_PUBLISH) until the next `-p`.
+    `inputs`: SpecInputs already gathered (what `up` passes when ports change);
     `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
     """
-    root = _mount_source(project.root)
-    args = [
-        "--name", project.sandbox,
-        "--hostname", project.slug,
-        "--label", f"{LABEL_MANAGED}=true",
-        "--label", f"{LABEL_PROJECT}={root}",
-        "--init",
-        "--cap-drop=all",  # its --cap-add flags follow once the user is known
-        "--security-opt=no-new-privileges",
-        f"--pids-limit={cfg['pids']}",
-    ]
-    if cfg["memory"]:
-        args.append(f"--memory={cfg['memory']}")
-    if cfg["cpus"]:
-        args.append(f"--cpus={cfg['cpus']}")
-    if engine.is_podman:
-        args.append("--pull=never")
-        args.append("--userns=keep-id" if engine.rootless else f"--user={os.getuid()}:{os.getgid()}")
-    elif not engine.rootless:
-        args.append(f"--user={os.getuid()}:{os.getgid()}")
-    from agentsh.egress import network
-    from agentsh.policy import lockdown
-
-    net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
-    args += net_args
-    locked = lockdown.is_locked(cfg)
-    args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
-    # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
-    from agentsh.host import gittopo
-    from agentsh.sandbox import gitbridge
-
-    git_args, git_env = gitbridge.spec_args(topo or gittopo.detect(project.root), project.sandbox, locked)
-    args += [_mount_arg(a) for a in git_args]
-    if locked:  # an ephemeral home: nothing persists, nothing of other runs is seen
-        owner = "U" if engine.is_podman else f"uid={os.getuid()},gid={os.getgid()}"
-        args += ["--tmpfs", f"{SANDBOX_HOME}:rw,nosuid,nodev,mode=0700,{owner}"]
-    else:
-        args += ["-v", f"{project.home_volume}:{SANDBOX_HOME}"]
-    for m in cfg["mounts"]:
-        host, _, rest = m.partition(":")
-        host = os.path.realpath(os.path.expanduser(host))
-        if not os.path.exists(host):
-            raise ConfigError(f"mounts: {host} does not exist", "create it or remove the entry from 'mounts'")
-        args += ["-v", f"{_mount_source(host)}:{rest}"]
-    extra = _additions(project, cfg, publish)  # ports, caches, instructions, devcontainer
-    args += extra.args
-    if extra.user:
-        args = [a for a in args if not a.startswith("--user=")] + [f"--user={extra.user}"]
-    at = args.index("--cap-drop=all") + 1
-    args[at:at] = cap_add_args(cfg, args)
-    env = {**extra.env, **net_env, **git_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox, "AGENTSH_PROJECT": root}
-    bundle = ca_bundle_source(cfg["ca_bundle"])
-    if bundle:
-        args += ["-v", f"{_mount_source(bundle)}:{CA_PATH}:ro"]
-        env.update(dict.fromkeys(CA_ENV, CA_PATH))
-    from agentsh.creds.delivery import sandbox_additions
-
-    secrets_args, secrets_env = sandbox_additions(project, engine)  # secrets tmpfs, SSH agent socket
-    if locked:
-        secrets_args, secrets_env = lockdown.without_ssh_agent(secrets_args, secrets_env)
-    args += secrets_args
-    env.update(secrets_env)
-    for k, v in env.items():
-        args += ["-e", f"{k}={v}"]
-    args += ["-w", root, extra.image, *KEEPALIVE]
-    out = Spec(project.sandbox, root, extra.image, args)
-    out.build, out.post_create, out.publish = extra.build, extra.post_create, list(publish)
-    out.topo, out.locked = topo, locked
-    return out
-
-
-class _Additions:
-    """Spec pieces from ports, shared caches, the instructions file and a devcontainer.json."""
-
-    def __init__(self, image):
-        self.args, self.env, self.image, self.user = [], {}, image, None
-        self.build = None  # {"context", "file", "args", "tag"} when the image is built from a Dockerfile
-        self.post_create = []  # argv lists run once after the container is made
-
-
-def _additions(project, cfg, publish):
-    from agentsh.policy import caches, ports
-    from agentsh.sandbox import instructions
-
-    extra = _Additions(cfg["image"])
-    dev = cfg.devcontainer
-    wanted_ports = [*cfg.get("ports", ()), *(dev.ports if dev else ()), *publish]
-    mode = cfg["network"]["mode"]
-    if wanted_ports and mode != "full":
-        raise ConfigError(f"ports ({', '.join(map(str, wanted_ports))}) cannot be published when "
-                          f"[network] mode = \"{mode}\": the sandbox has loopback only",
-                          "drop the ports, or use mode = \"full\" for this project")
-    extra.args += ports.publish_args(list(dict.fromkeys(wanted_ports)), project.root)
-    if publish:
-        extra.args += ["--label", f"{LABEL_PUBLISH}={','.join(publish)}"]
-    cache_args, extra.env = caches.spec_additions(cfg.get("caches", ()))
-    extra.args += cache_args + instructions.mount_args()
-    if dev is None:
-        return extra
-    for m in dev.mounts:
-        host, _, rest = m.partition(":")
-        host = os.path.realpath(os.path.expanduser(host))
-        if not os.path.exists(host):
-            raise ConfigError(f"{dev.path}: mounts: {host} does not exist", "create it or remove the mount")
-        extra.args += ["-v", f"{_mount_source(host)}:{rest}"]
-    # Values naming host variables (${localEnv:...}) would copy host secrets into `inspect`: left out.
-    extra.env = {**{k: v for k, v in dev.env.items() if "${" not in v}, **extra.env}
-    extra.user = dev.user
-    extra.post_create = dev.post_create_commands()
-    if "image" not in cfg.flag_keys:  # --image beats the devcontainer
-        if dev.dockerfile:
-            with open(dev.dockerfile, "rb") as f:
-                recipe = f.read()
-            digest = sha256_hex(recipe + b"\0" + json.dumps(dev.build_args, sort_keys=True).encode()
-                                + b"\0" + dev.context.encode("utf-8", "surrogateescape"))[:12]
-            extra.image = f"localhost/agentsh-dc-{project.key}:{digest}"
-            extra.build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args,
-                           "tag": extra.image}
-        elif dev.image:
-            extra.image = dev.image
-    return extra
+    return build(project, cfg, engine, inputs or gather(project, cfg, engine, topo), publish)
 
 
 def prepare_host(project, topo, locked=False):
@@ -321,13 +105,14 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     """
     notify = notify or (lambda msg: None)
 
-    def wanted(ports):  # the spec for these -p ports; computed again only when they change
-        nonlocal want
+    def wanted(ports):  # the spec for these -p ports; built again only when they change
+        nonlocal want, inputs
         if want is None or want.publish != list(ports):
-            want = spec(project, cfg, engine, ports, topo)
+            inputs = inputs or gather(project, cfg, engine, topo)
+            want = build(project, cfg, engine, inputs, ports)
         return want
 
-    want = None
+    want = inputs = None
     record = None if recreate else _read_record(store, project.sandbox, notify)
     if record is not None and engine.is_local:
         wanted(record.get("publish", []) if publish is None else publish)

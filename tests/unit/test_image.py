@@ -244,7 +244,7 @@ def test_the_host_ca_bundle_reaches_the_build_as_a_secret(tmp_path, monkeypatch)
 
 
 def test_auto_uses_the_hosts_bundle_and_image_uses_none(monkeypatch, tmp_path):
-    from agentsh.sandbox import lifecycle as sandbox
+    from agentsh.sandbox import spec as sandbox
 
     bundle = tmp_path / "ca-certificates.crt"
     bundle.write_text("-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n")

@@ -1,0 +1,302 @@
+"""A project and its config -> the container's `run` arguments and their hash.
+
+Two steps: `gather()` does every read the spec depends on (the git topology
+and the in-sandbox scripts, mount sources, the CA bundle, the SSH agent
+grant, the instructions file, a devcontainer's Dockerfile, the invoking
+uid) and returns them as `SpecInputs`; `build()` is a pure function of
+project, config, engine facts and those inputs. The same inputs give the
+same arguments and so the same hash: a sandbox is recreated only when what
+it would be made from changes.
+"""
+
+import json
+import os
+
+from agentsh.base.digest import sha256_hex
+from agentsh.base.errors import AgentshError, ConfigError
+from agentsh.base.layout import CA_PATH, SANDBOX_HOME
+
+LABEL_MANAGED = "io.agentsh.managed"
+LABEL_PROJECT = "io.agentsh.project"
+LABEL_SPEC = "io.agentsh.spec"
+LABEL_PUBLISH = "io.agentsh.publish"  # the `ab-up -p` ports, so later ups keep them
+
+CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO",
+          "CURL_CA_BUNDLE")
+HOST_CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
+                   "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem")
+# Capabilities kept after --cap-drop=all when the sandbox runs as root, and
+# only then: enough for a root shell to own, chmod and chown files and for
+# package managers to drop to their own users.
+MIN_CAPS = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID")
+KEEPALIVE = ("sleep", "infinity")
+
+
+def runs_as_root(run_args):
+    """Whether a container made with run_args runs as uid 0, decided the way Podman decides it.
+
+    The last --user wins; without one, keep-id runs as the invoking user and
+    anything else as the image's user, taken to be root.
+    """
+    user = next((a[len("--user="):] for a in reversed(run_args) if a.startswith("--user=")), None)
+    if user is None:
+        return "--userns=keep-id" not in run_args
+    return user.split(":")[0] in ("root", "0")
+
+
+def cap_add_args(cfg, run_args):
+    """The --cap-add flags that follow --cap-drop=all.
+
+    Podman puts every --cap-add of a non-root user (and of keep-id) into all
+    five capability sets, ambient included, so each process of that user and
+    of every exec would hold them, and setuid(0) would work. A non-root
+    sandbox therefore gets no --cap-add but what config cap_add names, and
+    its bounding set is empty: an exec, even as root, gains nothing. Root
+    gets MIN_CAPS (plus cap_add) in its effective, permitted and bounding
+    sets, none inheritable or ambient.
+    """
+    wanted = {c.removeprefix("CAP_") for c in cfg["cap_add"]}
+    if runs_as_root(run_args):
+        wanted |= set(MIN_CAPS)
+    return [f"--cap-add={c}" for c in sorted(wanted)]
+
+
+class Spec:
+    """What `run` needs: the argument list (minus the spec label) and its hash."""
+
+    def __init__(self, name, project_root, image, run_args):
+        self.name = name
+        self.project_root = project_root
+        self.image = image
+        self.hash = sha256_hex(json.dumps(run_args))[:16]
+        self.run_args = run_args
+
+    def full_run_args(self):
+        """run arguments with the spec label, ready for `run -d`."""
+        *flags, image = self.run_args[: -len(KEEPALIVE)]
+        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *KEEPALIVE]
+
+
+# -- the reads ----------------------------------------------------------------------
+
+
+def host_ca_bundle():
+    """The host's own CA bundle (its real path), if one of the usual files is a PEM bundle; else None."""
+    from agentsh.policy.config import ca_bundle_copy
+
+    for path in HOST_CA_BUNDLES:
+        if os.path.isfile(path):
+            real = os.path.realpath(path)
+            try:
+                ca_bundle_copy(real, "host")
+            except ConfigError:
+                continue  # not a PEM bundle agentsh could mount: look further
+            return real
+    return None
+
+
+def ca_bundle_source(setting):
+    """Host file to mount as the sandbox's CA bundle (and give `ab-image build`), or None ("image").
+
+    Checked like user input: a regular file (opened without following a
+    symlink into anything else) holding PEM certificates only, so a setting
+    such as "/etc/shadow" is refused. What is returned is agentsh's own copy
+    of exactly the bytes checked (config.ca_bundle_copy), never the file named.
+    """
+    from agentsh.policy.config import ca_bundle_copy
+
+    if setting == "image":
+        return None
+    if setting in ("auto", "host"):
+        found = host_ca_bundle()
+        if found is None:
+            if setting == "host":
+                raise ConfigError("ca_bundle = \"host\" but no CA bundle was found on this host",
+                                  "set ca_bundle to the bundle's path, or to \"image\"")
+            return None
+        return ca_bundle_copy(found, setting)
+    return ca_bundle_copy(os.path.realpath(os.path.expanduser(setting)), setting)
+
+
+class SpecInputs:
+    """What a spec depends on beyond project, config and engine: everything gather() read.
+
+    `mounts` / `dev_mounts`: (real host path, whether it exists, sandbox side)
+    for config and devcontainer mounts; `ca_bundle`: the checked copy to
+    mount, None, or the ConfigError that refused it; `secrets`: (run
+    arguments, env) of the secrets tmpfs and, when granted and not in
+    lockdown, the forwarded SSH agent; `recipe`: the devcontainer
+    Dockerfile's bytes when the image is built from it.
+    """
+
+    __slots__ = ("uid", "gid", "topo", "git_args", "git_env", "mounts", "dev_mounts", "ca_bundle",
+                 "secrets", "instructions_args", "recipe")
+
+    def __init__(self, **values):
+        for name in self.__slots__:
+            setattr(self, name, values.get(name))
+
+
+def _resolved(entries):
+    out = []
+    for m in entries:
+        host, _, rest = m.partition(":")
+        host = os.path.realpath(os.path.expanduser(host))
+        out.append((host, os.path.exists(host), rest))
+    return out
+
+
+def gather(project, cfg, engine, topo=None):
+    """Read everything build() needs from the host and the state store (see SpecInputs).
+
+    `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
+    """
+    from agentsh.creds import delivery
+    from agentsh.host import gittopo
+    from agentsh.policy import lockdown
+    from agentsh.sandbox import gitbridge, instructions
+
+    locked = lockdown.is_locked(cfg)
+    topo = topo or gittopo.detect(project.root)
+    git_args, git_env = gitbridge.spec_args(topo, project.sandbox, locked)
+    dev = cfg.devcontainer
+    try:
+        ca_bundle = ca_bundle_source(cfg["ca_bundle"])
+    except ConfigError as e:
+        ca_bundle = e  # raised by build(), where the spec would have failed
+    recipe = None
+    if dev is not None and dev.dockerfile and "image" not in cfg.flag_keys:
+        with open(dev.dockerfile, "rb") as f:
+            recipe = f.read()
+    uid, gid = os.getuid(), os.getgid()
+    # lockdown forwards no SSH agent, so its grant is not even read
+    secrets = (delivery.secrets_run_args(engine, uid, gid) if locked
+               else delivery.sandbox_additions(project, engine))
+    return SpecInputs(
+        uid=uid, gid=gid, topo=topo, git_args=git_args, git_env=git_env,
+        mounts=_resolved(cfg["mounts"]), dev_mounts=_resolved(dev.mounts) if dev is not None else [],
+        ca_bundle=ca_bundle, secrets=secrets, instructions_args=instructions.mount_args(), recipe=recipe)
+
+
+# -- the pure part ---------------------------------------------------------------
+
+
+def _mount_arg(arg):
+    """A `-v` value (or flag) whose host path holds no ':' that would split it differently."""
+    if arg.startswith("-") or arg.count(":") <= 2:
+        return arg
+    raise AgentshError(f"{arg.split(':')[0]} contains ':', which container engines cannot mount",
+                       "rename or move the directory")
+
+
+def _mount_source(path):
+    if ":" in path:
+        raise AgentshError(f"{path} contains ':', which container engines cannot mount",
+                           "rename or move the directory")
+    return path
+
+
+def _mount_args(resolved, where, fix):
+    args = []
+    for host, exists, rest in resolved:
+        if not exists:
+            raise ConfigError(f"{where}: {host} does not exist", fix)
+        args += ["-v", f"{_mount_source(host)}:{rest}"]
+    return args
+
+
+def build(project, cfg, engine, inputs, publish=()):
+    """The container spec for a project under a config: a pure function of its arguments.
+
+    `inputs`: what gather() read; `publish`: `ab-up -p` ports, kept with the
+    sandbox (LABEL_PUBLISH) until the next `-p`.
+    """
+    from agentsh.egress import network
+    from agentsh.policy import caches, lockdown, ports
+
+    root = _mount_source(project.root)
+    dev = cfg.devcontainer
+    locked = lockdown.is_locked(cfg)
+    # Who the sandbox runs as: the devcontainer's remoteUser, else the
+    # invoking user (keep-id where the engine maps it itself).
+    user_args = []
+    if engine.is_podman and engine.rootless:
+        user_args.append("--userns=keep-id")
+    elif not (dev is not None and dev.user):
+        if engine.is_podman or not engine.rootless:
+            user_args.append(f"--user={inputs.uid}:{inputs.gid}")
+    dev_user = [f"--user={dev.user}"] if dev is not None and dev.user else []
+    args = [
+        "--name", project.sandbox,
+        "--hostname", project.slug,
+        "--label", f"{LABEL_MANAGED}=true",
+        "--label", f"{LABEL_PROJECT}={root}",
+        "--init",
+        "--cap-drop=all",
+        *cap_add_args(cfg, user_args + dev_user),
+        "--security-opt=no-new-privileges",
+        f"--pids-limit={cfg['pids']}",
+    ]
+    if cfg["memory"]:
+        args.append(f"--memory={cfg['memory']}")
+    if cfg["cpus"]:
+        args.append(f"--cpus={cfg['cpus']}")
+    if engine.is_podman:
+        args.append("--pull=never")
+    args += user_args
+    net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
+    args += net_args
+    args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
+    # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
+    args += [_mount_arg(a) for a in inputs.git_args]
+    if locked:  # an ephemeral home: nothing persists, nothing of other runs is seen
+        owner = "U" if engine.is_podman else f"uid={inputs.uid},gid={inputs.gid}"
+        args += ["--tmpfs", f"{SANDBOX_HOME}:rw,nosuid,nodev,mode=0700,{owner}"]
+    else:
+        args += ["-v", f"{project.home_volume}:{SANDBOX_HOME}"]
+    args += _mount_args(inputs.mounts, "mounts", "create it or remove the entry from 'mounts'")
+    # ports, caches, instructions, devcontainer
+    wanted_ports = [*cfg.get("ports", ()), *(dev.ports if dev else ()), *publish]
+    mode = cfg["network"]["mode"]
+    if wanted_ports and mode != "full":
+        raise ConfigError(f"ports ({', '.join(map(str, wanted_ports))}) cannot be published when "
+                          f"[network] mode = \"{mode}\": the sandbox has loopback only",
+                          "drop the ports, or use mode = \"full\" for this project")
+    args += ports.publish_args(list(dict.fromkeys(wanted_ports)), project.root)
+    if publish:
+        args += ["--label", f"{LABEL_PUBLISH}={','.join(publish)}"]
+    cache_args, extra_env = caches.spec_additions(cfg.get("caches", ()))
+    args += cache_args + inputs.instructions_args
+    image, image_build, post_create = cfg["image"], None, []
+    if dev is not None:
+        args += _mount_args(inputs.dev_mounts, f"{dev.path}: mounts", "create it or remove the mount")
+        # Values naming host variables (${localEnv:...}) would copy host secrets into `inspect`: left out.
+        extra_env = {**{k: v for k, v in dev.env.items() if "${" not in v}, **extra_env}
+        args += dev_user
+        post_create = dev.post_create_commands()
+        if "image" not in cfg.flag_keys:  # --image beats the devcontainer
+            if dev.dockerfile:
+                digest = sha256_hex(inputs.recipe + b"\0" + json.dumps(dev.build_args, sort_keys=True).encode()
+                                    + b"\0" + dev.context.encode("utf-8", "surrogateescape"))[:12]
+                image = f"localhost/agentsh-dc-{project.key}:{digest}"
+                image_build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args,
+                               "tag": image}
+            elif dev.image:
+                image = dev.image
+    env = {**extra_env, **net_env, **inputs.git_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox,
+           "AGENTSH_PROJECT": root}
+    if isinstance(inputs.ca_bundle, ConfigError):
+        raise inputs.ca_bundle
+    if inputs.ca_bundle:
+        args += ["-v", f"{_mount_source(inputs.ca_bundle)}:{CA_PATH}:ro"]
+        env.update(dict.fromkeys(CA_ENV, CA_PATH))
+    secrets_args, secrets_env = inputs.secrets  # secrets tmpfs, SSH agent socket
+    args += secrets_args
+    env.update(secrets_env)
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}"]
+    args += ["-w", root, image, *KEEPALIVE]
+    out = Spec(project.sandbox, root, image, args)
+    out.build, out.post_create, out.publish = image_build, post_create, list(publish)
+    out.topo, out.locked = inputs.topo, locked
+    return out
