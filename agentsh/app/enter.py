@@ -1,0 +1,99 @@
+"""What a shell's cd hook needs: is this directory in an allowed project, and what to do.
+
+The shells do the common case themselves with builtins (walk up $PWD looking
+for the project file; nothing when $PWD did not change) and only call in here
+on entering a project, so this module is about being right, not about being
+called often. It imports nothing heavy at load time because the xonsh hook
+imports it into the user's shell and runs `find_project_file` at every cd.
+
+The bash/zsh hooks call `ab-hook --enter DIR`, whose exit status tells them
+what happened (the ENTER_* values below), so they never parse output and
+never evaluate anything derived from a path.
+"""
+
+import os
+
+PROJECT_FILE = ".agentsh.toml"
+BLOCKED_MESSAGE = "agentsh: .agentsh.toml is blocked. Run 'ab-allow' to trust its content."
+HOOK_ENV = "AGENTSH_HOOK"  # "off" disables the hook
+SANDBOX_ENV = "AGENTSH_SANDBOX"  # set inside every sandbox: the hook never nests
+
+# Decisions (what entering the directory should do).
+NONE = "none"  # not a project with a project file, or on_enter = "none"
+OFF = "off"  # hook disabled, or already inside a sandbox
+BLOCKED = "blocked"  # project file present but not allowed (new, changed or denied)
+SHELL = "shell"  # open an interactive shell in the sandbox
+UP = "up"  # make sure the sandbox runs, mark the prompt
+
+# Exit statuses of `ab-hook --enter`, read by the bash and zsh hooks.
+ENTER_NOTHING = 0
+ENTER_BLOCKED = 3
+ENTER_LEFT_SHELL = 4  # a sandbox shell ran and the user left it
+ENTER_UP = 5  # the sandbox runs: mark the prompt (125: agentsh failed, message on stderr)
+
+
+def disabled(environ=None):
+    """True when the hook must do nothing: opted out, or already in a sandbox."""
+    environ = os.environ if environ is None else environ
+    return environ.get(HOOK_ENV, "").lower() == "off" or bool(environ.get(SANDBOX_ENV))
+
+
+def find_project_file(directory, home=None):
+    """The nearest directory at or above `directory` holding the project file, or None.
+
+    The same walk as the bash/zsh hooks: on the logical path, skipping the
+    home directory and / (never projects, see agentsh.host.project.find).
+    """
+    home = os.environ.get("HOME", "") if home is None else home
+    d = directory.rstrip("/")
+    while d:
+        if d != home and os.path.isfile(d + "/" + PROJECT_FILE):
+            return d
+        d = d.rpartition("/")[0]
+    return None
+
+
+class Decision:
+    """What entering a directory means: action, project, trust and its reason."""
+
+    def __init__(self, action, project=None, trust=None, config=None):
+        self.action = action
+        self.project = project
+        self.trust = trust
+        self.config = config
+
+    def __repr__(self):
+        return f"Decision({self.action!r}, {self.project!r}, trust={self.trust!r})"
+
+
+def decide(directory, store=None, environ=None):
+    """The Decision for entering `directory` (reads config and trust; no engine call)."""
+    from agentsh.base.errors import AgentshError
+    from agentsh.host import project
+    from agentsh.policy import config, trust
+
+    if disabled(environ):
+        return Decision(OFF)
+    try:
+        proj = project.find(directory)
+    except AgentshError:  # home, /, or a directory that went away
+        return Decision(NONE)
+    if not proj.config_file:
+        return Decision(NONE, proj)
+    cfg = config.load(proj, _store(store))
+    if cfg.project_trust != trust.ALLOWED:
+        return Decision(BLOCKED, proj, cfg.project_trust, cfg)
+    return Decision(cfg["hook"]["on_enter"], proj, trust.ALLOWED, cfg)
+
+
+def session_id_for_shell():
+    """A fresh random session id, for a hook that was loaded without one."""
+    return os.urandom(12).hex()
+
+
+def _store(store):
+    if store is not None:
+        return store
+    from agentsh.base.state import Store
+
+    return Store()
