@@ -55,7 +55,13 @@ def test_kill_9_during_state_writes_leaves_valid_records():
             assert record["pad"] == "x" * (record["i"] % 4096)
     assert store.names("stress")
     # The lock is free again: a new writer is not blocked by the dead ones.
-    store.write("stress/after.json", {"i": 0, "pad": ""})
+    import threading
+
+    writer = threading.Thread(target=store.write, args=("stress/after.json", {"i": 0, "pad": ""}), daemon=True)
+    writer.start()
+    writer.join(timeout=10)
+    assert not writer.is_alive(), "a writer killed with the lock held left it taken"
+    assert store.read("stress/after.json")["i"] == 0
 
 
 def test_kill_9_of_ab_up_at_any_moment_leaves_a_working_state(sandbox_env, repo):
