@@ -5,10 +5,12 @@ devcontainer reader all validate with these, so none of them imports another
 to check a value.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
 from agentsh.base.errors import ConfigError
+
+TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
 
 
 class Pattern:
@@ -139,9 +141,9 @@ class Config(dict):
 
     __slots__ = ("project_file", "project_trust", "notices", "devcontainer", "flag_keys")
 
-    def __init__(self, values: Mapping[str, Any] = (), *, project_file: str | None = None,
-                 project_trust: str | None = None, notices: Sequence[str] = (), devcontainer: Any = None,
-                 flag_keys: Iterable[str] = ()) -> None:
+    def __init__(self, values: "Mapping[str, Any]" = (), *, project_file: "str | None" = None,
+                 project_trust: "str | None" = None, notices: "Sequence[str]" = (), devcontainer: "Any" = None,
+                 flag_keys: "Iterable[str]" = ()) -> None:
         super().__init__(values)
         self.project_file = project_file  # path of the project file, if the project has one
         self.project_trust = project_trust  # trust.ALLOWED / DENIED / BLOCKED, or None
@@ -149,7 +151,7 @@ class Config(dict):
         self.devcontainer = devcontainer  # the project's devcontainer.Devcontainer, read only when trusted
         self.flag_keys = frozenset(flag_keys)  # keys given on the command line (they beat a devcontainer's image)
 
-    def replace(self, values: Mapping[str, Any] | None = None, **fields: Any) -> "Config":
+    def replace(self, values: "Mapping[str, Any] | None" = None, **fields: "Any") -> "Config":
         """A copy with `values` merged over the settings and `fields` (by name) set; the rest kept."""
         unknown = set(fields) - set(self.__slots__)
         if unknown:

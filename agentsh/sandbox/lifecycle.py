@@ -15,25 +15,22 @@ from agentsh.base.errors import AgentshError, StateError
 from agentsh.base.layout import CA_PATH, SANDBOX_HOME  # noqa: F401 (also for callers)
 from agentsh.host import liveness
 from agentsh.host.engine import NameInUse, NoSuchContainer
-from agentsh.sandbox.spec import (  # noqa: F401 (MIN_CAPS, runs_as_root, ...: also for callers)
-    CA_ENV,
-    KEEPALIVE,
-    LABEL_MANAGED,
-    LABEL_PROJECT,
-    LABEL_PUBLISH,
-    LABEL_SPEC,
-    MIN_CAPS,
-    Spec,
-    SpecInputs,
-    build,
-    ca_bundle_source,
-    cap_add_args,
-    gather,
-    host_ca_bundle,
-    runs_as_root,
-)
 
 RUNNING = "running"
+
+# sandbox.spec's names, also for callers of this module. They are imported on
+# first use: ab-exec's path loads this module for ensure_running alone.
+_FROM_SPEC = frozenset(("CA_ENV", "HOST_CA_BUNDLES", "KEEPALIVE", "LABEL_MANAGED", "LABEL_PROJECT",
+                        "LABEL_PUBLISH", "LABEL_SPEC", "MIN_CAPS", "Spec", "SpecInputs", "build",
+                        "ca_bundle_source", "cap_add_args", "gather", "host_ca_bundle", "runs_as_root"))
+
+
+def __getattr__(name):
+    if name in _FROM_SPEC:
+        from agentsh.sandbox import spec as specs
+
+        return getattr(specs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
@@ -42,7 +39,9 @@ def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
     `inputs`: SpecInputs already gathered (what `up` passes when ports change);
     `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
     """
-    return build(project, cfg, engine, inputs or gather(project, cfg, engine, topo), publish)
+    from agentsh.sandbox import spec as specs
+
+    return specs.build(project, cfg, engine, inputs or specs.gather(project, cfg, engine, topo), publish)
 
 
 def prepare_host(project, topo, locked=False):
@@ -103,13 +102,15 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     call: the sandbox record names the container's init process, and /proc
     says whether that very process still runs. Anything else asks the engine.
     """
+    from agentsh.sandbox import spec as specs
+
     notify = notify or (lambda msg: None)
 
     def wanted(ports):  # the spec for these -p ports; built again only when they change
         nonlocal want, inputs
         if want is None or want.publish != list(ports):
-            inputs = inputs or gather(project, cfg, engine, topo)
-            want = build(project, cfg, engine, inputs, ports)
+            inputs = inputs or specs.gather(project, cfg, engine, topo)
+            want = specs.build(project, cfg, engine, inputs, ports)
         return want
 
     want = inputs = None
@@ -193,6 +194,8 @@ def remember(store, project, want, info):
 
 def kept_publish(info):
     """The `ab-up -p` ports an existing sandbox was made with ([] when none or no sandbox)."""
+    from agentsh.sandbox.spec import LABEL_PUBLISH
+
     labels = ((info or {}).get("Config") or {}).get("Labels") or {}
     value = labels.get(LABEL_PUBLISH, "")
     return value.split(",") if value else []
@@ -210,6 +213,7 @@ def build_image(engine, build, notify, force=False):
     if not force and engine.image_exists(build["tag"]):
         return
     from agentsh.policy.trust import BuildCopy
+    from agentsh.sandbox.spec import LABEL_MANAGED
 
     with BuildCopy(build["file"], build["context"]) as copy:
         notify(f"building {build['tag']} from {build['file']}")
@@ -273,6 +277,8 @@ def require_image(engine, image):
 
 
 def _matches(info, want):
+    from agentsh.sandbox.spec import LABEL_SPEC
+
     labels = (info.get("Config") or {}).get("Labels") or {}
     return labels.get(LABEL_SPEC) == want.hash
 
@@ -302,6 +308,8 @@ def down(engine, names, remove=False, volumes=(), store=None):
 
 def listing(engine):
     """Every agentsh sandbox the engine knows: name, project, state, image, created."""
+    from agentsh.sandbox.spec import LABEL_MANAGED, LABEL_PROJECT
+
     rows = []
     for c in engine.list({LABEL_MANAGED: "true"}):
         labels = c.get("Labels") or {}
