@@ -43,3 +43,7 @@ class ConfigError(AgentshError):
 
 class EngineError(AgentshError):
     """The container engine is missing, stopped, or refused a request."""
+
+
+class CredentialError(AgentshError):
+    """A credential that cannot be stored, found or opened."""

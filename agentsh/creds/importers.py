@@ -11,6 +11,7 @@ import os
 
 from agentsh.base.errors import AgentshError
 from agentsh.creds import vault as creds
+from agentsh.creds.flags import sandbox_path
 
 SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
 
@@ -48,7 +49,7 @@ def _token_file(name, host_path, sandbox_rel):
     data = _read(host_path)
     if not data or not data.strip():
         return None
-    return Found(name, creds.FILE, creds.sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True)
+    return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True)
 
 
 def _api_key(var, sandbox_var=None):
@@ -108,7 +109,7 @@ def git():
     if not lines:
         return []
     data = ("[user]\n" + "\n".join(lines) + "\n").encode()
-    return [Found("GIT_IDENTITY", creds.FILE, creds.sandbox_path("~/.config/git/config"), data,
+    return [Found("GIT_IDENTITY", creds.FILE, sandbox_path("~/.config/git/config"), data,
                   "git config --global user.name/user.email")]
 
 
@@ -122,7 +123,7 @@ def npm():
             if "_authToken" in line or "_auth" in line or line.strip().startswith(("registry", "@"))]
     if not any("_auth" in line for line in keep):
         return []
-    return [Found("NPM_RC", creds.FILE, creds.sandbox_path("~/.npmrc"), ("\n".join(keep) + "\n").encode(), path)]
+    return [Found("NPM_RC", creds.FILE, sandbox_path("~/.npmrc"), ("\n".join(keep) + "\n").encode(), path)]
 
 
 def aws():
@@ -130,7 +131,7 @@ def aws():
     as ~/.aws/credentials for the sandbox's default profile."""
     import configparser
 
-    target = creds.sandbox_path("~/.aws/credentials")
+    target = sandbox_path("~/.aws/credentials")
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         return [Found("AWS_CREDENTIALS", creds.FILE, target, _aws_file(os.environ, "AWS_ACCESS_KEY_ID",
                       "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"), "$AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY")]

@@ -14,14 +14,16 @@ with scrypt (`creds.passphrase.json` keeps salt, cost and a key id). Nothing
 here imports `cryptography` until a value is sealed or opened, so listing,
 granting and the `ab-exec` hot path without grants stay cheap.
 
-Grants live in the state store, `grants/<project key>.json`.
+Grants live in the state store, `grants/<project key>.json`. The values of
+ab-creds flags (`--ttl`, `--file`) are read by agentsh.creds.flags, and a
+credential whose value is a command runs it through agentsh.creds.sources.
 """
 
 import os
 import time
 
 from agentsh.base import layout, paths
-from agentsh.base.errors import AgentshError, UsageError
+from agentsh.base.errors import AgentshError, CredentialError, UsageError  # noqa: F401 (CredentialError: also for callers)
 from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
 
 GLOBAL = "global"
@@ -37,7 +39,6 @@ MAX_VALUE = 1 << 20  # a token file is kilobytes; a megabyte is a mistake
 ENV, FILE = "env", "file"
 VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
-DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def _json():
@@ -47,8 +48,17 @@ def _json():
     return json
 
 
-class CredentialError(AgentshError):
-    """A credential that cannot be stored, found or opened."""
+# ab-creds flag values (agentsh.creds.flags), also under these names; loaded on
+# first use, as ab-exec's path imports this module.
+_FROM_FLAGS = frozenset(("DURATION_UNITS", "parse_duration", "sandbox_path"))
+
+
+def __getattr__(name):
+    if name in _FROM_FLAGS:
+        from agentsh.creds import flags
+
+        return getattr(flags, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- names, scopes, places ------------------------------------------------
@@ -72,36 +82,6 @@ def creds_dir():
 
 def record_path(name, scope):
     return os.path.join(paths.data_dir(), layout.credential_record(scope, name))
-
-
-def parse_duration(text):
-    """'90', '30s', '15m', '12h', '7d', '2w' -> seconds."""
-    import re
-
-    m = re.fullmatch(r"\s*([0-9]+)\s*([smhdw]?)\s*", text or "")
-    if not m or int(m.group(1)) <= 0:
-        raise UsageError(f"--ttl {text!r} is not a duration", "give e.g. 3600, 30m, 12h, 7d or 2w")
-    return int(m.group(1)) * DURATION_UNITS[m.group(2)]
-
-
-def sandbox_path(path):
-    """A --file target as an absolute path inside the sandbox.
-
-    '~/' is the sandbox home, and so is the host home: the user's shell has
-    usually expanded `--file ~/.x` before we see it.
-    """
-    from agentsh.base.layout import SANDBOX_HOME
-
-    host_home = paths.home_dir()
-    if path.startswith("~/"):
-        path = SANDBOX_HOME + path[1:]
-    elif path.startswith(host_home + "/") and host_home != "/":
-        path = SANDBOX_HOME + path[len(host_home):]  # the shell expanded '~' to the host's home
-    parts = path.split("/")
-    if not path.startswith("/") or ".." in parts or any(c in path for c in "\n\0") or path.endswith("/"):
-        raise UsageError(f"--file {path!r} is not an absolute file path inside the sandbox",
-                         "give e.g. ~/.claude/.credentials.json or /run/agentsh/secrets/token")
-    return os.path.normpath(path)
 
 
 def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, ttl=None, now=None):
@@ -393,53 +373,17 @@ def reveal(record, key=None):
     payload = open_record(key or load_key(), record)
     clear = record["meta"]
     if clear["source"] == COMMAND:
-        out = run_command(payload.decode("utf-8", "surrogateescape"), record["_name"])
+        from agentsh.creds import sources  # subprocess and json: only for a command credential
+
+        out = sources.run_command(payload.decode("utf-8", "surrogateescape"), record["_name"], COMMAND_TIMEOUT)
         if clear["format"] == AWS_PROCESS:
-            return aws_credentials_file(out, record["_name"])
+            return sources.aws_credentials_file(out, record["_name"])
         payload = out
     if clear["type"] == ENV:
         payload = payload.rstrip(b"\r\n")
         if b"\0" in payload:
             raise CredentialError(f"credential {record['_name']} holds a NUL byte, which no variable can carry")
     return payload
-
-
-def run_command(cmd, name, timeout=None):
-    """Run a credential command on the host (like AWS credential_process); its stdout."""
-    import signal
-    import subprocess
-
-    timeout = timeout or COMMAND_TIMEOUT
-    proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole group: a child may hold the pipe
-        proc.communicate()
-        raise CredentialError(f"credential {name}: its command did not finish within {timeout} s",
-                              "check it by running it yourself, or store the value instead") from None
-    if proc.returncode != 0:
-        last = (err.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
-        raise CredentialError(f"credential {name}: its command failed (exit {proc.returncode})"
-                              + (f": {last}" if last else ""), "check it by running it yourself")
-    if not out.strip():
-        raise CredentialError(f"credential {name}: its command printed nothing", "check it by running it yourself")
-    return out
-
-
-def aws_credentials_file(output, name):
-    """credential_process JSON -> a ~/.aws/credentials file for the default profile."""
-    try:
-        data = _json().loads(output)
-        lines = ["[default]", f"aws_access_key_id = {data['AccessKeyId']}",
-                 f"aws_secret_access_key = {data['SecretAccessKey']}"]
-    except (ValueError, KeyError, TypeError):
-        raise CredentialError(f"credential {name}: its credential_process did not print the JSON AWS expects",
-                              "check it with 'aws configure export-credentials'") from None
-    if data.get("SessionToken"):
-        lines.append(f"aws_session_token = {data['SessionToken']}")
-    return ("\n".join(lines) + "\n").encode()
 
 
 def iso(ts):
