@@ -136,7 +136,17 @@ class TestWithTheTinyImage:
         out = ab("ab-exec", "--dir", str(repo), "--", "cat", "/home/agent/.claude/CLAUDE.md", check=True).stdout
         assert out == b"mine\n"
 
-    def test_shared_caches_are_one_volume_across_projects(self, repo, tmp_path):
+    @pytest.fixture
+    def cache_volumes(self, tmp_path):
+        """The shared cache volumes this test makes are removed after it (those that were there stay)."""
+        names = ["agentsh-cache-npm", "agentsh-cache-pip"]
+        had = {n for n in names if podman("volume", "exists", n, check=False).returncode == 0}
+        yield names
+        remove_sandboxes_under(str(tmp_path))  # they hold the volumes
+        for name in set(names) - had:
+            podman("volume", "rm", name, check=False)
+
+    def test_shared_caches_are_one_volume_across_projects(self, repo, tmp_path, cache_volumes):
         from tests.conftest import git_init
 
         self.write_config('caches = ["npm", "pip"]')
