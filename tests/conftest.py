@@ -44,6 +44,24 @@ def isolated_dirs(tmp_path, monkeypatch):
     return dirs
 
 
+def own_dirs_env(base, image):
+    """An environment with agentsh dirs of its own under `base`, its user config selecting `image`.
+
+    For class-scoped fixtures, which outlive a test's isolated_dirs: their commands
+    (and the tests reading what they made) run with this environment.
+    """
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        env[var] = str(Path(base) / "xdg" / var.lower())
+        os.makedirs(env[var], exist_ok=True)
+    for var in ("AGENTSH_ENGINE", "AGENTSH_HOOK", "AGENTSH_SANDBOX"):
+        env.pop(var, None)
+    config = Path(env["XDG_CONFIG_HOME"]) / "agentsh" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'image = "{image}"\n')
+    return env
+
+
 @pytest.fixture
 def user_config(isolated_dirs):
     """Write the user's config.toml; returns its path."""

@@ -3,18 +3,19 @@
 import os
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from agentsh.base import paths
-from tests.conftest import ab, git_init, podman
+from tests.conftest import ab, git_init, own_dirs_env, podman, remove_sandboxes_under
 
 ENV_SECRET = b"env-secret-9f1c2a"
 FILE_SECRET = b'{"refreshToken": "file-secret-77d0e4"}'
 
 
-def creds(*args, input=b""):
-    return ab("ab-creds", *args, input=input, check=True)
+def creds(*args, input=b"", env=None):
+    return ab("ab-creds", *args, input=input, check=True, env=env)
 
 
 def files_under(*roots):
@@ -37,33 +38,53 @@ def volume_dir(name):
     return podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout.strip()
 
 
-@pytest.mark.usefixtures("sandbox_env")
-def test_env_and_file_credentials_arrive_and_stay_off_inspect_and_disk(repo):
-    creds("set", "API_KEY", input=ENV_SECRET + b"\n")
-    creds("set", "TOKEN", "--file", "/home/agent/.claude/.credentials.json", "--writeback", input=FILE_SECRET)
-    creds("grant", "API_KEY", str(repo))
-    creds("grant", "TOKEN", str(repo))
+@pytest.fixture(scope="class")
+def delivered(tiny_image, tmp_path_factory):
+    """An env and a file credential granted to a project, and what one ab-exec saw of them."""
+    base = tmp_path_factory.mktemp("creds")
+    env = own_dirs_env(base, tiny_image)
+    repo = git_init(base / "repo")
+    creds("set", "API_KEY", input=ENV_SECRET + b"\n", env=env)
+    creds("set", "TOKEN", "--file", "/home/agent/.claude/.credentials.json", "--writeback", input=FILE_SECRET,
+          env=env)
+    creds("grant", "API_KEY", str(repo), env=env)
+    creds("grant", "TOKEN", str(repo), env=env)
     script = ('printf "%s\\n" "$API_KEY"; cat ~/.claude/.credentials.json; echo; '
               'stat -c "%a %u %g" /run/agentsh/secrets/TOKEN; readlink ~/.claude/.credentials.json; '
               'grep " /run/agentsh/secrets " /proc/mounts')
-    proc = ab("ab-exec", "--", "sh", "-c", script, cwd=repo)
-    assert proc.returncode == 0, proc.stderr
-    env_value, file_value, mode_owner, link, mount = proc.stdout.decode().splitlines()
-    assert env_value.encode() == ENV_SECRET and file_value.encode() == FILE_SECRET
-    assert mode_owner == f"600 {os.getuid()} {os.getgid()}"
-    assert link == "/run/agentsh/secrets/TOKEN" and mount.split()[2] == "tmpfs"
-    name = ab("ab-up", str(repo), check=True).stdout.decode().strip()
-    inspected = podman("container", "inspect", name).stdout
-    assert ENV_SECRET.decode() not in inspected and "file-secret-77d0e4" not in inspected
-    # Nothing in plain text: the cache, the state, the config, the home volume.
-    data_dir, state_dir, config_dir = paths.data_dir(), paths.state_dir(), paths.config_dir()
-    assert list(files_under(os.path.join(data_dir, "creds")))
-    assert_absent_from_disk([ENV_SECRET, b"file-secret-77d0e4"], data_dir, state_dir, config_dir,
-                            volume_dir(f"{name}-home"))
-    # A sandbox restart empties the tmpfs; the next ab-exec puts the file back.
-    podman("restart", "-t", "0", name)
-    assert ab("ab-exec", "--", "cat", "/home/agent/.claude/.credentials.json", cwd=repo,
-              check=True).stdout == FILE_SECRET
+    try:
+        proc = ab("ab-exec", "--", "sh", "-c", script, cwd=repo, env=env)
+        assert proc.returncode == 0, proc.stderr
+        name = ab("ab-up", str(repo), check=True, env=env).stdout.decode().strip()
+        yield SimpleNamespace(repo=repo, env=env, name=name, seen=proc.stdout.decode().splitlines())
+    finally:
+        remove_sandboxes_under(str(base))
+
+
+class TestGrantedCredentials:
+    def test_they_arrive_as_the_variable_and_the_file(self, delivered):
+        env_value, file_value = delivered.seen[:2]
+        assert env_value.encode() == ENV_SECRET and file_value.encode() == FILE_SECRET
+
+    def test_the_file_is_a_private_link_into_a_tmpfs(self, delivered):
+        mode_owner, link, mount = delivered.seen[2:]
+        assert mode_owner == f"600 {os.getuid()} {os.getgid()}"
+        assert link == "/run/agentsh/secrets/TOKEN" and mount.split()[2] == "tmpfs"
+
+    def test_they_are_not_in_podman_inspect(self, delivered):
+        inspected = podman("container", "inspect", delivered.name).stdout
+        assert ENV_SECRET.decode() not in inspected and "file-secret-77d0e4" not in inspected
+
+    def test_nothing_is_in_plain_text_on_disk(self, delivered):
+        """The cache, the state, the config, the home volume."""
+        dirs = [delivered.env[v] for v in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")]
+        assert list(files_under(os.path.join(dirs[0], "agentsh", "creds")))
+        assert_absent_from_disk([ENV_SECRET, b"file-secret-77d0e4"], *dirs, volume_dir(f"{delivered.name}-home"))
+
+    def test_a_restart_empties_the_tmpfs_and_the_next_exec_puts_the_file_back(self, delivered):
+        podman("restart", "-t", "0", delivered.name)
+        assert ab("ab-exec", "--", "cat", "/home/agent/.claude/.credentials.json", cwd=delivered.repo,
+                  env=delivered.env, check=True).stdout == FILE_SECRET
 
 
 @pytest.mark.usefixtures("sandbox_env")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from agentsh.policy.ports import stable_host_port
-from tests.conftest import BIN, TINY_IMAGE, ab, git_init, inspect, podman, remove_sandboxes_under
+from tests.conftest import TINY_IMAGE, ab, git_init, inspect, own_dirs_env, podman, remove_sandboxes_under
 
 pytestmark = pytest.mark.usefixtures("sandbox_env")
 
@@ -61,15 +61,7 @@ def built(tiny_image, tmp_path_factory):
     every command of the class's tests is run with.
     """
     base = tmp_path_factory.mktemp("devcontainer")
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
-        env[var] = str(base / "xdg" / var.lower())
-        os.makedirs(env[var])
-    for var in ("AGENTSH_ENGINE", "AGENTSH_HOOK", "AGENTSH_SANDBOX"):
-        env.pop(var, None)
-    os.makedirs(f"{env['XDG_CONFIG_HOME']}/agentsh")
-    with open(f"{env['XDG_CONFIG_HOME']}/agentsh/config.toml", "w") as f:
-        f.write(f'image = "{tiny_image}"\n')
+    env = own_dirs_env(base, tiny_image)
     repo = git_init(base / "repo")
     (repo / ".devcontainer").mkdir()
     (repo / ".devcontainer" / "devcontainer.json").write_text(DEVCONTAINER)
