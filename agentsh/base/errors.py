@@ -5,6 +5,8 @@ one, the command or edit that fixes it; the CLI prints it and exits with its
 code, never a traceback.
 """
 
+from __future__ import annotations
+
 # Exit status for agentsh's or the engine's own failure before the user's
 # command ran (as `podman run` uses it).
 EXIT_FAILURE = 125
@@ -14,13 +16,13 @@ EXIT_USAGE = 2
 class AgentshError(Exception):
     """A failure the user can act on: message, optional fix, exit code."""
 
-    def __init__(self, message, fix=None, code=EXIT_FAILURE):
+    def __init__(self, message: str, fix: str | None = None, code: int = EXIT_FAILURE) -> None:
         super().__init__(message)
         self.message = message
         self.fix = fix
         self.code = code
 
-    def __str__(self):
+    def __str__(self) -> str:
         if self.fix:
             return f"{self.message}; {self.fix}"
         return self.message
@@ -29,7 +31,7 @@ class AgentshError(Exception):
 class UsageError(AgentshError):
     """Bad flags or arguments: exit status 2."""
 
-    def __init__(self, message, fix=None):
+    def __init__(self, message: str, fix: str | None = None) -> None:
         super().__init__(message, fix, EXIT_USAGE)
 
 

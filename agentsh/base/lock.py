@@ -7,6 +7,8 @@ when its holder dies, so a kill -9 never leaves the store locked. A process
 using filelock on the same file excludes us and we it (tests/unit/test_lock.py).
 """
 
+from __future__ import annotations
+
 import os
 import time
 
@@ -18,7 +20,7 @@ POLL = 0.05
 class Timeout(AgentshError):
     """Another process held the lock for longer than we were willing to wait."""
 
-    def __init__(self, path, waited):
+    def __init__(self, path: str, waited: float) -> None:
         super().__init__(f"another agentsh process has held {path} for {waited:g} s",
                          f"wait for it to finish, or find it with: fuser {path}")
         self.path = path
@@ -27,17 +29,17 @@ class Timeout(AgentshError):
 class FileLock:
     """acquire()/release() or `with`; nested use in one process only counts."""
 
-    def __init__(self, path, timeout=-1):
+    def __init__(self, path: str, timeout: float = -1) -> None:
         self.path = path
         self.timeout = timeout
         self._fd = None
         self._depth = 0
 
     @property
-    def is_locked(self):
+    def is_locked(self) -> bool:
         return self._depth > 0
 
-    def acquire(self, timeout=None):
+    def acquire(self, timeout: float | None = None) -> FileLock:
         if self._depth:
             self._depth += 1
             return self
@@ -58,7 +60,7 @@ class FileLock:
         self._fd, self._depth = fd, 1
         return self
 
-    def release(self):
+    def release(self) -> None:
         if not self._depth:
             return
         self._depth -= 1
@@ -66,12 +68,12 @@ class FileLock:
             os.close(self._fd)  # closing the only descriptor drops the flock
             self._fd = None
 
-    def __enter__(self):
+    def __enter__(self) -> FileLock:
         return self.acquire()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
-def file_lock(path, timeout=-1):
+def file_lock(path: str, timeout: float = -1) -> FileLock:
     return FileLock(path, timeout)

@@ -7,6 +7,8 @@ because these paths sit on every command's hot path; tests check both agree.
 Nothing is created on import.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 
@@ -28,31 +30,31 @@ def _platformdirs(kind):
     return getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False)
 
 
-def state_dir():
+def state_dir() -> str:
     """Lock, trust records, sandbox records."""
     if sys.platform.startswith("linux"):
         return _xdg("XDG_STATE_HOME", "~/.local/state")
     return _platformdirs("state")
 
 
-def config_dir():
+def config_dir() -> str:
     """The user's config.toml (and, later, the credential key)."""
     if sys.platform.startswith("linux"):
         return _xdg("XDG_CONFIG_HOME", "~/.config")
     return _platformdirs("config")
 
 
-def data_dir():
+def data_dir() -> str:
     """Bulky things the user may want back: worktrees, credential records."""
     if sys.platform.startswith("linux"):
         return _xdg("XDG_DATA_HOME", "~/.local/share")
     return _platformdirs("data")
 
 
-def user_config_file():
+def user_config_file() -> str:
     return os.path.join(config_dir(), layout.USER_CONFIG)
 
 
-def home_dir():
+def home_dir() -> str:
     """The real path of the user's home, which is never a project."""
     return os.path.realpath(os.path.expanduser("~"))

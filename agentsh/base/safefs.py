@@ -5,6 +5,8 @@ host opened itself, with O_NOFOLLOW, so a symlink or a swapped directory in
 the tree is an error (OSError), never a way out.
 """
 
+from __future__ import annotations
+
 import os
 import stat
 
@@ -20,7 +22,7 @@ class NotRegular(AgentshError):
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_dir(path, rel="", create=False, mode=0o700):
+def open_dir(path: str, rel: str = "", create: bool = False, mode: int = 0o700) -> int:
     """A descriptor of `path`/`rel`, each component of `rel` a real directory (made if `create`)."""
     fd = os.open(path, _DIR)
     try:
@@ -41,7 +43,7 @@ def open_dir(path, rel="", create=False, mode=0o700):
     return fd
 
 
-def read(dir_fd, name, limit=1 << 20):
+def read(dir_fd: int, name: str, limit: int = 1 << 20) -> bytes | None:
     """The bytes of regular file `name` in dir_fd (at most `limit`), or None if it is not there."""
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
@@ -64,7 +66,7 @@ def read(dir_fd, name, limit=1 << 20):
         os.close(fd)
 
 
-def copy_out(dir_fd, name, target, limit):
+def copy_out(dir_fd: int, name: str, target: str, limit: int) -> None:
     """Copy regular file `name` of dir_fd to the host path `target` (new, mode 0600)."""
     src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
@@ -88,7 +90,7 @@ def copy_out(dir_fd, name, target, limit):
         os.close(src)
 
 
-def write(dir_fd, name, data, mode=0o644):
+def write(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
     """Replace `name` in dir_fd with `data`: a new file renamed over it (a planted link is replaced, not followed)."""
     tmp = f".{name}.agentsh-tmp-{os.getpid()}"
     try:
@@ -105,7 +107,7 @@ def write(dir_fd, name, data, mode=0o644):
     os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def unlink(dir_fd, name):
+def unlink(dir_fd: int, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
@@ -129,7 +131,7 @@ def _read_fd(fd, path, limit):
         chunks.append(chunk)
 
 
-def read_project_file(path, limit=MAX_PROJECT_FILE):
+def read_project_file(path: str, limit: int = MAX_PROJECT_FILE) -> bytes:
     """The bytes of a file in a project: opened without following a symlink, a regular file only."""
     try:
         fd = os.open(path, _READ_FLAGS)
@@ -153,7 +155,7 @@ def _read_or_none(path):
         return None
 
 
-def read_file(path):
+def read_file(path: str) -> bytes:
     """The bytes of a file outside any project (the user config): a final symlink is followed,
     but only into a regular file (a FIFO would block, a device would never end)."""
     try:

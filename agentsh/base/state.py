@@ -7,10 +7,16 @@ Records carry a schema number; a torn, empty or unknown-schema record is a
 clear error naming the file, never a traceback.
 """
 
+from __future__ import annotations
+
 import os
 
 from agentsh.base import layout, paths
 from agentsh.base.errors import StateError
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from agentsh.base.lock import FileLock
 
 SCHEMA = 1
 _TMP_MARK = ".tmp."
@@ -19,14 +25,14 @@ _TMP_MARK = ".tmp."
 class Store:
     """A state directory (default: the user state dir for agentsh)."""
 
-    def __init__(self, root=None):
+    def __init__(self, root: str | None = None) -> None:
         self.root = root or paths.state_dir()
         self._locks = {}
 
-    def path(self, rel):
+    def path(self, rel: str) -> str:
         return os.path.join(self.root, rel)
 
-    def lock(self, name=layout.STATE_LOCK, timeout=60):
+    def lock(self, name: str = layout.STATE_LOCK, timeout: float = 60) -> FileLock:
         """The store's lock (or a named one, for long per-sandbox work).
 
         The same object is returned for the same name, so nested use in one
@@ -40,25 +46,25 @@ class Store:
             self._locks[name] = file_lock(path, timeout=timeout)
         return self._locks[name]
 
-    def read(self, rel):
+    def read(self, rel: str) -> dict | None:
         """The record at `rel` as a dict, or None when there is none."""
         path = self.path(rel)
         raw = read_bytes(path)
         return None if raw is None else decode(raw, path)
 
-    def write(self, rel, record):
+    def write(self, rel: str, record: dict) -> None:
         """Atomically replace the record at `rel` (taking the store lock)."""
         with self.lock():
             atomic_write(self.path(rel), encode(record))
 
-    def remove(self, rel):
+    def remove(self, rel: str) -> None:
         with self.lock():
             try:
                 os.unlink(self.path(rel))
             except FileNotFoundError:
                 pass
 
-    def names(self, subdir):
+    def names(self, subdir: str) -> list[str]:
         """Record names (without .json) in a subdirectory, sorted."""
         try:
             entries = os.listdir(self.path(subdir))
@@ -67,7 +73,7 @@ class Store:
         return sorted(e[:-5] for e in entries if e.endswith(".json") and _TMP_MARK not in e)
 
 
-def read_bytes(path, error=StateError, what="state record"):
+def read_bytes(path: str, error: type[Exception] = StateError, what: str = "state record") -> bytes | None:
     """A record file's bytes, or None when it does not exist; other failures are `error`."""
     try:
         with open(path, "rb") as f:
@@ -78,13 +84,13 @@ def read_bytes(path, error=StateError, what="state record"):
         raise error(f"cannot read {what} {path}: {e.strerror}") from None
 
 
-def encode(record):
+def encode(record: dict) -> bytes:
     import json  # only where a record is read or written: json brings re along
 
     return (json.dumps({**record, "schema": SCHEMA}, indent=1, sort_keys=True) + "\n").encode()
 
 
-def decode(raw, path):
+def decode(raw: bytes, path: str) -> dict:
     fix = f"remove it (rm '{path}') and repeat the command that made it"
     if not raw.strip():
         raise StateError(f"state record {path} is empty (torn write?)", fix)
@@ -104,7 +110,7 @@ def decode(raw, path):
     return record
 
 
-def atomic_write(path, data, mode=0o600):
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     """Write bytes to `path` so that it is either old or new, never partial."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)

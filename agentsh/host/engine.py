@@ -6,9 +6,21 @@ tests swap in a recorder. Engine failures become one-line errors that say what
 to run next; policy (which mounts, which user) lives in `sandbox`.
 """
 
+from __future__ import annotations
+
 import os
 
 from agentsh.base.errors import EngineError
+
+TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
+
+    # argv, input=, capture=, timeout= -> (status, stdout, stderr)
+    Runner = Callable[..., tuple[int, str, str]]
+    Argv = list[str]  # (aliases: Engine.list would shadow `list` in its later annotations)
+    Rows = list[dict]
 
 INSTALL_HINT = {
     "podman": "install it (Debian/Ubuntu: sudo apt-get install podman; Fedora: sudo dnf install podman)",
@@ -22,7 +34,7 @@ def _json_loads(text):
     return json.loads(text)
 
 
-def which(program):
+def which(program: str) -> str | None:
     """shutil.which without importing shutil (hot path)."""
     if os.sep in program:
         return program if os.access(program, os.X_OK) else None
@@ -33,7 +45,8 @@ def which(program):
     return None
 
 
-def subprocess_runner(argv, input=None, capture=True, timeout=None):
+def subprocess_runner(argv: list[str], input: bytes | None = None, capture: bool = True,
+                      timeout: float | None = None) -> tuple[int, str, str]:
     import subprocess
 
     try:
@@ -122,7 +135,8 @@ def is_gone_message(data: bytes) -> bool:
 class Engine:
     """A Podman or Docker command line, and how its answers are read."""
 
-    def __init__(self, name="podman", runner=None, rootless=None, exe=None):
+    def __init__(self, name: str = "podman", runner: Runner | None = None, rootless: bool | None = None,
+                 exe: str | None = None) -> None:
         if name not in INSTALL_HINT:
             raise EngineError(f"unknown engine {name!r}", "set engine to \"podman\" or \"docker\"")
         self.name = name
@@ -131,7 +145,7 @@ class Engine:
         self._rootless = rootless
 
     @property
-    def exe(self):
+    def exe(self) -> str:
         """The engine binary; a clear error when it is not installed."""
         if self._exe is None:
             found = which(self.name)
@@ -141,11 +155,11 @@ class Engine:
         return self._exe
 
     @property
-    def is_podman(self):
+    def is_podman(self) -> bool:
         return self.name == "podman"
 
     @property
-    def rootless(self):
+    def rootless(self) -> bool:
         """Rootless engines map the user's uid into the container themselves.
 
         Podman run by a non-root user is rootless (unless it talks to a remote
@@ -161,7 +175,7 @@ class Engine:
         return self._rootless
 
     @property
-    def is_local(self):
+    def is_local(self) -> bool:
         """Whether the engine's containers are processes of this host (their pids are in our /proc)."""
         if not os.path.isdir("/proc/self"):
             return False
@@ -171,10 +185,11 @@ class Engine:
 
     # -- plumbing -------------------------------------------------------
 
-    def argv(self, *args):
+    def argv(self, *args: str) -> Argv:
         return [self.exe, *args]
 
-    def call(self, *args, input=None, check=True, timeout=None, what=None):
+    def call(self, *args: str, input: bytes | None = None, check: bool = True, timeout: float | None = None,
+             what: str | None = None) -> str | tuple[int, str, str]:
         """Run an engine subcommand; returns stdout, or raises a clear error."""
         status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)
         if status != 0 and check:
@@ -211,7 +226,7 @@ class Engine:
 
     # -- containers -----------------------------------------------------
 
-    def inspect(self, name):
+    def inspect(self, name: str) -> dict | None:
         """The container's inspect dict, or None if there is no such container."""
         status, out, err = self.call("container", "inspect", name, check=False)
         if status != 0:
@@ -222,23 +237,24 @@ class Engine:
         data = _json_loads(out or "[]")
         return data[0] if data else None
 
-    def run_detached(self, run_args):
+    def run_detached(self, run_args: Argv) -> str:
         return self.call("run", "-d", *run_args, what="run").strip()
 
-    def start(self, name):
+    def start(self, name: str) -> None:
         self.call("start", name)
 
-    def stop(self, name, timeout=5):
+    def stop(self, name: str, timeout: int = 5) -> None:
         self.call("stop", "-t", str(timeout), name)
 
-    def remove(self, name):
+    def remove(self, name: str) -> None:
         status, _, err = self.call("rm", "-f", name, check=False)
         if status != 0:
             e = self.error(err, "rm")
             if not isinstance(e, NoSuchContainer):
                 raise e
 
-    def exec_argv(self, name, cmd, workdir=None, env_names=(), tty=False, interactive=True, user=None):
+    def exec_argv(self, name: str, cmd: Sequence[str], workdir: str | None = None, env_names: Iterable[str] = (),
+                  tty: bool = False, interactive: bool = True, user: str | None = None) -> Argv:
         """argv for `exec`: env values come from the caller's environment, never argv."""
         args = ["exec"]
         if interactive:
@@ -253,7 +269,7 @@ class Engine:
             args += ["-e", n]
         return self.argv(*args, name, *cmd)
 
-    def list(self, labels):
+    def list(self, labels: dict[str, str]) -> Rows:
         """Containers carrying all of `labels` ({key: value}), as dicts."""
         filters = []
         for k, v in labels.items():
@@ -265,15 +281,15 @@ class Engine:
 
     # -- volumes and images ------------------------------------------------
 
-    def volume_remove(self, name):
+    def volume_remove(self, name: str) -> None:
         self.call("volume", "rm", "-f", name, check=False)
 
-    def image_exists(self, image):
+    def image_exists(self, image: str) -> bool:
         if self.is_podman:
             return self.call("image", "exists", image, check=False)[0] == 0
         return self.call("image", "inspect", image, check=False)[0] == 0
 
-    def images(self, reference=None):
+    def images(self, reference: str | None = None) -> Rows:
         args = ["images", "--format", "json" if self.is_podman else "{{json .}}"]
         if reference:
             args += ["--filter", f"reference={reference}"]
@@ -282,13 +298,14 @@ class Engine:
             return _json_loads(out or "[]")
         return [_json_loads(line) for line in out.splitlines() if line.strip()]
 
-    def info(self):
+    def info(self) -> dict:
         return _json_loads(self.call("info", "--format", "json"))
 
     # -- image building (ab-image) ------------------------------------------
 
-    def build_argv(self, context, tag, file=None, build_args=None, secrets=None, labels=None,
-                   no_cache=False):
+    def build_argv(self, context: str, tag: str, file: str | None = None, build_args: dict[str, str] | None = None,
+                   secrets: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+                   no_cache: bool = False) -> Argv:
         """argv for `build`. The base must already be local: nothing is pulled.
 
         secrets ({id: host file}) reach only the RUN steps that mount them
@@ -310,7 +327,8 @@ class Engine:
             args.append("--no-cache")
         return self.argv(*args, context)
 
-    def build(self, context, tag, on_line=None, timeout=None, **kw):
+    def build(self, context: str, tag: str, on_line: Callable[[str], None] | None = None,
+              timeout: float | None = None, **kw: Any) -> None:
         """Build an image, streaming its output lines to on_line.
 
         On failure: an EngineError whose `tail` holds the last output lines.
@@ -324,14 +342,14 @@ class Engine:
             error.tail = tail
             raise error
 
-    def pull(self, image, on_line=None, timeout=None):
+    def pull(self, image: str, on_line: Callable[[str], None] | None = None, timeout: float | None = None) -> None:
         """Pull an image; an EngineError naming the engine's reason when it cannot."""
         status, tail = self.stream(self.argv("pull", image), on_line, timeout=timeout)
         if status != 0:
             reason = next((line.strip() for line in reversed(tail) if line.strip()), f"exit status {status}")
             raise EngineError(f"cannot pull {image}: {reason.removeprefix('Error: ')[-300:]}")
 
-    def import_image(self, tarball, ref, changes=()):
+    def import_image(self, tarball: str, ref: str, changes: Iterable[str] = ()) -> str:
         """Make an image from a root filesystem tarball; returns its id."""
         args = ["import"]
         for change in changes:
@@ -339,7 +357,7 @@ class Engine:
         out = self.call(*args, tarball, ref, what="import")
         return out.strip().splitlines()[-1].removeprefix("sha256:") if out.strip() else ""
 
-    def image_inspect(self, image):
+    def image_inspect(self, image: str) -> dict | None:
         """The image's inspect dict, or None when there is no such image."""
         status, out, _ = self.call("image", "inspect", image, check=False)
         if status != 0:
@@ -347,7 +365,8 @@ class Engine:
         data = _json_loads(out or "[]")
         return data[0] if data else None
 
-    def stream(self, argv, on_line=None, timeout=None, keep=60):
+    def stream(self, argv: Argv, on_line: Callable[[str], None] | None = None, timeout: float | None = None,
+               keep: int = 60) -> tuple[int, Argv]:
         """Run argv, passing each output line (stdout and stderr merged) to on_line.
 
         Returns (status, the last `keep` lines). A runner other than the
@@ -397,7 +416,8 @@ class Engine:
 
     # -- credentials (agentsh.creds.delivery) ------------------------------------------
 
-    def exec_bytes(self, name, cmd, input=b"", timeout=None):
+    def exec_bytes(self, name: str, cmd: Sequence[str], input: bytes = b"",
+                   timeout: float | None = None) -> tuple[int, bytes, str]:
         """Run cmd in a container with raw bytes on stdin and stdout.
 
         Secrets travel this way (never on argv); the answer stays bytes so a
@@ -419,6 +439,6 @@ class Engine:
 
     # -- network policy (agentsh.egress.network) ---------------------------------------
 
-    def unshare_argv(self, cmd):
+    def unshare_argv(self, cmd: Sequence[str]) -> Argv:
         """argv running cmd in rootless Podman's user namespace (where it may enter a sandbox's namespaces)."""
         return self.argv("unshare", *cmd)

@@ -17,11 +17,20 @@ are the git dirs under `.git/modules/`, found by walking that host-owned
 directory without following symlinks.
 """
 
+from __future__ import annotations
+
 import os
 import stat
 
 from agentsh.base import layout
 from agentsh.base.errors import AgentshError
+from agentsh.host.project import Project, known_roots  # noqa: F401 (known_roots: also for callers)
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from agentsh.base.state import Store
 
 NONE, MAIN, LINKED = "none", "main", "linked"
 _SKIP = frozenset(("objects", "refs", "logs", "hooks", "info", "worktrees", "lfs"))
@@ -30,25 +39,26 @@ _SKIP = frozenset(("objects", "refs", "logs", "hooks", "info", "worktrees", "lfs
 class Topology:
     """root: the checkout; common: the repository's git dir; own: the checkout's own git dir."""
 
-    def __init__(self, kind, root, common=None, own=None, reason=""):
+    def __init__(self, kind: str, root: str, common: str | None = None, own: str | None = None,
+                 reason: str = "") -> None:
         self.kind, self.root, self.common, self.own, self.reason = kind, root, common, own, reason
 
     @property
-    def own_rel(self):
+    def own_rel(self) -> str:
         """The checkout's own git dir relative to the common one ("" for the main checkout)."""
         return "" if self.kind != LINKED else os.path.relpath(self.own, self.common)
 
     @property
-    def main_root(self):
+    def main_root(self) -> str | None:
         return os.path.dirname(self.common) if self.common else None
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {"kind": self.kind, "root": self.root, "common": self.common, "own": self.own}
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Topology) and self.as_dict() == other.as_dict()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Topology({self.as_dict()!r})"
 
 
@@ -68,7 +78,7 @@ def _real_path_of_dirs(path):
     return True
 
 
-def read_small(path, limit=4096):
+def read_small(path: str, limit: int = 4096) -> str | None:
     """A small regular file's text, opened without following a final symlink; None if not that."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -82,7 +92,7 @@ def read_small(path, limit=4096):
         os.close(fd)
 
 
-def detect(root):
+def detect(root: str) -> Topology:
     """The topology of the checkout at `root` (a real path), from what is on disk now."""
     dot = os.path.join(root, ".git")
     try:
@@ -128,7 +138,7 @@ def _linked(root, dot):
     return Topology(LINKED, root, common, own)
 
 
-def ref_problem(name):
+def ref_problem(name: str) -> str | None:
     """Why `name` is not a valid git branch name (git check-ref-format rules), or None."""
     if not name:
         return "is empty"
@@ -156,7 +166,7 @@ def ref_problem(name):
     return None
 
 
-def modules(common):
+def modules(common: str) -> list[str]:
     """Relative paths of the submodule git dirs under `common`/modules (nested ones included)."""
     found = []
 
@@ -180,7 +190,7 @@ def modules(common):
     return found
 
 
-def check(recorded, root):
+def check(recorded: Topology, root: str) -> Topology:
     """The recorded topology, after checking that the disk still says the same; else an error."""
     now = detect(root)
     if now != recorded:
@@ -192,7 +202,7 @@ def check(recorded, root):
     return recorded
 
 
-def from_dict(d, root):
+def from_dict(d: dict | None, root: str) -> Topology | None:
     if not isinstance(d, dict) or d.get("kind") not in (NONE, MAIN, LINKED) or d.get("root") != root:
         return None
     return Topology(d["kind"], root, d.get("common"), d.get("own"))
@@ -207,7 +217,7 @@ def _record_rel(project):
     return layout.project_record(project.sandbox)
 
 
-def recorded(store, project, again=False):
+def recorded(store: Store, project: Project, again: bool = False) -> Topology:
     """The project's topology as first recorded (recorded now if never), checked against the disk.
 
     `again`: record what the disk says now (ab-up --recreate: the user's decision).
@@ -224,7 +234,7 @@ def recorded(store, project, again=False):
     return topo
 
 
-def remember_root(store, root):
+def remember_root(store: Store, root: str) -> None:
     path = store.path(ROOTS)
     if root in known_roots(path):
         return
@@ -236,16 +246,7 @@ def remember_root(store, root):
         os.close(fd)
 
 
-def known_roots(path):
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return []
-    return [p.decode("utf-8", "surrogateescape") for p in data.split(b"\0") if p.startswith(b"/")]
-
-
-def set_aside(root, notify):
+def set_aside(root: str, notify: Callable[[str], None]) -> None:
     """Move a `.git` that appeared in a project during a command out of host git's way."""
     import time
 

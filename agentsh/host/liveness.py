@@ -8,10 +8,16 @@ answer for a sandbox lives in `sandboxes/<name>.pid` ("PID START"), plain text
 so that reading it needs no json.
 """
 
+from __future__ import annotations
+
 from agentsh.base import layout
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from agentsh.base.state import Store
 
-def start_time(pid):
+
+def start_time(pid: int) -> int | None:
     """A process's start time (clock ticks since boot) from /proc, or None."""
     try:
         with open(f"/proc/{int(pid)}/stat", "rb") as f:
@@ -21,23 +27,23 @@ def start_time(pid):
         return None
 
 
-def alive(pid, start):
+def alive(pid: int | None, start: int | None) -> bool:
     """Whether process `pid` runs and started at `start`: the same process, not a reused pid."""
     return bool(pid and start) and start_time(pid) == start
 
 
-def pid_file(store, name):
+def pid_file(store: Store, name: str) -> str:
     return store.path(layout.sandbox_pid_file(name))
 
 
-def remember(store, name, pid):
+def remember(store: Store, name: str, pid: int) -> None:
     """Record a sandbox's init process (call under the store lock)."""
     from agentsh.base.state import atomic_write
 
     atomic_write(pid_file(store, name), f"{pid} {start_time(pid)}\n".encode())
 
 
-def sandbox_running(store, name):
+def sandbox_running(store: Store, name: str) -> bool:
     """True when the recorded init process of sandbox `name` still runs (False: unknown or gone)."""
     try:
         with open(pid_file(store, name), "rb") as f:
@@ -59,7 +65,7 @@ def _identity(store, name):
         return None
 
 
-def shell_hint(store, name):
+def shell_hint(store: Store, name: str) -> str | None:
     """The shell a previous exec fell back to in this very sandbox (same init process), or None."""
     identity = _identity(store, name)
     try:
@@ -70,7 +76,7 @@ def shell_hint(store, name):
     return shell.decode() if identity and recorded == identity else None
 
 
-def remember_shell(store, name, shell):
+def remember_shell(store: Store, name: str, shell: str) -> None:
     """Remember that this sandbox lacks the preferred shell (until it is recreated)."""
     from agentsh.base.state import atomic_write
 

@@ -5,9 +5,11 @@ level, else the directory itself. The sandbox name is computed from the real
 path alone, so hot paths need no state read to find a sandbox.
 """
 
+from __future__ import annotations
+
 import os
 
-from agentsh.base import paths
+from agentsh.base import layout, paths
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError
 
@@ -18,7 +20,7 @@ NAME_PREFIX = "ab-"
 class Project:
     """A project root (real path) and what hangs off it."""
 
-    def __init__(self, root, config_file=None):
+    def __init__(self, root: str, config_file: str | None = None) -> None:
         self.root = root
         self.config_file = config_file
         self.key = sha256_hex(root)[:8]
@@ -26,15 +28,15 @@ class Project:
         self.sandbox = f"{NAME_PREFIX}{self.slug}-{self.key}"
         self.home_volume = f"{self.sandbox}-home"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Project({self.root!r})"
 
-    def git_dir(self):
+    def git_dir(self) -> str | None:
         """The project's own `.git` directory, or None (no repo, or a gitfile)."""
         git = os.path.join(self.root, ".git")
         return git if os.path.isdir(git) else None
 
-    def linked_common_dir(self):
+    def linked_common_dir(self) -> str | None:
         """The main repo's git dir when the project is a linked worktree, else None.
 
         A linked worktree's `.git` is a file naming its own git dir inside the
@@ -48,7 +50,7 @@ class Project:
         return common if own is not None and own != common else None
 
 
-def read_gitfile(path):
+def read_gitfile(path: str) -> str | None:
     """The real path a `.git` file points at (`gitdir: DIR`), or None if it is not one."""
     try:
         with open(path, "rb") as f:
@@ -61,7 +63,7 @@ def read_gitfile(path):
     return os.path.realpath(os.path.join(os.path.dirname(path), target)) if target else None
 
 
-def git_dirs(top):
+def git_dirs(top: str) -> tuple[str | None, str | None]:
     """(the checkout's own git dir, the repository's common git dir) for a checkout top level.
 
     Both are the same `.git` directory in a plain repo; in a linked worktree
@@ -87,7 +89,7 @@ def git_dirs(top):
 _SLUG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 
 
-def slugify(name):
+def slugify(name: str) -> str:
     """A short, engine-safe rendering of a directory name (runs of other characters become '-')."""
     out = []
     for ch in name.lower():
@@ -99,7 +101,7 @@ def slugify(name):
     return slug or "project"
 
 
-def real_dir(given=None, fix="give an existing directory"):
+def real_dir(given: str | None = None, fix: str = "give an existing directory") -> str:
     """The real path of a directory (default: the working directory), or a clear error."""
     given = given if given is not None else os.getcwd()
     real = os.path.realpath(given)
@@ -116,10 +118,8 @@ def _known_above(git_top, real):
     the agent can make a `.git` anywhere in its tree, and that must not make
     a new project with mounts of its own.
     """
-    from agentsh.host.gittopo import ROOTS, known_roots
-
     best = None
-    for root in known_roots(os.path.join(paths.state_dir(), ROOTS)):
+    for root in known_roots(os.path.join(paths.state_dir(), layout.PROJECT_ROOTS)):
         if (real == root or real.startswith(root + "/")) and (best is None or len(root) > len(best)):
             best = root
     if best is None or (git_top is not None and len(git_top) < len(best)):
@@ -127,7 +127,17 @@ def _known_above(git_top, real):
     return best
 
 
-def find(start=None):
+def known_roots(path: str) -> list[str]:
+    """The real paths of every project whose git topology agentsh recorded (layout.PROJECT_ROOTS)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    return [p.decode("utf-8", "surrogateescape") for p in data.split(b"\0") if p.startswith(b"/")]
+
+
+def find(start: str | None = None) -> Project:
     """The Project holding `start` (default: the working directory)."""
     real = real_dir(start, "give an existing project directory")
     home = paths.home_dir()
