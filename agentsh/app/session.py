@@ -64,14 +64,21 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
         secret.update(delivery.env_values)
     secret.update(req.env_values)  # an explicit -e NAME=VALUE wins
     files = list(delivery.files) if delivery is not None else []
-    if secret:
+    conn = _server(engine, proj.sandbox)
+    if secret and conn is None:  # the engine's exec: values go by stdin into the tmpfs, not by exec -e
         files.append(inject.env_file(token, secret))
     if files:
         inject.write_files(engine, proj.sandbox, files, recover)
     dot_git = os.path.join(proj.root, ".git")
     had_git = os.path.lexists(dot_git)
-    status = execute.run(engine, proj.sandbox, cmd, req.workdir, execute.host_env_names(environ), {},
-                         req.tty, recover, token=token)
+    if conn is not None:  # the sandbox's exec server: no engine call at all
+        env = {n: environ[n] for n in execute.host_env_names(environ)}
+        env.update(secret)
+        env[execute.MARKER] = token
+        status = execute.run_served(conn, cmd, req.workdir, env, req.tty, token)
+    else:
+        status = execute.run(engine, proj.sandbox, cmd, req.workdir, execute.host_env_names(environ), {},
+                             req.tty, recover, token=token)
     if getattr(cmd, "fell_back", False):
         liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
     if not had_git and os.path.lexists(dot_git):
@@ -82,6 +89,15 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     if delivery is not None:
         inject.write_back(engine, proj.sandbox, delivery, store, notify)
     return status
+
+
+def _server(engine, sandbox):
+    """A greeted connection to the sandbox's exec server, or None (the engine's exec is used)."""
+    if not engine.is_local:
+        return None
+    from agentsh.sandbox import execd
+
+    return execd.connect(sandbox)
 
 
 def collect_git(proj, store, token, notify, locked=False):

@@ -17,6 +17,9 @@ INSTRUCTIONS_PATH = f"{RUN_DIR}/AGENTS.md"  # the user's instructions file, read
 HOST_GIT = f"{RUN_DIR}/host-git"  # the host's git dir, read-only
 LIB = f"{RUN_DIR}/lib"  # agentsh's in-sandbox scripts, read-only
 RUN_SCRIPT = f"{LIB}/run"  # every command an exec runs starts here
+IO_DIR = f"{RUN_DIR}/io"  # a host directory of the sandbox's own (paths.run_dir): the exec server's socket
+EXECD = f"{LIB}/execd"  # the exec server, the sandbox's keep-alive
+EXECD_SOCKET = f"{IO_DIR}/execd.sock"
 
 
 # -- records in the state directory (relative to Store's root) ---------------------

@@ -51,6 +51,20 @@ def data_dir() -> str:
     return _platformdirs("data")
 
 
+def run_dir(sandbox):
+    """The host directory of a sandbox's exec socket: in /run/user/UID when the system keeps one
+    (a tmpfs owned by the user), else under the state dir. Chosen without reading the environment,
+    so every shell and every ab-* command agrees on it."""
+    base = f"/run/user/{os.getuid()}"
+    try:
+        st = os.stat(base)
+        own = st.st_uid == os.getuid()
+    except OSError:
+        own = False
+    root = os.path.join(base, APP) if own else os.path.join(state_dir(), "run")
+    return os.path.join(root, sandbox)
+
+
 def user_config_file() -> str:
     return os.path.join(config_dir(), layout.USER_CONFIG)
 

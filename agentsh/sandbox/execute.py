@@ -22,7 +22,7 @@ HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 MARKER = "AGENTSH_EXEC_ID"
 _NOT_FOUND = b"executable file not found"
-_RUN_NOT_FOUND = b"agentsh-run: not found: "  # the in-sandbox run script's own line
+_RUN_NOT_FOUND = b"ab-exec: "  # the in-sandbox run script's own "command not found" line
 # Sent into the sandbox on a signal: re-send it to every process carrying the marker.
 _KILL_SCRIPT = (
     'for d in /proc/[0-9]*; do '
@@ -74,6 +74,13 @@ def wrapped(cmd, token):
         first, then = " ".join(cmd), " ".join(fallback)
         cmd = ["sh", "-c", f"command -v {cmd[0]} >/dev/null 2>&1 && exec {first}; exec {then}"]
     return ["sh", RUN_SCRIPT, token, *cmd]
+
+
+def run_served(conn, cmd, workdir, env, tty, token):
+    """Run cmd through the sandbox's exec server (sandbox.execd); returns its exit status."""
+    from agentsh.sandbox import execd
+
+    return execd.run(conn, wrapped(cmd, token), workdir, env, tty, signal)
 
 
 def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=None):
@@ -155,7 +162,8 @@ def _relay_stderr(fd):
             return held, kind
         if first and is_gone_message(chunk):
             held, kind = chunk, _GONE
-        elif first and (chunk.startswith(_RUN_NOT_FOUND) or (chunk.startswith(b"Error: ") and _NOT_FOUND in chunk)):
+        elif first and ((chunk.startswith(_RUN_NOT_FOUND) and b": command not found in the sandbox" in chunk)
+                        or (chunk.startswith(b"Error: ") and _NOT_FOUND in chunk)):
             held, kind = chunk, _MISSING
         else:
             if held is not None:

@@ -48,7 +48,7 @@ def private_dir(sandbox, locked=False):
     return os.path.join(paths.data_dir(), layout.private_git_dir(sandbox, locked))
 
 
-_LIB_FILES = ("run", "gitsync")
+_LIB_FILES = ("run", "gitsync", "execd.c")
 
 
 def _lib_sources():
@@ -119,6 +119,9 @@ def install_lib():
         with open(os.path.join(tmp, name), "wb") as f:
             f.write(data)
         os.chmod(os.path.join(tmp, name), 0o755)
+    from agentsh.sandbox import execd
+
+    execd.build(tmp)  # the exec server; where it cannot be built, execs take the engine's path
     try:
         os.rename(tmp, target)
     except OSError:  # installed meanwhile

@@ -46,9 +46,10 @@ def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
 
 def prepare_host(project, topo, locked=False):
     """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
-    from agentsh.sandbox import gitbridge
+    from agentsh.sandbox import execd, gitbridge
 
     gitbridge.prepare(topo, project.sandbox, locked)
+    execd.prepare(project.sandbox)
 
 
 def ensure_running(project, cfg, engine, store, notify):
@@ -86,8 +87,10 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     from agentsh.egress import network
     from agentsh.host import gittopo
     from agentsh.policy import lockdown
+    from agentsh.sandbox import gitbridge
 
     lockdown.prepare_host(project, cfg)
+    gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
     topo = gittopo.recorded(store, project, again=recreate)
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)

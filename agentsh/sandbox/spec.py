@@ -64,8 +64,9 @@ def cap_add_args(cfg, run_args):
 class Spec:
     """What `run` needs: the argument list (minus the spec label) and its hash."""
 
-    def __init__(self, name, project_root, image, run_args):
+    def __init__(self, name, project_root, image, run_args, keepalive=KEEPALIVE):
         self.name = name
+        self.keepalive = tuple(keepalive)
         self.project_root = project_root
         self.image = image
         self.hash = sha256_hex(json.dumps(run_args))[:16]
@@ -73,8 +74,8 @@ class Spec:
 
     def full_run_args(self):
         """run arguments with the spec label, ready for `run -d`."""
-        *flags, image = self.run_args[: -len(KEEPALIVE)]
-        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *KEEPALIVE]
+        *flags, image = self.run_args[: -len(self.keepalive)]
+        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *self.keepalive]
 
 
 # -- the reads ----------------------------------------------------------------------
@@ -295,8 +296,13 @@ def build(project, cfg, engine, inputs, publish=()):
     env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
-    args += ["-w", root, image, *KEEPALIVE]
-    out = Spec(project.sandbox, root, image, args)
+    # The keep-alive is the exec server when this agentsh could build it (sandbox.execd).
+    from agentsh.sandbox import execd, gitbridge
+
+    execd_args, keepalive = execd.spec_args(gitbridge.lib_dir(), project.sandbox)
+    args += execd_args
+    args += ["-w", root, image, *keepalive]
+    out = Spec(project.sandbox, root, image, args, keepalive)
     out.build, out.post_create, out.publish = image_build, post_create, list(publish)
     out.topo, out.locked = inputs.topo, locked
     return out
