@@ -4,10 +4,11 @@ import json
 import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import ab, inspect, podman
+from tests.conftest import ab, git_init, inspect, own_dirs_env, podman, remove_sandboxes_under
 
 pytestmark = pytest.mark.usefixtures("sandbox_env")
 
@@ -39,49 +40,79 @@ def configure(user_config, tiny_image, network_toml):
     user_config(f'image = "{tiny_image}"\n{network_toml}')
 
 
-def sh(repo, script, *flags):
-    return ab("ab-exec", *flags, "--", "sh", "-c", script, cwd=repo)
+def sh(repo, script, *flags, env=None):
+    return ab("ab-exec", *flags, "--", "sh", "-c", script, cwd=repo, env=env)
 
 
-def log_entries(repo, *flags):
-    return json.loads(ab("ab-log", "--json", *flags, str(repo), check=True).stdout)
+def log_entries(repo, *flags, env=None):
+    return json.loads(ab("ab-log", "--json", *flags, str(repo), check=True, env=env).stdout)
 
 
-def wait_for_entry(repo, predicate, tries=50):
+def wait_for_entry(repo, predicate, tries=50, env=None):
     """Allowed connections are logged when they close: poll briefly (bounded)."""
     import time
 
     for _ in range(tries):
-        found = [e for e in log_entries(repo) if predicate(e)]
+        found = [e for e in log_entries(repo, env=env) if predicate(e)]
         if found:
             return found
         time.sleep(0.1)
     return []
 
 
-def test_allowlist_through_the_proxy(repo, server, user_config, tiny_image):
-    configure(user_config, tiny_image, f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{server}"]\n')
-    url = f"http://host.containers.internal:{server}/"
-    # An allowed host answers, through the proxy (http_proxy is set in the sandbox).
-    proc = sh(repo, f"echo $http_proxy; wget -q -O- {url}")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.decode().splitlines() == ["http://127.0.0.1:3128", "hello from the host"]
-    # CONNECT works too: a tunnel, then a request inside it.
-    tunnel = (f"printf 'CONNECT host.containers.internal:{server} HTTP/1.1\\r\\n\\r\\nGET / HTTP/1.0\\r\\n\\r\\n'"
+@pytest.fixture(scope="class")
+def allowlisted(tiny_image, tmp_path_factory):
+    """A sandbox allowed one host (a local server): a GET, a CONNECT and a refused GET through its proxy."""
+    srv = ThreadingHTTPServer(("0.0.0.0", 0), Hello)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    base = tmp_path_factory.mktemp("allowlist")
+    env = own_dirs_env(base, tiny_image)
+    with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
+        f.write(f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{port}"]\n')
+    repo = git_init(base / "repo")
+    tunnel = (f"printf 'CONNECT host.containers.internal:{port} HTTP/1.1\\r\\n\\r\\nGET / HTTP/1.0\\r\\n\\r\\n'"
               " | nc 127.0.0.1 3128")
-    out = sh(repo, tunnel).stdout.decode()
-    assert out.startswith("HTTP/1.1 200 Connection established") and "hello from the host" in out
-    # A host not on the list is refused (before any DNS lookup) and logged as denied.
-    proc = sh(repo, "wget -q -O- http://not-listed.example/ 2>&1; echo status=$?")
-    assert "status=0" not in proc.stdout.decode() and "403" in proc.stdout.decode()
-    denied = log_entries(repo, "--denied")
-    assert [(e["host"], e["port"], e["allowed"]) for e in denied] == [("not-listed.example", 80, False)]
-    allowed = wait_for_entry(repo, lambda e: e["allowed"] and e["method"] == "GET")
-    assert allowed[0]["host"] == "host.containers.internal" and allowed[0]["port"] == server
-    assert allowed[0]["bytes_received"] > len("hello from the host")
-    assert set(allowed[0]) >= {"time", "sandbox", "host", "port", "allowed", "bytes_sent", "bytes_received"}
-    text = ab("ab-log", "--denied", str(repo), check=True).stdout.decode()
-    assert "DENY" in text and "not-listed.example:80" in text and "ALLOW" not in text
+    try:
+        yield SimpleNamespace(
+            repo=repo, env=env, port=port,
+            get=sh(repo, f"echo $http_proxy; wget -q -O- http://host.containers.internal:{port}/", env=env),
+            connect=sh(repo, tunnel, env=env),
+            refused=sh(repo, "wget -q -O- http://not-listed.example/ 2>&1; echo status=$?", env=env))
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        remove_sandboxes_under(str(base))
+
+
+class TestAnAllowlist:
+    def test_an_allowed_host_answers_through_the_proxy(self, allowlisted):
+        assert allowlisted.get.returncode == 0, allowlisted.get.stderr
+        assert allowlisted.get.stdout.decode().splitlines() == ["http://127.0.0.1:3128", "hello from the host"]
+
+    def test_connect_to_an_allowed_host_tunnels(self, allowlisted):
+        out = allowlisted.connect.stdout.decode()
+        assert out.startswith("HTTP/1.1 200 Connection established") and "hello from the host" in out
+
+    def test_a_host_not_on_the_list_is_refused(self, allowlisted):
+        out = allowlisted.refused.stdout.decode()
+        assert "status=0" not in out and "403" in out
+
+    def test_the_refusal_is_logged_as_denied(self, allowlisted):
+        denied = log_entries(allowlisted.repo, "--denied", env=allowlisted.env)
+        assert [(e["host"], e["port"], e["allowed"]) for e in denied] == [("not-listed.example", 80, False)]
+
+    def test_the_allowed_request_is_logged_with_its_bytes(self, allowlisted):
+        allowed = wait_for_entry(allowlisted.repo, lambda e: e["allowed"] and e["method"] == "GET",
+                                 env=allowlisted.env)
+        assert allowed, "no allowed GET in the log"
+        assert allowed[0]["host"] == "host.containers.internal" and allowed[0]["port"] == allowlisted.port
+        assert allowed[0]["bytes_received"] > len("hello from the host")
+        assert set(allowed[0]) >= {"time", "sandbox", "host", "port", "allowed", "bytes_sent", "bytes_received"}
+
+    def test_ab_log_denied_shows_only_the_refusal(self, allowlisted):
+        text = ab("ab-log", "--denied", str(allowlisted.repo), check=True, env=allowlisted.env).stdout.decode()
+        assert "DENY" in text and "not-listed.example:80" in text and "ALLOW" not in text
 
 
 def test_raw_connections_outside_the_proxy_fail(repo, server, user_config, tiny_image):
