@@ -92,17 +92,19 @@ def test_config_error_is_one_line_without_traceback(user_config, tmp_path):
 def test_torn_state_record_is_one_line_without_traceback(tmp_path, isolated_dirs):
     (tmp_path / "p").mkdir()
     (tmp_path / "p" / ".agentsh.toml").write_text("")
-    from agentsh.base.digest import sha256_hex
+    from pathlib import Path
+
+    from agentsh.base import layout
+    from agentsh.base.state import Store
     from agentsh.policy import trust
 
-    record = isolated_dirs["XDG_STATE_HOME"] / "agentsh" / "trust" / "allow" / (
-        sha256_hex(str(tmp_path / "p" / ".agentsh.toml")) + ".json")
+    record = Path(Store().path(layout.trust_allow_record(trust._path_key(str(tmp_path / "p" / ".agentsh.toml")))))
+    assert record.is_relative_to(isolated_dirs["XDG_STATE_HOME"])
     record.parent.mkdir(parents=True)
     record.write_text('{"schema": 1, "path"')
     proc = subprocess.run(["ab-up", str(tmp_path / "p")], capture_output=True, text=True)
     assert proc.returncode == 125 and "Traceback" not in proc.stderr
     assert str(record) in proc.stderr and "not valid JSON" in proc.stderr
-    assert trust  # imported for the record layout
 
 
 def test_missing_engine_is_one_line(tmp_path, monkeypatch):

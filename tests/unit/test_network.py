@@ -139,7 +139,7 @@ def test_propose_groups_sets_and_keeps_odd_ports():
     assert patterns == ["@github", "internal.dev:8443", "plain.dev", "@registries"]
     assert {"host": "internal.dev", "port": 8443, "count": 2} in counts
     for p in patterns:
-        assert rules.check_allow([p], "proposal")
+        assert rules.check_allow([p], "proposal") == [p]  # each proposal is a valid allow entry (else it raises)
 
 
 def test_attach_is_a_no_op_outside_proxied_modes(proj):
