@@ -4,6 +4,11 @@ Every test gets its own XDG state/config/data dirs. Integration tests share
 one tiny busybox image (built once per run, in well under a second) and clean
 up the sandboxes of their own projects. When AGENTSH_REQUIRE_ENGINE=1 (CI), a
 missing engine fails the run instead of skipping it.
+
+A run with engine tests leaves nothing behind: `leaves_no_trace` records the
+machine's footprint before it, removes what it made after it (test images,
+volumes, the rootless test user with its storage and processes) and fails the
+run if anything it made is still there (tests/trace.py).
 """
 
 import json
