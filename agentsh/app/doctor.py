@@ -52,6 +52,9 @@ def run_checks(engine_factory=None, run_container=True):
     if run_container and image_ok:
         checks.append(runtime_check(engine, cfg["image"]))
         runtime_ok = checks[-1]["status"] == OK
+    if engine.is_podman:
+        checks.append(compat_check(engine))
+    checks.append(exec_server_check())
     checks.append(ca_check(cfg["ca_bundle"]))
     checks.append(state_check())
     checks.append(key_check())
@@ -59,6 +62,35 @@ def run_checks(engine_factory=None, run_container=True):
     if runtime_ok:
         checks += agent_checks(engine, cfg)
     return checks
+
+
+def compat_check(engine):
+    """Whether agentsh applies its own Podman settings on this host (runc, lower ulimits), and why."""
+    from agentsh.host.engine import COMPAT_OPT_OUT, compat_conf
+
+    if engine.compat:
+        return Check("engine settings", OK, f"this host's Podman cannot start containers with its defaults; "
+                     f"agentsh applies {compat_conf()} (opt out: {COMPAT_OPT_OUT}=0)")
+    if os.environ.get("CONTAINERS_CONF"):
+        return Check("engine settings", OK, f"CONTAINERS_CONF={os.environ['CONTAINERS_CONF']} (yours)")
+    return Check("engine settings", OK, "Podman's own defaults")
+
+
+def exec_server_check():
+    """Whether sandboxes get the exec server (fast ab-exec) or the engine's exec, and why."""
+    from agentsh.sandbox import execd, gitbridge
+
+    lib = gitbridge.lib_dir()
+    if execd.available(lib):
+        return Check("exec server", OK, "built: ab-exec talks to each sandbox's own server")
+    try:
+        with open(os.path.join(lib, execd.MISSING)) as f:
+            why = f.read().strip()
+    except OSError:
+        why = "not built yet (the next ab-up builds it)"
+    return Check("exec server", WARN, f"not available: {why}; ab-exec uses the engine's exec",
+                 "install a C compiler with static libc (Debian: apt-get install gcc libc6-dev), "
+                 f"then: rm -r {lib}; ab-up --recreate")
 
 
 def image_check(engine, image):

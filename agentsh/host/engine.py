@@ -132,6 +132,21 @@ def is_gone_message(data: bytes) -> bool:
     return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
 
 
+COMPAT_OPT_OUT = "AGENTSH_ENGINE_COMPAT"  # "0": never apply the compatibility settings by itself
+COMPAT_MARKER = "engine-compat"  # in the state dir: this host's Podman needs them (the podman path inside)
+
+
+def compat_conf() -> str:
+    """The shipped containers.conf for hosts whose Podman defaults cannot start containers."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "containers-compat.conf")
+
+
+def _compat_marker() -> str:
+    from agentsh.base.paths import state_dir
+
+    return os.path.join(state_dir(), COMPAT_MARKER)
+
+
 class Engine:
     """A Podman or Docker command line, and how its answers are read."""
 
@@ -143,6 +158,27 @@ class Engine:
         self._exe = exe
         self.runner = runner or subprocess_runner
         self._rootless = rootless
+        self.compat = False  # whether the compatibility settings are in force for this process
+        if name == "podman" and runner is None and not os.environ.get("CONTAINERS_CONF") \
+                and os.environ.get(COMPAT_OPT_OUT) != "0" and os.path.exists(_compat_marker()):
+            os.environ["CONTAINERS_CONF"] = compat_conf()  # every engine process of ours inherits it
+            self.compat = True
+
+    def adopt_compat(self) -> bool:
+        """After a HostQuirk: use the shipped settings from now on (remembered), unless the user chose.
+
+        True when they were not in force and now are (worth one more try).
+        """
+        if not self.is_podman or self.compat or os.environ.get("CONTAINERS_CONF") \
+                or os.environ.get(COMPAT_OPT_OUT) == "0":
+            return False
+        marker = _compat_marker()
+        os.makedirs(os.path.dirname(marker), mode=0o700, exist_ok=True)
+        with open(marker, "w") as f:
+            f.write(f"{self.exe}\n")
+        os.environ["CONTAINERS_CONF"] = compat_conf()
+        self.compat = True
+        return True
 
     @property
     def exe(self) -> str:
@@ -192,6 +228,8 @@ class Engine:
              what: str | None = None) -> str | tuple[int, str, str]:
         """Run an engine subcommand; returns stdout, or raises a clear error."""
         status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)
+        if status != 0 and isinstance(self.error(err, what or args[0]), HostQuirk) and self.adopt_compat():
+            status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)  # with the settings
         if status != 0 and check:
             raise self.error(err, what or args[0])
         return out if check else (status, out, err)
@@ -214,9 +252,15 @@ class Engine:
             return ImageMissing(f"{what}: image not found ({text[:160]})",
                                 "build it with 'ab-image build' or set another image")
         if any(s in low for s in HOST_QUIRKS):
-            conf = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "containers-compat.conf")
-            return HostQuirk(f"{self.name} cannot start containers with its defaults on this host ({text[-160:]})",
-                             f"use runc and lower ulimits: export CONTAINERS_CONF={conf}")
+            first = stderr.strip().splitlines()[0] if stderr.strip() else text
+            if self.compat:
+                fix = f"agentsh already uses its compatibility settings ({compat_conf()}); check 'podman info'"
+            elif os.environ.get(COMPAT_OPT_OUT) == "0":
+                fix = f"unset {COMPAT_OPT_OUT} to let agentsh apply {compat_conf()} (runc, lower ulimits)"
+            else:
+                fix = (f"your CONTAINERS_CONF ({os.environ.get('CONTAINERS_CONF')}) does not fix it; "
+                       f"agentsh's own settings are in {compat_conf()}")
+            return HostQuirk(f"{self.name} cannot start containers with its defaults on this host: {first}", fix)
         last = text[-300:] if text else "no error text"
         if any(s in low for s in NAME_IN_USE):
             return NameInUse(f"{self.name} {what} failed: {last}")
@@ -334,6 +378,8 @@ class Engine:
         On failure: an EngineError whose `tail` holds the last output lines.
         """
         status, tail = self.stream(self.build_argv(context, tag, **kw), on_line, timeout=timeout)
+        if status != 0 and any(q in line.lower() for line in tail for q in HOST_QUIRKS) and self.adopt_compat():
+            status, tail = self.stream(self.build_argv(context, tag, **kw), on_line, timeout=timeout)
         if status != 0:
             step = next((line for line in reversed(tail) if line.startswith(("STEP ", "Step ", "#"))), "")
             where = f" at {step.split(':', 1)[0]}" if step.startswith(("STEP ", "Step ")) else ""
