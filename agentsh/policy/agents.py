@@ -27,7 +27,16 @@ Users add or override profiles with `[agents.NAME]` tables in the config;
 the keys are the ones above.
 """
 
+from __future__ import annotations
+
 from agentsh.base.errors import ConfigError, UsageError
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
+
+    from agentsh.policy.values import Config
 
 # The shell profile's command comes from config `shell` (agentsh.policy.shell.shell_command).
 SHELL = "shell"
@@ -125,21 +134,21 @@ BUILTIN = {
 class Profile:
     """A resolved profile: every key filled in."""
 
-    def __init__(self, name, data):
+    def __init__(self, name: str, data: dict) -> None:
         self.name = name
         for key, kind in KEYS.items():
             default = {} if kind == "table" else "" if kind == "str" else []
             value = data.get(key, default)
             setattr(self, key, dict(value) if kind == "table" else list(value) if kind == "list" else value)
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {"name": self.name, **{key: getattr(self, key) for key in KEYS}}
 
     @property
-    def program(self):
+    def program(self) -> str | None:
         return self.command[0] if self.command else None
 
-    def missing_credentials_message(self):
+    def missing_credentials_message(self) -> str:
         """The one line that says how to give the agent credentials."""
         if not self.imports:
             return f"{self.name} has no credentials in the sandbox; store them with 'ab-creds set NAME'"
@@ -148,13 +157,13 @@ class Profile:
                 f"on the host, or log in inside the sandbox")
 
 
-def names(cfg=None):
+def names(cfg: Mapping[str, Any] | None = None) -> list[str]:
     """Built-in and configured profile names, built-ins first."""
     configured = (cfg or {}).get("agents") or {}
     return list(BUILTIN) + sorted(n for n in configured if n not in BUILTIN)
 
 
-def profile(name, cfg=None):
+def profile(name: str, cfg: Mapping[str, Any] | None = None) -> Profile:
     """The profile NAME: the built-in one with the config's `[agents.NAME]` over it."""
     override = ((cfg or {}).get("agents") or {}).get(name)
     if name not in BUILTIN and override is None:
@@ -166,7 +175,7 @@ def profile(name, cfg=None):
     return Profile(name, data)
 
 
-def check_overrides(value, where):
+def check_overrides(value: object, where: str) -> dict:
     """config.SCHEMA checker for `[agents.NAME]` tables: every error names the file and the key."""
     import re
 
@@ -221,12 +230,13 @@ def _home_path(path):
     return '"$HOME"/' + _q(path[2:]) if path.startswith("~/") else _q(path)
 
 
-def wanted_args(prof, agent_args, safe=False):
+def wanted_args(prof: Profile, agent_args: Sequence[str], safe: bool = False) -> list[str]:
     """The arguments after the command: default args, permissive flags (unless safe), the user's."""
     return [*prof.args, *([] if safe else prof.permissive_args), *agent_args]
 
 
-def launch_script(prof, agent_args, safe=False, new=False, instructions_targets=()):
+def launch_script(prof: Profile, agent_args: Sequence[str], safe: bool = False, new: bool = False,
+                  instructions_targets: Iterable[str] = ()) -> str:
     """The sh script that starts the agent inside the sandbox (run as `sh -c SCRIPT`).
 
     One exec does everything that needs a look inside: link the instructions
@@ -260,7 +270,8 @@ def launch_script(prof, agent_args, safe=False, new=False, instructions_targets=
     return "\n".join(lines) + "\n"
 
 
-def command(prof, cfg, agent_args, safe=False, new=False, instructions_targets=()):
+def command(prof: Profile, cfg: Mapping[str, Any], agent_args: Sequence[str], safe: bool = False,
+            new: bool = False, instructions_targets: Iterable[str] = ()) -> list[str]:
     """argv to exec in the sandbox for a profile."""
     if prof.name == SHELL and not prof.command:
         from agentsh.policy.shell import shell_command
@@ -269,7 +280,7 @@ def command(prof, cfg, agent_args, safe=False, new=False, instructions_targets=(
     return ["sh", "-c", launch_script(prof, agent_args, safe, new, instructions_targets), f"ab-agent-{prof.name}"]
 
 
-def with_credentials(cfg, names_):
+def with_credentials(cfg: Config, names_: Iterable[str]) -> Config:
     """The config with `names_` added to the credentials this run receives.
 
     The profile's credentials reach the sandbox for this agent's runs without

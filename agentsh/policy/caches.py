@@ -10,7 +10,13 @@ cost worth knowing: what one project's sandbox puts in the cache, another
 reads (see docs/config.md).
 """
 
+from __future__ import annotations
+
 from agentsh.base.errors import ConfigError
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 CACHE_ROOT = "/var/cache/agentsh"
 VOLUME_PREFIX = "agentsh-cache-"
@@ -23,7 +29,7 @@ CACHES = {
 }
 
 
-def check(value, where):
+def check(value: object, where: str) -> list[str]:
     """config.SCHEMA checker for `caches`."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where} must be a list of cache names ({', '.join(CACHES)})")
@@ -33,11 +39,11 @@ def check(value, where):
     return list(value)
 
 
-def volume(name):
+def volume(name: str) -> str:
     return VOLUME_PREFIX + name
 
 
-def spec_additions(names):
+def spec_additions(names: Iterable[str]) -> tuple[list[str], dict[str, str]]:
     """(run arguments, {env name: value}) for the caches asked for."""
     args, env = [], {}
     for name in sorted(set(names)):

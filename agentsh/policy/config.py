@@ -6,6 +6,8 @@ file is never parsed (a hostile repo cannot add mounts or grants): the caller
 gets a one-line notice and the user config alone.
 """
 
+from __future__ import annotations
+
 import os
 
 from agentsh.base import layout, paths
@@ -30,6 +32,15 @@ from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...:
     check_sandbox_path,
     control_character,
 )
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    from agentsh.base.state import Store
+    from agentsh.host.project import Project
+    from agentsh.policy.devcontainer import Devcontainer
 
 
 def _names(pattern, what):
@@ -97,7 +108,7 @@ def _shell(value, where):
     return value
 
 
-def split_mount(entry):
+def split_mount(entry: str) -> tuple[str, str, str] | None:
     """"HOST:SANDBOX[:ro|rw]" -> (host, sandbox, mode) or None when it is not that shape."""
     parts = entry.split(":")
     if len(parts) not in (2, 3) or not parts[0] or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
@@ -185,12 +196,12 @@ ADDITIVE = {"env", "cap_add", "mounts", "credentials", "allow", "ports"}
 USER_ONLY = {"caches"}
 
 
-def defaults(schema=SCHEMA):
+def defaults(schema: dict = SCHEMA) -> dict:
     return {k: defaults(v) if isinstance(v, dict) else (list(v[1]) if isinstance(v[1], list) else v[1])
             for k, v in schema.items()}
 
 
-def validate(data, source, schema=SCHEMA, prefix=""):
+def validate(data: dict, source: str, schema: dict = SCHEMA, prefix: str = "") -> dict:
     """Check a parsed TOML table against the schema; returns it unchanged."""
     for key, value in data.items():
         dotted = prefix + key
@@ -208,7 +219,7 @@ def validate(data, source, schema=SCHEMA, prefix=""):
     return data
 
 
-def parse(text, source):
+def parse(text: str, source: str) -> dict:
     import tomllib
 
     try:
@@ -218,7 +229,7 @@ def parse(text, source):
     return validate(data, source)
 
 
-def parse_cached(data, source):
+def parse_cached(data: bytes, source: str) -> dict:
     """parse() of a file's bytes, remembered by content hash.
 
     Every command reads the config; the TOML parser (and the typing module it
@@ -254,7 +265,7 @@ def parse_cached(data, source):
     return parsed
 
 
-def merge(base, layer):
+def merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict:
     out = dict(base)
     for key, value in layer.items():
         if isinstance(value, dict):
@@ -266,7 +277,7 @@ def merge(base, layer):
     return out
 
 
-def check_project_layer(layer, source, user_file=None):
+def check_project_layer(layer: dict, source: str, user_file: str | None = None) -> dict:
     """Refuse what only the user config may say (a project must not reach beyond its own sandbox)."""
     for key in USER_ONLY & set(layer):
         raise ConfigError(f"{source}: key '{key}' can only be set in the user config",
@@ -274,7 +285,7 @@ def check_project_layer(layer, source, user_file=None):
     return layer
 
 
-def merge_project(cfg, layer, source, user_file=None):
+def merge_project(cfg: Mapping[str, Any], layer: dict, source: str, user_file: str | None = None) -> dict:
     """The config with an allowed project file's layer over it.
 
     `lockdown` only ever turns on from a project file: a repository cannot
@@ -286,7 +297,8 @@ def merge_project(cfg, layer, source, user_file=None):
     return out
 
 
-def load(project=None, store=None, flags=None):
+def load(project: Project | None = None, store: Store | None = None,
+         flags: Mapping[str, Any] | None = None) -> Config:
     """The effective config for a project (None: user config only)."""
     cfg = defaults()
     notices = []
@@ -357,11 +369,11 @@ class Review:
     `widens`: what it adds to the sandbox (widened()).
     """
 
-    def __init__(self, covered, layer, build, widens):
+    def __init__(self, covered: trust.Covered, layer: dict, build: dict | None, widens: dict) -> None:
         self.covered, self.layer, self.build, self.widens = covered, layer, build, widens
 
 
-def review(anchor_path, with_build=True):
+def review(anchor_path: str, with_build: bool = True) -> Review:
     """Read and validate a project's anchor and what it covers; a ConfigError names file, key and fix."""
     covered = trust.cover(anchor_path, trust.read_project_file(anchor_path))
     layer = {}
@@ -379,7 +391,7 @@ def review(anchor_path, with_build=True):
     return Review(covered, layer, build, widened(layer, covered.devcontainer, build))
 
 
-def widened(layer, dev=None, build=None):
+def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: dict | None = None) -> dict:
     """What a project file's layer and its devcontainer add to the sandbox, as stable JSON-ready keys.
 
     mounts (host paths resolved as they would be mounted), credentials,
@@ -425,7 +437,7 @@ def widened(layer, dev=None, build=None):
     }
 
 
-def widen_lines(w):
+def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
     """widened() as `label  value` lines for a terminal (control characters escaped); [] when nothing."""
     def show(text):
         text = str(text)
@@ -483,7 +495,7 @@ def _gap_ok(gap, first):
     return True
 
 
-def check_pem(data, where):
+def check_pem(data: bytes, where: str) -> int:
     """Refuse anything but PEM certificate blocks, '#' comments and blank lines; returns the certificate count.
 
     Each block must decode as base64 to a DER SEQUENCE. The message names the
@@ -542,7 +554,7 @@ def _pem_problem(body, where):
     raise ConfigError(f"{where} is not a PEM certificate bundle", CA_FIX)
 
 
-def read_ca_bundle(path, setting):
+def read_ca_bundle(path: str, setting: str) -> bytes:
     """The checked bytes of the CA bundle at `path` (a real path) for config `ca_bundle = setting`.
 
     Opened without following a symlink and without blocking (a FIFO is no
@@ -582,7 +594,7 @@ def read_ca_bundle(path, setting):
     return data
 
 
-def ca_bundle_copy(path, setting):
+def ca_bundle_copy(path: str, setting: str) -> str:
     """private_ca_copy() of the checked CA bundle at `path` (a real path); a ConfigError when it is no bundle.
 
     Checking a bundle costs a few ms, and sandbox.spec asks on every ab-up, so
@@ -621,7 +633,7 @@ def ca_bundle_copy(path, setting):
     return copy
 
 
-def private_ca_copy(data):
+def private_ca_copy(data: bytes) -> str:
     """agentsh's own copy of checked CA bundle bytes (in the state dir, named by their hash): what is mounted.
 
     The sandbox and the image build then see exactly the bytes that were

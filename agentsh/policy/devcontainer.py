@@ -6,6 +6,8 @@ content, so it is read only for an allowed project, and `initializeCommand`
 so nobody wonders why a property had no effect.
 """
 
+from __future__ import annotations
+
 import os
 
 from agentsh.base.errors import ConfigError
@@ -17,7 +19,7 @@ SUPPORTED = {"image", "build", "dockerFile", "context", "remoteUser", "container
 NEVER_RUN = {"initializeCommand"}
 
 
-def find(project_root):
+def find(project_root: str) -> str | None:
     """The devcontainer.json path of a project, or None.
 
     A `.devcontainer` that is a symlink is not looked into: it could point
@@ -30,7 +32,7 @@ def find(project_root):
     return None
 
 
-def strip_jsonc(text):
+def strip_jsonc(text: str) -> str:
     """JSON text without // and /* */ comments and trailing commas (strings kept intact)."""
     out = []
     i, n = 0, len(text)
@@ -70,7 +72,7 @@ def strip_jsonc(text):
     return "".join(out)
 
 
-def parse(text, source):
+def parse(text: str, source: str) -> dict:
     import json  # only when there is a file: `find` sits on every command's path
 
     try:
@@ -208,7 +210,7 @@ class Devcontainer:
     a user name, absolute bind mount paths; an error names the file and key.
     """
 
-    def __init__(self, path, data, workspace):
+    def __init__(self, path: str, data: dict, workspace: str) -> None:
         from agentsh.policy.values import check_image
 
         self.path = path
@@ -256,15 +258,15 @@ class Devcontainer:
         self.post_create = data.get("postCreateCommand")
         _check_commands(self.post_create, _key(path, "postCreateCommand"))
 
-    def files(self):
+    def files(self) -> list[str]:
         """Every file that shapes what runs: trust is taken over all of them."""
         return [self.path] + ([self.dockerfile] if self.dockerfile else [])
 
-    def post_create_commands(self):
+    def post_create_commands(self) -> list[list[str]]:
         """postCreateCommand as argv lists (a string runs through sh -c)."""
         return _commands(self.post_create, self.path)
 
-    def notices(self):
+    def notices(self) -> list[str]:
         out = []
         if self.ignored:
             out.append(f"{self.path}: ignoring {', '.join(self.ignored)} (not supported in a sandbox)")
@@ -292,7 +294,7 @@ def _commands(cmd, path):
     raise ConfigError(f"{path}: postCreateCommand must be a string, a list or an object")
 
 
-def from_bytes(path, data, project_root):
+def from_bytes(path: str, data: bytes, project_root: str) -> Devcontainer:
     """The Devcontainer of a devcontainer.json's bytes (read once by the caller, as trust hashed them)."""
     try:
         text = data.decode("utf-8")
@@ -301,7 +303,7 @@ def from_bytes(path, data, project_root):
     return Devcontainer(path, parse(text, path), project_root)
 
 
-def load(project_root):
+def load(project_root: str) -> Devcontainer | None:
     """The project's devcontainer, read without following a symlink; None when there is none."""
     from agentsh.base.safefs import read_project_file
 

@@ -5,12 +5,22 @@ config, network "allow" with only the agents' APIs, an ephemeral home and
 the project behind a copy-on-write overlay. See docs/security.md.
 """
 
+from __future__ import annotations
+
 import os
 
 from agentsh.policy.rules import ALLOW, LOCKDOWN_SETS
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
-def lockdown(cfg, agent_sets=None):
+    from agentsh.host.project import Project
+    from agentsh.policy.values import Config
+
+
+def lockdown(cfg: Config, agent_sets: Sequence[str] | None = None) -> Config:
     """The locked-down form of a config, for repos you do not trust.
 
     No credentials, env pass-through, extra mounts, ports or capabilities from the
@@ -27,11 +37,11 @@ def lockdown(cfg, agent_sets=None):
                        devcontainer=None)
 
 
-def is_locked(cfg):
+def is_locked(cfg: Mapping[str, Any]) -> bool:
     return bool(cfg.get("lockdown"))
 
 
-def overlay_dirs(project):
+def overlay_dirs(project: Project) -> tuple[str, str]:
     """Host dirs holding a locked-down sandbox's writes to the project (upper) and overlay scratch (work)."""
     from agentsh.base import layout, paths
 
@@ -39,7 +49,7 @@ def overlay_dirs(project):
     return os.path.join(base, "upper"), os.path.join(base, "work")
 
 
-def project_mount_suffix(project, cfg):
+def project_mount_suffix(project: Project, cfg: Mapping[str, Any]) -> str:
     """Mount options for the project: a copy-on-write overlay in lockdown, else none."""
     if not is_locked(cfg):
         return ""
@@ -47,7 +57,7 @@ def project_mount_suffix(project, cfg):
     return f":O,upperdir={upper},workdir={work}"
 
 
-def prepare_host(project, cfg):
+def prepare_host(project: Project, cfg: Mapping[str, Any]) -> None:
     """Create the overlay dirs a locked-down sandbox needs (nothing otherwise)."""
     if is_locked(cfg):
         for d in overlay_dirs(project):

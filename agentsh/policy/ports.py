@@ -7,10 +7,16 @@ protocol): parallel worktrees of one repo never collide, and the number
 survives restarts.
 """
 
+from __future__ import annotations
+
 import re
 
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import UsageError
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 DEFAULT_BIND = "127.0.0.1"
 STABLE_RANGE = (20000, 29999)
@@ -26,12 +32,12 @@ def _port(text, spec):
     return value
 
 
-def stable_host_port(project_root, container_port, proto="tcp"):
+def stable_host_port(project_root: str, container_port: int, proto: str = "tcp") -> int:
     low, high = STABLE_RANGE
     return low + int(sha256_hex(f"{project_root}\0{container_port}/{proto}")[:8], 16) % (high - low + 1)
 
 
-def parse(spec, project_root):
+def parse(spec: str, project_root: str) -> dict:
     """One -p value -> {"ip", "host", "container", "proto"} (all filled in)."""
     if not isinstance(spec, (str, int)) or isinstance(spec, bool):
         raise UsageError(f"port {spec!r} must be a string like \"8080:80\" or a port number")
@@ -55,7 +61,7 @@ def parse(spec, project_root):
     return {"ip": ip, "host": host, "container": container, "proto": proto}
 
 
-def publish_args(specs, project_root):
+def publish_args(specs: Iterable[str], project_root: str) -> list[str]:
     """`-p` arguments for the engine, in a stable order, duplicates refused."""
     seen = {}
     args = []

@@ -8,9 +8,20 @@ A rule is a host name, `*.domain`, an IP address or range, each with ports;
 naming that address or range (or the exact host name) admits.
 """
 
+from __future__ import annotations
+
 import re
 
 from agentsh.base.errors import ConfigError
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Iterable, Mapping
+    from typing import Any
+
+    IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 FULL, NONE, ALLOW, LEARN = "full", "none", "allow", "learn"
 MODES = (FULL, NONE, ALLOW, LEARN)
@@ -36,18 +47,19 @@ class Rule:
 
     __slots__ = ("text", "host", "wildcard", "ip", "ports", "_version", "_shift", "_key")
 
-    def __init__(self, text, host, wildcard, ip, ports):
+    def __init__(self, text: str, host: str | None, wildcard: bool, ip: IPNetwork | None,
+                 ports: frozenset[int] | None) -> None:
         self.text, self.host, self.wildcard, self.ip, self.ports = text, host, wildcard, ip, ports
         if ip is not None:
             self._version = ip.version
             self._shift = ip.max_prefixlen - ip.prefixlen
             self._key = int(ip.network_address) >> self._shift
 
-    def contains(self, addr):
+    def contains(self, addr: IPAddress) -> bool:
         """Whether the address lies in this rule's range (False for name rules)."""
         return self.ip is not None and addr.version == self._version and int(addr) >> self._shift == self._key
 
-    def within(self, block):
+    def within(self, block: tuple[int, int, int]) -> bool:
         """Whether this rule's whole range lies inside `block` (version, first address as int, prefix length)."""
         version, base, plen = block
         if self.ip is None or version != self._version or self.ip.prefixlen < plen:
@@ -55,7 +67,7 @@ class Rule:
         shift = self.ip.max_prefixlen - plen
         return int(self.ip.network_address) >> shift == base >> shift
 
-    def matches(self, host, port, host_ip):
+    def matches(self, host: str, port: int, host_ip: IPAddress | None) -> bool:
         if self.ports is not None and port not in self.ports:
             return False
         if self.ip is not None or host_ip is not None:
@@ -65,7 +77,7 @@ class Rule:
         return host == self.host
 
 
-def normalize_host(host):
+def normalize_host(host: str) -> str:
     """Lower case, no trailing dot, no IPv6 brackets."""
     host = host.strip().lower().rstrip(".")
     if host.startswith("[") and host.endswith("]"):
@@ -73,7 +85,7 @@ def normalize_host(host):
     return host
 
 
-def ip_literal(host):
+def ip_literal(host: str) -> IPAddress | None:
     """The address when `host` is an IP literal, else None."""
     import ipaddress
 
@@ -83,7 +95,7 @@ def ip_literal(host):
         return None
 
 
-def unmapped(addr):
+def unmapped(addr: IPAddress) -> IPAddress:
     """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it is; others unchanged.
 
     A connection to a mapped address is a connection to its IPv4 address, so
@@ -96,7 +108,7 @@ def unmapped(addr):
     return addr
 
 
-def parse_host(text):
+def parse_host(text: str) -> tuple[str, IPAddress | None]:
     """(host, address or None) for a destination the sandbox named; ValueError when it is no such thing.
 
     The host comes back normalised (normalize_host). An IP literal must be in
@@ -208,7 +220,7 @@ def _lookup(table, value):
     return None
 
 
-def classify(addr):
+def classify(addr: IPAddress) -> tuple[str, tuple[int, int, int]] | None:
     """None for a global unicast address; else (reason, block) with the special-purpose block it lies in.
 
     `block` is (version, first address as int, prefix length): a rule names
@@ -287,7 +299,7 @@ def _rule_address(host):
     return ipaddress.ip_network(unmapped(addr))
 
 
-def parse_rule(text):
+def parse_rule(text: str) -> Rule:
     """'host', '*.domain', 'host:443', 'host:*', '10.0.0.5:8080', '10.0.0.0/8', '[::1]:80', '[fd00::/8]:443' -> Rule.
 
     ValueError if malformed.
@@ -324,7 +336,7 @@ def parse_rule(text):
     return Rule(raw, name, wildcard, ip, ports)
 
 
-def expand(items):
+def expand(items: Iterable[str]) -> list[str]:
     """Allowlist items ('@set' names and patterns) -> the patterns, sets expanded, in order, deduplicated."""
     from agentsh.policy.netsets import SETS
 
@@ -340,7 +352,7 @@ def expand(items):
     return list(dict.fromkeys(out))
 
 
-def check_allow(value, where):
+def check_allow(value: object, where: str) -> list[str]:
     """Config checker for `[network] allow`: a list of patterns and @set names."""
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where} must be a list of strings such as \"api.example.com\", \"*.npmjs.org\", "
@@ -356,12 +368,12 @@ def check_allow(value, where):
 class Policy:
     """What the proxy lets through: a mode and the rules of "allow"."""
 
-    def __init__(self, mode, patterns=()):
+    def __init__(self, mode: str, patterns: Iterable[str] = ()) -> None:
         self.mode = mode
         self.patterns = list(dict.fromkeys(patterns))
         self.rules = [parse_rule(p) for p in self.patterns]
 
-    def check(self, host, port):
+    def check(self, host: str, port: int) -> tuple[bool, str, str, IPAddress | None]:
         """(allowed, rule text or reason, host, address or None) for a destination, before any DNS lookup.
 
         Deciding first means a denied name is never resolved: the sandbox
@@ -388,11 +400,11 @@ class Policy:
                 return False, f"{addr} is an internal address ({reason}); {NAME_IT}", host, addr
         return True, why, host, addr
 
-    def decide(self, host, port):
+    def decide(self, host: str, port: int) -> tuple[bool, str]:
         """(allowed, rule text or reason) for a destination, before any DNS lookup (see check)."""
         return self.check(host, port)[:2]
 
-    def admits(self, host, port, addr):
+    def admits(self, host: str, port: int, addr: IPAddress) -> tuple[bool, str]:
         """(True, rule text or "") when the proxy may connect to `addr` for host:port, else (False, what it is).
 
         A global unicast address: yes. An internal one (loopback, private,
@@ -418,7 +430,7 @@ class Policy:
                 return True, rule.text
         return False, reason
 
-    def explicit(self, host, port):
+    def explicit(self, host: str, port: int) -> bool:
         """Whether a listed rule (not learn mode) names this destination."""
         host = normalize_host(host)
         addr = ip_literal(host)
@@ -426,14 +438,14 @@ class Policy:
         return any(r.matches(host, port, addr) for r in self.rules)
 
 
-def config_patterns(cfg):
+def config_patterns(cfg: Mapping[str, Any]) -> list[str]:
     return expand(cfg["network"].get("allow") or [])
 
 
 # -- learn mode -> allowlist ------------------------------------------------------------
 
 
-def propose(entries):
+def propose(entries: Iterable[dict]) -> tuple[list[str], list[dict]]:
     """Turn audit entries into allowlist patterns for review.
 
     Hosts covered by a built-in set become that set ('@github') when every

@@ -1,16 +1,18 @@
 """The command for an interactive shell in a sandbox: config `shell`, else bash, else sh."""
 
+from __future__ import annotations
+
 
 class ShellCommand(list):
     """An argv with another to try when the image lacks its program (run() reads `fallback`)."""
 
-    def __init__(self, argv, fallback):
+    def __init__(self, argv: list[str], fallback: list[str]) -> None:
         super().__init__(argv)
         self.fallback = fallback
         self.fell_back = False
 
 
-def shell_command(shell, tty=False):
+def shell_command(shell: str | None, tty: bool = False) -> list[str]:
     """The command for an interactive shell: the configured one, else bash, else sh.
 
     On a terminal (the cd hook's case) the in-sandbox run script picks bash

@@ -19,6 +19,8 @@ private copy of exactly the bytes it hashed) and by `ab-status`, never on the
 cd hook's or ab-exec's path, where it would cost a walk of the tree.
 """
 
+from __future__ import annotations
+
 import os
 import stat
 import time
@@ -36,6 +38,14 @@ from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: 
     read_project_file,
 )
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from agentsh.base.state import Store
+    from agentsh.host.project import Project
+    from agentsh.policy.devcontainer import Devcontainer
+
 ALLOWED = "allowed"
 DENIED = "denied"
 BLOCKED = "blocked"  # present but never allowed, or changed since
@@ -48,7 +58,7 @@ def _path_key(real_path):
     return sha256_hex(real_path)
 
 
-def session_id(environ=None):
+def session_id(environ: Mapping[str, str] | None = None) -> str | None:
     """This shell session's id (exported by the cd hook), or None if absent or malformed.
 
     It names a directory in the store, so anything but a plain token is refused.
@@ -61,7 +71,7 @@ def _session_rel(session, key):
     return layout.trust_session_record(session, key)
 
 
-def was_allowed(store, real_path):
+def was_allowed(store: Store, real_path: str) -> bool:
     """Whether ab-allow ever recorded this path (to tell "changed" from "never allowed")."""
     return os.path.exists(store.path(layout.trust_allow_record(_path_key(real_path))))
 
@@ -69,7 +79,7 @@ def was_allowed(store, real_path):
 # -- what a trust record covers ------------------------------------------------------
 
 
-def anchor(project):
+def anchor(project: Project) -> str | None:
     """The file a project's trust is recorded for: its project file, else its devcontainer.json.
 
     A devcontainer.json decides what runs as much as the project file does,
@@ -90,18 +100,18 @@ class Covered:
     (None when there is none, or `error` says why it could not be read).
     """
 
-    def __init__(self, anchor_path, data):
+    def __init__(self, anchor_path: str, data: bytes) -> None:
         self.anchor = anchor_path
         self.data = data
         self.files = []
         self.devcontainer = None
         self.error = None
 
-    def paths(self):
+    def paths(self) -> list[str]:
         return [p for p, _ in self.files]
 
 
-def cover(anchor_path, data=None):
+def cover(anchor_path: str, data: bytes | None = None) -> Covered:
     """The Covered snapshot of an anchor (its bytes given, or read now)."""
     from agentsh.policy import devcontainer
 
@@ -133,7 +143,7 @@ def cover(anchor_path, data=None):
     return out
 
 
-def covered_files(anchor_path):
+def covered_files(anchor_path: str) -> list[str]:
     """Files besides the anchor that the trust hash covers: devcontainer.json and its Dockerfile."""
     try:
         return cover(anchor_path).paths()
@@ -141,7 +151,7 @@ def covered_files(anchor_path):
         return []
 
 
-def content_hash(real_path, data, covered=None):
+def content_hash(real_path: str, data: bytes, covered: Covered | None = None) -> str:
     """Hash of the anchor's path and bytes, and of every file it covers (none: as before)."""
     covered = covered if covered is not None else cover(real_path, data)
     base = os.path.dirname(real_path)
@@ -152,7 +162,8 @@ def content_hash(real_path, data, covered=None):
     return sha256_hex(real_path.encode("utf-8", "surrogateescape") + b"\0" + data + out)
 
 
-def status(store, real_path, data, session=None, covered=None):
+def status(store: Store, real_path: str, data: bytes, session: str | None = None,
+           covered: Covered | None = None) -> str:
     """ALLOWED, DENIED or BLOCKED for a project file's path and bytes.
 
     A session allow record counts too: `session` names the shell session
@@ -161,7 +172,8 @@ def status(store, real_path, data, session=None, covered=None):
     return status_record(store, real_path, data, session, covered)[0]
 
 
-def status_record(store, real_path, data, session=None, covered=None):
+def status_record(store: Store, real_path: str, data: bytes, session: str | None = None,
+                  covered: Covered | None = None) -> tuple[str, dict | None]:
     """(state, the allow record that matched or None): status() and the record whose build digest applies."""
     key = _path_key(real_path)
     if os.path.exists(store.path(layout.trust_deny_record(key))):
@@ -232,7 +244,7 @@ def _checkout_top(start):
     return None
 
 
-def linked_main_file(path):
+def linked_main_file(path: str) -> str | None:
     """For a file in a linked worktree, the same relative path in the main checkout M; else None.
 
     The checkout counts as a linked worktree of M only when all of this holds:
@@ -275,7 +287,8 @@ def linked_main_file(path):
 # -- recording ------------------------------------------------------------------------
 
 
-def allow(store, real_path, session=None, covered=None, build=None):
+def allow(store: Store, real_path: str, session: str | None = None, covered: Covered | None = None,
+          build: dict | None = None) -> None:
     """Trust the file's current bytes (and lift a denial of its path).
 
     With `session`, only for that shell session, and a denial stays in force.
@@ -303,7 +316,7 @@ def allow(store, real_path, session=None, covered=None, build=None):
         store.write(layout.trust_allow_record(key), record)
 
 
-def deny(store, real_path):
+def deny(store: Store, real_path: str) -> None:
     """Block the path whatever its content, until allowed again."""
     key = _path_key(real_path)
     with store.lock():
@@ -328,7 +341,7 @@ class IgnoreRules:
     inside it by its literal prefix (as the engines decide what to send).
     """
 
-    def __init__(self, text="", source=".dockerignore"):
+    def __init__(self, text: str = "", source: str = ".dockerignore") -> None:
         import posixpath
         import re
 
@@ -390,7 +403,7 @@ class IgnoreRules:
         out.append("$")
         return "".join(out)
 
-    def excluded(self, rel):
+    def excluded(self, rel: str) -> bool:
         """Whether the relative path `rel` ('/'-separated) is left out of the context."""
         matched = False
         parents = rel.split("/")[:-1]
@@ -407,7 +420,7 @@ class IgnoreRules:
                 matched = not exception
         return matched
 
-    def prunes(self, rel_dir):
+    def prunes(self, rel_dir: str) -> bool:
         """Whether an excluded directory can be skipped whole (no exception names a path inside it)."""
         prefix = rel_dir + "/"
         return not any((p + "/").startswith(prefix) for p in self.exceptions)
@@ -443,7 +456,7 @@ class _Changed(AgentshError):
     pass
 
 
-def build_digest(dockerfile, context, root, copy_to=None):
+def build_digest(dockerfile: str, context: str, root: str, copy_to: str | None = None) -> dict:
     """{"dockerfile", "context", "hash", "files", "bytes"} of a devcontainer build.
 
     The digest covers the Dockerfile's bytes and every entry of the context
@@ -578,7 +591,7 @@ def _write_all(fd, data):
         view = view[os.write(fd, view):]
 
 
-def build_info(covered):
+def build_info(covered: Covered) -> dict | None:
     """build_digest() of a Covered snapshot's devcontainer build, or None when it builds nothing."""
     dev = covered.devcontainer
     if dev is None or not dev.dockerfile:
@@ -586,7 +599,7 @@ def build_info(covered):
     return build_digest(dev.dockerfile, dev.context, dev.root)
 
 
-def build_problem(covered, record, now=None):
+def build_problem(covered: Covered, record: dict | None, now: dict | None = None) -> str | None:
     """Why a trusted project's build is not covered by `record` (the allow record), or None.
 
     `now`: the build's digest if the caller has it already (else it is computed: a walk of the context).
@@ -613,7 +626,7 @@ def build_problem(covered, record, now=None):
 _BUILDS = {}
 
 
-def expect_build(dev, record):
+def expect_build(dev: Devcontainer, record: dict | None) -> None:
     """Remember that `dev`'s build is trusted as far as `record` (the allow record that matched) covers it."""
     if dev is not None and dev.dockerfile:
         _BUILDS[(dev.dockerfile, dev.context)] = {"root": dev.root, "build": (record or {}).get("build")}
@@ -628,7 +641,7 @@ class BuildCopy:
     nothing the sandbox writes meanwhile reaches the build.
     """
 
-    def __init__(self, dockerfile, context):
+    def __init__(self, dockerfile: str, context: str) -> None:
         self.source_file, self.source_context = dockerfile, context
         entry = _BUILDS.get((dockerfile, context))
         if entry is None:
@@ -640,7 +653,7 @@ class BuildCopy:
                               "review the Dockerfile and its build context, then run 'ab-allow'")
         self.dir = self.dockerfile = self.context = None
 
-    def __enter__(self):
+    def __enter__(self) -> BuildCopy:
         import tempfile
 
         self.dir = tempfile.mkdtemp(prefix="agentsh-build-")
@@ -657,7 +670,7 @@ class BuildCopy:
         self.context = os.path.join(self.dir, "context")
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self._remove()
 
     def _remove(self):

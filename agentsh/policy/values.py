@@ -5,10 +5,13 @@ devcontainer reader all validate with these, so none of them imports another
 to check a value.
 """
 
+from __future__ import annotations
+
 from agentsh.base.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
 
@@ -16,11 +19,11 @@ if TYPE_CHECKING:
 class Pattern:
     """A regular expression compiled on first use: `re` stays off the hot path."""
 
-    def __init__(self, text):
+    def __init__(self, text: str) -> None:
         self.text = text
         self._compiled = None
 
-    def match(self, value):
+    def match(self, value: str) -> re.Match[str] | None:
         if self._compiled is None:
             import re
 
@@ -55,7 +58,7 @@ MAX_PIDS = 4194304  # the kernel's own limit (pid_max)
 MAX_CPUS = 4096
 
 
-def control_character(text):
+def control_character(text: str) -> str | None:
     """The first control character (C0 but tab, DEL, C1) in `text`, or None."""
     for ch in text:
         if (ch < " " and ch != "\t") or "\x7f" <= ch <= "\x9f":
@@ -90,7 +93,7 @@ def _str(choices=None):
     return check
 
 
-def check_image(value, where):
+def check_image(value: object, where: str) -> str:
     """An image reference, never something an engine could read as a flag."""
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {_type(value)}", "give an image reference")
@@ -100,7 +103,7 @@ def check_image(value, where):
     return value
 
 
-def check_host_path(value, where, what="path"):
+def check_host_path(value: object, where: str, what: str = "path") -> str:
     """A host path as a config names one: absolute, or under ~ (never relative to wherever ab runs)."""
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{where}: the {what} must be a non-empty string")
@@ -110,7 +113,7 @@ def check_host_path(value, where, what="path"):
     return value
 
 
-def check_sandbox_path(value, where):
+def check_sandbox_path(value: object, where: str) -> str:
     """A path inside the sandbox a mount may cover: absolute, normalised, not agentsh's or the kernel's."""
     import posixpath
 
@@ -141,9 +144,9 @@ class Config(dict):
 
     __slots__ = ("project_file", "project_trust", "notices", "devcontainer", "flag_keys")
 
-    def __init__(self, values: "Mapping[str, Any]" = (), *, project_file: "str | None" = None,
-                 project_trust: "str | None" = None, notices: "Sequence[str]" = (), devcontainer: "Any" = None,
-                 flag_keys: "Iterable[str]" = ()) -> None:
+    def __init__(self, values: Mapping[str, Any] = (), *, project_file: str | None = None,
+                 project_trust: str | None = None, notices: Sequence[str] = (), devcontainer: Any = None,
+                 flag_keys: Iterable[str] = ()) -> None:
         super().__init__(values)
         self.project_file = project_file  # path of the project file, if the project has one
         self.project_trust = project_trust  # trust.ALLOWED / DENIED / BLOCKED, or None
@@ -151,7 +154,7 @@ class Config(dict):
         self.devcontainer = devcontainer  # the project's devcontainer.Devcontainer, read only when trusted
         self.flag_keys = frozenset(flag_keys)  # keys given on the command line (they beat a devcontainer's image)
 
-    def replace(self, values: "Mapping[str, Any] | None" = None, **fields: "Any") -> "Config":
+    def replace(self, values: Mapping[str, Any] | None = None, **fields: Any) -> Config:
         """A copy with `values` merged over the settings and `fields` (by name) set; the rest kept."""
         unknown = set(fields) - set(self.__slots__)
         if unknown:
