@@ -60,6 +60,10 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     token = execute.new_token()
     environ = os.environ
     secret = {**req.env_defaults, **{n: environ[n] for n in req.env_names if n in environ}}
+    if not req.locked and cfg.get("git_identity", "host") == "host":  # commits inside carry the user's name
+        from agentsh.host.gitident import identity
+
+        secret = {**identity(store.root, proj.root), **secret}
     if delivery is not None:
         secret.update(delivery.env_values)
     secret.update(req.env_values)  # an explicit -e NAME=VALUE wins
@@ -93,7 +97,7 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
 
 def _server(engine, sandbox):
     """A greeted connection to the sandbox's exec server, or None (the engine's exec is used)."""
-    if not engine.is_local:
+    if not engine.is_local or os.environ.get("AGENTSH_EXEC_SERVER") == "0":  # "0": always the engine's exec
         return None
     from agentsh.sandbox import execd
 

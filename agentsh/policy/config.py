@@ -182,6 +182,7 @@ SCHEMA = {
     "network": {"mode": (_str(("full", "none", "allow", "learn")), "full"),
                 "allow": (_network_allow, [])},
     "lockdown": (_bool, False),
+    "git_identity": (_str(("host", "none")), "host"),
     "hook": {"on_enter": (_str(("shell", "up", "none")), "shell")},
     "credentials": (_names(CREDENTIAL_NAME, "credential name"), []),
     "ports": (_ports, []),
@@ -189,7 +190,7 @@ SCHEMA = {
     "agents": (_agents, {}),
 }
 # Bumped whenever a checker refuses more: a file cached as valid under older rules is checked again.
-RULES = 2
+RULES = 3
 # Keys whose values add up across layers instead of replacing each other.
 ADDITIVE = {"env", "cap_add", "mounts", "credentials", "allow", "ports"}
 # Keys only the user config may set: a project must not reach beyond its own sandbox.

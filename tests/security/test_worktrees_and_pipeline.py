@@ -39,3 +39,13 @@ def test_ab_agent_takes_commits_to_the_host_like_ab_exec(side):
     assert side.git(repo, "log", "-1", "--format=%s").strip() == "by-agent"
     listing = json.loads(side.ab("ab-agent", "--list", "--json", cwd=repo, check=True).stdout)
     assert any(p["name"] == "committer" for p in listing)
+
+
+def test_commits_inside_carry_the_hosts_git_identity_which_stays_out_of_inspect(side):
+    repo = side.repo()
+    side.git(repo, "config", "user.name", "Host Person")
+    side.git(repo, "config", "user.email", "host@example.invalid")
+    proc = side.ab("ab-exec", "--", "sh", "-c", "echo y >> file && git commit -qam via-identity", cwd=repo)
+    assert proc.returncode == 0, proc.stderr
+    assert side.git(repo, "log", "-1", "--format=%an <%ae>").strip() == "Host Person <host@example.invalid>"
+    assert "Host Person" not in json.dumps(side.inspect(side.sandbox(repo)))
