@@ -225,8 +225,8 @@ class Engine:
         return [self.exe, *args]
 
     def call(self, *args: str, input: bytes | None = None, check: bool = True, timeout: float | None = None,
-             what: str | None = None) -> str | tuple[int, str, str]:
-        """Run an engine subcommand; returns stdout, or raises a clear error."""
+             what: str | None = None) -> Any:
+        """Run an engine subcommand: its stdout, or raises a clear error; check=False: (status, stdout, stderr)."""
         status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)
         if status != 0 and isinstance(self.error(err, what or args[0]), HostQuirk) and self.adopt_compat():
             status, out, err = self.runner(self.argv(*args), input=input, timeout=timeout)  # with the settings

@@ -270,7 +270,7 @@ def launch_script(prof: Profile, agent_args: Sequence[str], safe: bool = False, 
     return "\n".join(lines) + "\n"
 
 
-def command(prof: Profile, cfg: Mapping[str, Any], agent_args: Sequence[str], safe: bool = False,
+def command(prof: Profile, cfg: Mapping[str, Any], agent_args: list[str], safe: bool = False,
             new: bool = False, instructions_targets: Iterable[str] = ()) -> list[str]:
     """argv to exec in the sandbox for a profile."""
     if prof.name == SHELL and not prof.command:

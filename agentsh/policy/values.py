@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 class Pattern:
     """A regular expression compiled on first use: `re` stays off the hot path."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str | bytes) -> None:
         self.text = text
         self._compiled = None
 
-    def match(self, value: str) -> re.Match[str] | None:
+    def match(self, value: str | bytes) -> re.Match | None:
         if self._compiled is None:
             import re
 
@@ -144,7 +144,7 @@ class Config(dict):
 
     __slots__ = ("project_file", "project_trust", "notices", "devcontainer", "flag_keys")
 
-    def __init__(self, values: Mapping[str, Any] = (), *, project_file: str | None = None,
+    def __init__(self, values: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), *, project_file: str | None = None,
                  project_trust: str | None = None, notices: Sequence[str] = (), devcontainer: Any = None,
                  flag_keys: Iterable[str] = ()) -> None:
         super().__init__(values)
