@@ -60,10 +60,11 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     token = execute.new_token()
     environ = os.environ
     secret = {**req.env_defaults, **{n: environ[n] for n in req.env_names if n in environ}}
+    plain = {}  # values that are not secret: they may ride on the engine's exec -e
     if not req.locked and cfg.get("git_identity", "host") == "host":  # commits inside carry the user's name
         from agentsh.host.gitident import identity
 
-        secret = {**identity(store.root, proj.root), **secret}
+        plain = {k: v for k, v in identity(store.root, proj.root).items() if k not in secret}
     if delivery is not None:
         secret.update(delivery.env_values)
     secret.update(req.env_values)  # an explicit -e NAME=VALUE wins
@@ -77,12 +78,13 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     had_git = os.path.lexists(dot_git)
     if conn is not None:  # the sandbox's exec server: no engine call at all
         env = {n: environ[n] for n in execute.host_env_names(environ)}
+        env.update(plain)
         env.update(secret)
         env[execute.MARKER] = token
         status = execute.run_served(conn, cmd, req.workdir, env, req.tty, token)
     else:
-        status = execute.run(engine, proj.sandbox, cmd, req.workdir, execute.host_env_names(environ), {},
-                             req.tty, recover, token=token)
+        status = execute.run(engine, proj.sandbox, cmd, req.workdir, [*execute.host_env_names(environ), *plain],
+                             plain, req.tty, recover, token=token)
     if getattr(cmd, "fell_back", False):
         liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
     if not had_git and os.path.lexists(dot_git):

@@ -257,9 +257,11 @@ class Engine:
                 fix = f"agentsh already uses its compatibility settings ({compat_conf()}); check 'podman info'"
             elif os.environ.get(COMPAT_OPT_OUT) == "0":
                 fix = f"unset {COMPAT_OPT_OUT} to let agentsh apply {compat_conf()} (runc, lower ulimits)"
-            else:
+            elif os.environ.get("CONTAINERS_CONF"):
                 fix = (f"your CONTAINERS_CONF ({os.environ.get('CONTAINERS_CONF')}) does not fix it; "
                        f"agentsh's own settings are in {compat_conf()}")
+            else:
+                fix = f"use runc and lower ulimits: export CONTAINERS_CONF={compat_conf()}"
             return HostQuirk(f"{self.name} cannot start containers with its defaults on this host: {first}", fix)
         last = text[-300:] if text else "no error text"
         if any(s in low for s in NAME_IN_USE):
