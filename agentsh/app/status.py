@@ -63,7 +63,7 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
     report = {"directory": directory, "project": None, "project_file": None, "trust": None, "reason": None,
               "on_enter": None, "sandbox": None, "state": None, "credentials": [],
               "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
-              "ports": [], "error": None, "widens": None}
+              "ports": [], "error": None, "widens": None, "stale": None, "exec": None}
     try:
         proj = project.find(directory)
     except AgentshError as e:
@@ -93,12 +93,32 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
     if engine and cfg is not None:
         from agentsh.host.engine import Engine
 
-        info = Engine(cfg["engine"]).inspect(proj.sandbox)
+        eng = Engine(cfg["engine"])
+        info = eng.inspect(proj.sandbox)
         report["state"] = (info.get("State") or {}).get("Status", "unknown") if info else "absent"
         report["ports"] = published_ports(info)
+        if info:
+            report["stale"], report["exec"] = _staleness(proj, cfg, eng, info)
     else:
         report["state"] = "unknown" if store.read(layout.sandbox_record(proj.sandbox)) else "absent"
     return report
+
+
+def _staleness(proj, cfg, engine, info):
+    """(whether the sandbox predates the config in force, "server" or "engine": how ab-exec reaches it)."""
+    from agentsh.base.errors import AgentshError
+    from agentsh.base.layout import EXECD
+    from agentsh.sandbox import lifecycle
+
+    config_ = info.get("Config") or {}
+    labels = config_.get("Labels") or {}
+    try:
+        want = lifecycle.spec(proj, cfg, engine, lifecycle.kept_publish(info))
+        stale = labels.get(lifecycle.LABEL_SPEC) != want.hash
+    except AgentshError:
+        stale = None
+    cmd = config_.get("Cmd") or []
+    return stale, "server" if cmd[:1] == [EXECD] else "engine"
 
 
 def published_ports(info):

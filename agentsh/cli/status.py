@@ -56,7 +56,11 @@ def render(report):
     elif report["reason"]:
         values["project"] = f"none ({report['reason']})"
     if report["sandbox"]:
-        values["sandbox"] = f"{report['sandbox']} ({report['state']})"
+        stale = ", stale: it predates the config; 'ab up' recreates it" if report.get("stale") else ""
+        values["sandbox"] = f"{report['sandbox']} ({report['state']}{stale})"
+        if report.get("exec"):
+            values["exec"] = ("the sandbox's exec server" if report["exec"] == "server"
+                              else "the engine's exec (no exec server in this sandbox; 'ab doctor' says why)")
     values["ports"] = ", ".join(f"{p['ip']}:{p['host']}->{p['container']}/{p['proto']}"
                                 for p in report.get("ports") or ())
     if report["project"]:

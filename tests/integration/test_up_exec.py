@@ -228,3 +228,15 @@ def test_default_shell_falls_back_to_sh_where_the_image_has_no_bash(repo):
     assert proc.returncode == 3 and proc.stdout == b"in-the-shell\n"
     assert b"not found" not in proc.stderr
     # On a terminal bash is tried first and sh after it: tests/shell enter this image's sandbox that way.
+
+
+def test_status_says_when_the_sandbox_predates_the_config_and_how_exec_reaches_it(repo, user_config, tiny_image):
+    ab("ab-up", str(repo), check=True)
+    report = json.loads(ab("ab-status", "--json", str(repo), check=True).stdout)
+    assert (report["state"], report["stale"], report["exec"]) == ("running", False, "server")
+    user_config(f'image = "{tiny_image}"\nmemory = "300m"\n')
+    report = json.loads(ab("ab-status", "--json", str(repo), check=True).stdout)
+    assert report["stale"] is True
+    assert b"stale" in ab("ab-status", str(repo), check=True).stdout
+    ab("ab-up", str(repo), check=True)
+    assert json.loads(ab("ab-status", "--json", str(repo), check=True).stdout)["stale"] is False
