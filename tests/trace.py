@@ -248,15 +248,15 @@ def sweep(before, user, marker, basetemp, exclusive):
             if volume.startswith(SANDBOX_VOLUME_PREFIXES + TEST_VOLUME_PREFIXES) and \
                     root("volume", "rm", volume).returncode == 0:
                 swept.append(f"volume {volume}")
-        for _ in range(3):  # a removed image can leave its parent layers unnamed
+        left = None
+        while True:  # build layers go leaf first: repeat while that removes something
             images = root.images()
-            doomed = [sorted(names)[0] for names in images.values() if any(n.startswith(TEST_IMAGE_PREFIXES)
-                                                                         for n in names)]
-            doomed += [i for i, names in images.items() if not names and i not in before.images]
-            if not doomed:
+            doomed = sorted(n for names in images.values() for n in names if n.startswith(TEST_IMAGE_PREFIXES))
+            doomed += sorted(i for i, names in images.items() if not names and i not in before.images)
+            if not doomed or doomed == left:
                 break
-            for image in doomed:
-                root("rmi", image)  # one still in use (by another run's sandbox) stays
+            left = doomed
+            root("rmi", *doomed)  # one still in use (by another run's sandbox) stays
     uid = uid_of(user)
     owns_user = exclusive and uid is not None and user_made_by_suite(user)  # made by this run or another
     if uid is not None and os.geteuid() == 0:

@@ -92,11 +92,35 @@ def default_image(engine_ready, tmp_path_factory):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
                **{var: str(xdg / var.lower()) for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")})
     env.pop("AGENTSH_ENGINE", None)
-    proc = ab("ab-image", "build", "--bootstrap", "--json", timeout=1800, env=env)
-    assert proc.returncode == 0, proc.stderr.decode()[-3000:]
-    record = json.loads(proc.stdout)
-    record["stderr"] = proc.stderr.decode()
-    return record
+    had = {name: image_id(name) for name in (DEFAULT_IMAGE, LOCAL_BASE)}
+    try:
+        proc = ab("ab-image", "build", "--bootstrap", "--json", timeout=1800, env=env)
+        assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+        record = json.loads(proc.stdout)
+        record["stderr"] = proc.stderr.decode()
+        yield record
+    finally:
+        restore_images(had)
+
+
+def image_id(name):
+    proc = podman("image", "inspect", "--format", "{{.Id}}", name, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def restore_images(had):
+    """Put each name back on the image it named before the build (none: remove it), and drop what
+    the build made in its place, so the run leaves the machine's images as they were."""
+    for name, old in had.items():
+        new = image_id(name)
+        if new == old:
+            continue
+        if old:
+            podman("tag", old, name, check=False)
+        else:
+            podman("rmi", name, check=False)
+        if new and new != old:
+            podman("rmi", new, check=False)  # still in use (another name, a container): it stays
 
 
 def run_in(image, script, *flags):
