@@ -283,6 +283,8 @@ def rootless_user(engine_ready):
     if subprocess.run(["id", ROOTLESS_USER], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-m", "-s", "/bin/bash", ROOTLESS_USER], check=True)
         trace.mark_user_made(ROOTLESS_USER)  # so the last run to end removes it (tests/trace.py)
+    elif trace.left_by_an_earlier_suite(ROOTLESS_USER):
+        trace.mark_user_made(ROOTLESS_USER)  # made by a suite that did not remove it: this run does
     if os.path.exists("/dev/net/tun"):
         os.chmod("/dev/net/tun", 0o666)  # rootless networking (slirp4netns) on these hosts
     user = RootlessUser(ROOTLESS_USER)

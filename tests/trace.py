@@ -88,6 +88,20 @@ def mark_user_made(user):
         pass
 
 
+def left_by_an_earlier_suite(user):
+    """A test user from before the suite removed its user: its config names a test image, as only
+    the suite's fixtures write it."""
+    import pwd
+
+    try:
+        home = pwd.getpwnam(user).pw_dir
+        with open(os.path.join(home, "xdg/config/agentsh/config.toml"), "rb") as f:
+            text = f.read(4096).decode("utf-8", "replace")
+    except (KeyError, OSError):
+        return False
+    return os.path.exists(os.path.join(home, "work")) and text.startswith('image = "localhost/agentsh-test-')
+
+
 def user_made_by_suite(user):
     import pwd
 

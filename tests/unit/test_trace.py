@@ -63,3 +63,20 @@ def test_the_session_lock_is_exclusive_only_for_a_lone_run(tmp_path):
     second.release()
     assert first.exclusive()
     first.release()
+
+
+def test_a_test_user_of_an_earlier_suite_is_known_by_its_config(tmp_path, monkeypatch):
+    import pwd
+
+    home = tmp_path / "home"
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: type("pw", (), {"pw_dir": str(home), "pw_uid": 4242})())
+    assert not trace.left_by_an_earlier_suite("agentsh-test")
+    (home / "work").mkdir(parents=True)
+    (home / "xdg/config/agentsh").mkdir(parents=True)
+    (home / "xdg/config/agentsh/config.toml").write_text('image = "localhost/my-own:1"\n')
+    assert not trace.left_by_an_earlier_suite("agentsh-test")  # someone's real account: never touched
+    (home / "xdg/config/agentsh/config.toml").write_text('image = "localhost/agentsh-test-git:latest"\n')
+    assert trace.left_by_an_earlier_suite("agentsh-test")
+    assert not trace.user_made_by_suite("agentsh-test")
+    trace.mark_user_made("agentsh-test")
+    assert trace.user_made_by_suite("agentsh-test")
