@@ -273,7 +273,7 @@ def sweep(before, user, marker, basetemp, exclusive):
             root("rmi", *doomed)  # one still in use (by another run's sandbox) stays
     uid = uid_of(user)
     owns_user = exclusive and uid is not None and user_made_by_suite(user)  # made by this run or another
-    if uid is not None and os.geteuid() == 0:
+    if uid is not None and os.geteuid() == 0 and exclusive:  # else another run may be using them
         theirs = user_podman(user)
         if owns_user:
             theirs("system", "reset", "-f")

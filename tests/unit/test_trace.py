@@ -80,3 +80,78 @@ def test_a_test_user_of_an_earlier_suite_is_known_by_its_config(tmp_path, monkey
     assert not trace.user_made_by_suite("agentsh-test")
     trace.mark_user_made("agentsh-test")
     assert trace.user_made_by_suite("agentsh-test")
+
+
+class FakePodman:
+    """trace.Podman's queries answered from sets; every call recorded."""
+
+    def __init__(self, containers=None, volumes=(), images=None):
+        self._containers, self._volumes, self._images = dict(containers or {}), set(volumes), dict(images or {})
+        self.calls = []
+
+    def __call__(self, *args):
+        self.calls.append(list(args))
+        if args[0] == "rmi":
+            for ref in args[1:]:
+                self._images = {i: n for i, n in self._images.items() if i != ref and ref not in n}
+        return subprocess.CompletedProcess(args, 0, "", "")
+
+    def containers(self):
+        return dict(self._containers)
+
+    def volumes(self):
+        return set(self._volumes)
+
+    def images(self):
+        return dict(self._images)
+
+
+def test_the_sweep_removes_this_runs_things_and_a_marked_user(monkeypatch, tmp_path):
+    import pwd
+
+    root = FakePodman(containers={"c1": ("ab-repo-1", "/tmp/pytest-1/t0/repo"), "c2": ("ab-r2", "/tmp/gt/r2")},
+                      volumes={"ab-repo-1-home", "agentsh-cache-npm", "theirs", "ab-old-home"},
+                      images={"i1": {"localhost/agentsh-test-tiny:latest"}, "i2": {"localhost/keep:1"},
+                              "i3": set(), "i4": set()})
+    user = FakePodman(containers={"u1": ("ab-u", "/home/t/work/r")})
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / trace.USER_MARK).write_text("")
+    monkeypatch.setattr(trace, "Podman", lambda: root)
+    monkeypatch.setattr(trace, "user_podman", lambda name: user)
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: type("pw", (), {"pw_dir": str(home), "pw_uid": 4242})())
+    monkeypatch.setattr(trace, "processes", lambda uid, marker: {})
+    monkeypatch.setattr(trace.os, "geteuid", lambda: 0)
+    ran = []
+    monkeypatch.setattr(trace.subprocess, "run", lambda argv, **kw: ran.append(argv))
+    before = trace.Footprint(volumes={"ab-old-home"}, images={"i4": set(), "i2": {"localhost/keep:1"}})
+    swept = trace.sweep(before, "agentsh-test", "/tmp/pytest-1", "/tmp/pytest-1", exclusive=True)
+    assert ["rm", "-f", "-t", "0", "c1"] in root.calls and not any("c2" in c for c in root.calls)
+    removed = {c[2] for c in root.calls if c[:2] == ["volume", "rm"]}
+    assert removed == {"ab-repo-1-home", "agentsh-cache-npm"}  # not someone else's, not one from before
+    assert set(root.images()) == {"i2", "i4"}  # the test image and the new unnamed layer went
+    assert ["system", "reset", "-f"] in user.calls
+    assert ["userdel", "-r", "agentsh-test"] in ran
+    assert swept == ["container ab-repo-1", "volume ab-repo-1-home", "volume agentsh-cache-npm"]
+
+
+def test_the_sweep_of_a_run_that_was_not_alone_touches_only_what_is_surely_its_own(monkeypatch, tmp_path):
+    import pwd
+
+    root = FakePodman(containers={"c1": ("ab-repo-1", "/tmp/pytest-1/t0/repo")}, volumes={"ab-repo-1-home"},
+                      images={"i1": {"localhost/agentsh-test-tiny:latest"}})
+    user = FakePodman(containers={"u1": ("ab-u", "/home/t/work/r")})
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / trace.USER_MARK).write_text("")
+    monkeypatch.setattr(trace, "Podman", lambda: root)
+    monkeypatch.setattr(trace, "user_podman", lambda name: user)
+    monkeypatch.setattr(pwd, "getpwnam", lambda name: type("pw", (), {"pw_dir": str(home), "pw_uid": 4242})())
+    monkeypatch.setattr(trace, "processes", lambda uid, marker: {})
+    monkeypatch.setattr(trace.os, "geteuid", lambda: 0)
+    ran = []
+    monkeypatch.setattr(trace.subprocess, "run", lambda argv, **kw: ran.append(argv))
+    before = trace.Footprint(user_exists=True, user_containers={"u1": ("ab-u", "/home/t/work/r")})
+    trace.sweep(before, "agentsh-test", "/tmp/pytest-1", "/tmp/pytest-1", exclusive=False)
+    assert root.calls == [["rm", "-f", "-t", "0", "c1"]] and set(root.images()) == {"i1"}
+    assert user.calls == [] and ran == []  # another run may be using them
