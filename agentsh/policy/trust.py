@@ -211,26 +211,6 @@ def _relative_files(covered):
 # -- linked worktrees ----------------------------------------------------------------
 
 
-def _is_real_dir(path):
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _real_dirs(path):
-    """True when every component of the absolute `path` is a directory, none a symlink."""
-    parts = path.split("/")
-    return all(_is_real_dir("/".join(parts[:i]) or "/") for i in range(2, len(parts) + 1))
-
-
-def _small_text(path):
-    try:
-        return read_project_file(path, 4096).decode("utf-8", "surrogateescape")
-    except AgentshError:
-        return None
-
-
 def _checkout_top(start):
     """The nearest directory at or above `start` holding `.git` (never home or /), or None."""
     from agentsh.base.paths import home_dir
@@ -256,31 +236,15 @@ def linked_main_file(path: str) -> str | None:
     directory no sandbox can write; a gitfile and a `commondir` the agent wrote
     in its own tree prove nothing.
     """
+    from agentsh.host import gittopo
+
     top = _checkout_top(os.path.dirname(path))
     if top is None:
         return None
-    dot = os.path.join(top, ".git")
-    try:
-        if not stat.S_ISREG(os.lstat(dot).st_mode):
-            return None
-    except OSError:
+    topo = gittopo.detect(top)  # the same checks agentsh makes before it mounts a worktree's git dir
+    if topo.kind != gittopo.LINKED or topo.main_root == top:
         return None
-    text = _small_text(dot)
-    if not text or not text.startswith("gitdir:"):
-        return None
-    own = os.path.normpath(os.path.join(top, text[len("gitdir:"):].strip()))
-    worktrees = os.path.dirname(own)
-    common = os.path.dirname(worktrees)
-    main = os.path.dirname(common)
-    if (os.path.basename(worktrees) != "worktrees" or os.path.basename(common) != ".git" or main == top
-            or not _real_dirs(own) or os.path.lexists(os.path.join(common, "commondir"))):
-        return None
-    back = _small_text(os.path.join(own, "gitdir"))
-    if back is None or not back.strip() or os.path.realpath(os.path.join(own, back.strip())) != dot:
-        return None
-    common_text = _small_text(os.path.join(own, "commondir"))
-    if common_text is None or os.path.normpath(os.path.join(own, common_text.strip())) != common:
-        return None
+    main = topo.main_root
     return os.path.join(main, os.path.relpath(path, top))
 
 

@@ -26,7 +26,8 @@ is never tried a second way.
 import _socket
 import os
 
-from agentsh.base.layout import EXECD, EXECD_SOCKET  # noqa: F401 (spec_args uses EXECD)
+from agentsh.base.fdio import write_all as _write_all  # noqa: F401 (spec_args uses EXECD)
+from agentsh.base.layout import EXECD, EXECD_SOCKET
 
 HELLO = b"agentsh-execd 1\n"
 CONNECT_TIMEOUT = 1.0
@@ -299,12 +300,3 @@ def _raw(fd):
         return None
     tty.setraw(fd)
     return saved
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BrokenPipeError:
-            return

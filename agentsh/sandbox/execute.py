@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - other interpreters
     import signal
 import sys
 
+from agentsh.base.fdio import write_all as _write_all
 from agentsh.host.engine import is_gone_message
 
 HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
@@ -173,13 +174,6 @@ def _relay_stderr(fd):
         first = False
 
 
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BrokenPipeError:
-            return
 
 
 def _forward_signals(engine, name, marker):
