@@ -40,16 +40,37 @@ MISSING = "execd.missing"  # why there is no server binary (read by ab-status an
 
 
 def build(lib_dir):
-    """Compile the exec server (static, so it runs in any image) into lib_dir; False if it cannot be."""
+    """Compile the exec server (static, so it runs in any image) into lib_dir; False if it cannot be.
+
+    The binary is kept in the user's cache dir under the hash of its source,
+    so each version is compiled once per user, not once per state dir.
+    """
     import shutil
     import subprocess
 
+    from agentsh.base.digest import sha256_hex
+
+    source = os.path.join(lib_dir, "execd.c")
+    with open(source, "rb") as f:
+        digest = sha256_hex(f.read())[:16]
+    cache_root = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.expanduser("~/.cache")
+    cached = os.path.join(cache_root, "agentsh", f"execd-{digest}")
+    target = os.path.join(lib_dir, BINARY)
+    if os.access(cached, os.X_OK):
+        shutil.copy2(cached, target)
+        return True
     cc = shutil.which("cc") or shutil.which("gcc")
     why = "no C compiler (cc) on this host"
     if cc:
-        proc = subprocess.run([cc, "-O2", "-static", "-o", os.path.join(lib_dir, BINARY),
-                               os.path.join(lib_dir, "execd.c")], capture_output=True, text=True)
+        proc = subprocess.run([cc, "-O2", "-static", "-o", target, source], capture_output=True, text=True)
         if proc.returncode == 0:
+            try:
+                os.makedirs(os.path.dirname(cached), mode=0o700, exist_ok=True)
+                tmp = f"{cached}.{os.getpid()}"
+                shutil.copy2(target, tmp)
+                os.replace(tmp, cached)
+            except OSError:
+                pass  # no cache: the next state dir compiles again
             return True
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         why = f"cc could not build it: {(lines or ['exit status %d' % proc.returncode])[-1][:200]}"
