@@ -117,10 +117,11 @@ def collect_git(proj, store, token, notify, locked=False):
 
 
 def _has_exports(sandbox, token, locked):
-    """Whether command `token` left an export list in the sandbox's private git dir (gitbridge.EXPORT)."""
+    """Whether command `token` left an export list in the sandbox's private git dir (gitbridge.collect takes it)."""
+    from agentsh.base import layout
     from agentsh.base.paths import data_dir
 
-    path = os.path.join(data_dir(), "git", sandbox + ("-locked" if locked else ""), "agentsh-export")
+    path = os.path.join(data_dir(), layout.private_git_dir(sandbox, locked), layout.GIT_EXPORT)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:

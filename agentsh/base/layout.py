@@ -139,6 +139,9 @@ def private_git_dir(sandbox: str, locked: bool = False) -> str:
     return f"git/{sandbox}{'-locked' if locked else ''}"
 
 
+GIT_EXPORT = "agentsh-export"  # in a private git dir: what the in-sandbox gitsync wrote for the host to take
+
+
 def lib_dir(digest: str) -> str:
     """The in-sandbox scripts of one agentsh version, named by their content."""
     return f"lib/{digest}"

@@ -34,7 +34,7 @@ from agentsh.base.errors import AgentshError
 from agentsh.base.layout import HOST_GIT, LIB
 from agentsh.host import gittopo
 
-EXPORT = "agentsh-export"
+EXPORT = layout.GIT_EXPORT
 MODULES_LIST = "agentsh-modules"
 BUNDLE_LIMIT = 4 << 30
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?\Z")
@@ -60,13 +60,17 @@ def _lib_sources():
     return out
 
 
+_LIB_DIGEST = []  # the sources' digest, read and hashed once per process (ab-up asks for it several times)
+
+
 def lib_dir():
     """Where the in-sandbox scripts of this agentsh version live (named by their content)."""
-    from agentsh.base.digest import sha256_hex
+    if not _LIB_DIGEST:
+        from agentsh.base.digest import sha256_hex
 
-    sources = _lib_sources()
-    digest = sha256_hex(b"\0".join(sources[n] for n in _LIB_FILES))[:12]
-    return os.path.join(paths.data_dir(), layout.lib_dir(digest))
+        sources = _lib_sources()
+        _LIB_DIGEST.append(sha256_hex(b"\0".join(sources[n] for n in _LIB_FILES))[:12])
+    return os.path.join(paths.data_dir(), layout.lib_dir(_LIB_DIGEST[0]))
 
 
 # -- the container spec ------------------------------------------------------
