@@ -127,11 +127,13 @@ class SpecInputs:
     mount, None, or the ConfigError that refused it; `secrets`: (run
     arguments, env) of the secrets tmpfs and, when granted and not in
     lockdown, the forwarded SSH agent; `recipe`: the devcontainer
-    Dockerfile's bytes when the image is built from it.
+    Dockerfile's bytes when the image is built from it; `execd`: (run
+    arguments, keep-alive) for the exec server, or a plain sleep where it
+    could not be built.
     """
 
     __slots__ = ("uid", "gid", "topo", "git_args", "git_env", "mounts", "dev_mounts", "ca_bundle",
-                 "secrets", "instructions_args", "recipe")
+                 "secrets", "instructions_args", "recipe", "execd")
 
     def __init__(self, **values):
         for name in self.__slots__:
@@ -155,7 +157,7 @@ def gather(project, cfg, engine, topo=None):
     from agentsh.creds import delivery
     from agentsh.host import gittopo
     from agentsh.policy import lockdown
-    from agentsh.sandbox import gitbridge, instructions
+    from agentsh.sandbox import execd, gitbridge, instructions
 
     locked = lockdown.is_locked(cfg)
     topo = topo or gittopo.detect(project.root)
@@ -176,7 +178,8 @@ def gather(project, cfg, engine, topo=None):
     return SpecInputs(
         uid=uid, gid=gid, topo=topo, git_args=git_args, git_env=git_env,
         mounts=_resolved(cfg["mounts"]), dev_mounts=_resolved(dev.mounts) if dev is not None else [],
-        ca_bundle=ca_bundle, secrets=secrets, instructions_args=instructions.mount_args(), recipe=recipe)
+        ca_bundle=ca_bundle, secrets=secrets, instructions_args=instructions.mount_args(), recipe=recipe,
+        execd=execd.spec_args(gitbridge.lib_dir(), project.sandbox))
 
 
 # -- the pure part ---------------------------------------------------------------
@@ -297,9 +300,7 @@ def build(project, cfg, engine, inputs, publish=()):
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
     # The keep-alive is the exec server when this agentsh could build it (sandbox.execd).
-    from agentsh.sandbox import execd, gitbridge
-
-    execd_args, keepalive = execd.spec_args(gitbridge.lib_dir(), project.sandbox)
+    execd_args, keepalive = inputs.execd
     args += execd_args
     args += ["-w", root, image, *keepalive]
     out = Spec(project.sandbox, root, image, args, keepalive)
