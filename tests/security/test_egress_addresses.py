@@ -15,60 +15,21 @@ import ipaddress
 import json
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 import uuid
 
 import pytest
 
 from tests.conftest import TINY_IMAGE, remove_sandboxes_under
+from tests.egress_origin import Origin
 
 pytestmark = pytest.mark.usefixtures("tiny_image")
 
 
-class Origin:
-    """A TCP server on :: with IPV6_V6ONLY off: ::1, 127.x, ::ffff:127.0.0.1 and the LAN addresses reach it."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("::", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.peers = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            self.peers.append(peer[0])
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 17\r\n\r\nhello from origin")
-                except OSError:
-                    pass
-
-    def close(self):
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def origin():
-    srv = Origin()
+    srv = Origin(b"hello from origin")
     yield srv
     srv.close()
 

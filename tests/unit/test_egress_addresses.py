@@ -15,38 +15,7 @@ import pytest
 
 from agentsh.egress import audit, proxy
 from agentsh.policy.rules import Policy
-
-
-class Origin:
-    """A TCP server on :: (IPv6 and IPv4, so ::1, 127.x and ::ffff:127.0.0.1 all reach it)."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("::", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.peers = []
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except OSError:
-                return
-            self.peers.append(peer[0])
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\norigin")
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
+from tests.egress_origin import Origin, exchange
 
 
 @pytest.fixture
@@ -63,16 +32,6 @@ def start(policy, log_path):
     p = proxy.Proxy(listener, proxy.StaticPolicy(policy), audit.Writer(str(log_path)), "ab-test-egress")
     threading.Thread(target=p.serve_forever, daemon=True).start()
     return p, listener.getsockname()[1]
-
-
-def exchange(port, data):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def entries(log_path, count):

@@ -13,6 +13,7 @@ from agentsh.egress import audit, network, proxy
 from agentsh.host import project
 from agentsh.policy.rules import Policy
 from tests.conftest import git_init
+from tests.egress_origin import exchange
 
 
 class Hello(BaseHTTPRequestHandler):
@@ -46,16 +47,6 @@ def start_proxy(policy_source, log_path):
     p = proxy.Proxy(listener, policy_source, log, "ab-test-sandbox")
     threading.Thread(target=p.serve_forever, daemon=True).start()
     return p, listener.getsockname()[1], log
-
-
-def exchange(port, data):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def entries(log_path, count, tries=100):
