@@ -157,10 +157,10 @@ def run(conn, cmd, workdir, env, tty, signal_module):
     passed, made, stdin_pipe, outs = [], [], None, {}  # outs: our read end -> where its bytes go
     if not tty:
         for fd in (0, 1, 2):
-            if not os.isatty(fd):
+            if _passable(fd):
                 passed.append(fd)
                 continue
-            r, w = os.pipe()  # a terminal is never passed in: a pipe stands for it
+            r, w = os.pipe()  # a pipe stands for it, relayed here
             if fd == 0:
                 passed.append(r)
                 made.append(r)
@@ -179,6 +179,25 @@ def run(conn, cmd, workdir, env, tty, signal_module):
     for fd in made:  # the server holds these now
         os.close(fd)
     return _relay(conn, tty, stdin_pipe, outs, signal_module)
+
+
+def _passable(fd):
+    """Whether fd may be handed to the sandbox as it is: a pipe, or /dev/null.
+
+    Anything else is relayed through a pipe. A terminal would let the sandbox
+    push input into the host's terminal (TIOCSTI). A regular file (or a
+    socket, or a device) could be reopened through /proc/self/fd in another
+    mode: a file given as stdin reopened for writing, where the sandbox's
+    user may write it. A pipe reopened that way is the same pipe, and
+    /dev/null is /dev/null.
+    """
+    import stat
+
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISFIFO(st.st_mode) or (stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3))
 
 
 def _terminal_size():
@@ -258,7 +277,7 @@ def _loop(conn, readers, outs, pipes):
     poller = select.poll()
     for fd in readers:
         poller.register(fd, select.POLLIN)
-    buf = b""
+    buf = pending = b""
     status = None
     while status is None:
         for fd, _ev in poller.poll():
@@ -284,14 +303,33 @@ def _loop(conn, readers, outs, pipes):
                 conn.sendall(_frame(b"I", data) if data else _frame(b"E"))
                 if not data:
                     poller.unregister(0)
-            elif role == "stdin-pipe":
+            elif role == "stdin-pipe":  # the relayed stdin: read only what the command has room for
                 data = os.read(0, 65536)
+                poller.unregister(0)
                 if data:
-                    _write_all(pipes["stdin"], data)
+                    pending = data
+                    os.set_blocking(pipes["stdin"], False)
+                    readers[pipes["stdin"]] = "stdin-out"
+                    poller.register(pipes["stdin"], select.POLLOUT)
                 else:
-                    poller.unregister(0)
                     os.close(pipes["stdin"])
                     pipes["stdin"] = None
+            elif role == "stdin-out":
+                try:
+                    pending = pending[os.write(fd, pending):]
+                except BlockingIOError:
+                    continue
+                except OSError:  # the command closed its stdin (or ended): what is left is not wanted
+                    pending = b""
+                    poller.unregister(fd)
+                    del readers[fd]
+                    os.close(fd)
+                    pipes["stdin"] = None
+                    continue
+                if not pending:
+                    poller.unregister(fd)
+                    del readers[fd]
+                    poller.register(0, select.POLLIN)
             elif isinstance(role, tuple):
                 data = os.read(fd, 65536)
                 if data:
