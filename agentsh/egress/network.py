@@ -26,6 +26,8 @@ from agentsh.policy.rules import NONE, PROXIED, Policy, config_patterns, parse_r
 PROXY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1,::1"
+# The sandbox's resolver: the proxy's DNS answerer on its loopback (egress.dns).
+RESOLV_CONF = os.path.join(os.path.dirname(os.path.realpath(__file__)), "resolv.conf")
 
 
 # -- records ------------------------------------------------------------------
@@ -83,7 +85,7 @@ def run_args(cfg):
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             env[name] = env[name.lower()] = PROXY_URL
         env["NO_PROXY"] = env["no_proxy"] = NO_PROXY
-        return ["--network=none"], env
+        return ["--network=none", "-v", f"{RESOLV_CONF}:/etc/resolv.conf:ro"], env
     return [], {}
 
 
@@ -121,15 +123,19 @@ def attach(project, cfg, engine, store, notify=None):
         "extra": extra_rel(project), "log": audit_rel(project.sandbox), "port": PROXY_PORT,
     }
     store.write(rel, record)
-    listener = plant_listener(engine, sandbox_pid, PROXY_PORT)
+    fds, problem = plant_listener(engine, sandbox_pid, PROXY_PORT)
     try:
-        pid = _spawn_proxy(store, rel, listener)
+        pid = _spawn_proxy(store, rel, fds)
     finally:
-        os.close(listener)
-    record.update(pid=pid, pid_start=_start_time(pid))
+        for fd in fds:
+            os.close(fd)
+    record.update(pid=pid, pid_start=_start_time(pid), steered=not problem)
     store.write(rel, record)
     if notify:
         notify(f"egress proxy for {project.sandbox} started (mode {want['mode']}; see 'ab-log')")
+        if problem:
+            notify(f"only programs using HTTP(S)_PROXY get out of {project.sandbox}: cannot steer other "
+                   f"connections ({problem})")
     return record
 
 
@@ -150,11 +156,17 @@ def stop(store, sandbox_name):
 
 
 def plant_listener(engine, sandbox_pid, port):
-    """A listening TCP socket on 127.0.0.1:port inside the sandbox's network namespace; returns its fd.
+    """The proxy's sockets inside the sandbox's network namespace: ([fds], problem).
 
-    Entering a namespace needs CAP_SYS_ADMIN over it: root has it for a
-    rootful engine's containers, and rootless Podman's user namespace gives
-    it to `podman unshare`. The helper sends the fd back over a Unix socket.
+    fds: the proxy listener on 127.0.0.1:port, the transparent listener on
+    port + 1, the DNS answerer's UDP and TCP sockets on port 53 (see
+    proxy.plant); problem: "" when the helper also set the namespace's
+    steering route and REDIRECT rule, else why it could not. Entering a
+    namespace (and changing its routes and rules) needs CAP_SYS_ADMIN and
+    CAP_NET_ADMIN over it: root has them for a rootful engine's containers,
+    and rootless Podman's user namespace gives them to `podman unshare`.
+    The sandbox's own processes have neither. The helper sends the fds back
+    over a Unix socket.
     """
     import array
     import socket
@@ -189,7 +201,7 @@ def plant_listener(engine, sandbox_pid, port):
                                    f"{(err or ['no answer from the helper'])[-1][:200]}",
                                    "run 'ab-up --recreate'; see docs/security.md, network") from None
             with conn:
-                _, anc, _, _ = conn.recvmsg(1, socket.CMSG_LEN(array.array("i").itemsize))
+                msg, anc, _, _ = conn.recvmsg(1024, socket.CMSG_LEN(4 * array.array("i").itemsize))
             proc.wait(timeout=30)
         finally:
             server.close()
@@ -197,13 +209,15 @@ def plant_listener(engine, sandbox_pid, port):
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
-    if not fds:
-        raise AgentshError("the egress proxy's helper sent no socket", "run 'ab-up --recreate'")
-    return fds[0]
+    if len(fds) != 4:
+        for fd in fds:
+            os.close(fd)
+        raise AgentshError("the egress proxy's helper sent no sockets", "run 'ab-up --recreate'")
+    return list(fds), msg[1:].decode("utf-8", "replace")
 
 
-def _spawn_proxy(store, rel, listener_fd):
-    """Start the detached proxy process serving listener_fd; returns its pid."""
+def _spawn_proxy(store, rel, fds):
+    """Start the detached proxy process serving the planted sockets; returns its pid."""
     import subprocess
     import sys
 
@@ -212,7 +226,7 @@ def _spawn_proxy(store, rel, listener_fd):
     with open(log_path, "ab") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agentsh.egress.proxy", "serve", "--state", store.root, "--record", rel,
-             "--fd", str(listener_fd)],
-            pass_fds=[listener_fd], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+             "--fd", str(fds[0]), "--steer-fd", str(fds[1]), "--dns-fd", str(fds[2]), "--dns-fd", str(fds[3])],
+            pass_fds=fds, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
             start_new_session=True, cwd="/")
     return proc.pid

@@ -103,29 +103,145 @@ class Refused(OSError):
 class Proxy:
     """Serves one listening socket; decisions from `policy.current()`, entries to `log`."""
 
-    def __init__(self, listener, policy, log, sandbox=""):
+    def __init__(self, listener, policy, log, sandbox="", transparent=None, dns=(), names=None):
         self.listener, self.policy, self.log, self.sandbox = listener, policy, log, sandbox
+        self.transparent, self.dns = transparent, list(dns)  # steered TCP; the DNS answerer's UDP and TCP sockets
         self.closed = threading.Event()
+        from agentsh.egress.dns import Names
+
+        self.names = names if names is not None else Names()
 
     def serve_forever(self):
-        self.listener.settimeout(None)
+        """Serve every socket given (one thread each) until close()."""
+        threads = []
+        if self.transparent is not None:
+            threads.append(threading.Thread(target=self._accept, args=(self.transparent, self.handle_steered),
+                                            daemon=True))
+        if self.dns:
+            from agentsh.egress import dns
+
+            answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns)
+            for sock in self.dns:
+                loop = dns.serve_udp if sock.type == socket.SOCK_DGRAM else dns.serve_tcp
+                sock.settimeout(None)
+                threads.append(threading.Thread(target=loop, args=(sock, answerer, self.closed), daemon=True))
+        for t in threads:
+            t.start()
+        self._accept(self.listener, self.handle)
+
+    def _accept(self, listener, handler):
+        listener.settimeout(None)
         while not self.closed.is_set():
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 if self.closed.is_set():
                     return
                 time.sleep(0.05)
                 continue
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+            threading.Thread(target=handler, args=(conn,), daemon=True).start()
 
     def close(self):
         self.closed.set()
+        for sock in [self.listener, self.transparent, *self.dns]:
+            if sock is None:
+                continue
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    # -- names the DNS answerer gives an address -------------------------------------
+
+    def name_allowed(self, host):
+        """(allowed, reason): whether a rule could allow `host` on some port (always in learn mode)."""
+        policy = self.policy.current()
+        for rule in policy.rules:
+            if rule.ip is None and rule.matches(host, next(iter(rule.ports)) if rule.ports else 443, None):
+                return True, rule.text
+        if policy.mode == "learn":
+            return True, "learn"
+        return False, "not on the allowlist"
+
+    def _log_dns(self, host, reason):
+        start = time.time()
+        self._log({"time": audit.now_iso(start), "sandbox": self.sandbox, "host": host, "port": 0, "method": "DNS",
+                   "allowed": False, "reason": reason, "bytes_sent": 0, "bytes_received": 0, "ms": 0}, start)
+
+    # -- a connection steered to the proxy (no proxy protocol) ---------------------------
+
+    def handle_steered(self, client):
+        """A TCP connection the sandbox made to a synthetic address: name from the map, checked against SNI/Host."""
+        from agentsh.egress import steer
+
+        start = time.time()
+        entry = {"time": audit.now_iso(start), "sandbox": self.sandbox, "host": "", "port": 0, "method": "TCP",
+                 "allowed": False, "reason": "", "bytes_sent": 0, "bytes_received": 0, "ms": 0}
+        upstream = None
         try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
+            try:
+                addr, port = steer.original_dst(client)
+            except ValueError:
+                return  # reached the port directly, not through the rule: nothing to forward to
+            host = self.names.name(addr)
+            entry.update(host=host or addr, port=port)
+            if host is None:
+                entry["reason"] = f"{addr} is no address this sandbox's DNS answered"
+                self._log(entry, start)
+                return
+            try:
+                kind, said, first = steer.sniff(client)
+            except (ValueError, OSError) as e:
+                entry["reason"] = f"refused: {e}"
+                self._log(entry, start)
+                return
+            entry["method"] = kind
+            http = kind not in ("TLS", "TCP")
+            if said is not None and normalize_host(said) != host:
+                what = "TLS server name" if kind == "TLS" else "HTTP Host"
+                entry["reason"] = f"{what} {said[:255]!r} does not match {host} (the name the address was given for)"
+                if http:
+                    _reply(client, 403, f"the Host header does not match {host}")
+                self._log(entry, start)
+                return
+            policy = self.policy.current()
+            allowed, why, host, checked = policy.check(host, port)
+            entry["reason"] = why
+            if not allowed:
+                if http:
+                    hint = f"; allow it with: ab-net allow {_dest(host, port) if port not in (80, 443) else host}"
+                    _reply(client, 403, f"{_dest(host, port)} is not allowed for this sandbox ({why}){hint}")
+                self._log(entry, start)
+                return
+            try:
+                upstream = _connect(host, port, checked, policy)
+            except Refused as e:
+                entry.update(reason=e.log)
+                if http:
+                    _reply(client, 403, f"{_dest(host, port)}: {e.reply}")
+                self._log(entry, start)
+                return
+            except OSError as e:
+                entry["reason"] = f"cannot connect: {e.strerror or e}"
+                if http:
+                    _reply(client, 502, f"cannot reach {_dest(host, port)}: {e.strerror or e}")
+                self._log(entry, start)
+                return
+            entry["allowed"] = True
+            client.settimeout(None)
+            sent, received = _relay(client, upstream, first)
+            entry.update(bytes_sent=sent, bytes_received=received)
+            self._log(entry, start)
+        except Exception as e:  # a broken client must never take the proxy down
+            if not entry["reason"]:
+                entry["reason"] = f"error: {e}"
+            if entry["host"]:
+                self._log(entry, start)
+        finally:
+            for s in (client, upstream):
+                if s is not None:
+                    s.close()
 
     # -- one connection --------------------------------------------------------
 
@@ -411,11 +527,17 @@ def _start_time(pid):
     return start_time(pid)
 
 
-def serve(state_root, rel, fd):
+def names_path(store, rel):
+    """The DNS answerer's name <-> address map, next to the proxy's record."""
+    return store.path(rel[:-5] + ".names.jsonl" if rel.endswith(".json") else rel + ".names.jsonl")
+
+
+def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
     """Run until the sandbox's first process is gone (polled each second) or SIGTERM."""
     import signal
 
     from agentsh.base.state import Store
+    from agentsh.egress.dns import Names
 
     store = Store(state_root)
     policy = RecordPolicy(store, rel)
@@ -423,7 +545,9 @@ def serve(state_root, rel, fd):
     record = policy.record
     listener = socket.socket(fileno=fd)
     log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
-    proxy = Proxy(listener, policy, log, record.get("sandbox", ""))
+    proxy = Proxy(listener, policy, log, record.get("sandbox", ""),
+                  transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
+                  dns=[socket.socket(fileno=f) for f in dns_fds], names=Names(names_path(store, rel)))
 
     def stop(*_):
         proxy.close()
@@ -446,8 +570,80 @@ def serve(state_root, rel, fd):
         log.close()
 
 
+STEER_PORT_OFFSET = 1  # the transparent listener: PORT + 1 (3129)
+DNS_PORT = 53
+
+
+def _tool(name):
+    import shutil
+
+    for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
+        if os.access(os.path.join(d, name), os.X_OK):
+            return os.path.join(d, name)
+    return shutil.which(name)
+
+
+def steer_rules(steer_port):
+    """Commands (argv) that steer TCP to the synthetic block onto 127.0.0.1:steer_port, idempotently.
+
+    A local route for the block makes its addresses reachable at all (the
+    namespace has no other route); the nat OUTPUT rule rewrites each such
+    connection to the transparent listener, which reads the original
+    destination back with SO_ORIGINAL_DST.
+    """
+    from agentsh.egress.dns import SYNTHETIC
+
+    iptables, ip = _tool("iptables"), _tool("ip")
+    if not iptables or not ip:
+        raise OSError("iptables and ip (packages iptables, iproute2) are needed to steer connections")
+    rule = ["OUTPUT", "-d", str(SYNTHETIC), "-p", "tcp", "-j", "REDIRECT", "--to-ports", str(steer_port)]
+    return [[ip, "route", "replace", "local", str(SYNTHETIC), "dev", "lo"]], [iptables, "-t", "nat"], rule
+
+
+def _steer(steer_port):
+    """Set the namespace's route and REDIRECT rule; "" when done, else why not."""
+    import subprocess
+
+    try:
+        routes, iptables, rule = steer_rules(steer_port)
+        for argv in routes:
+            subprocess.run(argv, check=True, capture_output=True, timeout=30)
+        if subprocess.run([*iptables, "-C", *rule], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run([*iptables, "-A", *rule], check=True, capture_output=True, timeout=30)
+    except subprocess.CalledProcessError as e:
+        err = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        return f"{os.path.basename(e.cmd[0])}: {(err or ['failed'])[-1][:200]}"
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)[:200]
+    return ""
+
+
+def _bind(kind, port, listen=True):
+    """A socket bound to 127.0.0.1:port (retried briefly: a stopped proxy's socket may linger)."""
+    sock = socket.socket(socket.AF_INET, kind)
+    if kind == socket.SOCK_STREAM:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    for attempt in range(30):
+        try:
+            sock.bind(("127.0.0.1", port))
+            break
+        except OSError as e:
+            if e.errno != 98 or attempt == 29:  # EADDRINUSE
+                raise SystemExit(f"cannot listen on 127.0.0.1:{port} in the sandbox: {e.strerror}")
+            time.sleep(0.1)
+    if listen and kind == socket.SOCK_STREAM:
+        sock.listen(1024)
+    return sock
+
+
 def plant(pid, port, unix_path):
-    """In the sandbox's network namespace, make a listening socket and send its fd to unix_path."""
+    """In the sandbox's network namespace, make the proxy's sockets and send their fds to unix_path.
+
+    The fds, in order: the proxy listener (127.0.0.1:PORT), the transparent
+    listener (PORT + 1), the DNS answerer's UDP and TCP sockets (port 53).
+    The message carries "" or why the steering rules could not be set (the
+    proxy then serves HTTP(S)_PROXY users only; nothing else gets out).
+    """
     import array
     import ctypes
 
@@ -457,16 +653,13 @@ def plant(pid, port, unix_path):
         err = ctypes.get_errno()
         raise SystemExit(f"cannot enter the sandbox's network namespace: {os.strerror(err)}")
     os.close(ns)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(("127.0.0.1", port))
-    except OSError as e:
-        raise SystemExit(f"cannot listen on 127.0.0.1:{port} in the sandbox: {e.strerror}")
-    sock.listen(256)
+    socks = [_bind(socket.SOCK_STREAM, port), _bind(socket.SOCK_STREAM, port + STEER_PORT_OFFSET),
+             _bind(socket.SOCK_DGRAM, DNS_PORT), _bind(socket.SOCK_STREAM, DNS_PORT)]
+    problem = _steer(port + STEER_PORT_OFFSET)
     back = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     back.connect(unix_path)
-    back.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [sock.fileno()]))])
+    back.sendmsg([b"\0" + problem.encode()],
+                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [s.fileno() for s in socks]))])
     back.close()
 
 
@@ -479,13 +672,15 @@ def main(argv=None):
     s.add_argument("--state", required=True)
     s.add_argument("--record", required=True)
     s.add_argument("--fd", type=int, required=True)
+    s.add_argument("--steer-fd", type=int)
+    s.add_argument("--dns-fd", type=int, action="append", default=[])
     pl = sub.add_parser("plant")
     pl.add_argument("pid", type=int)
     pl.add_argument("port", type=int)
     pl.add_argument("unix_path")
     args = p.parse_args(argv)
     if args.cmd == "serve":
-        serve(args.state, args.record, args.fd)
+        serve(args.state, args.record, args.fd, args.steer_fd, args.dns_fd)
     else:
         plant(args.pid, args.port, args.unix_path)
 
