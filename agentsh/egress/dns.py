@@ -160,8 +160,9 @@ class Answerer:
     address; `log(name, reason)` is called for each refused one.
     """
 
-    def __init__(self, names, decide, log):
+    def __init__(self, names, decide, log, local=()):
         self.names, self.decide, self.log = names, decide, log
+        self.local = frozenset(local)  # names of the sandbox itself: 127.0.0.1 (its hostname)
 
     def answer(self, data):
         """The response bytes for a query, or None for garbage not worth an answer."""
@@ -183,6 +184,8 @@ class Answerer:
             return response(qid, flags, question, NXDOMAIN)
         if literal is not None:
             return response(qid, flags, question, NXDOMAIN)
+        if host in self.local or host == "localhost" or host.endswith(".localhost"):
+            return response(qid, flags, question, NOERROR, "127.0.0.1" if qtype == A and qclass == CLASS_IN else None)
         allowed, reason = self.decide(host)
         if not allowed:
             self.log(host, reason)

@@ -26,8 +26,10 @@ from agentsh.policy.rules import NONE, PROXIED, Policy, config_patterns, parse_r
 PROXY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1,::1"
-# The sandbox's resolver: the proxy's DNS answerer on its loopback (egress.dns).
+# The sandbox's resolver: the proxy's DNS answerer on its loopback (egress.dns); and a hosts file
+# naming only localhost (the engine's copy of the host's /etc/hosts would send its names around the answerer).
 RESOLV_CONF = os.path.join(os.path.dirname(os.path.realpath(__file__)), "resolv.conf")
+HOSTS = os.path.join(os.path.dirname(RESOLV_CONF), "hosts")
 
 
 # -- records ------------------------------------------------------------------
@@ -85,7 +87,7 @@ def run_args(cfg):
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             env[name] = env[name.lower()] = PROXY_URL
         env["NO_PROXY"] = env["no_proxy"] = NO_PROXY
-        return ["--network=none", "-v", f"{RESOLV_CONF}:/etc/resolv.conf:ro"], env
+        return ["--network=none", "-v", f"{RESOLV_CONF}:/etc/resolv.conf:ro", "-v", f"{HOSTS}:/etc/hosts:ro"], env
     return [], {}
 
 
@@ -121,6 +123,7 @@ def attach(project, cfg, engine, store, notify=None):
         "sandbox": project.sandbox, "project": project.root, **want,
         "sandbox_pid": sandbox_pid, "sandbox_start": _start_time(sandbox_pid),
         "extra": extra_rel(project), "log": audit_rel(project.sandbox), "port": PROXY_PORT,
+        "hostname": project.slug,  # the sandbox's own name: the DNS answerer says 127.0.0.1
     }
     store.write(rel, record)
     fds, problem = plant_listener(engine, sandbox_pid, PROXY_PORT)

@@ -103,7 +103,8 @@ class Refused(OSError):
 class Proxy:
     """Serves one listening socket; decisions from `policy.current()`, entries to `log`."""
 
-    def __init__(self, listener, policy, log, sandbox="", transparent=None, dns=(), names=None):
+    def __init__(self, listener, policy, log, sandbox="", transparent=None, dns=(), names=None, local_names=()):
+        self.local_names = local_names
         self.listener, self.policy, self.log, self.sandbox = listener, policy, log, sandbox
         self.transparent, self.dns = transparent, list(dns)  # steered TCP; the DNS answerer's UDP and TCP sockets
         self.closed = threading.Event()
@@ -120,7 +121,7 @@ class Proxy:
         if self.dns:
             from agentsh.egress import dns
 
-            answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns)
+            answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns, self.local_names)
             for sock in self.dns:
                 loop = dns.serve_udp if sock.type == socket.SOCK_DGRAM else dns.serve_tcp
                 sock.settimeout(None)
@@ -239,6 +240,8 @@ class Proxy:
             if entry["host"]:
                 self._log(entry, start)
         finally:
+            if not entry["allowed"]:
+                _reset(client)  # a refusal reads as "connection reset", not as an empty answer
             for s in (client, upstream):
                 if s is not None:
                     s.close()
@@ -312,6 +315,16 @@ class Proxy:
             self.log.write(entry)
         except OSError as e:
             sys.stderr.write(f"agentsh proxy: cannot write the audit log: {e}\n")
+
+
+def _reset(sock):
+    """Close with an RST (SO_LINGER 0) rather than a FIN."""
+    import struct
+
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
 
 
 def _dest(host, port):
@@ -547,7 +560,8 @@ def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
     log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
     proxy = Proxy(listener, policy, log, record.get("sandbox", ""),
                   transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
-                  dns=[socket.socket(fileno=f) for f in dns_fds], names=Names(names_path(store, rel)))
+                  dns=[socket.socket(fileno=f) for f in dns_fds], names=Names(names_path(store, rel)),
+                  local_names=[record["hostname"]] if record.get("hostname") else ())
 
     def stop(*_):
         proxy.close()

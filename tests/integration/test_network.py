@@ -219,3 +219,328 @@ def test_rootless_sandbox_reaches_only_allowed_hosts(rootless_user, server):
     finally:
         user.run("ab-down", "--rm", "--volumes", str(project_dir))
         user.run("sh", "-c", f"printf 'image = \"localhost/agentsh-test-tiny:latest\"\\n' > {config}")
+
+
+# -- programs that ignore proxy variables: the DNS answerer and transparent steering ------------------
+
+DEFAULT_IMAGE = "localhost/agentsh:latest"
+NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                                       "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
+
+
+class HostsEntry:
+    """Names for this machine's loopback in the host's /etc/hosts, so the proxy's resolver finds them.
+
+    The line carries a marker of its own and is removed (the file rewritten
+    in place, never replaced) when the test ends.
+    """
+
+    def __init__(self, *names):
+        import uuid
+
+        self.marker = f"agentsh-test-{uuid.uuid4().hex[:8]}"
+        self.names = names
+        with open("/etc/hosts", "a") as f:
+            f.write(f"127.0.0.1 {' '.join(names)} # {self.marker}\n")
+
+    def remove(self):
+        with open("/etc/hosts", "r+") as f:
+            kept = [line for line in f.read().splitlines(keepends=True) if self.marker not in line]
+            f.seek(0)
+            f.write("".join(kept))
+            f.truncate()
+
+
+def self_signed(name, directory):
+    """A key and a self-signed certificate for `name` (the CA the sandbox's programs are told to trust)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def web_servers(root, cert, key):
+    """An HTTPS and an HTTP server on 0.0.0.0 serving `root` (a page and a git repository); (servers, ports)."""
+    import functools
+    import ssl
+    from http.server import SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=root)
+    servers = [ThreadingHTTPServer(("0.0.0.0", 0), handler) for _ in range(2)]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    servers[0].socket = context.wrap_socket(servers[0].socket, server_side=True)
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return servers, [srv.server_address[1] for srv in servers]
+
+
+@pytest.fixture(scope="class")
+def internet(tmp_path_factory):
+    """'The internet' for programs that resolve names themselves: names in the host's resolver, real servers.
+
+    NAME and DENIED are fresh names; only NAME is in /etc/hosts (for
+    127.0.0.1), serving a page and a git repository over HTTPS and HTTP.
+    """
+    import subprocess
+    import uuid
+
+    tag = uuid.uuid4().hex[:8]
+    name, denied = f"origin-{tag}.agentsh.test", f"denied-{tag}.agentsh.test"
+    base = tmp_path_factory.mktemp("internet")
+    root = base / "www"
+    root.mkdir()
+    (root / "index.html").write_text(f"hello from {name}\n")
+    work = base / "work"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@e", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q", str(work)], check=True)
+    (work / "file").write_text("cloned through the proxy\n")
+    subprocess.run([*git, "-C", str(work), "add", "file"], check=True)
+    subprocess.run([*git, "-C", str(work), "commit", "-qm", "one"], check=True)
+    subprocess.run([*git, "clone", "-q", "--bare", str(work), str(root / "repo.git")], check=True)
+    subprocess.run(["git", "-C", str(root / "repo.git"), "update-server-info"], check=True)
+    cert, key = self_signed(name, str(base))
+    hosts = HostsEntry(name)
+    servers, (https_port, http_port) = web_servers(str(root), cert, key)
+    try:
+        yield SimpleNamespace(name=name, denied=denied, https=https_port, http=http_port, cert=cert)
+    finally:
+        hosts.remove()
+        for srv in servers:
+            srv.shutdown()
+            srv.server_close()
+
+
+@pytest.fixture(scope="class")
+def steered(internet, tmp_path_factory):
+    """A sandbox of the default image allowed NAME on the two ports; every program run with no proxy variables."""
+    if podman("image", "exists", DEFAULT_IMAGE, check=False).returncode != 0:
+        pytest.fail(f"{DEFAULT_IMAGE} is missing: build it with 'ab-image build'")
+    base = tmp_path_factory.mktemp("steered")
+    env = own_dirs_env(base, DEFAULT_IMAGE)
+    with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
+        f.write(f'[network]\nmode = "allow"\nallow = ["{internet.name}:{internet.https}", '
+                f'"{internet.name}:{internet.http}"]\n')
+    repo = git_init(base / "repo")
+    import shutil
+
+    shutil.copy(internet.cert, repo / "ca.pem")  # the sandbox sees the project at the same path
+    try:
+        ab("ab-up", str(repo), check=True, env=env)
+        yield SimpleNamespace(repo=repo, env=env, ca=str(repo / "ca.pem"),
+                              run=lambda script: sh(repo, f"{NO_PROXY_VARS} sh -c {shlex_quote(script)}",
+                                                    env=env))
+    finally:
+        remove_sandboxes_under(str(base))
+
+
+def shlex_quote(text):
+    import shlex
+
+    return shlex.quote(text)
+
+
+def outcome(proc):
+    return proc.returncode, proc.stdout.decode(errors="replace") + proc.stderr.decode(errors="replace")
+
+
+class TestProgramsThatIgnoreProxyVariables:
+    """curl --noproxy '*', Python urllib and sockets, Node's fetch and git, their proxy variables unset."""
+
+    def entries(self, steered, host):
+        return [e for e in log_entries(steered.repo, env=steered.env) if e["host"] == host]
+
+    def test_the_environment_has_no_proxy_variables(self, steered):
+        rc, out = outcome(steered.run("env | grep -i _proxy; echo done"))
+        assert out.strip() == "done"
+
+    def test_curl_reaches_an_allowed_name_over_https(self, steered, internet):
+        rc, out = outcome(steered.run(f"curl --noproxy '*' -sS -m 20 --cacert {steered.ca} "
+                                      f"https://{internet.name}:{internet.https}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n")
+        allowed = wait_for_entry(steered.repo, lambda e: e["host"] == internet.name and e["method"] == "TLS"
+                                 and e["allowed"], env=steered.env)
+        assert allowed and allowed[0]["port"] == internet.https and allowed[0]["bytes_received"] > 100
+
+    def test_curl_cannot_resolve_a_denied_name_and_the_denial_is_logged(self, steered, internet):
+        rc, out = outcome(steered.run(f"curl --noproxy '*' -sS -m 20 https://{internet.denied}/"))
+        assert rc == 6 and "Could not resolve host" in out
+        denied = self.entries(steered, internet.denied)
+        assert denied and all((e["method"], e["allowed"], e["reason"]) == ("DNS", False, "not on the allowlist")
+                              for e in denied)
+        text = ab("ab-log", "--denied", str(steered.repo), check=True, env=steered.env).stdout.decode()
+        assert f"{internet.denied}:0" in text and "DNS" in text
+
+    def test_python_urllib_and_sockets(self, steered, internet):
+        script = f"""
+import socket, urllib.request
+print(urllib.request.urlopen("http://{internet.name}:{internet.http}/", timeout=20).read().decode(), end="")
+with socket.create_connection(("{internet.name}", {internet.http}), timeout=20) as s:
+    s.sendall(b"GET / HTTP/1.0\\r\\nHost: {internet.name}\\r\\n\\r\\n")
+    print(b"".join(iter(lambda: s.recv(65536), b"")).split(b"\\r\\n\\r\\n", 1)[1].decode(), end="")
+for host in ("{internet.denied}",):
+    try:
+        socket.create_connection((host, 80), timeout=20)
+    except socket.gaierror as e:
+        print("refused", host, e.errno == socket.EAI_NONAME)
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n" * 2 + f"refused {internet.denied} True\n")
+        gets = wait_for_entry(steered.repo, lambda e: e["host"] == internet.name and e["method"] == "GET",
+                              env=steered.env)
+        assert gets and all(e["allowed"] and e["port"] == internet.http for e in gets)
+
+    def test_node_fetch(self, steered, internet):
+        script = ("const [u, d] = process.argv.slice(1);"
+                  "fetch(u).then(r => r.text()).then(t => process.stdout.write(t))"
+                  ".then(() => fetch(d)).then(() => console.log('reached'), e => console.log('refused', e.cause.code))")
+        rc, out = outcome(steered.run(f"NODE_EXTRA_CA_CERTS={steered.ca} node -e {shlex_quote(script)} "
+                                      f"https://{internet.name}:{internet.https}/ https://{internet.denied}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\nrefused ENOTFOUND\n")
+
+    def test_git_clone_over_https(self, steered, internet):
+        rc, out = outcome(steered.run(
+            f"GIT_SSL_CAINFO={steered.ca} git clone -q https://{internet.name}:{internet.https}/repo.git "
+            f"/tmp/clone && cat /tmp/clone/file; git clone -q https://{internet.denied}/repo.git /tmp/no 2>&1"))
+        assert out.startswith("cloned through the proxy\n") and "Could not resolve host" in out
+        tls = wait_for_entry(steered.repo, lambda e: e["host"] == internet.name and e["method"] == "TLS"
+                             and e["bytes_received"] > 300, env=steered.env)
+        assert tls
+
+    def test_a_port_no_rule_opens_is_refused_at_the_proxy(self, steered, internet):
+        rc, out = outcome(steered.run(f"curl --noproxy '*' -sS -m 20 -o /dev/null -w '%{{http_code}}' "
+                                      f"http://{internet.name}:{internet.http + 1}/"))
+        assert (rc, out) == (0, "403")
+        refused = self.entries(steered, internet.name)
+        assert any(e["port"] == internet.http + 1 and not e["allowed"] and e["reason"] == "not on the allowlist"
+                   for e in refused)
+
+    def test_a_tls_server_name_other_than_the_address_was_given_for_is_refused(self, steered, internet):
+        """Domain fronting the other way round: the allowed name's address, another name in the ClientHello."""
+        script = f"""
+import socket, ssl
+ctx = ssl.create_default_context(cafile="{steered.ca}")
+ctx.check_hostname = False
+for sni in ("{internet.denied}", "{internet.name}"):
+    raw = socket.create_connection(("{internet.name}", {internet.https}), timeout=20)
+    try:
+        with ctx.wrap_socket(raw, server_hostname=sni) as s:
+            s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            print(sni, "reached", b"hello" in b"".join(iter(lambda: s.recv(65536), b"")))
+    except (OSError, ssl.SSLError) as e:
+        print(sni, "refused")
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert out == f"{internet.denied} refused\n{internet.name} reached True\n"
+        refused = self.entries(steered, internet.name)
+        assert any(not e["allowed"] and e["reason"].startswith(f"TLS server name '{internet.denied}' does not match")
+                   for e in refused)
+
+    def test_an_http_host_other_than_the_address_was_given_for_is_refused(self, steered, internet):
+        script = f"""
+import socket
+s = socket.create_connection(("{internet.name}", {internet.http}), timeout=20)
+s.sendall(b"GET / HTTP/1.1\\r\\nHost: {internet.denied}\\r\\n\\r\\n")
+print(s.recv(65536).split(b"\\r\\n")[0].decode())
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert out == "HTTP/1.1 403 Forbidden\n"
+        assert any(not e["allowed"] and e["reason"].startswith(f"HTTP Host '{internet.denied}' does not match")
+                   for e in self.entries(steered, internet.name))
+
+    def test_no_address_but_the_synthetic_ones_and_no_udp_but_dns(self, steered, internet):
+        """An unassigned synthetic address, the host's addresses and UDP anywhere but the answerer reach nothing."""
+        script = """
+import socket
+for addr in ("198.19.255.254", "10.88.0.1", "1.1.1.1"):
+    try:
+        print("reached" if socket.create_connection((addr, 443), timeout=5).recv(1) else "closed", addr)
+    except OSError:
+        print("no", addr)
+for addr in ("1.1.1.1", "10.88.0.1"):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.sendto(b"x", (addr, 53))
+        print("sent", addr)
+    except OSError as e:
+        print("no udp", addr, e.strerror)
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert out.splitlines() == ["no 198.19.255.254", "no 10.88.0.1", "no 1.1.1.1",
+                                    "no udp 1.1.1.1 Network is unreachable", "no udp 10.88.0.1 Network is unreachable"]
+        assert any(e["host"] == "198.19.255.254" and "no address this sandbox's DNS answered" in e["reason"]
+                   for e in log_entries(steered.repo, "--denied", env=steered.env))
+
+    def test_steering_survives_down_and_up(self, steered, internet):
+        ab("ab-down", str(steered.repo), check=True, env=steered.env)
+        ab("ab-up", str(steered.repo), check=True, env=steered.env)
+        rc, out = outcome(steered.run(f"curl --noproxy '*' -sS -m 20 http://{internet.name}:{internet.http}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n")
+        show = json.loads(ab("ab-net", "show", "--json", str(steered.repo), check=True, env=steered.env).stdout)
+        assert show["proxy"]["running"]
+
+
+def test_learn_mode_records_names_and_propose_turns_them_into_rules(repo, internet, user_config):
+    """Learn mode with a rule naming the host (its address is this machine's loopback, which learn alone refuses)."""
+    user_config(f'image = "{DEFAULT_IMAGE}"\n[network]\nmode = "learn"\nallow = ["{internet.name}:{internet.http}"]\n')
+    script = (f"curl --noproxy '*' -sS -m 20 http://{internet.name}:{internet.http}/; "
+              f"curl --noproxy '*' -sS -m 20 https://{internet.denied}:8443/ >/dev/null 2>&1; echo status=$?")
+    proc = sh(repo, f"{NO_PROXY_VARS} sh -c {shlex_quote(script)}")
+    out = proc.stdout.decode()
+    assert out.startswith(f"hello from {internet.name}\n") and "status=0" not in out
+    entries = wait_for_entry(repo, lambda e: e["host"] == internet.name and e["allowed"])
+    assert entries
+    hosts = {e["host"] for e in log_entries(repo)}
+    assert hosts == {internet.name, internet.denied}  # names, never the synthetic addresses
+    proposal = json.loads(ab("ab-net", "propose", "--json", str(repo), check=True).stdout)
+    assert f"{internet.name}:{internet.http}" in proposal["allow"] and f"{internet.denied}:8443" in proposal["allow"]
+
+
+def test_rootless_steering_and_dns(rootless_user, internet):
+    """Rootless: the helper sets the route and rule through `podman unshare`; busybox resolves and connects itself."""
+    user = rootless_user
+    project_dir = user.mkdir("work/steerproj")
+    config = user.home / "xdg/config/agentsh/config.toml"
+    user.run("sh", "-c", f"cat > {config}", check=True, input=(
+        f'image = "localhost/agentsh-test-tiny:latest"\n[network]\nmode = "allow"\n'
+        f'allow = ["{internet.name}:{internet.http}"]\n').encode())
+    user.run("rm", "-rf", str(user.home / "xdg/state/agentsh/net"), check=True)
+    script = (f"ip=$(nslookup {internet.name} 2>/dev/null | awk '/^Address/ {{a=$NF}} END {{print a}}'); "
+              "echo ip=$ip; "
+              f"printf 'GET / HTTP/1.0\\r\\nHost: {internet.name}\\r\\n\\r\\n' | timeout 20 nc $ip {internet.http} "
+              "| tail -n 1; "
+              f"nslookup {internet.denied} >/dev/null 2>&1; echo denied=$?")
+    try:
+        proc = user.run("ab-exec", "--dir", str(project_dir), "--", "sh", "-c", script)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.decode().splitlines()
+        assert lines[0].startswith("ip=198.18.") and lines[1:] == [f"hello from {internet.name}", "denied=1"], lines
+        entries = json.loads(user.run("ab-log", "--json", str(project_dir), check=True).stdout)
+        assert {(e["host"], e["method"], e["allowed"]) for e in entries} == {
+            (internet.name, "GET", True), (internet.denied, "DNS", False)}
+    finally:
+        user.run("ab-down", "--rm", "--volumes", str(project_dir))
+        user.run("sh", "-c", f"printf 'image = \"localhost/agentsh-test-tiny:latest\"\\n' > {config}")

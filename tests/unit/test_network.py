@@ -79,7 +79,8 @@ def test_run_args_per_mode():
     assert network.run_args(cfg) == (["--network=none"], {})
     cfg["network"]["mode"] = "allow"
     args, env = network.run_args(cfg)
-    assert args == ["--network=none", "-v", f"{network.RESOLV_CONF}:/etc/resolv.conf:ro"]
+    assert args == ["--network=none", "-v", f"{network.RESOLV_CONF}:/etc/resolv.conf:ro",
+                    "-v", f"{network.HOSTS}:/etc/hosts:ro"]
     with open(network.RESOLV_CONF) as f:  # the proxy's DNS answerer, on the sandbox's loopback
         assert [line for line in f if line.startswith("nameserver")] == ["nameserver 127.0.0.1\n"]
     for name in ("HTTP_PROXY", "https_proxy", "ALL_PROXY"):
