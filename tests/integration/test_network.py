@@ -494,6 +494,26 @@ for addr in ("1.1.1.1", "10.88.0.1"):
         assert any(e["host"] == "198.19.255.254" and "no address this sandbox's DNS answered" in e["reason"]
                    for e in log_entries(steered.repo, "--denied", env=steered.env))
 
+    def test_the_sandbox_cannot_change_the_steering(self, steered):
+        """No capability: no CAP_NET_ADMIN (routes, nat rules, SO_MARK), no CAP_NET_BIND_SERVICE (port 53)."""
+        script = """
+import socket
+eff = int(open("/proc/self/status").read().split("CapEff:")[1].split()[0], 16)
+print("NET_BIND_SERVICE", bool(eff & 1 << 10), "NET_ADMIN", bool(eff & 1 << 12))
+try:
+    socket.socket().setsockopt(socket.SOL_SOCKET, 36, 1)  # SO_MARK needs CAP_NET_ADMIN
+    print("mark set")
+except PermissionError:
+    print("no CAP_NET_ADMIN")
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("127.0.0.2", 53))
+    print("bound 53")
+except PermissionError:
+    print("no port 53")
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert out.splitlines() == ["NET_BIND_SERVICE False NET_ADMIN False", "no CAP_NET_ADMIN", "no port 53"]
+
     def test_steering_survives_down_and_up(self, steered, internet):
         ab("ab-down", str(steered.repo), check=True, env=steered.env)
         ab("ab-up", str(steered.repo), check=True, env=steered.env)
