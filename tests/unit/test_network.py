@@ -401,3 +401,20 @@ def test_propose_leaves_out_hosts_a_hostile_request_logged():
     patterns, counts = rules.propose(entries)
     assert patterns == ["[::ffff:7f00:1]:8080", "good.example"]
     assert [c["host"] for c in counts] == ["::ffff:7f00:1", "good.example"]
+
+
+def test_the_balanced_preset_of_config_md_allows_apis_registries_and_github_only():
+    import json
+    import os
+    import re
+
+    from agentsh.policy.rules import check_allow, expand
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "config.md")) as f:
+        block = re.search(r'\[network\]          # "balanced"\nmode = "allow"\nallow = (\[.*\])\n', f.read())
+    items = json.loads(block.group(1))
+    assert check_allow(items, "[network] allow") == items
+    policy = Policy("allow", expand(items))
+    for host in ("api.anthropic.com", "api.openai.com", "registry.npmjs.org", "pypi.org", "github.com"):
+        assert policy.decide(host, 443)[0], host
+    assert not policy.decide("example.com", 443)[0] and not policy.decide("github.com", 22)[0]
