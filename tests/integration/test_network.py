@@ -523,6 +523,33 @@ except PermissionError:
         assert show["proxy"]["running"]
 
 
+    def test_nothing_gets_out_while_the_proxy_is_down_and_ab_up_restarts_it(self, steered, internet):
+        import signal
+        import time
+
+        show = json.loads(ab("ab-net", "show", "--json", str(steered.repo), check=True, env=steered.env).stdout)
+        pid = show["proxy"]["pid"]
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            assert b"agentsh.egress.proxy" in f.read()
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(50):
+            if not os.path.exists(f"/proc/{pid}"):
+                break
+            time.sleep(0.1)
+        url = f"http://{internet.name}:{internet.http}/"
+        names = os.path.join(steered.env["XDG_STATE_HOME"], "agentsh", "net", f"{show['sandbox']}.names.jsonl")
+        with open(names) as f:  # the address the answerer gave our name, which programs may have cached
+            ip = next(e["addr"] for e in map(json.loads, f) if e["name"] == internet.name)
+        down = steered.run(f"curl --noproxy '*' -sS -m 10 {url}; echo status=$?; "
+                           f"curl --noproxy '*' -sS -m 10 -H 'Host: {internet.name}' http://{ip}:{internet.http}/; "
+                           "echo status=$?")
+        out = down.stdout.decode()
+        assert "hello" not in out and "status=0" not in out, out
+        ab("ab-up", str(steered.repo), check=True, env=steered.env)
+        rc, out = outcome(steered.run(f"curl --noproxy '*' -sS -m 20 {url}"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n")
+
+
 def test_learn_mode_records_names_and_propose_turns_them_into_rules(repo, internet, user_config):
     """Learn mode with a rule naming the host (its address is this machine's loopback, which learn alone refuses)."""
     user_config(f'image = "{DEFAULT_IMAGE}"\n[network]\nmode = "learn"\nallow = ["{internet.name}:{internet.http}"]\n')
