@@ -28,7 +28,7 @@ PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1,::1"
 # The sandbox's resolver: the proxy's DNS answerer on its loopback (egress.dns); and a hosts file
 # naming only localhost (the engine's copy of the host's /etc/hosts would send its names around the answerer).
-RESOLV_CONF = os.path.join(os.path.dirname(os.path.realpath(__file__)), "resolv.conf")
+RESOLV_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resolv.conf")  # no syscall at import
 HOSTS = os.path.join(os.path.dirname(RESOLV_CONF), "hosts")
 
 
