@@ -224,6 +224,23 @@ def test_rootless_sandbox_reaches_only_allowed_hosts(rootless_user, server):
 # -- programs that ignore proxy variables: the DNS answerer and transparent steering ------------------
 
 DEFAULT_IMAGE = "localhost/agentsh:latest"
+JDK = "/usr/lib/jvm/java-17-openjdk-amd64"  # Debian's openjdk-17-jdk-headless
+FETCH_JAVA = """
+public class Fetch {
+    public static void main(String[] args) throws Exception {
+        var client = java.net.http.HttpClient.newHttpClient();  // ignores proxy variables and properties unless told
+        for (String url : args) {
+            try {
+                var r = client.send(java.net.http.HttpRequest.newBuilder(java.net.URI.create(url)).build(),
+                                    java.net.http.HttpResponse.BodyHandlers.ofString());
+                System.out.print(r.body());
+            } catch (java.io.IOException e) {
+                System.out.println("refused " + e.getClass().getSimpleName());
+            }
+        }
+    }
+}
+"""
 NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                                        "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
 
@@ -341,13 +358,21 @@ def steered(internet, tmp_path_factory):
         pytest.fail(f"{DEFAULT_IMAGE} is missing: build it with 'ab-image build'")
     base = tmp_path_factory.mktemp("steered")
     env = own_dirs_env(base, DEFAULT_IMAGE)
+    jvm = [d for d in (JDK, "/etc/java-17-openjdk") if os.path.isdir(d)]
     with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
+        # The host's JDK, read-only, for a JVM test (the default image has none; no registry is reachable to add one).
+        f.write(f"mounts = {json.dumps([f'{d}:{d}:ro' for d in jvm])}\n")
         f.write(f'[network]\nmode = "allow"\nallow = ["{internet.name}:{internet.https}", '
                 f'"{internet.name}:{internet.http}"]\n')
     repo = git_init(base / "repo")
     import shutil
+    import subprocess
 
     shutil.copy(internet.cert, repo / "ca.pem")  # the sandbox sees the project at the same path
+    if len(jvm) == 2:
+        subprocess.run([f"{JDK}/bin/keytool", "-importcert", "-noprompt", "-alias", "origin", "-file", internet.cert,
+                        "-keystore", str(repo / "trust.p12"), "-storetype", "PKCS12", "-storepass", "changeit"],
+                       check=True, capture_output=True)
     try:
         ab("ab-up", str(repo), check=True, env=env)
         yield SimpleNamespace(repo=repo, env=env, ca=str(repo / "ca.pem"),
@@ -420,6 +445,19 @@ for host in ("{internet.denied}",):
         rc, out = outcome(steered.run(f"NODE_EXTRA_CA_CERTS={steered.ca} node -e {shlex_quote(script)} "
                                       f"https://{internet.name}:{internet.https}/ https://{internet.denied}/"))
         assert (rc, out) == (0, f"hello from {internet.name}\nrefused ENOTFOUND\n")
+
+    def test_a_jvm(self, steered, internet):
+        """Java's own HttpClient (it reads no proxy variable), over https and http, and a denied name."""
+        if not os.path.exists(steered.repo / "trust.p12"):
+            pytest.skip(f"no JDK at {JDK} on this host (apt-get install openjdk-17-jdk-headless)")
+        (steered.repo / "Fetch.java").write_text(FETCH_JAVA)
+        rc, out = outcome(steered.run(
+            f"{JDK}/bin/java -Djavax.net.ssl.trustStore={steered.repo}/trust.p12 "
+            f"-Djavax.net.ssl.trustStorePassword=changeit {steered.repo}/Fetch.java "
+            f"https://{internet.name}:{internet.https}/ http://{internet.name}:{internet.http}/ "
+            f"http://{internet.denied}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n" * 2 + "refused ConnectException\n")
+        assert self.entries(steered, internet.denied)[-1]["method"] == "DNS"
 
     def test_git_clone_over_https(self, steered, internet):
         rc, out = outcome(steered.run(
