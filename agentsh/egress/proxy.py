@@ -584,6 +584,67 @@ def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
         log.close()
 
 
+def supervise(run, state_root, rel):
+    """Run `run` (the proxy) in a child process, again whenever it dies, until SIGTERM or its sandbox is gone.
+
+    The sockets stay open in this parent, so a restarted proxy serves the
+    same planted listeners: a crash or a kill costs the connections in
+    flight, never the sandbox's way out, and nothing passes while no child
+    runs (nobody accepts). A child that returns 0 stopped on purpose (its
+    sandbox is gone); SIGTERM here is passed on and ends both. The child
+    dies with this process (PR_SET_PDEATHSIG).
+    """
+    import signal
+
+    from agentsh.base.state import Store
+
+    record = Store(state_root).read(rel) or {}
+    pid, start = record.get("sandbox_pid"), record.get("sandbox_start")
+    state = {"stopping": False, "child": 0}
+
+    def term(*_):
+        state["stopping"] = True
+        if state["child"]:
+            try:
+                os.kill(state["child"], signal.SIGTERM)
+            except OSError:
+                pass
+
+    signal.signal(signal.SIGTERM, term)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    recent = []
+    while not state["stopping"]:
+        child = os.fork()
+        if child == 0:
+            try:
+                import ctypes
+
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+                if os.getppid() == 1:
+                    os._exit(0)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                run()
+                code = 0
+            except BaseException as e:  # noqa: BLE001 (the child reports and dies; the parent restarts it)
+                sys.stderr.write(f"agentsh proxy: {e!r}\n")
+                code = 1
+            sys.stderr.flush()
+            os._exit(code)
+        state["child"] = child
+        if state["stopping"]:  # a SIGTERM that came while forking
+            term()
+        _, status = os.waitpid(child, 0)
+        state["child"] = 0
+        if state["stopping"] or os.waitstatus_to_exitcode(status) == 0:
+            return
+        if pid and _start_time(pid) != start:
+            return
+        now = time.monotonic()
+        recent = [t for t in recent if now - t < 10] + [now]
+        sys.stderr.write(f"agentsh proxy: restarting (the proxy exited with status {status})\n")
+        time.sleep(0.1 if len(recent) < 5 else 2)  # a proxy that keeps dying is retried slowly
+
+
 STEER_PORT_OFFSET = 1  # the transparent listener: PORT + 1 (3129)
 DNS_PORT = 53
 
@@ -694,7 +755,8 @@ def main(argv=None):
     pl.add_argument("unix_path")
     args = p.parse_args(argv)
     if args.cmd == "serve":
-        serve(args.state, args.record, args.fd, args.steer_fd, args.dns_fd)
+        supervise(lambda: serve(args.state, args.record, args.fd, args.steer_fd, args.dns_fd), args.state,
+                  args.record)
     else:
         plant(args.pid, args.port, args.unix_path)
 

@@ -561,6 +561,30 @@ except PermissionError:
         assert show["proxy"]["running"]
 
 
+    def test_a_proxy_that_dies_is_restarted_on_its_own(self, steered, internet):
+        """The proxy's supervisor keeps the planted sockets and starts a new proxy: no ab-up needed."""
+        import signal
+        import time
+
+        show = json.loads(ab("ab-net", "show", "--json", str(steered.repo), check=True, env=steered.env).stdout)
+        supervisor = show["proxy"]["pid"]
+
+        def worker():
+            with open(f"/proc/{supervisor}/task/{supervisor}/children") as f:
+                return [int(p) for p in f.read().split()]
+
+        [first] = worker()
+        os.kill(first, signal.SIGKILL)
+        for _ in range(50):
+            if worker() and worker() != [first]:
+                break
+            time.sleep(0.1)
+        assert worker() and worker() != [first]
+        rc, out = outcome(steered.run(f"curl --noproxy '*' -sS -m 20 http://{internet.name}:{internet.http}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n")
+        after = json.loads(ab("ab-net", "show", "--json", str(steered.repo), check=True, env=steered.env).stdout)
+        assert after["proxy"]["pid"] == supervisor
+
     def test_nothing_gets_out_while_the_proxy_is_down_and_ab_up_restarts_it(self, steered, internet):
         import signal
         import time
