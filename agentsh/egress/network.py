@@ -4,9 +4,10 @@ In "allow" and "learn" the sandbox runs with `--network=none`: its only
 interface is loopback, so a program that ignores HTTP_PROXY reaches nothing.
 The proxy is a host process (agentsh.egress.proxy); `attach` plants its listening
 socket on 127.0.0.1:PROXY_PORT *inside* the sandbox's network namespace
-(one short helper enters the namespace, makes the socket and hands its fd
-back), while the proxy itself keeps the host's network for the connections
-it allows. See docs/architecture.md, "Network policy", for why.
+(one short helper enters the namespace, makes the sockets, sets the
+steering route and rule, and hands the fds back: the proxy's, the
+transparent listener's and the DNS answerer's), while the proxy itself
+keeps the host's network for the connections it allows. See docs/architecture.md, "Network policy", for why.
 
 The policy the proxy enforces lives in two state records it re-reads when
 their mtime changes: `net/<sandbox>.json` (written by `ab-up` from the config)

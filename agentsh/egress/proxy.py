@@ -11,10 +11,17 @@ connects to the very address it checked, then splices bytes both ways
 audit entry when the connection ends. One thread per connection: agents open
 tens of connections, not thousands, and blocking splice is the fastest path.
 
-    python -m agentsh.egress.proxy serve --state DIR --record REL --fd N
+Programs that ignore HTTP(S)_PROXY are served too: the proxy answers the
+sandbox's DNS (egress.dns: synthetic addresses for names a rule allows), and
+TCP to those addresses reaches its second, transparent listener
+(handle_steered: the name from the address, checked against the TLS SNI or
+HTTP Host, then the same decisions and address checks).
+
+    python -m agentsh.egress.proxy serve --state DIR --record REL --fd N [--steer-fd N --dns-fd N --dns-fd N]
     python -m agentsh.egress.proxy plant PID PORT UNIX_SOCKET   (the namespace helper)
 
-It stops when its sandbox's first process is gone, or on SIGTERM.
+`serve` runs the proxy under a supervisor that restarts it if it dies; both
+stop when the sandbox's first process is gone, or on SIGTERM.
 """
 
 import ipaddress
