@@ -2,6 +2,7 @@
 """The egress proxy's cost: bulk throughput and per-request latency, against direct access.
 
     .venv/bin/python bench/bench_proxy.py [--rounds N] [--json]
+    .venv/bin/python bench/bench_proxy.py --load 1000     # tunnels held at once, no containers
 
 Self-contained: a temporary XDG home and two temporary projects on the tiny
 busybox image (imported if missing), one in network mode "full" (direct: the
@@ -77,11 +78,116 @@ def timed_loop(project, env, script):
     return float(end) - float(start)
 
 
+PROXY_PROCESS = """
+import socket, sys
+from agentsh.egress import audit, proxy
+from agentsh.policy.rules import Policy
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(4096)
+print(listener.getsockname()[1], flush=True)
+policy = proxy.StaticPolicy(Policy("allow", [f"127.0.0.1:{sys.argv[1]}"]))
+proxy.Proxy(listener, policy, audit.Writer(sys.argv[2]), "bench").serve_forever()
+"""
+
+
+def _status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith(key + ":")).split()[1])
+
+
+def load(count):
+    """COUNT CONNECT tunnels held open at once through one proxy process; its memory and threads after."""
+    import selectors
+    import socket
+    import time
+
+    echo = socket.socket()
+    echo.bind(("127.0.0.1", 0))
+    echo.listen(4096)
+    sel = selectors.DefaultSelector()
+    sel.register(echo, selectors.EVENT_READ)
+    stop = threading.Event()
+
+    def serve_echo():
+        while not stop.is_set():
+            for key, _ in sel.select(0.2):
+                if key.fileobj is echo:
+                    conn, _ = echo.accept()
+                    sel.register(conn, selectors.EVENT_READ)
+                else:
+                    data = key.fileobj.recv(65536)
+                    if data:
+                        key.fileobj.sendall(data)
+                    else:
+                        sel.unregister(key.fileobj)
+                        key.fileobj.close()
+
+    threading.Thread(target=serve_echo, daemon=True).start()
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen([sys.executable, "-c", PROXY_PROCESS, str(echo.getsockname()[1]),
+                                 os.path.join(d, "log.jsonl")], stdout=subprocess.PIPE, cwd=REPO, text=True)
+        try:
+            port = int(proc.stdout.readline())
+            idle_rss, idle_threads = _status(proc.pid, "VmRSS"), _status(proc.pid, "Threads")
+            errors, after_rss, held_rss, held_threads, opened = 0, [], 0, 0, 0.0
+            head = f"CONNECT 127.0.0.1:{echo.getsockname()[1]} HTTP/1.1\r\n\r\n".encode()
+            for _cycle in range(2):  # twice: memory after the second cycle is what a long session keeps
+                clients = []
+                start = time.monotonic()
+                for _ in range(count):
+                    c = socket.create_connection(("127.0.0.1", port), timeout=30)
+                    c.sendall(head)
+                    clients.append(c)
+                for c in clients:
+                    reply = b""
+                    while b"\r\n\r\n" not in reply:
+                        chunk = c.recv(4096)
+                        if not chunk:
+                            break
+                        reply += chunk
+                    errors += not reply.startswith(b"HTTP/1.1 200")
+                held_rss, held_threads = _status(proc.pid, "VmRSS"), _status(proc.pid, "Threads")
+                for c in clients:  # every tunnel still carries data while all are open
+                    c.sendall(b"ping")
+                for c in clients:
+                    errors += c.recv(16) != b"ping"
+                opened = time.monotonic() - start
+                for c in clients:
+                    c.close()
+                for _ in range(100):
+                    if _status(proc.pid, "Threads") <= idle_threads + 1:
+                        break
+                    time.sleep(0.1)
+                after_rss.append(_status(proc.pid, "VmRSS"))
+            after_threads = _status(proc.pid, "Threads")
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            stop.set()
+    return {"connections": count, "errors": errors, "seconds": round(opened, 2),
+            "rss_kb": {"idle": idle_rss, "held": held_rss, "after": after_rss},
+            "threads": {"idle": idle_threads, "held": held_threads, "after": after_threads}}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--load", type=int, metavar="N",
+                    help="only the load test: N tunnels held at once through one proxy (no containers)")
     opts = ap.parse_args()
+    if opts.load:
+        report = load(opts.load)
+        first, second = report["rss_kb"]["after"]
+        report["ok"] = report["errors"] == 0 and report["threads"]["after"] <= report["threads"]["idle"] + 1 and \
+            second <= first * 1.25  # a second cycle keeps what the first did: no growth per connection
+        print(json.dumps(report, indent=2) if opts.json else
+              f"{report['connections']} tunnels held at once: {report['errors']} errors, {report['seconds']} s; "
+              f"proxy RSS idle {report['rss_kb']['idle']}, held {report['rss_kb']['held']}, after each cycle "
+              f"{report['rss_kb']['after']} kB, "
+              f"threads {report['threads']['idle']} -> {report['threads']['held']} -> {report['threads']['after']}")
+        return 0 if report["ok"] else 1
     ensure_image()
     server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)
     port = server.server_address[1]
