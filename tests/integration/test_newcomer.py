@@ -326,11 +326,12 @@ def default_image_present(engine_ready):
     return DEFAULT_IMAGE
 
 
-def remove_root_sandboxes(prefix):
-    """Root's sandboxes of projects under `prefix` (the app's and the worktree's) and their home volumes."""
+def remove_root_sandboxes(prefix, names=()):
+    """Root's sandboxes of projects under `prefix` (the app's and the worktree's) and their home volumes
+    (`names`: sandboxes already removed, whose home volumes stay)."""
     rows = json.loads(podman("ps", "-a", "--filter", "label=io.agentsh.managed=true", "--format", "json").stdout
                       or "[]")
-    names = set()
+    names = set(names)
     for c in rows:
         if (c.get("Labels") or {}).get("io.agentsh.project", "").startswith(prefix):
             names.add(c["Names"][0])
@@ -362,7 +363,7 @@ def test_the_readme_as_root(default_image_present, tmp_path):
     try:
         walk_the_tour(n)
     finally:
-        remove_root_sandboxes(str(n.base))
+        remove_root_sandboxes(str(n.base), [getattr(n, "sandbox", "")] if getattr(n, "sandbox", "") else [])
         kill_processes_with(str(n.home))
 
 
