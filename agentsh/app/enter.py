@@ -93,8 +93,9 @@ STALE_MESSAGE = ("sandbox {name} predates your config (it changed after the sand
 def stale_spec(decision, engine, store):
     """The spec hash the config asks for when the project's sandbox runs under an older one, else None.
 
-    From the sandbox record and /proc (no engine call): a sandbox that is
-    not running is reconciled by its next start anyway.
+    From the sandbox record and /proc when they know its init process, else
+    from one inspect. A sandbox that is not running is reconciled by its
+    next start anyway.
     """
     from agentsh.base import layout
     from agentsh.base.errors import AgentshError
@@ -104,15 +105,19 @@ def stale_spec(decision, engine, store):
     proj = decision.project
     try:
         record = store.read(layout.sandbox_record(proj.sandbox))
+        if not record:
+            return None  # not made by agentsh here: the next start makes it
+        have, publish = record.get("spec"), record.get("publish", [])
+        if not liveness.alive(record.get("pid"), record.get("pid_start")):
+            info = engine.inspect(proj.sandbox)
+            if not info or (info.get("State") or {}).get("Status") != lifecycle.RUNNING:
+                return None
+            have = ((info.get("Config") or {}).get("Labels") or {}).get(lifecycle.LABEL_SPEC)
+            publish = lifecycle.kept_publish(info)
+        want = lifecycle.spec(proj, decision.config, engine, publish)
     except AgentshError:
         return None
-    if not record or not record.get("spec") or not liveness.alive(record.get("pid"), record.get("pid_start")):
-        return None
-    try:
-        want = lifecycle.spec(proj, decision.config, engine, record.get("publish", []))
-    except AgentshError:
-        return None
-    return want.hash if want.hash != record["spec"] else None
+    return want.hash if have and want.hash != have else None
 
 
 def say_stale_once(decision, want, store, notify, environ=None):
@@ -125,7 +130,8 @@ def say_stale_once(decision, want, store, notify, environ=None):
     seen = {"spec": want, "session": environ.get("AGENTSH_SESSION", "")}
     path = layout.stale_notice_record(name)
     try:
-        if store.read(path) == seen:
+        said = store.read(path) or {}
+        if {k: said.get(k) for k in seen} == seen:
             return False
     except AgentshError:
         pass
