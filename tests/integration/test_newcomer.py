@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, podman
+from tests.integration.test_agents import default_image  # noqa: F401 (the fixture: built when missing)
 
 DEFAULT_IMAGE = "localhost/agentsh:latest"
 IDENTITY = ("New Comer", "newcomer@example.invalid")
@@ -80,10 +81,12 @@ class Newcomer:
         for d in (self.base, self.home, self.runtime):
             d.mkdir(parents=True, exist_ok=True)
         self.runtime.chmod(0o700)
-        path = "/usr/local/bin:/usr/bin:/bin" if user else "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        self.rootless = user is not None or os.geteuid() != 0
+        path = "/usr/local/bin:/usr/bin:/bin" if self.rootless else \
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         self.env = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name, "SHELL": "/bin/bash",
                     "LANG": "C.UTF-8", "PATH": path, "TERM": "dumb"}
-        if user:
+        if self.rootless:  # a runtime dir of its own: its own pause process, beside the suite's
             self.env["XDG_RUNTIME_DIR"] = str(self.runtime)
         self.env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_") and k != "PIP_CONFIG_FILE"})
         pip_conf = next((p for p in (os.environ.get("PIP_CONFIG_FILE"), os.path.expanduser("~/.config/pip/pip.conf"),
@@ -94,7 +97,13 @@ class Newcomer:
 
     @property
     def name(self):
-        return self.user.name if self.user else "root"
+        import pwd
+
+        return self.user.name if self.user else pwd.getpwuid(os.getuid()).pw_name
+
+    @property
+    def uid(self):
+        return self.user.uid if self.user else os.getuid()
 
     def give(self, path):
         """Hand what root made under `path` to the newcomer."""
@@ -153,14 +162,14 @@ def quickstart(n):
     assert proc.returncode == 7, proc.err[-3000:]
     assert proc.out.strip().startswith("ab-app-")
     assert (n.app / "quickstart.txt").read_text() == "from-the-sandbox\n"
-    assert (n.app / "quickstart.txt").stat().st_uid == (n.user.uid if n.user else 0)
+    assert (n.app / "quickstart.txt").stat().st_uid == n.uid
     last = proc.err.strip().splitlines()[-1]
     assert last.startswith("agentsh: entering the sandbox of") and "ab exec" in last, proc.err
     assert (n.home / ".local" / "bin" / "ab").exists()
     assert "# agentsh: ~/.local/bin on PATH" in (n.home / ".bashrc").read_text()
     assert n.sh("command -v ab ab-hook").out.split() == [str(n.home / ".local/bin/ab"),
                                                           str(n.home / ".local/bin/ab-hook")]
-    if n.user:  # a first-time user's empty vfs store moved to overlay
+    if n.rootless:  # a first-time user's empty vfs store moved to overlay
         assert "driver = \"overlay\"" in (n.home / ".config/containers/storage.conf").read_text()
         assert n.run("podman", "info", "--format", "{{.Store.GraphDriverName}}").out.strip() == "overlay"
     os.unlink(n.app / "quickstart.txt")
@@ -179,7 +188,7 @@ def up(n, proc):
 def make_test(n, proc):
     assert proc.returncode == 0, proc.err
     assert (n.app / "test-output.txt").read_text() == "built in the sandbox\n"  # through the mount
-    assert (n.app / "hello").stat().st_uid == (n.user.uid if n.user else 0)
+    assert (n.app / "hello").stat().st_uid == n.uid
     failing = n.sh("ab exec -- make no-such-target")
     assert failing.returncode == 2 and "No rule to make target" in failing.err  # make's own status
     # A commit made inside is the newcomer's, and reaches host git.
@@ -319,13 +328,6 @@ def walk_the_tour(n):
 
 # -- root and an ordinary user -----------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def default_image_present(engine_ready):
-    if podman("image", "exists", DEFAULT_IMAGE, check=False).returncode != 0:
-        pytest.skip(f"{DEFAULT_IMAGE} is not built here (tests/integration/test_agents.py builds it)")
-    return DEFAULT_IMAGE
-
-
 def remove_root_sandboxes(prefix, names=()):
     """Root's sandboxes of projects under `prefix` (the app's and the worktree's) and their home volumes
     (`names`: sandboxes already removed, whose home volumes stay)."""
@@ -358,7 +360,7 @@ def kill_processes_with(marker):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the rootful newcomer needs root")
-def test_the_readme_as_root(default_image_present, tmp_path):
+def test_the_readme_as_root(default_image, tmp_path):
     n = Newcomer(tmp_path / "root-newcomer")
     try:
         walk_the_tour(n)
@@ -367,9 +369,16 @@ def test_the_readme_as_root(default_image_present, tmp_path):
         kill_processes_with(str(n.home))
 
 
+@pytest.fixture
+def ordinary_user(request):
+    """As root: the rootless_user fixture's account. As anyone else: this user (the whole suite is rootless)."""
+    return request.getfixturevalue("rootless_user") if os.geteuid() == 0 else None
+
+
 @pytest.mark.rootless
-def test_the_readme_as_an_ordinary_user(default_image_present, rootless_user):
-    n = Newcomer(rootless_user.home / f"newcomer-{os.getpid()}", rootless_user)
+def test_the_readme_as_an_ordinary_user(default_image, ordinary_user, tmp_path):
+    base = ordinary_user.home / f"newcomer-{os.getpid()}" if ordinary_user else tmp_path / "user-newcomer"
+    n = Newcomer(base, ordinary_user)
     archive = n.base / "agentsh-image.tar"
     podman("save", "-q", "-o", str(archive), DEFAULT_IMAGE)
     archive.chmod(0o644)
