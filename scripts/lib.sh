@@ -1,12 +1,63 @@
 # Shared by scripts/test-setup and scripts/quickstart: system packages,
 # the engine compatibility check, a Python >= 3.11 that other users can run.
 
-SYSTEM_PACKAGES="podman runc uidmap slirp4netns fuse-overlayfs catatonit busybox-static debootstrap git"
+# mmdebstrap makes the image's Debian base without root when no registry answers
+# (debootstrap does it as root); jq is in the README's tour.
+SYSTEM_PACKAGES="podman runc uidmap slirp4netns fuse-overlayfs catatonit busybox-static debootstrap mmdebstrap git jq"
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
   elif command -v sudo >/dev/null; then sudo "$@"
   else echo "agentsh: need root for: $*; run it as root" >&2; return 1
+  fi
+}
+
+as_root_or_say() {  # as_root_or_say CMD...: run it as root, or say exactly what to run (no sudo here)
+  if [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null && sudo -n true 2>/dev/null; } || [ -t 0 ]; then
+    as_root "$@" && return 0
+  fi
+  echo "agentsh: rootless Podman needs this once, as root: $*" >&2
+  return 0
+}
+
+ensure_rootless() {  # what rootless Podman needs that only root can give: a usable /dev/net/tun, subordinate ids
+  [ "$(id -u)" = 0 ] && return 0
+  local user start
+  user=$(id -un)
+  if [ -e /dev/net/tun ] && ! { [ -r /dev/net/tun ] && [ -w /dev/net/tun ]; }; then
+    echo "agentsh: /dev/net/tun is not usable by $user (rootless networking needs it): chmod 666 /dev/net/tun" >&2
+    as_root_or_say chmod 666 /dev/net/tun
+  fi
+  if ! grep -qs "^\($user\|$(id -u)\):" /etc/subuid || ! grep -qs "^\($user\|$(id -u)\):" /etc/subgid; then
+    start=$(cat /etc/subuid /etc/subgid 2>/dev/null | awk -F: 'BEGIN { m = 100000 } $3 ~ /^[0-9]+$/ && $2 + $3 > m { m = $2 + $3 } END { print m }')
+    echo "agentsh: $user has no subordinate uid/gid range (rootless Podman needs 65536): adding $start-$((start + 65535))" >&2
+    as_root_or_say usermod --add-subuids "$start-$((start + 65535))" --add-subgids "$start-$((start + 65535))" "$user"
+    podman system migrate >/dev/null 2>&1 || true
+  fi
+}
+
+ensure_overlay_storage() {  # a fresh rootless storage on vfs copies the whole image per sandbox: use overlay
+  [ "$(id -u)" = 0 ] && return 0
+  local conf=${XDG_CONFIG_HOME:-$HOME/.config}/containers/storage.conf
+  [ -e "$conf" ] && return 0  # the user's own choice
+  [ "$(podman info --format '{{.Store.GraphDriverName}}' 2>/dev/null)" = vfs ] || return 0
+  # Only an empty store: switching drivers means `podman system reset`.
+  [ -z "$(podman images -aq 2>/dev/null)" ] && [ -z "$(podman ps -aq 2>/dev/null)" ] || {
+    echo "agentsh: your Podman storage uses vfs (slow, a full image copy per sandbox); 'ab doctor' says how to switch" >&2
+    return 0
+  }
+  mkdir -p "$(dirname "$conf")"
+  if [ "$(uname -r | awk -F. '{ print ($1 > 5 || ($1 == 5 && $2 >= 13)) }')" = 1 ]; then
+    printf '[storage]\ndriver = "overlay"\n' > "$conf"
+  else
+    printf '[storage]\ndriver = "overlay"\n[storage.options.overlay]\nmount_program = "/usr/bin/fuse-overlayfs"\n' > "$conf"
+  fi
+  if podman system reset -f >/dev/null 2>&1 && [ "$(podman info --format '{{.Store.GraphDriverName}}' 2>/dev/null)" = overlay ]; then
+    echo "agentsh: wrote $conf (driver = \"overlay\"): sandboxes share the image's files instead of copying them" >&2
+  else
+    rm -f "$conf"
+    podman system reset -f >/dev/null 2>&1 || true
+    echo "agentsh: overlay storage does not work here; staying on vfs" >&2
   fi
 }
 

@@ -17,12 +17,23 @@ class Check(dict):
         super().__init__(name=name, status=status, detail=detail, fix=fix)
 
 
-def run_checks(engine_factory=None, run_container=True):
-    """All checks in order; later ones are skipped when an earlier one rules them out."""
+def run_checks(engine_factory=None, run_container=True, fresh=False, store=None):
+    """All checks in order; later ones are skipped when an earlier one rules them out.
+
+    Cheap on purpose (under a second or so with the image present): the
+    engine's facts are asked for in parallel, the rootless prerequisites are
+    read from files, and the throwaway start is remembered once it passed
+    (sandbox.image.probe_key: engine, its settings, this boot, the image
+    id); `fresh` starts one again anyway.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from agentsh.base import paths
     from agentsh.base.errors import AgentshError
+    from agentsh.base.state import Store
     from agentsh.host.engine import Engine
     from agentsh.policy import config
+    from agentsh.sandbox import image as images
 
     checks = []
     try:
@@ -35,23 +46,30 @@ def run_checks(engine_factory=None, run_container=True):
     engine = (engine_factory or Engine)(cfg["engine"])
     try:
         engine.exe
-        info = engine.info()
+        with ThreadPoolExecutor(3) as pool:  # each is an engine process of its own: ask at once
+            asked = [pool.submit(engine.info), pool.submit(engine.image_inspect, cfg["image"]),
+                     pool.submit(images.engine_version, engine)]
+        info, image_info, version = (f.result() for f in asked)
     except AgentshError as e:
         checks.append(Check("engine", FAIL, e.message, e.fix or ""))
         return checks
     host = info.get("host", info.get("Host", {})) if isinstance(info, dict) else {}
     rootless = (host.get("security") or {}).get("rootless", engine.rootless)
     checks.append(Check("engine", OK if rootless else WARN,
-                        f"{engine.name} at {engine.exe}, {'rootless' if rootless else 'rootful'}",
+                        f"{engine.name} {version or ''} at {engine.exe}, {'rootless' if rootless else 'rootful'}"
+                        .replace("  ", " "),
                         "" if rootless else "run as an ordinary user for rootless Podman (see docs/security.md)"))
-    checks.append(image_check(engine, cfg["image"]))
+    if engine.is_podman and rootless:
+        checks.append(rootless_check())
+        checks.append(storage_check(info))
+    checks.append(image_check(cfg["image"], image_info))
     image_ok = checks[-1]["status"] != FAIL
     if image_ok:
-        checks.append(image_age_check(engine, cfg["image"]))
-    runtime_ok = False
+        checks.append(image_age_check(cfg["image"], image_info))
+    present = None
     if run_container and image_ok:
-        checks.append(runtime_check(engine, cfg["image"]))
-        runtime_ok = checks[-1]["status"] == OK
+        check, present = runtime_check(engine, cfg, image_info, version, store or Store(), fresh)
+        checks.append(check)
     if engine.is_podman:
         checks.append(compat_check(engine))
     checks.append(exec_server_check())
@@ -59,9 +77,66 @@ def run_checks(engine_factory=None, run_container=True):
     checks.append(state_check())
     checks.append(key_check())
     checks.append(hook_check())
-    if runtime_ok:
-        checks += agent_checks(engine, cfg)
+    if run_container and image_ok and checks_passed(checks, "runtime"):
+        checks += agent_checks(cfg, present)
     return checks
+
+
+def checks_passed(checks, name):
+    return any(c["name"] == name and c["status"] == OK for c in checks)
+
+
+def rootless_check():
+    """What rootless Podman needs from the host that only root can give, read from files (no engine call)."""
+    from agentsh.host import rootless
+
+    found = rootless.problems()
+    if found:
+        message, fix = rootless.summary(found)
+        return Check("rootless", FAIL, message, f"once, as root: {fix}")
+    return Check("rootless", OK, "subordinate ids, newuidmap/newgidmap, slirp4netns or pasta, /dev/net/tun: "
+                 "all there")
+
+
+NATIVE_OVERLAY_KERNEL = (5, 13)  # unprivileged overlay mounts that rootless Podman can use
+
+
+def storage_check(info):
+    """Rootless storage on vfs copies the whole image for every container: flag it with the switch to overlay."""
+    store = info.get("store", info.get("Store", {})) if isinstance(info, dict) else {}
+    driver = store.get("graphDriverName") or store.get("GraphDriverName") or ""
+    if driver != "vfs":
+        return Check("storage", OK, f"{driver or 'unknown'} storage driver")
+    return Check("storage", WARN, "rootless storage uses the vfs driver: every new sandbox is a full copy of the "
+                 "image (~2 GB, ~30 s) and each takes that much disk", overlay_fix())
+
+
+def overlay_fix(release=None):
+    """The commands that move this user's Podman storage to overlay (native, or fuse-overlayfs on old kernels)."""
+    from agentsh.host import rootless
+    from agentsh.host.engine import which
+
+    release = release or os.uname().release
+    try:
+        kernel = tuple(int(x) for x in release.split("-")[0].split(".")[:2])
+    except ValueError:
+        kernel = (0, 0)
+    text = '[storage]\\ndriver = "overlay"\\n'
+    steps = []
+    if kernel < NATIVE_OVERLAY_KERNEL:
+        text += '[storage.options.overlay]\\nmount_program = "/usr/bin/fuse-overlayfs"\\n'
+        if not which("fuse-overlayfs"):
+            steps.append(rootless.install_command("fuse-overlayfs"))
+    conf_dir = os.path.join(os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "containers")
+    conf = os.path.join(conf_dir, "storage.conf")
+    if os.path.exists(conf):
+        steps.append(f'set driver = "overlay" under [storage] in {conf}'
+                     + ("" if kernel >= NATIVE_OVERLAY_KERNEL else ' (and mount_program = "/usr/bin/fuse-overlayfs" '
+                        "under [storage.options.overlay])"))
+    else:
+        steps.append(f"mkdir -p {conf_dir} && printf '{text}' > {conf}")
+    steps.append("podman system reset -f && ab-image build")
+    return " && ".join(steps) + " (the reset removes this user's images and containers)"
 
 
 def compat_check(engine):
@@ -93,19 +168,37 @@ def exec_server_check():
                  f"then: rm -r {lib}; ab-up --recreate")
 
 
-def image_check(engine, image):
-    if engine.image_exists(image):
+def image_check(image, info):
+    if info:
         return Check("image", OK, f"{image} is present")
     return Check("image", FAIL, f"{image} is not there", "build it: ab-image build")
 
 
-def runtime_check(engine, image):
-    """Start a throwaway container from the image: the proof that runs work."""
-    status, _, err = engine.call("run", "--rm", "--pull=never", "--network=none", image, "true", check=False)
-    if status == 0:
-        return Check("runtime", OK, "a throwaway container ran")
-    e = engine.error(err, "run")
-    return Check("runtime", FAIL, e.message, e.fix or "")
+def runtime_check(engine, cfg, image_info, version, store, fresh=False):
+    """A throwaway container from the image, the proof that starts work, remembered once it passed.
+
+    Returns (check, the agent programs the image has, or None when unknown).
+    """
+    from agentsh.sandbox import image as images
+
+    image = cfg["image"]
+    key = images.probe_key(engine, image_info.get("Id", ""), version)
+    record = None if fresh else images.remembered_probe(store, image, key)
+    if record is not None:
+        return Check("runtime", OK, f"a container from {image} started ({record.get('checked', '?')}; the pass is "
+                     "remembered for this image, engine and boot; --fresh starts one again)"), record.get("present")
+    error, present = images.probe(engine, image, agent_programs(cfg))
+    if error is not None:
+        return Check("runtime", FAIL, error.message, error.fix or ""), None
+    if image_info.get("Id"):
+        images.remember_probe(store, image, key, present)
+    return Check("runtime", OK, f"a throwaway container from {image} started"), present
+
+
+def agent_programs(cfg):
+    from agentsh.policy import agents
+
+    return [p for p in (agents.profile(n, cfg).program for n in agents.names(cfg) if n != agents.SHELL) if p]
 
 
 def local_ca_certificates():
@@ -162,11 +255,11 @@ def state_check():
 IMAGE_MAX_AGE_DAYS = 30
 
 
-def image_age_check(engine, image):
+def image_age_check(image, info):
     """An old image means old agent CLIs and unpatched packages."""
     import time
 
-    info = engine.image_inspect(image) or {}
+    info = info or {}
     created = info.get("Created", "")
     try:
         # "2024-05-01T10:20:30.123456789Z" or with an offset: the date and time are enough
@@ -224,19 +317,15 @@ def hook_check(environ=None):
     return Check("hook", WARN, f"the {shell} hook is not installed", f"add to {rc}: {line}")
 
 
-def agent_checks(engine, cfg):
-    """Each agent profile: its program in the image (one throwaway container) and its credentials."""
+def agent_checks(cfg, present):
+    """Each agent profile: its program in the image (as the runtime check's start found it) and its credentials."""
     from agentsh.base.errors import AgentshError
     from agentsh.creds import vault as creds
     from agentsh.host import project
     from agentsh.policy import agents
 
     profiles = [agents.profile(n, cfg) for n in agents.names(cfg) if n != agents.SHELL]
-    probe = "; ".join(f"command -v {agents._q(p.program)} >/dev/null 2>&1 && echo {agents._q(p.name)}"
-                      for p in profiles)
-    status, out, err = engine.call("run", "--rm", "--pull=never", "--network=none", "--entrypoint", "sh",
-                                   cfg["image"], "-c", probe + "; true", check=False)
-    present = set(out.split()) if status == 0 else None
+    present = None if present is None else set(present)
     try:
         here = project.find()
     except AgentshError:
@@ -244,7 +333,7 @@ def agent_checks(engine, cfg):
     checks = []
     for p in profiles:
         problems, fixes = [], []
-        if present is not None and p.name not in present:
+        if present is not None and p.program not in present:
             problems.append(f"{p.program} is not in {cfg['image']}")
             fixes.append(f"install it in the sandbox ({p.install})" if p.install else "use an image that has it")
         if p.credentials:

@@ -86,6 +86,63 @@ def decide(directory, store=None, environ=None):
     return Decision(cfg["hook"]["on_enter"], proj, trust.ALLOWED, cfg)
 
 
+STALE_MESSAGE = ("sandbox {name} predates your config (it changed after the sandbox was made): run 'ab up' to "
+                 "recreate it, or set on_stale = \"recreate\" under [hook] to have cd do that")
+
+
+def stale_spec(decision, engine, store):
+    """The spec hash the config asks for when the project's sandbox runs under an older one, else None.
+
+    From the sandbox record and /proc when they know its init process, else
+    from one inspect. A sandbox that is not running is reconciled by its
+    next start anyway.
+    """
+    from agentsh.base import layout
+    from agentsh.base.errors import AgentshError
+    from agentsh.host import liveness
+    from agentsh.sandbox import lifecycle
+
+    proj = decision.project
+    try:
+        record = store.read(layout.sandbox_record(proj.sandbox))
+        if not record:
+            return None  # not made by agentsh here: the next start makes it
+        have, publish = record.get("spec"), record.get("publish", [])
+        if not liveness.alive(record.get("pid"), record.get("pid_start")):
+            info = engine.inspect(proj.sandbox)
+            if not info or (info.get("State") or {}).get("Status") != lifecycle.RUNNING:
+                return None
+            have = ((info.get("Config") or {}).get("Labels") or {}).get(lifecycle.LABEL_SPEC)
+            publish = lifecycle.kept_publish(info)
+        want = lifecycle.spec(proj, decision.config, engine, publish)
+    except AgentshError:
+        return None
+    return want.hash if have and want.hash != have else None
+
+
+def say_stale_once(decision, want, store, notify, environ=None):
+    """Tell the shell session once (per wanted spec) that its sandbox is stale."""
+    from agentsh.base import layout
+    from agentsh.base.errors import AgentshError
+
+    environ = os.environ if environ is None else environ
+    name = decision.project.sandbox
+    seen = {"spec": want, "session": environ.get("AGENTSH_SESSION", "")}
+    path = layout.stale_notice_record(name)
+    try:
+        said = store.read(path) or {}
+        if {k: said.get(k) for k in seen} == seen:
+            return False
+    except AgentshError:
+        pass
+    notify(STALE_MESSAGE.format(name=name))
+    try:
+        store.write(path, seen)
+    except OSError:
+        pass
+    return True
+
+
 def session_id_for_shell():
     """A fresh random session id, for a hook that was loaded without one."""
     return os.urandom(12).hex()

@@ -63,7 +63,7 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
     report = {"directory": directory, "project": None, "project_file": None, "trust": None, "reason": None,
               "on_enter": None, "sandbox": None, "state": None, "credentials": [],
               "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
-              "ports": [], "error": None, "widens": None, "stale": None, "exec": None}
+              "ports": [], "error": None, "widens": None, "stale": None, "apply": None, "exec": None}
     try:
         proj = project.find(directory)
     except AgentshError as e:
@@ -99,6 +99,12 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
         report["ports"] = published_ports(info)
         if info:
             report["stale"], report["exec"] = _staleness(proj, cfg, eng, info)
+            if report["stale"]:  # how to bring the sandbox in line with the config
+                try:
+                    here = os.path.realpath(os.getcwd()) + "/"
+                except OSError:
+                    here = ""
+                report["apply"] = "ab up" if here.startswith(proj.root.rstrip("/") + "/") else f"ab up {proj.root}"
     else:
         report["state"] = "unknown" if store.read(layout.sandbox_record(proj.sandbox)) else "absent"
     return report

@@ -58,6 +58,16 @@ def sandbox_record(sandbox: str) -> str:
     return f"{SANDBOXES}/{sandbox}.json"
 
 
+def stale_notice_record(sandbox: str) -> str:
+    """The config spec the cd hook last said a running sandbox predates, and in which shell session."""
+    return f"notices/stale-{sandbox}.json"
+
+
+def image_probe_record(image: str) -> str:
+    """A passed throwaway start from an image and the programs it holds (sandbox.image.probe; ab-doctor)."""
+    return f"probes/{image}.json"
+
+
 def sandbox_pid_file(sandbox: str) -> str:
     """'<pid> <start time>' of the sandbox's init process (host.liveness)."""
     return f"{SANDBOXES}/{sandbox}.pid"

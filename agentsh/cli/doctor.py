@@ -8,12 +8,15 @@ EXAMPLES = ["ab-doctor", "ab-doctor --json | jq '.[] | select(.status != \"ok\")
 MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 COMMAND = Command(
     "ab-doctor",
-    "Check the engine, the runtime, the image and its age, the CA bundle, the state dir, the credential key's "
+    "Check the engine, what rootless Podman needs from the host (subordinate ids, uidmap, /dev/net/tun, "
+    "storage driver), the runtime, the image and its age, the CA bundle, the state dir, the credential key's "
     "permissions, the cd hook in this shell, and each agent profile's program and credentials; each problem "
     "comes with its fix. Exit 1 if any check fails.",
     EXAMPLES,
     options=(Option("--json", kind=FLAG, help="a JSON list of {name, status, detail, fix}"),
-             Option("--no-run", kind=FLAG, help="skip starting a throwaway container")),
+             Option("--no-run", kind=FLAG, help="skip starting a throwaway container"),
+             Option("--fresh", kind=FLAG, help="start a throwaway container even if one from the same image, "
+                                               "engine and boot passed before (that pass is remembered)")),
 )
 
 
@@ -22,7 +25,7 @@ def body(argv):
 
     from agentsh.app import doctor
 
-    checks = doctor.run_checks(run_container=not args.no_run)
+    checks = doctor.run_checks(run_container=not args.no_run, fresh=args.fresh)
     if args.json:
         print_json(checks)
     else:

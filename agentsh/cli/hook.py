@@ -153,22 +153,31 @@ def enter(directory):
     if decision.action == hooks.BLOCKED:
         sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
         return hooks.ENTER_BLOCKED
+    if decision.action not in (hooks.UP, hooks.SHELL):
+        return hooks.ENTER_NOTHING
+    from agentsh.sandbox.execute import stdio_is_terminal
+
+    if decision.action == hooks.SHELL and not stdio_is_terminal():  # nothing to hand a shell to
+        return hooks.ENTER_NOTHING
+    from agentsh.app import enter as entering
+    from agentsh.host.engine import Engine
+    from agentsh.sandbox import lifecycle as sandbox
+
+    engine = Engine(decision.config["engine"])
+    stale = entering.stale_spec(decision, engine, store)
+    recreate = stale and decision.config["hook"]["on_stale"] == "recreate"
+    if stale and not recreate:
+        entering.say_stale_once(decision, stale, store, notice)
     if decision.action == hooks.UP:
-        from agentsh.host.engine import Engine
-        from agentsh.sandbox import lifecycle as sandbox
-
-        sandbox.up(decision.project, decision.config, Engine(decision.config["engine"]), store, notify=notice)
+        if not stale or recreate:  # a stale sandbox is only replaced when [hook] on_stale asks for it
+            sandbox.start(decision.project, decision.config, engine, store, notice)
         return hooks.ENTER_UP
-    if decision.action == hooks.SHELL:
-        from agentsh.sandbox.execute import stdio_is_terminal
+    if recreate:
+        sandbox.start(decision.project, decision.config, engine, store, notice)  # says "spec changed; ..."
+    from agentsh.cli import exec as exec_cli
 
-        if not stdio_is_terminal():  # nothing to hand a shell to
-            return hooks.ENTER_NOTHING
-        from agentsh.cli import exec as exec_cli
-
-        exec_cli.body(["--dir", directory, "--tty"])
-        return hooks.ENTER_LEFT_SHELL
-    return hooks.ENTER_NOTHING
+    exec_cli.body(["--dir", directory, "--tty"])
+    return hooks.ENTER_LEFT_SHELL
 
 
 def main():

@@ -8,7 +8,7 @@ from agentsh.cli.options import FLAG, IMAGE, OFF, Command, Option
 
 EXAMPLES = [
     "ab-image build                   # localhost/agentsh:latest on debian:bookworm-slim",
-    "ab-image build --bootstrap       # make the Debian base here with debootstrap (root)",
+    "ab-image build --bootstrap       # make the Debian base here (mmdebstrap: no root needed)",
     "ab-image build --no-agents --tag localhost/agentsh:slim",
     "ab-image build --refresh         # new base, new packages, newest agent CLIs",
     "ab-image ls",
@@ -31,8 +31,8 @@ COMMAND = Command(
             "ab-image build",
             "Build the default sandbox image from agentsh's Containerfile: Debian bookworm with git, ripgrep, "
             "jq, python3, Node 22 and the agent CLIs (claude, codex, gemini, opencode). The base is "
-            "docker.io/library/debian:bookworm-slim; when it cannot be pulled, a Debian base is made here with "
-            "debootstrap (as with --bootstrap). The host's CA bundle (config 'ca_bundle') is trusted during the "
+            "docker.io/library/debian:bookworm-slim; when it cannot be pulled, a Debian base is made here (as with "
+            "--bootstrap). The host's CA bundle (config 'ca_bundle') is trusted during the "
             "build. Progress goes to stderr; stdout gets only the image name (or JSON).",
             BUILD_EXAMPLES,
             help="build the default image",
@@ -43,10 +43,10 @@ COMMAND = Command(
                        help="base image: a Debian bookworm (default: docker.io/library/debian:bookworm-slim, "
                             "pulled if missing)"),
                 Option("--bootstrap", kind=FLAG, group="base",
-                       help="make the base here with debootstrap (needs root and debootstrap) as "
-                            "localhost/agentsh-base:bookworm, reused later"),
+                       help="make the base here as localhost/agentsh-base:bookworm, reused later: with mmdebstrap "
+                            "(an ordinary user: --mode=unshare, no root), else debootstrap (root)"),
                 Option("--mirror", metavar="URL",
-                       help="Debian mirror for debootstrap and apt (default: http://deb.debian.org/debian)"),
+                       help="Debian mirror for the base and apt (default: http://deb.debian.org/debian)"),
                 Option("--no-agents", dest="agents", kind=OFF,
                        help="leave out the agent CLIs (claude, codex, gemini, opencode)"),
                 Option("--refresh", kind=FLAG,

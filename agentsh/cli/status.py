@@ -56,7 +56,8 @@ def render(report):
     elif report["reason"]:
         values["project"] = f"none ({report['reason']})"
     if report["sandbox"]:
-        stale = ", stale: it predates the config; 'ab up' recreates it" if report.get("stale") else ""
+        stale = (f", stale: it predates the config; run '{report.get('apply') or 'ab up'}' to recreate it"
+                 if report.get("stale") else "")
         values["sandbox"] = f"{report['sandbox']} ({report['state']}{stale})"
         if report.get("exec"):
             values["exec"] = ("the sandbox's exec server" if report["exec"] == "server"

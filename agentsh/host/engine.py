@@ -111,6 +111,10 @@ class HostQuirk(EngineError):
     """The engine's defaults cannot start containers on this host; a containers.conf fixes it."""
 
 
+class RootlessSetup(EngineError):
+    """Rootless Podman lacks something only root can give (subordinate ids, /dev/net/tun, uidmap)."""
+
+
 # How each case shows in the engine's error text (lower case), Podman's and Docker's.
 NO_SUCH_CONTAINER = ("no such container", "no container with name or id")
 NOT_RUNNING = ("container state improper", "is not running")
@@ -263,6 +267,14 @@ class Engine:
             else:
                 fix = f"use runc and lower ulimits: export CONTAINERS_CONF={compat_conf()}"
             return HostQuirk(f"{self.name} cannot start containers with its defaults on this host: {first}", fix)
+        if self.is_podman and self.rootless:
+            from agentsh.host import rootless
+
+            found = rootless.diagnose(stderr)
+            if found:  # the engine's words ("sync pipe: EOF") do not say what is missing; this does
+                message, fix = rootless.summary(found)
+                return RootlessSetup(f"rootless {self.name} {what} failed ({rootless.engine_reason(stderr)}): "
+                                     f"{message}", f"fix (once, as root): {fix}")
         last = text[-300:] if text else "no error text"
         if any(s in low for s in NAME_IN_USE):
             return NameInUse(f"{self.name} {what} failed: {last}")
@@ -386,7 +398,9 @@ class Engine:
             step = next((line for line in reversed(tail) if line.startswith(("STEP ", "Step ", "#"))), "")
             where = f" at {step.split(':', 1)[0]}" if step.startswith(("STEP ", "Step ")) else ""
             reason = next((line.strip() for line in reversed(tail) if line.strip()), f"exit status {status}")
-            error = EngineError(f"{self.name} build failed{where}: {reason.removeprefix('Error: ')[-300:]}")
+            error = self.error(reason, "build")
+            if not isinstance(error, RootlessSetup):
+                error = EngineError(f"{self.name} build failed{where}: {reason.removeprefix('Error: ')[-300:]}")
             error.tail = tail
             raise error
 

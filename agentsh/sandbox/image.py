@@ -3,8 +3,15 @@
 `build()` makes `localhost/agentsh:latest` from the Containerfile shipped in
 `agentsh/data`. The base is a registry image (Debian bookworm-slim) by default;
 with `bootstrap=True`, or when the registry cannot be reached, it is a Debian
-root filesystem made here with debootstrap and imported as
-`localhost/agentsh-base:bookworm` (reused until `refresh=True`).
+root filesystem made here and imported as `localhost/agentsh-base:bookworm`
+(reused until `refresh=True`): with mmdebstrap where it is installed, which
+needs no root (`--mode=unshare`, the same subordinate ids rootless Podman
+uses), else with debootstrap as root.
+
+`probe()` starts one throwaway container from an image and lists which of
+the given programs it holds; `ab doctor` and a finished build remember a
+passed probe (keyed on the engine, its settings, the boot and the image id),
+so the next `ab doctor` need not start a container from a 2 GB image again.
 
 The host's CA bundle (config `ca_bundle`) reaches the RUN steps as a build
 secret, so a build works behind TLS-intercepting proxies without the bundle
@@ -27,13 +34,8 @@ SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 CA_SECRET = "ca_bundle"
 LIST_REFERENCE = "localhost/agentsh*"
 LABEL_IMAGE = "io.agentsh.image"
-DEBOOTSTRAP_FIX_ROOT = (
-    "make the base once as root and import it as yourself: "
-    "sudo debootstrap --variant=minbase {suite} /var/tmp/agentsh-rootfs {mirror} && "
-    "sudo tar -C /var/tmp/agentsh-rootfs -c . | {engine} import - {base} && "
-    "sudo rm -rf /var/tmp/agentsh-rootfs; then run 'ab-image build' again (it reuses that base), "
-    "or build on a registry image you can pull with --base IMAGE"
-)
+# mmdebstrap leaves no host name or resolver of the build host in the base.
+MMDEBSTRAP_HOOK = '--customize-hook=rm -f "$1/etc/hostname" "$1/etc/resolv.conf"'
 # The environment a bootstrapped base gets (a registry image brings its own).
 BASE_CHANGES = (
     "ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -80,6 +82,53 @@ def have_debootstrap():
 
     return which("debootstrap") or next(
         (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.access(p, os.X_OK)), None)
+
+
+def have_mmdebstrap():
+    from agentsh.host.engine import which
+
+    return which("mmdebstrap") or next(
+        (p for p in ("/usr/bin/mmdebstrap", "/usr/sbin/mmdebstrap") if os.access(p, os.X_OK)), None)
+
+
+def bootstrap_tool():
+    """(name, path) of what makes the Debian base here: mmdebstrap (any user), else debootstrap (root only)."""
+    mm = have_mmdebstrap()
+    if mm:
+        return "mmdebstrap", mm
+    deb = have_debootstrap()
+    if deb and os.geteuid() == 0:
+        return "debootstrap", deb
+    return None
+
+
+def bootstrap_problem():
+    """(message, fix) when no Debian base can be made here (no tool, or no user namespace), else None."""
+    from agentsh.host import rootless
+
+    tool = bootstrap_tool()
+    if tool is None:
+        if os.geteuid() == 0:
+            return ("making a Debian base needs mmdebstrap or debootstrap, and neither is installed",
+                    f"{rootless.install_command('mmdebstrap')}, or build on a registry image with --base IMAGE")
+        return ("making a Debian base without root needs mmdebstrap (debootstrap needs root), which is not "
+                "installed", f"{rootless.install_command('mmdebstrap')}, then run 'ab-image build' again; or "
+                "build on an image you have with --base IMAGE")
+    if tool[0] == "mmdebstrap" and os.geteuid() != 0:
+        found = rootless.userns_problems()
+        if found:
+            message, fix = rootless.summary(found)
+            return f"making a Debian base without root (mmdebstrap --mode=unshare) needs {message}", \
+                f"fix (once, as root): {fix}"
+    return None
+
+
+def source_lines(mirror):
+    """apt's sources for the base: the suite, its updates and (from Debian's own mirror) security."""
+    lines = [f"deb {mirror} {SUITE} main", f"deb {mirror} {SUITE}-updates main"]
+    if mirror == DEFAULT_MIRROR:
+        lines.append(f"deb {SECURITY_MIRROR} {SUITE}-security main")
+    return lines
 
 
 def stream_host(argv, on_line=None, keep=60):
@@ -158,18 +207,14 @@ class Builder:
             if base is not None:
                 raise EngineError(e.message, "check the name and your network, pick a local image "
                                   "with --base, or make a Debian base here with --bootstrap") from None
-            if not have_debootstrap():
-                raise EngineError(e.message, "install debootstrap (Debian/Ubuntu: sudo apt-get install "
-                                  "debootstrap) so ab-image can make the base locally, or pass "
-                                  "--base IMAGE naming an image you have") from None
-            if os.geteuid() != 0:
-                raise EngineError(f"{e.message}; making a Debian base here instead needs root (debootstrap)",
-                                  self.root_fix(mirror)) from None
-            self.notify(f"{e.message}; making a local Debian base with debootstrap instead")
+            problem = bootstrap_problem()
+            if problem:
+                raise EngineError(f"{e.message}; {problem[0]}", problem[1]) from None
+            self.notify(f"{e.message}; making a local Debian base with {bootstrap_tool()[0]} instead")
         return self.local_base(mirror, refresh), "bootstrap"
 
     def local_base(self, mirror, refresh=False):
-        """LOCAL_BASE, made with debootstrap unless it exists (and no refresh)."""
+        """LOCAL_BASE, made here (mmdebstrap or debootstrap) unless it exists (and no refresh)."""
         lock = self.store.lock(layout.IMAGE_BASE_LOCK, timeout=1800) if self.store is not None else _nolock()
         with lock:
             if not refresh and self.engine.image_exists(LOCAL_BASE):
@@ -178,17 +223,39 @@ class Builder:
         return LOCAL_BASE
 
     def bootstrap(self, mirror):
-        """debootstrap a minimal Debian and import it as LOCAL_BASE."""
+        """Make a minimal Debian (mmdebstrap, else debootstrap as root) and import it as LOCAL_BASE."""
+        problem = bootstrap_problem()
+        if problem:
+            raise AgentshError(*problem)
+        name, path = bootstrap_tool()
+        if name == "mmdebstrap":
+            return self.mmdebstrap(path, mirror)
+        return self.debootstrap(path, mirror)
+
+    def mmdebstrap(self, mmdebstrap, mirror):
+        """mmdebstrap straight into a tarball: in a user namespace of our own unless we are root."""
         import shutil
         import tempfile
 
-        debootstrap = have_debootstrap()
-        if not debootstrap:
-            raise AgentshError("making a Debian base needs debootstrap, which is not installed",
-                               "install it (Debian/Ubuntu: sudo apt-get install debootstrap), "
-                               "or build on a registry image with --base IMAGE")
-        if os.geteuid() != 0:
-            raise AgentshError("making a Debian base with debootstrap needs root", self.root_fix(mirror))
+        mode = "root" if os.geteuid() == 0 else "unshare"
+        work = tempfile.mkdtemp(prefix="agentsh-base-", dir=_big_tmp())
+        try:
+            tarball = os.path.join(work, "rootfs.tar")
+            self.notify(f"making {LOCAL_BASE} with mmdebstrap --mode={mode} from {mirror} (under a minute)")
+            status, tail = self.host([mmdebstrap, f"--mode={mode}", "--variant=minbase", "--format=tar",
+                                      MMDEBSTRAP_HOOK, SUITE, tarball, *source_lines(mirror)], self.on_line)
+            if status != 0:
+                raise _failure("mmdebstrap failed", tail, "check the mirror (--mirror URL) and the network; "
+                               "the lines above say which package or URL failed")
+            self.engine.import_image(tarball, LOCAL_BASE, BASE_CHANGES)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def debootstrap(self, debootstrap, mirror):
+        """debootstrap into a directory (as root), tidy it, pack it, import it."""
+        import shutil
+        import tempfile
+
         work = tempfile.mkdtemp(prefix="agentsh-base-", dir=_big_tmp())
         try:
             rootfs = os.path.join(work, "rootfs")
@@ -210,10 +277,19 @@ class Builder:
             else:
                 self.notify(f"left {work} in place: something is still mounted inside it")
 
-    def root_fix(self, mirror):
-        return DEBOOTSTRAP_FIX_ROOT.format(suite=SUITE, mirror=mirror, engine=self.engine.name, base=LOCAL_BASE)
-
     # -- the image ------------------------------------------------------------
+
+    def remember_start(self, tag, image_id):
+        """Start the new image once (as ab-doctor would) and remember the pass, so ab-doctor need not."""
+        from agentsh.policy import agents
+
+        programs = [p for p in (agents.profile(n, self.cfg).program for n in agents.names(self.cfg)
+                                if n != agents.SHELL) if p]
+        error, present = probe(self.engine, tag, programs)
+        if error is None:
+            remember_probe(self.store, tag, probe_key(self.engine, image_id, engine_version(self.engine)), present)
+        else:
+            self.notify(f"{tag} is built, but a container from it does not start: {error}")
 
     def build(self, tag=DEFAULT_IMAGE, base=None, bootstrap=False, mirror=None, refresh=False, agents=True):
         """Build the image; returns its record (image, id, base, ...)."""
@@ -231,6 +307,14 @@ class Builder:
         if mirror:
             mirror = check_mirror(mirror)
         self.engine.exe  # a missing engine is the first thing to say
+        if self.engine.is_podman and self.engine.rootless:
+            from agentsh.host import rootless
+
+            found = rootless.problems()  # said now, not after minutes of bootstrapping and a failed RUN
+            if found:
+                message, fix = rootless.summary(found)
+                raise EngineError(f"rootless {self.engine.name} cannot build here: {message}",
+                                  f"fix (once, as root): {fix}")
         bundle = ca_bundle_source(self.cfg["ca_bundle"])
         started = time.monotonic()
         base_ref, how = self.choose_base(base, bootstrap, mirror, refresh)
@@ -250,15 +334,23 @@ class Builder:
                             f"{LABEL_IMAGE}.agents": "true" if agents else "false"},
                     no_cache=refresh)
             except EngineError as e:
+                from agentsh.host.engine import RootlessSetup
+
                 tail = getattr(e, "tail", None)
                 if tail is None:
                     raise
                 where = f" at {self.step.split(':', 1)[0]}" if self.step else ""
+                if isinstance(e, RootlessSetup):  # the engine's "EOF" explained, with the fix
+                    error = AgentshError(f"{self.engine.name} build of {tag} failed{where}: {e.message}", e.fix)
+                    error.tail = list(tail)
+                    raise error from None
                 raise _failure(f"{self.engine.name} build of {tag} failed{where}", tail,
                                build_hint(tail, bundle), fallback=e.message) from None
         finally:
             shutil.rmtree(context, ignore_errors=True)
         info = self.engine.image_inspect(tag) or {}
+        if self.store is not None and info.get("Id"):
+            self.remember_start(tag, info["Id"])
         record = {
             "image": tag,
             "id": (info.get("Id") or "").removeprefix("sha256:")[:12],
@@ -275,6 +367,66 @@ class Builder:
         return record
 
 
+# -- a throwaway start, remembered -----------------------------------------------
+
+
+def engine_version(engine):
+    """The engine's version ("" when it does not say): part of what a remembered probe is keyed on."""
+    fmt = "{{.Client.Version}}" if engine.is_podman else "{{.Server.Version}}"
+    status, out, _ = engine.call("version", "--format", fmt, check=False)
+    return out.strip() if status == 0 else ""
+
+
+def boot_id():
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def probe_key(engine, image_id, version):
+    """What a passed probe depends on: the engine and its settings, this boot (device modes, sysctls), the image."""
+    return {"engine": engine.exe, "version": version, "rootless": engine.rootless,
+            "containers_conf": os.environ.get("CONTAINERS_CONF", ""), "boot": boot_id(), "image": image_id}
+
+
+def probe(engine, image, programs=()):
+    """Start one throwaway container from `image` (no network): (None, the programs it has) or (EngineError, None).
+
+    One container answers both questions (does a start work, which agent
+    programs are there), so a check costs one start: on vfs storage a start
+    from the 2 GB default image copies all of it.
+    """
+    from agentsh.policy.agents import _q
+
+    script = "; ".join([*(f"command -v {_q(p)} >/dev/null 2>&1 && echo {_q(p)}" for p in programs), "true"])
+    status, out, err = engine.call("run", "--rm", "--pull=never", "--network=none", "--entrypoint", "sh",
+                                   image, "-c", script, check=False)
+    if status == 0:
+        return None, sorted(set(out.splitlines()) & set(programs))
+    again, _, err2 = engine.call("run", "--rm", "--pull=never", "--network=none", image, "true", check=False)
+    if again == 0:  # it runs, but has no sh to ask
+        return None, None
+    return engine.error(err2 or err, "run"), None
+
+
+def remembered_probe(store, image, key):
+    """The probe record for `image` when it was made under `key`, else None."""
+    from agentsh.base.errors import StateError
+
+    try:
+        record = store.read(layout.image_probe_record(record_name(image)))
+    except StateError:
+        return None
+    return record if record and record.get("key") == key else None
+
+
+def remember_probe(store, image, key, present):
+    store.write(layout.image_probe_record(record_name(image)),
+                {"key": key, "present": present, "checked": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+
 def tidy_rootfs(rootfs, mirror):
     """Trim a fresh debootstrap tree and point apt at the mirror (plus updates, security)."""
     import glob
@@ -284,11 +436,8 @@ def tidy_rootfs(rootfs, mirror):
         for path in glob.glob(os.path.join(rootfs, pattern)):
             if os.path.isfile(path) or os.path.islink(path):
                 os.unlink(path)
-    lines = [f"deb {mirror} {SUITE} main", f"deb {mirror} {SUITE}-updates main"]
-    if mirror == DEFAULT_MIRROR:
-        lines.append(f"deb {SECURITY_MIRROR} {SUITE}-security main")
     with open(os.path.join(rootfs, "etc/apt/sources.list"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(source_lines(mirror)) + "\n")
 
 
 def mounts_under(path):

@@ -64,9 +64,13 @@ def ensure_running(project, cfg, engine, store, notify):
 
 
 def start(project, cfg, engine, store, notify):
-    """ab-up for a sandbox an exec found (or may find) not running; says so when it started it."""
-    if up(project, cfg, engine, store, notify=notify).get("started"):
+    """ab-up for a sandbox an exec found (or may find) not running; says whether it made or started one."""
+    record = up(project, cfg, engine, store, notify=notify)
+    if record.get("new"):  # made just now (ab-up --json says "new": true)
+        notify(f"created sandbox {project.sandbox}")
+    elif record.get("started"):
         notify(f"sandbox {project.sandbox} was not running; started it")
+    return record
 
 
 def describe(info, project, image=None):
@@ -250,7 +254,7 @@ def _create(engine, store, project, want, notify=None):
         "spec": want.hash, "publish": list(want.publish), "id": cid, "created": int(time.time()),
     })
     return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING,
-            "started": True}
+            "started": True, "new": True}
 
 
 class _acquired:

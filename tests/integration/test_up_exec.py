@@ -117,7 +117,8 @@ def test_exec_recreates_a_sandbox_removed_behind_its_back(repo):
     podman("rm", "-f", "-t", "0", name)
     proc = ab("ab-exec", "--", "echo", "back", cwd=repo)
     assert proc.returncode == 0 and proc.stdout == b"back\n"
-    assert b"was not running; started it" in proc.stderr and b"Error:" not in proc.stderr
+    assert f"created sandbox {name}".encode() in proc.stderr and b"Error:" not in proc.stderr
+    assert b"was not running" not in proc.stderr
     assert inspect(name)["State"]["Status"] == "running"
 
 
@@ -127,6 +128,12 @@ def test_exec_starts_a_stopped_sandbox(repo):
     assert inspect(name)["State"]["Status"] == "exited"
     proc = ab("ab-exec", "--", "echo", "again", cwd=repo)
     assert proc.returncode == 0 and proc.stdout == b"again\n"
+    assert f"sandbox {name} was not running; started it".encode() in proc.stderr and b"created" not in proc.stderr
+
+
+def test_exec_says_created_for_a_sandbox_it_made(repo):
+    proc = ab("ab-exec", "--", "true", cwd=repo)
+    assert proc.returncode == 0 and b"created sandbox ab-repo-" in proc.stderr and b"was not running" not in proc.stderr
 
 
 def test_signals_reach_the_command(repo):
@@ -236,7 +243,7 @@ def test_status_says_when_the_sandbox_predates_the_config_and_how_exec_reaches_i
     assert (report["state"], report["stale"], report["exec"]) == ("running", False, "server")
     user_config(f'image = "{tiny_image}"\nmemory = "300m"\n')
     report = json.loads(ab("ab-status", "--json", str(repo), check=True).stdout)
-    assert report["stale"] is True
-    assert b"stale" in ab("ab-status", str(repo), check=True).stdout
+    assert (report["stale"], report["apply"]) == (True, f"ab up {repo}")
+    assert "stale: it predates the config; run 'ab up' to recreate it" in ab("ab-status", cwd=repo, check=True).stdout.decode()
     ab("ab-up", str(repo), check=True)
     assert json.loads(ab("ab-status", "--json", str(repo), check=True).stdout)["stale"] is False

@@ -39,6 +39,9 @@ class FakeRunner:
         self.build_output = build_output
         self.listing = []
         self.pid = 0  # the "container's" init pid inspect reports
+        self.probe_status, self.probe_output = 0, ""  # what a throwaway `run --rm IMAGE` answers
+        self.info = {"host": {"security": {"rootless": False}}, "store": {"graphDriverName": "overlay"},
+                     "version": {"Version": "4.3.1"}}  # what `info` answers
 
     def __call__(self, argv, input=None, capture=True, timeout=None):
         args = list(argv[1:])
@@ -49,6 +52,8 @@ class FakeRunner:
             if info is None:
                 return 125, "", f'Error: no container with name or ID "{args[2]}" found: no such container'
             return 0, json.dumps([info]), ""
+        if cmd == "run" and "--rm" in args and "--name" not in args:  # a throwaway start (image.probe)
+            return self.probe_status, self.probe_output, ""
         if cmd == "run":
             name = args[args.index("--name") + 1]
             if name in self.containers:
@@ -89,6 +94,10 @@ class FakeRunner:
             return self.build_status, out, ""
         if cmd == "images":
             return 0, json.dumps(self.listing), ""
+        if cmd == "info":
+            return 0, json.dumps(self.info), ""
+        if cmd == "version":
+            return 0, self.info["version"]["Version"] + "\n", ""
         return 0, "", ""
 
     def commands(self):

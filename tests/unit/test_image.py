@@ -54,6 +54,23 @@ class Host:
         return 0, []
 
 
+class MmHost:
+    """Fake mmdebstrap: writes the tarball it is asked for."""
+
+    def __init__(self, status=0):
+        self.calls = []
+        self.status = status
+
+    def __call__(self, argv, on_line=None):
+        self.calls.append(list(argv))
+        if self.status:
+            return self.status, ["E: Couldn't download packages: libc6"]
+        open(argv[6], "wb").write(b"tar")
+        if on_line:
+            on_line("I: success in 40.2 seconds")
+        return 0, []
+
+
 def builder(runner, host=None, cfg=None, store=True):
     notices, lines = [], []
     b = image.Builder(Engine("podman", runner=runner, exe="/usr/bin/podman", rootless=False),
@@ -63,8 +80,16 @@ def builder(runner, host=None, cfg=None, store=True):
     return b
 
 
+@pytest.fixture(autouse=True)
+def host_tools(monkeypatch):
+    """By default neither mmdebstrap nor debootstrap (tests ask for what they need)."""
+    monkeypatch.setattr(image, "have_mmdebstrap", lambda: None)
+    monkeypatch.setattr(image, "have_debootstrap", lambda: None)
+
+
 @pytest.fixture
 def root(monkeypatch):
+    """Root, with debootstrap and no mmdebstrap."""
     monkeypatch.setattr(image.os, "geteuid", lambda: 0)
     monkeypatch.setattr(image, "have_debootstrap", lambda: "/usr/sbin/debootstrap")
 
@@ -72,6 +97,17 @@ def root(monkeypatch):
 @pytest.fixture
 def no_debootstrap(monkeypatch):
     monkeypatch.setattr(image, "have_debootstrap", lambda: None)
+
+
+@pytest.fixture
+def user_with_mmdebstrap(monkeypatch):
+    """An ordinary user with mmdebstrap (and debootstrap, which it cannot use), whose user namespace works."""
+    from agentsh.host import rootless
+
+    monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(image, "have_mmdebstrap", lambda: "/usr/bin/mmdebstrap")
+    monkeypatch.setattr(image, "have_debootstrap", lambda: "/usr/sbin/debootstrap")
+    monkeypatch.setattr(rootless, "userns_problems", lambda **kw: [])
 
 
 # -- choosing the base ---------------------------------------------------------
@@ -126,15 +162,103 @@ def test_the_bootstrapped_rootfs_is_tidied_and_gets_updates_and_security(root):
     assert not host.hostname_left and host.lists_left == []
 
 
-def test_unreachable_registry_without_debootstrap_says_what_to_install(no_debootstrap):
+def test_unreachable_registry_without_a_bootstrap_tool_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(image.os, "geteuid", lambda: 0)
     runner = FakeRunner()
     with pytest.raises(EngineError) as e:
         builder(runner).build()
     text = str(e.value)
     assert "cannot pull docker.io/library/debian:bookworm-slim" in text
-    assert "apt-get install debootstrap" in text and "--base IMAGE" in text
+    assert "neither is installed" in text and "install -y mmdebstrap" in text and "--base IMAGE" in text
     assert "\n" not in text and e.value.code == 125
     assert runner.find("build") == []
+
+
+def test_unreachable_registry_as_a_user_makes_the_base_with_mmdebstrap_unshare(user_with_mmdebstrap):
+    runner, host = FakeRunner(), MmHost()
+    b = builder(runner, host)
+    record = b.build()
+    assert any("making a local Debian base with mmdebstrap instead" in n for n in b.notices)
+    (mm,) = host.calls
+    assert mm[:5] == ["/usr/bin/mmdebstrap", "--mode=unshare", "--variant=minbase", "--format=tar",
+                      image.MMDEBSTRAP_HOOK]
+    assert mm[5] == "bookworm" and mm[6].startswith(os.environ["TMPDIR"]) and mm[6].endswith("rootfs.tar")
+    assert mm[7:] == ["deb http://deb.debian.org/debian bookworm main",
+                      "deb http://deb.debian.org/debian bookworm-updates main",
+                      "deb http://deb.debian.org/debian-security bookworm-security main"]
+    (imp,) = runner.find("import")
+    assert imp[-2] == mm[6] and imp[-1] == image.LOCAL_BASE
+    assert record["base_source"] == "bootstrap" and runner.build_arg_values()["BASE"] == image.LOCAL_BASE
+    assert not os.listdir(os.environ["TMPDIR"])
+
+
+def test_mmdebstrap_runs_in_root_mode_as_root_and_is_preferred_to_debootstrap(root, monkeypatch):
+    monkeypatch.setattr(image, "have_mmdebstrap", lambda: "/usr/bin/mmdebstrap")
+    host = MmHost()
+    builder(FakeRunner(), host).build(bootstrap=True, mirror="http://ftp.de.debian.org/debian")
+    (mm,) = host.calls
+    assert mm[1] == "--mode=root"
+    assert mm[7:] == ["deb http://ftp.de.debian.org/debian bookworm main",
+                      "deb http://ftp.de.debian.org/debian bookworm-updates main"]
+
+
+def test_mmdebstrap_failure_shows_its_reason(user_with_mmdebstrap):
+    with pytest.raises(AgentshError) as e:
+        builder(FakeRunner(), MmHost(status=1)).build(bootstrap=True)
+    assert "mmdebstrap failed: E: Couldn't download packages: libc6" in str(e.value) and e.value.tail
+
+
+def test_a_user_without_subordinate_ids_is_told_the_exact_fix_before_anything_runs(monkeypatch):
+    from agentsh.host import rootless
+
+    monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(image, "have_mmdebstrap", lambda: "/usr/bin/mmdebstrap")
+    monkeypatch.setattr(rootless, "userns_problems", lambda **kw: [rootless.Problem(
+        "subuid", "u has fewer than 65536 subordinate ids in subuid",
+        "sudo usermod --add-subuids 165536-231071 u && podman system migrate")])
+    runner, host = FakeRunner(), MmHost()
+    with pytest.raises(EngineError) as e:
+        builder(runner, host).build()
+    text = str(e.value)
+    assert "without root (mmdebstrap --mode=unshare) needs u has fewer than 65536 subordinate ids" in text
+    assert text.endswith("fix (once, as root): sudo usermod --add-subuids 165536-231071 u && podman system migrate")
+    assert "\n" not in text and host.calls == [] and runner.find("build") == []
+
+
+def test_a_rootless_build_names_what_root_must_fix_first(monkeypatch):
+    from agentsh.host import rootless
+
+    monkeypatch.setattr(rootless, "problems", lambda **kw: [rootless.Problem(
+        "tun", "/dev/net/tun is mode 0600: u cannot open it", "sudo chmod 666 /dev/net/tun", network=True)])
+    runner = FakeRunner(images={image.REGISTRY_BASE})
+    b = image.Builder(Engine("podman", runner=runner, exe="/usr/bin/podman", rootless=True), config.load(),
+                      store=Store(), notify=lambda m: None)
+    with pytest.raises(EngineError) as e:
+        b.build()
+    assert str(e.value) == ("rootless podman cannot build here: /dev/net/tun is mode 0600: u cannot open it; "
+                            "fix (once, as root): sudo chmod 666 /dev/net/tun")
+    assert runner.calls == []
+
+
+def test_the_engines_sync_pipe_eof_is_explained_with_the_fix(monkeypatch):
+    from agentsh.host import rootless
+
+    monkeypatch.setattr(rootless, "problems", lambda **kw: [])  # fine when the build starts...
+    runner = FakeRunner(images={image.REGISTRY_BASE}, build_status=1, build_output=(
+        'STEP 1/3: FROM base\nSTEP 2/3: RUN apt-get update\n'
+        'Error: building at STEP "RUN apt-get update": failed to read from slirp4netns sync pipe: EOF\n'))
+    b = image.Builder(Engine("podman", runner=runner, exe="/usr/bin/podman", rootless=True), config.load(),
+                      store=Store(), notify=lambda m: None)
+    broken = [rootless.Problem("tun", "/dev/net/tun is mode 0600: u cannot open it", "sudo chmod 666 /dev/net/tun",
+                               network=True)]
+    monkeypatch.setattr(rootless, "diagnose", lambda text, found=None: broken if "slirp4netns" in text else [])
+    with pytest.raises(AgentshError) as e:
+        b.build()
+    text = str(e.value)
+    assert text.startswith("podman build of localhost/agentsh:latest failed at STEP 2/3: rootless podman build "
+                           "failed (building at STEP")
+    assert "failed to read from slirp4netns sync pipe: EOF" in text and "/dev/net/tun is mode 0600" in text
+    assert text.endswith("; fix (once, as root): sudo chmod 666 /dev/net/tun") and "\n" not in text
 
 
 def test_an_explicit_base_that_cannot_be_pulled_does_not_fall_back(root):
@@ -174,16 +298,15 @@ def test_refresh_pulls_the_registry_base_again():
     assert "--no-cache" in runner.build_args()
 
 
-def test_bootstrap_as_non_root_names_the_fix(monkeypatch):
+def test_bootstrap_as_non_root_with_only_debootstrap_says_to_install_mmdebstrap(monkeypatch):
     monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(image, "have_debootstrap", lambda: "/usr/sbin/debootstrap")
     runner, host = FakeRunner(), Host()
     with pytest.raises(AgentshError) as e:
         builder(runner, host).build(bootstrap=True)
     text = str(e.value)
-    assert "needs root" in text
-    assert "sudo debootstrap --variant=minbase bookworm" in text
-    assert "podman import - localhost/agentsh-base:bookworm" in text and "--base IMAGE" in text
+    assert "without root needs mmdebstrap (debootstrap needs root)" in text
+    assert "install -y mmdebstrap, then run 'ab-image build' again" in text and "--base IMAGE" in text
     assert host.calls == [] and runner.find("build") == []
 
 
@@ -196,14 +319,15 @@ def test_registry_fallback_as_non_root_says_how_to_make_the_base(monkeypatch):
         b.build()
     text = str(e.value)
     assert text.startswith("cannot pull docker.io/library/debian:bookworm-slim: ")
-    assert "needs root" in text and "sudo debootstrap" in text and "\n" not in text
+    assert "needs mmdebstrap" in text and "install -y mmdebstrap" in text and "\n" not in text
     assert host.calls == [] and b.notices == ["pulling docker.io/library/debian:bookworm-slim"]
 
 
-def test_bootstrap_without_debootstrap_says_what_to_install(no_debootstrap):
+def test_bootstrap_without_any_tool_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(image.os, "geteuid", lambda: 0)
     with pytest.raises(AgentshError) as e:
         builder(FakeRunner()).build(bootstrap=True)
-    assert "debootstrap" in str(e.value) and "apt-get install debootstrap" in str(e.value)
+    assert "mmdebstrap or debootstrap" in str(e.value) and "install -y mmdebstrap" in str(e.value)
 
 
 def test_debootstrap_failure_shows_its_reason(root):
