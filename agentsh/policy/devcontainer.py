@@ -432,6 +432,7 @@ class Devcontainer:
         import re
 
         if value is None:
+            self.honoured.append(key)  # null: the image's user
             return
         if not isinstance(value, str) or not re.fullmatch(USER, str(self.sub(value, _key(self.path, key)))):
             raise ConfigError(f"{_key(self.path, key)}: {value!r} is not a user name or uid[:gid]",
@@ -667,7 +668,7 @@ class Devcontainer:
         self.features = got.local
         for ref, why in got.refused:
             self.not_applied.append((f"features {_printable(ref)}", why))
-        if got.local:
+        if got.local or not got.refused:
             self.honoured.append("features")
 
     def _feature_order(self, value, data):
