@@ -721,12 +721,12 @@ class Devcontainer:
     def _compose(self, data):
         files = data.get("dockerComposeFile")
         shown = ", ".join(map(_printable, files)) if isinstance(files, list) else _printable(files)
-        why = ("agentsh does not run Docker Compose services yet; nothing of this file is applied "
-               "(the sandbox uses your config's image)")
+        why = ("agentsh does not run Docker Compose services yet, so nothing of this file is applied: "
+               "the sandbox uses your config's image")
         self.not_applied.append((f"dockerComposeFile {shown}", why))
         for key in data:
             if key != "dockerComposeFile":
-                self.not_applied.append((_printable(key), "part of a compose configuration"))
+                self.not_applied.append((_printable(key), "with it"))
 
     # -- what callers read --------------------------------------------------------------
 
@@ -744,15 +744,17 @@ class Devcontainer:
 
     def notices(self) -> list[str]:
         """One line: what of the file is not applied (with why) and what is ignored; plus how host values go in."""
+        def grouped(items):  # the properties of one reason together: "a, b (why)"
+            groups = {}
+            for p, why in items:
+                groups.setdefault(why, []).append(p)
+            return "; ".join(f"{', '.join(ps)}" + (f" ({why})" if why else "") for why, ps in groups.items())
+
         parts = []
         if self.not_applied:
-            parts.append("not applied: " + "; ".join(f"{p} ({why})" for p, why in self.not_applied))
+            parts.append("not applied: " + grouped(self.not_applied))
         if self.ignored:
-            groups = {}
-            for p, why in self.ignored:
-                groups.setdefault(why, []).append(p)
-            parts.append("ignored: " + "; ".join(f"{', '.join(ps)}" + (f" ({why})" if why else "")
-                                                 for why, ps in groups.items()))
+            parts.append("ignored: " + grouped(self.ignored))
         parts += self.reported
         out = [f"{self.path}: " + "; ".join(parts)] if parts else []
         return out + [f"{self.path}: {line}" for line in self.info]
