@@ -466,6 +466,7 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
         "limits": {k: layer[k] for k in ("pids", "memory", "cpus") if k in layer},
         "agents": agents,
         "build": build,
+        "features": [{"id": f.id, "source": f.ref, "files": len(f.files)} for f in (dev.features if dev else ())],
     }
 
 
@@ -494,6 +495,9 @@ def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
         lines.append(("limits", ", ".join(f"{k} {v}" for k, v in w["limits"].items())))
     for name, got in w["agents"].items():
         lines.append((f"agent {name}", "; ".join(f"{k} {', '.join(v)}" for k, v in got.items())))
+    for f in w.get("features", ()):
+        lines.append(("feature", f"{show(f['source'])} ({f['files']} files): its install.sh runs as root in a build "
+                                 "layer, with network access"))
     b = w["build"]
     if b:
         args = f", build args {', '.join(b['args'])}" if b["args"] else ""

@@ -329,7 +329,9 @@ def _dev_volume_args(dev, project, engine):
     """A devcontainer's volumes (named per project: no sandbox reaches another's) and tmpfs mounts."""
     args = []
     for name, target, ro in dev.volumes:
-        args += ["-v", f"{dev.volume_name(project.key, name)}:{target}{':ro' if ro else ''}"]
+        # Podman's U: the volume belongs to the sandbox user (a new one would be root's, unwritable for keep-id).
+        opts = ",".join([*(["ro"] if ro else []), *(["U"] if engine.is_podman else [])])
+        args += ["-v", f"{dev.volume_name(project.key, name)}:{target}{':' + opts if opts else ''}"]
     for target, opts in dev.tmpfs:
         args += ["--tmpfs", f"{target}:" + ",".join(["rw", "nosuid", "nodev", "exec", "mode=1777", *(
             o for o in opts.split(",") if o and o not in ("rw", "exec"))])]

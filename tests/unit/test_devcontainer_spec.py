@@ -43,7 +43,7 @@ def test_no_host_value_lands_in_the_run_arguments(repo):
     assert want.exec_env == {"TOKEN": "s3cr3t-value"}  # given to each command through the secrets tmpfs
     assert "A=1" in args and "--unsetenv=GONE" in args and "--add-host=db:127.0.0.1" in args
     assert "--privileged" not in args
-    assert f"agentsh-dc-{proj.key}-cache:/cache" in args  # a volume per project, never another's
+    assert f"agentsh-dc-{proj.key}-cache:/cache:U" in args  # a volume per project, never another's
     assert "/scratch:rw,nosuid,nodev,exec,mode=1777" in args
     assert want.late_env == {"PATH": "${containerEnv:PATH}:/opt/x"} and want.pull
     late = want.full_run_args({"PATH": "/usr/bin:/opt/x"})
