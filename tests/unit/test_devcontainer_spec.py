@@ -203,3 +203,28 @@ def test_dry_run_plan_has_the_documented_keys(repo):
     assert plan["ignored"] == [{"property": "customizations", "why": "editor settings"}]
     assert plan["ports"][0].endswith(":3000/tcp")
     assert not [c for c in runner.calls if c[0] in ("run", "pull", "build")]  # nothing made
+
+
+def test_a_named_config_is_listed_chosen_allowed_and_planned(repo, user_config):
+    from tests.conftest import ab
+
+    for name, image in (("python", "ghcr.io/o/py:1"), ("node", "ghcr.io/o/node:1")):
+        (repo / ".devcontainer" / name).mkdir(parents=True)
+        (repo / ".devcontainer" / name / "devcontainer.json").write_text(
+            json.dumps({"image": image, "postCreateCommand": "cd ${containerWorkspaceFolder} && make"}))
+    status = json.loads(ab("ab-status", "--json", "--no-engine", str(repo), check=True).stdout)
+    assert [d["name"] for d in status["devcontainers"]] == ["node", "python"] and status["devcontainer"] is None
+    assert "none in use" in ab("ab-status", "--no-engine", str(repo), check=True).stdout.decode()
+    plain = ab("ab-up", str(repo), "--dry-run", "--json", check=True)
+    assert b"several devcontainer configs (node, python)" in plain.stderr
+    ab("ab-allow", str(repo), "--devcontainer", "python", check=True)
+    proc = ab("ab-up", str(repo), "--dry-run", "--json", "--devcontainer", "python", check=True)
+    plan = json.loads(proc.stdout)
+    assert plan["image"] == "ghcr.io/o/py:1" and plan["pull"] is True
+    assert plan["lifecycle"]["postCreateCommand"][0]["argv"][-1] == f"cd {repo} && make"
+    assert plan["devcontainer"]["config"] == "python"
+    text = ab("ab-up", str(repo), "--dry-run", "--devcontainer", "python", check=True).stdout.decode()
+    assert "ghcr.io/o/py:1 (pulled if missing)" in text and f"cd {repo} && make" in text
+    user_config('devcontainer = "python"\n')  # the config key chooses too
+    status = json.loads(ab("ab-status", "--json", "--no-engine", str(repo), check=True).stdout)
+    assert status["devcontainer"].endswith("python/devcontainer.json") and status["trust"] == "allowed"
