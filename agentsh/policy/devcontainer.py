@@ -267,7 +267,7 @@ class Devcontainer:
         self.reported = []  # lines: what the file asks of the host, not checked
         self.info = []  # lines for the notice: how a honoured property was honoured
         self.image = self.dockerfile = self.context = self.target = None
-        self.build_args, self.cache_from, self.build_options = {}, [], []
+        self.build_args, self.cache_from, self.build_options, self.build_host_args = {}, [], [], []
         self.user = None
         self.env, self.exec_env, self.late_env, self.unset = {}, {}, {}, []
         self.host_vars = set()  # host variables whose values reach the sandbox (per command)
@@ -366,6 +366,7 @@ class Devcontainer:
         elif any(k in build for k in ("args", "target", "cacheFrom", "options", "context")):
             self.ignored.append(("build", "no dockerfile to build"))
         self.build_args = self._table(build.get("args"), "build.args")
+        self.build_host_args = sorted(k for k, v in self.build_args.items() if v.host)  # by env, never on argv
         if build.get("target") is not None:
             target = str(self.sub(build["target"], _key(self.path, "build.target")))
             if not target or target.startswith("-") or any(c.isspace() for c in target):
@@ -511,6 +512,10 @@ class Devcontainer:
         if not dst:
             raise ConfigError(f"{where}: {_printable(entry)!r} names no target", "add target=/path/in/container")
         check_sandbox_path(dst, f"{where}: {_printable(entry)!r}")
+        git = os.path.join(self.root, ".git")
+        if dst == git or dst.startswith(git + "/"):
+            self.not_applied.append((f"{label} {dst}", "would cover the sandbox's own git dir"))
+            return
         if dst == self.root:
             raise ConfigError(f"{where}: {_printable(entry)!r} would hide the project at {dst}",
                               "mount it somewhere else")
@@ -528,6 +533,12 @@ class Devcontainer:
             real = os.path.realpath(src)
             if real in ENGINE_SOCKETS or real.endswith(("/docker.sock", "/podman.sock")):
                 self.not_applied.append((f"{label} {src}", "would hand the sandbox the host's container engine"))
+                return
+            git = os.path.join(self.root, ".git")
+            if real == "/" or self.root.startswith(real.rstrip("/") + "/") or real == self.root \
+                    or real == git or real.startswith(git + "/"):
+                self.not_applied.append((f"{label} {src}", "would give the sandbox the project's host git dir "
+                                         "to write (agentsh mounts the project itself)"))
                 return
             self.mounts.append(f"{src}:{dst}{':ro' if ro else ''}")
         elif kind == "volume":

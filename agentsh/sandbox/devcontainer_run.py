@@ -204,6 +204,26 @@ def build_features(engine, build, base, notify):
         shutil.rmtree(context, ignore_errors=True)
 
 
+class environ:
+    """Variables set in this process (so the engine it starts inherits them) for a `with` block."""
+
+    def __init__(self, values):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+        return self
+
+    def __exit__(self, *exc):
+        for k, old in self.saved.items():
+            if old is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = old
+
+
 def ensure_image(engine, image, notify):
     """Pull `image` (named by a trusted devcontainer.json) when it is not local, showing progress."""
     if engine.image_exists(image):

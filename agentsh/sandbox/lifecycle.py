@@ -242,12 +242,17 @@ def build_image(engine, build, notify, force=False):
     tag = f"{build['tag']}-base" if features and build.get("file") else build["tag"]
     base = build.get("base")
     if build.get("file"):
-        with BuildCopy(build["file"], build["context"]) as copy:
+        # Build args holding host values go by name (the engine reads them from its environment), never on argv.
+        hidden = build.get("host_args", ())
+        args = {k: v for k, v in build["args"].items() if k not in hidden}
+        with BuildCopy(build["file"], build["context"]) as copy, devcontainer_run.environ(
+                {k: build["args"][k] for k in hidden}):
             notify(f"building {tag} from {build['file']}")
-            engine.build(copy.context, tag, file=copy.dockerfile, build_args=build["args"],
+            engine.build(copy.context, tag, file=copy.dockerfile, build_args=args,
                          labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"),
                          pull="missing" if pull else "never", target=build.get("target"),
-                         cache_from=build.get("cache_from", ()), options=build.get("options", ()))
+                         cache_from=build.get("cache_from", ()),
+                         options=[*build.get("options", ()), *(f"--build-arg={k}" for k in hidden)])
         base = tag
     elif pull:
         devcontainer_run.ensure_image(engine, base, notify)

@@ -351,7 +351,8 @@ def _dev_image(dev, project, recipe, pull):
     image = f"localhost/agentsh-dc-{project.key}:{digest}"
     build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args, "tag": image,
              "target": dev.target, "cache_from": list(dev.cache_from), "options": list(dev.build_options),
-             "pull": pull, "base": dev.image, "features": list(dev.features), "user": dev.user}
+             "pull": pull, "base": dev.image, "features": list(dev.features), "user": dev.user,
+             "host_args": list(dev.build_host_args)}
     return image, build
 
 

@@ -228,3 +228,37 @@ def test_a_named_config_is_listed_chosen_allowed_and_planned(repo, user_config):
     user_config('devcontainer = "python"\n')  # the config key chooses too
     status = json.loads(ab("ab-status", "--json", "--no-engine", str(repo), check=True).stdout)
     assert status["devcontainer"].endswith("python/devcontainer.json") and status["trust"] == "allowed"
+
+
+def test_a_host_value_in_a_build_arg_goes_by_name_not_on_argv(repo, monkeypatch):
+    proj = allowed(repo, {"build": {"dockerfile": "Dockerfile", "args": {"TOKEN": "${localEnv:DC_TOKEN}", "V": "1"}}},
+                   {".devcontainer/Dockerfile": "FROM x\nARG TOKEN\n"})
+    engine, runner = fake_engine()
+    seen = {}
+    real = runner.__call__
+
+    def recording(argv, input=None, capture=True, timeout=None):
+        if argv[1] == "build":
+            import os
+
+            seen["TOKEN"] = os.environ.get("TOKEN")
+        return real(argv, input=input, capture=capture, timeout=timeout)
+
+    engine.runner = recording
+    sandbox.up(proj, config.load(proj), engine, Store())
+    build = runner.build_args()
+    assert "--build-arg=TOKEN" in build and "V=1" in build and not any("s3cr3t" in a for a in build)
+    assert seen["TOKEN"] == "s3cr3t-value"  # in the engine's environment for the build only
+
+
+def test_mounts_that_would_reach_the_host_git_dir_are_refused(repo):
+    from agentsh.policy import devcontainer
+
+    data = {"mounts": [f"source={repo}/.git,target=/g,type=bind", f"source={repo},target=/w,type=bind",
+                       f"source={repo.parent},target=/up,type=bind", "source=v,target=${containerWorkspaceFolder}/.git,type=volume",
+                       f"source={repo}/data,target=/data,type=bind"]}
+    d = devcontainer.Devcontainer(str(repo / ".devcontainer.json"), data, str(repo), {})
+    assert d.mounts == [f"{repo}/data:/data"] and d.volumes == []
+    assert [why for _, why in d.not_applied] == [
+        "would give the sandbox the project's host git dir to write (agentsh mounts the project itself)"] * 3 + [
+        "would cover the sandbox's own git dir"]
