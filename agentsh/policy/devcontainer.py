@@ -237,9 +237,9 @@ def _port(value, where):
     number = port if isinstance(port, int) else int(port) if port.isdigit() and port.isascii() else None
     if number is None or not 1 <= number <= 65535:
         raise ConfigError(f"{where}: {value!r} is not a port (1-65535)", "use a port number such as 3000")
-    if host and host not in ("localhost", "127.0.0.1", "0.0.0.0"):
-        return None
-    return number
+    if host and not (host.isdigit() and host.isascii()) and host not in ("localhost", "127.0.0.1", "0.0.0.0"):
+        return None  # "db:5432": a port of another service (compose) or host
+    return number  # "3000", "localhost:3000", "8080:3000" (agentsh picks the host side)
 
 
 class Devcontainer:
@@ -754,7 +754,7 @@ class Devcontainer:
         return f"agentsh-dc-{project_key}-{name}"
 
     def notices(self) -> list[str]:
-        """One line: what of the file is not applied (with why) and what is ignored; plus how host values go in."""
+        """One line: what of the file is not applied (with why), what is ignored, how host values go in."""
         def grouped(items):  # the properties of one reason together: "a, b (why)"
             groups = {}
             for p, why in items:
@@ -766,9 +766,8 @@ class Devcontainer:
             parts.append("not applied: " + grouped(self.not_applied))
         if self.ignored:
             parts.append("ignored: " + grouped(self.ignored))
-        parts += self.reported
-        out = [f"{self.path}: " + "; ".join(parts)] if parts else []
-        return out + [f"{self.path}: {line}" for line in self.info]
+        parts += self.reported + self.info
+        return [f"{self.path}: " + "; ".join(parts)] if parts else []
 
     def plan(self) -> dict:
         """What the file asks for, resolved: the devcontainer part of `ab-up --dry-run --json`."""
