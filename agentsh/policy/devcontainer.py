@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 
 from agentsh.base.errors import ConfigError
+from agentsh.policy.devcontainer_vars import _inside, _printable, _scalar, _text  # noqa: F401 (also for callers)
 
 TOP = ".devcontainer"
 LOCATIONS = (".devcontainer/devcontainer.json", ".devcontainer.json")
@@ -185,46 +186,6 @@ def parse(text: str, source: str) -> dict:
 
 def _key(source, key):
     return f"{source}: key '{key}'"
-
-
-def _text(value, where, multiline=False):
-    """A string value without control characters (newlines and tabs allowed in commands)."""
-    from agentsh.policy.values import control_character
-
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
-    ch = control_character(value.replace("\n", "").replace("\t", "").replace("\r", "") if multiline else value)
-    if ch is not None:
-        raise ConfigError(f"{where}: {value[:60]!r} holds the control character {ch!r}", "remove it")
-    return value
-
-
-def _scalar(value, where):
-    """A JSON string, number or boolean as the string an engine receives."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return _text(value, where)
-
-
-def _printable(text):
-    """A name from the file as it can be shown on a terminal (control characters escaped)."""
-    from agentsh.policy.values import control_character
-
-    text = str(text)
-    return text if control_character(text) is None else ascii(text)
-
-
-def _inside(path, root, where, what):
-    """`path` (normalised) when it lies inside the project `root` through real directories only."""
-    if not (path == root or path.startswith(root.rstrip("/") + "/")):
-        raise ConfigError(f"{where}: the {what} {path} is outside the project {root}",
-                          f"keep the {what} inside the project")
-    if os.path.realpath(path) != path:
-        raise ConfigError(f"{where}: the {what} {path} is reached through a symlink",
-                          f"name the real {what} inside the project")
-    return path
 
 
 def _port(value, where):

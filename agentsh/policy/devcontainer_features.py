@@ -90,7 +90,7 @@ def read_features(dev, value):
 
 
 def _local(dev, ref, options):
-    from agentsh.policy.devcontainer import _inside, _printable
+    from agentsh.policy.devcontainer_vars import _inside, _printable
 
     folder = os.path.normpath(os.path.join(dev.dir, ref))
     where = f"{dev.path}: key 'features' {_printable(ref)!r}"
@@ -119,7 +119,7 @@ def _local(dev, ref, options):
 
 
 def _options(dev, where, meta, given):
-    from agentsh.policy.devcontainer import _scalar
+    from agentsh.policy.devcontainer_vars import _scalar
 
     declared = meta.get("options") if isinstance(meta.get("options"), dict) else {}
     if isinstance(given, str):

@@ -62,8 +62,9 @@ def run(engine, want, names, notify):
     if not steps:
         return
     env = None
-    background = False
+    last = ORDER.index(want.wait_for) if want.wait_for in ORDER else len(ORDER)
     for name, entries in steps:
+        background = ORDER.index(name) > last  # after waitFor: ab-up does not wait for it
         if env is None and any("${containerEnv:" in a for _, argv, _ in entries for a in argv):
             env = _container_env(engine, want)
         from agentsh.policy.devcontainer_vars import container_substitute
@@ -78,8 +79,6 @@ def run(engine, want, names, notify):
             _run_one(engine, want, name, label, argv, host, notify)
         else:
             _run_parallel(engine, want, name, jobs, notify)
-        if want.wait_for == name:
-            background = True
 
 
 def _command(engine, want, argv, host):

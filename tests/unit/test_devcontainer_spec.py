@@ -262,3 +262,16 @@ def test_mounts_that_would_reach_the_host_git_dir_are_refused(repo):
     assert [why for _, why in d.not_applied] == [
         "would give the sandbox the project's host git dir to write (agentsh mounts the project itself)"] * 3 + [
         "would cover the sandbox's own git dir"]
+
+
+def test_commands_after_wait_for_run_in_the_background(repo):
+    proj = allowed(repo, {"image": "ghcr.io/o/dev:1", "onCreateCommand": "echo one", "postCreateCommand": ["make", "x"],
+                          "postStartCommand": "echo start", "waitFor": "onCreateCommand"})
+    engine, runner = fake_engine(images=["ghcr.io/o/dev:1"])
+    notes = []
+    sandbox.up(proj, config.load(proj), engine, Store(), notify=notes.append)
+    execs = [c for c in runner.calls if c[0] == "exec"]
+    assert execs[0][-3:] == ["/bin/sh", "-c", "echo one"] and "-d" not in execs[0]
+    assert all("-d" in c for c in execs[1:]) and len(execs) == 3
+    assert execs[1][-2:] == ["make", "x"] and "> /tmp/agentsh-postCreateCommand.log 2>&1" in " ".join(execs[1])
+    assert any("in the background, after waitFor onCreateCommand" in n for n in notes)
