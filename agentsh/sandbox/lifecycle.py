@@ -97,7 +97,7 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     topo = gittopo.recorded(store, project, again=recreate)
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
-    dev = cfg.devcontainer
+    dev = getattr(cfg, "devcontainer", None)
     if attach and dev is not None and dev.lifecycle.get("postAttachCommand"):
         from agentsh.sandbox import devcontainer_run
         from agentsh.sandbox import spec as specs

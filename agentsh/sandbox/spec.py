@@ -289,8 +289,6 @@ def build(project, cfg, engine, inputs, publish=()):
         extra_env = {**dev.env, **extra_env}
         args += dev_user
         args += dev.run_args
-        if engine.is_podman:
-            args += [f"--unsetenv={name}" for name in dev.unset]
         post_create = dev.post_create_commands()
         if "image" not in cfg.flag_keys:  # --image beats the devcontainer
             dev_image, image_build = _dev_image(dev, project, inputs.recipe, cfg.get("pull", "missing"))
@@ -310,6 +308,8 @@ def build(project, cfg, engine, inputs, publish=()):
     env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
+    if dev is not None and engine.is_podman:  # remoteEnv NAME: null, for what the image sets
+        args += [f"--unsetenv={name}" for name in dev.unset if name not in env]
     # The keep-alive is the exec server when this agentsh could build it (sandbox.execd).
     execd_args, keepalive = inputs.execd
     args += execd_args
