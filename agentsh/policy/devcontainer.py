@@ -532,17 +532,12 @@ class Devcontainer:
         self.honoured.append(key)
 
     def _app_port(self, value, data):
-        where = _key(self.path, "appPort")
         values = value if isinstance(value, list) else [value]
-        ports = []
         for v in values:
             if isinstance(v, str) and v.count(":") == 1 and v.split(":")[0].isdigit():
-                self.not_applied.append((f"appPort {_printable(v)}", "the host side is chosen by agentsh "
-                                         "(a stable port per project); use ab-up -p HOST:CONTAINER"))
-                v = v.split(":")[1]
-            ports.append(v)
-        self._ports(ports, data, "appPort")
-        del where
+                self.info.append(f"appPort {_printable(v)}: published as container port {_printable(v.split(':')[1])}"
+                                 " on a host port agentsh picks (ab-up -p HOST:CONTAINER sets one)")
+        self._ports(values, data, "appPort")
 
     def _run_args(self, value, data):
         from agentsh.policy.devcontainer_args import run_args
