@@ -145,8 +145,7 @@ def _start_background(engine, want, name, label, argv, host, notify):
 # -- features -------------------------------------------------------------------------
 
 
-CA_IN_BUILD = "/run/agentsh/ca-bundle.crt"
-CA_ENV = ("SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "PIP_CERT", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE")
+CA_IN_BUILD = "/run/agentsh/ca-bundle.crt"  # where the shipped Containerfile's RUN steps mount it too
 
 
 def feature_recipe(base, features, user, base_user, ca=False):
@@ -155,6 +154,8 @@ def feature_recipe(base, features, user, base_user, ca=False):
     `ca`: the host's CA bundle reaches each install.sh as a build secret (with the usual variables
     pointing at it), so installs work behind a TLS-intercepting proxy; it is not kept in the image.
     """
+    from agentsh.sandbox.spec import CA_ENV
+
     remote = user.split(":")[0] if user else "root"
     home = "/root" if remote in ("root", "0") else f"/home/{remote}"
     lines = [f"FROM {base}", "USER root"]
