@@ -59,7 +59,9 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
         delivery = None if req.locked else inject.prepare(proj, cfg, store, notify)
     token = execute.new_token()
     environ = os.environ
-    secret = {**req.env_defaults, **{n: environ[n] for n in req.env_names if n in environ}}
+    dev = getattr(cfg, "devcontainer", None)  # its values made from host variables go like credentials, never at create time
+    secret = {**(dev.exec_env if dev is not None and not req.locked else {}), **req.env_defaults,
+              **{n: environ[n] for n in req.env_names if n in environ}}
     plain = {}  # values that are not secret: they may ride on the engine's exec -e
     if not req.locked and cfg.get("git_identity", "host") == "host":  # commits inside carry the user's name
         from agentsh.host.gitident import identity

@@ -9,7 +9,7 @@ TRUST_NONE = "none"  # no project file: nothing to trust
 TRUST_SESSION = "session"  # allowed for this shell session only
 
 
-def trust_of(store, config_file, check_build=False, build=None):
+def trust_of(store, config_file, check_build=False, build=None, choice=None):
     """(trust, why) for a project's trust anchor: allowed, session, blocked, denied or none.
 
     With check_build, a devcontainer build whose Dockerfile or context changed
@@ -25,7 +25,7 @@ def trust_of(store, config_file, check_build=False, build=None):
         data = trust.read_project_file(config_file)
     except AgentshError as e:
         return trust.BLOCKED, f"{e.message}; it is ignored"
-    covered = trust.cover(config_file, data)
+    covered = trust.cover(config_file, data, choice)
 
     def allowed(answer, record):
         problem = trust.build_problem(covered, record, build) if check_build else None
@@ -63,23 +63,33 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
     report = {"directory": directory, "project": None, "project_file": None, "trust": None, "reason": None,
               "on_enter": None, "sandbox": None, "state": None, "credentials": [],
               "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
-              "ports": [], "error": None, "widens": None, "stale": None, "apply": None, "exec": None}
+              "ports": [], "error": None, "widens": None, "stale": None, "apply": None, "exec": None,
+              "devcontainers": [], "devcontainer": None}
     try:
         proj = project.find(directory)
     except AgentshError as e:
         report["reason"] = e.message
         return report
     report.update(project=proj.root, project_file=proj.config_file, sandbox=proj.sandbox)
-    anchor = trust.anchor(proj)  # the project file, else a devcontainer.json
+    from agentsh.policy import devcontainer
+
+    try:
+        choice = config.devcontainer_choice()
+    except AgentshError:
+        choice = None  # config.load below says what is wrong with the user config
+    # Every devcontainer config of the project, and the one in use (chosen, the top one, or the only one).
+    report["devcontainers"] = [{"name": n or ".", "path": p} for n, p in devcontainer.configs(proj.root)]
+    report["devcontainer"] = devcontainer.find(proj.root, choice)
+    anchor = trust.anchor(proj, choice)  # the project file, else a devcontainer.json
     seen, review_error = None, None
     if deep and anchor:
         try:
-            seen = config.review(anchor)
+            seen = config.review(anchor, choice=choice)
             report["widens"] = seen.widens
         except AgentshError as e:
             review_error = str(e)
     report["trust"], report["reason"] = trust_of(store, anchor, check_build=deep and seen is not None,
-                                                 build=seen.build if seen else None)
+                                                 build=seen.build if seen else None, choice=choice)
     try:
         cfg = config.load(proj, store)
     except AgentshError as e:

@@ -18,7 +18,10 @@ ALLOW = Command(
      "ab-allow --session  # only until this shell exits (needs the cd hook: ab-hook)"],
     args=(_DIR_ARG,),
     options=(Option("--session", kind=FLAG,
-                    help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)"),),
+                    help="trust it for this shell session only (the AGENTSH_SESSION the cd hook exports)"),
+             Option("--devcontainer", metavar="NAME",
+                    help="the devcontainer config .devcontainer/NAME/devcontainer.json (also config "
+                         "'devcontainer')"),),
 )
 DENY = Command(
     "ab-deny",
@@ -28,13 +31,13 @@ DENY = Command(
 )
 
 
-def _project_file(directory):
+def _project_file(directory, choice=None):
     from agentsh.base.errors import AgentshError
     from agentsh.host import project
     from agentsh.policy.trust import anchor
 
     proj = project.find(directory)
-    path = anchor(proj)  # the project file, else a devcontainer.json (with the Dockerfile it names)
+    path = anchor(proj, choice)  # the project file, else a devcontainer.json (with the Dockerfile it names)
     if not path:
         raise AgentshError(f"no {project.PROJECT_FILE} (or .devcontainer/devcontainer.json) in {proj.root} or above it",
                            "nothing to allow; create one, or give the project's directory")
@@ -69,14 +72,15 @@ def allow_body(argv):
         if not session:
             raise AgentshError("--session needs a shell session, and AGENTSH_SESSION is not set",
                                "load the cd hook first: eval \"$(ab-hook bash)\" (or zsh; xonsh: xontrib load agentsh)")
-    path = _project_file(args.dir)
-    import sys
+    from agentsh.policy.config import devcontainer_choice, review
 
-    from agentsh.policy.config import review
+    choice = devcontainer_choice(args.devcontainer)
+    path = _project_file(args.dir, choice)
+    import sys
 
     # Read once, checked like user input (a bad value is refused, nothing recorded), shown, and
     # exactly those bytes (and that build context) recorded.
-    seen = review(path)
+    seen = review(path, choice=choice)
     show_widens(path, seen.widens, sys.stderr.write)
     trust.allow(Store(), path, session=session, covered=seen.covered, build=seen.build)
     print(f"allowed {path}" + (" for this shell session" if session else ""))

@@ -69,6 +69,11 @@ def render(report):
     if report["inside_sandbox"]:
         values["hook"] = f"{report['hook']} (inside sandbox {report['inside_sandbox']}: it never nests)"
     lines = [f"{label:<12} {values[key]}" for key, label in LABELS if values.get(key) not in (None, "")]
+    if report.get("devcontainers"):
+        used = report.get("devcontainer")
+        names = ", ".join(f"{d['name']}{' (in use)' if d['path'] == used else ''}" for d in report["devcontainers"])
+        lines.append(f"{'devcontainer':<12} {names}" + ("" if used else " (none in use: choose with --devcontainer "
+                                                          "NAME or config devcontainer)"))
     if report.get("widens") is not None:
         from agentsh.policy.config import widen_lines
 

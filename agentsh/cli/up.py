@@ -1,5 +1,6 @@
 """ab-up: create or start the project's sandbox and print its name."""
 
+from agentsh.base.errors import AgentshError
 from agentsh.cli import options
 from agentsh.cli.common import load_context, notice, print_json, run
 from agentsh.cli.options import APPEND, DIR, FLAG, IMAGE, NETWORK_MODES, OPTIONAL, WORKTREE, Arg, Command, Option
@@ -9,6 +10,9 @@ EXAMPLES = [
     "ab-up ~/src/app --json     # name, id, project, image, state as JSON",
     "ab-up --image localhost/mytools:latest",
     "ab-up -p 5173 -p 127.0.0.1:8080:80   # publish ports (5173: a stable host port; see ab-status)",
+    "ab-up --dry-run [--json]   # the resolved plan (image or build, user, env, mounts, ports, devcontainer), "
+    "nothing created",
+    "ab-up --devcontainer python   # use .devcontainer/python/devcontainer.json",
 ]
 
 
@@ -29,6 +33,12 @@ COMMAND = Command(
         Option("--lockdown", kind=FLAG,
                help="for untrusted repos: no credentials, network only to the agents' APIs, ephemeral home, "
                     "project behind a copy-on-write layer (also config 'lockdown')"),
+        Option("--dry-run", kind=FLAG,
+               help="print the resolved plan (image or build, user, env names, mounts, ports, features, "
+                    "lifecycle commands, what of the devcontainer.json is not applied and why); create nothing"),
+        Option("--devcontainer", metavar="NAME",
+               help="the devcontainer config .devcontainer/NAME/devcontainer.json (\".\": the top one; "
+                    "also config 'devcontainer')"),
         Option("-p", "--publish", kind=APPEND, metavar="[IP:][HOST:]CONTAINER[/PROTO]",
                help="publish a port (repeatable; on 127.0.0.1 unless IP is given; without HOST, a stable host "
                     "port for this project); kept until the next ab-up -p"),
@@ -58,7 +68,8 @@ def body(argv):
     from agentsh.sandbox import lifecycle as sandbox
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
-                                                      "network": {"mode": args.network} if args.network else None})
+                                                      "network": {"mode": args.network} if args.network else None,
+                                                      "devcontainer": args.devcontainer})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
         from agentsh.policy.lockdown import lockdown
@@ -68,7 +79,10 @@ def body(argv):
         from agentsh.policy.ports import publish_args
 
         publish_args(args.publish, proj.root)  # a bad -p is a usage error (2) before anything runs
-    record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice, publish=args.publish)
+    if args.dry_run:
+        return dry_run(proj, cfg, engine, store, args)
+    record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice, publish=args.publish,
+                        attach=True)
     from agentsh.creds import delivery as inject
 
     if not locked:
@@ -78,6 +92,63 @@ def body(argv):
     else:
         print(record["name"])
     return 0
+
+
+def dry_run(proj, cfg, engine, store, args):
+    """The plan ab-up would carry out (docs/agents.md: its JSON keys), without creating anything."""
+    from agentsh.base import layout
+    from agentsh.sandbox import spec as specs
+
+    publish = args.publish
+    if publish is None:  # the ports the sandbox was made with, as ab-up would keep them
+        try:
+            publish = (store.read(layout.sandbox_record(proj.sandbox)) or {}).get("publish", [])
+        except AgentshError:
+            publish = []
+    want = specs.build(proj, cfg, engine, specs.gather(proj, cfg, engine), publish)  # topology: from the disk
+    plan = specs.plan(want, cfg)
+    if args.json:
+        print_json(plan)
+        return 0
+    print(render_plan(plan))
+    return 0
+
+
+def render_plan(plan):
+    """The plan as `label  value` lines."""
+    lines = [("sandbox", plan["sandbox"]), ("project", plan["project"])]
+    if plan["build"]:
+        b = plan["build"]
+        what = f"from {b['file']} (context {b['context']})" if b["file"] else f"on {b['base']}"
+        extra = "".join(f", {k} {v}" for k, v in (("target", b["target"]),) if v)
+        lines.append(("build", f"{b['tag']} {what}{extra}"))
+        for f in b["features"]:
+            lines.append(("feature", f"{f['id']} ({f['source']})" + (
+                f" {', '.join(f'{k}={v}' for k, v in f['options'].items())}" if f["options"] else "")))
+    else:
+        lines.append(("image", plan["image"] + (" (pulled if missing)" if plan["pull"] else "")))
+    lines.append(("user", plan["user"] or "the image's"))
+    lines.append(("env", ", ".join(plan["env"])))
+    if plan["env_per_command"]:
+        lines.append(("env", ", ".join(plan["env_per_command"]) + " (host values, given to each command)"))
+    for m in plan["mounts"]:
+        src = f"{m['source']} -> " if m["source"] else ""
+        lines.append(("mount", f"{m['type']} {src}{m['target']}{' (ro)' if m['readonly'] else ''}"))
+    if plan["ports"]:
+        lines.append(("ports", ", ".join(plan["ports"])))
+    for name, steps in plan["lifecycle"].items():
+        for step in steps:
+            label = f"{name}.{step['name']}" if step["name"] else name
+            argv = step["argv"]
+            lines.append((label, argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3 else " ".join(argv)))
+    if plan["wait_for"]:
+        lines.append(("waitFor", plan["wait_for"]))
+    for item in plan["not_applied"]:
+        lines.append(("not applied", f"{item['property']}: {item['why']}"))
+    for item in plan["ignored"]:
+        lines.append(("ignored", item["property"] + (f": {item['why']}" if item["why"] else "")))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines if v not in (None, ""))
 
 
 def main():

@@ -363,8 +363,11 @@ class Engine:
 
     def build_argv(self, context: str, tag: str, file: str | None = None, build_args: dict[str, str] | None = None,
                    secrets: dict[str, str] | None = None, labels: dict[str, str] | None = None,
-                   no_cache: bool = False) -> Argv:
-        """argv for `build`. The base must already be local: nothing is pulled.
+                   no_cache: bool = False, pull: str = "never", target: str | None = None,
+                   cache_from: Sequence[str] = (), options: Sequence[str] = ()) -> Argv:
+        """argv for `build`. By default the base must already be local: nothing is pulled
+        (`pull="missing"` lets Podman pull a missing base; Docker pulls what is missing anyway).
+        `options`: further `--flag[=value]` words, already checked by the caller.
 
         secrets ({id: host file}) reach only the RUN steps that mount them
         (`RUN --mount=type=secret,id=ID`); they are not kept in the image and
@@ -380,9 +383,13 @@ class Engine:
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
         if self.is_podman:
-            args.append("--pull=never")
+            args.append(f"--pull={pull}")
         if no_cache:
             args.append("--no-cache")
+        if target:
+            args.append(f"--target={target}")
+        args += [f"--cache-from={ref}" for ref in cache_from]
+        args += list(options)
         return self.argv(*args, context)
 
     def build(self, context: str, tag: str, on_line: Callable[[str], None] | None = None,

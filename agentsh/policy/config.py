@@ -167,6 +167,16 @@ def _bool(value, where):
     return value
 
 
+def _devcontainer_name(value, where):
+    """A folder name under .devcontainer ("." for the top devcontainer.json)."""
+    import re
+
+    if not isinstance(value, str) or not (value == "." or re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", value)):
+        raise ConfigError(f"{where}: {value!r} is not a devcontainer config name",
+                          "name a folder under .devcontainer (or \".\" for .devcontainer/devcontainer.json)")
+    return value
+
+
 # key -> (checker, default). Tables are nested dicts of the same shape.
 SCHEMA = {
     "image": (check_image, DEFAULT_IMAGE),
@@ -189,6 +199,8 @@ SCHEMA = {
     "ports": (_ports, []),
     "caches": (_caches, []),
     "agents": (_agents, {}),
+    "devcontainer": (_devcontainer_name, None),
+    "pull": (_str(("missing", "never")), "missing"),
 }
 # Bumped whenever a checker refuses more: a file cached as valid under older rules is checked again.
 RULES = 3
@@ -299,6 +311,16 @@ def merge_project(cfg: Mapping[str, Any], layer: dict, source: str, user_file: s
     return out
 
 
+def devcontainer_choice(flag: str | None = None) -> str | None:
+    """Which devcontainer config to use: the --devcontainer flag, else the user config's `devcontainer`."""
+    if flag:
+        return _devcontainer_name(flag, "--devcontainer")
+    user_file = paths.user_config_file()
+    if os.path.exists(user_file):
+        return parse_cached(trust.read_file(user_file), user_file).get("devcontainer")
+    return None
+
+
 def load(project: Project | None = None, store: Store | None = None,
          flags: Mapping[str, Any] | None = None) -> Config:
     """The effective config for a project (None: user config only)."""
@@ -311,7 +333,16 @@ def load(project: Project | None = None, store: Store | None = None,
     dev = None
     # The project file, else a devcontainer.json: the file whose trust covers
     # everything the project says about its sandbox (trust.covered_files).
-    anchor = trust.anchor(project) if project is not None else None
+    choice = (flags or {}).get("devcontainer") or cfg.get("devcontainer")
+    if choice is not None:
+        _devcontainer_name(choice, "devcontainer")
+    anchor = trust.anchor(project, choice) if project is not None else None
+    if project is not None:
+        from agentsh.policy.devcontainer import ambiguity
+
+        problem = ambiguity(project.root, choice)
+        if problem:
+            notices.append(problem)
     if anchor:
         if store is None:
             from agentsh.base.state import Store
@@ -324,7 +355,7 @@ def load(project: Project | None = None, store: Store | None = None,
             data, trust_state = None, trust.BLOCKED
         if data is not None:
             # One read of every covered file: what is hashed is what is parsed.
-            covered = trust.cover(anchor, data)
+            covered = trust.cover(anchor, data, choice)
             trust_state, record = trust.status_record(store, anchor, data, covered=covered)
             if trust_state == trust.ALLOWED:
                 if anchor == project.config_file:
@@ -375,9 +406,9 @@ class Review:
         self.covered, self.layer, self.build, self.widens = covered, layer, build, widens
 
 
-def review(anchor_path: str, with_build: bool = True) -> Review:
+def review(anchor_path: str, with_build: bool = True, choice: str | None = None) -> Review:
     """Read and validate a project's anchor and what it covers; a ConfigError names file, key and fix."""
-    covered = trust.cover(anchor_path, trust.read_project_file(anchor_path))
+    covered = trust.cover(anchor_path, trust.read_project_file(anchor_path), choice)
     layer = {}
     if os.path.basename(anchor_path) == trust.PROJECT_FILE:
         layer = check_project_layer(parse_cached(covered.data, anchor_path), anchor_path)
@@ -430,12 +461,13 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
         "ports": [str(p) for p in [*layer.get("ports", ()), *(dev.ports if dev else ())]],
         "ca_bundle": ca,
         "caches": list(layer.get("caches", ())),
-        "env": list(layer.get("env", ())),
+        "env": list(dict.fromkeys([*layer.get("env", ()), *sorted(dev.host_vars if dev else ())])),
         "image": layer.get("image") or (dev.image if dev else None),
         "user": dev.user if dev else None,
         "limits": {k: layer[k] for k in ("pids", "memory", "cpus") if k in layer},
         "agents": agents,
         "build": build,
+        "features": [{"id": f.id, "source": f.ref, "files": len(f.files)} for f in (dev.features if dev else ())],
     }
 
 
@@ -464,6 +496,9 @@ def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
         lines.append(("limits", ", ".join(f"{k} {v}" for k, v in w["limits"].items())))
     for name, got in w["agents"].items():
         lines.append((f"agent {name}", "; ".join(f"{k} {', '.join(v)}" for k, v in got.items())))
+    for f in w.get("features", ()):
+        lines.append(("feature", f"{show(f['source'])} ({f['files']} files): its install.sh runs as root in a build "
+                                 "layer, with network access"))
     b = w["build"]
     if b:
         args = f", build args {', '.join(b['args'])}" if b["args"] else ""

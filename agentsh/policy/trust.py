@@ -79,17 +79,18 @@ def was_allowed(store: Store, real_path: str) -> bool:
 # -- what a trust record covers ------------------------------------------------------
 
 
-def anchor(project: Project) -> str | None:
+def anchor(project: Project, choice: str | None = None) -> str | None:
     """The file a project's trust is recorded for: its project file, else its devcontainer.json.
 
     A devcontainer.json decides what runs as much as the project file does,
     so a project with only one still needs `ab-allow` before it is honoured.
+    `choice`: which of several devcontainer configs (devcontainer.find).
     """
     if project.config_file:
         return project.config_file
     from agentsh.policy.devcontainer import find
 
-    return find(project.root)
+    return find(project.root, choice)
 
 
 class Covered:
@@ -111,8 +112,8 @@ class Covered:
         return [p for p, _ in self.files]
 
 
-def cover(anchor_path: str, data: bytes | None = None) -> Covered:
-    """The Covered snapshot of an anchor (its bytes given, or read now)."""
+def cover(anchor_path: str, data: bytes | None = None, choice: str | None = None) -> Covered:
+    """The Covered snapshot of an anchor (its bytes given, or read now); `choice` as for anchor()."""
     from agentsh.policy import devcontainer
 
     if data is None:
@@ -120,7 +121,7 @@ def cover(anchor_path: str, data: bytes | None = None) -> Covered:
     out = Covered(anchor_path, data)
     if os.path.basename(anchor_path) == PROJECT_FILE:
         root = os.path.dirname(anchor_path)
-        dc_path = devcontainer.find(root)
+        dc_path = devcontainer.find(root, choice)
         dc_data = None
         if dc_path:
             try:
@@ -130,8 +131,7 @@ def cover(anchor_path: str, data: bytes | None = None) -> Covered:
             out.files.append((dc_path, dc_data))
     else:  # the anchor is the devcontainer.json itself
         dc_path, dc_data = anchor_path, data
-        parent = os.path.dirname(dc_path)
-        root = os.path.dirname(parent) if os.path.basename(parent) == ".devcontainer" else parent
+        root = devcontainer.config_root(dc_path)
     if dc_path and dc_data is not None:
         try:
             out.devcontainer = devcontainer.from_bytes(dc_path, dc_data, root)
@@ -140,6 +140,9 @@ def cover(anchor_path: str, data: bytes | None = None) -> Covered:
         else:
             if out.devcontainer.dockerfile:
                 out.files.append((out.devcontainer.dockerfile, _read_or_none(out.devcontainer.dockerfile)))
+            for feature in out.devcontainer.features:  # the bytes read once, which a build installs
+                for rel, mode, file_data in feature.files:
+                    out.files.append((os.path.join(feature.folder, rel), b"%o\0" % mode + file_data))
     return out
 
 

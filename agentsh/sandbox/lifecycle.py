@@ -85,9 +85,12 @@ def describe(info, project, image=None):
     }
 
 
-def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
+def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, attach=False):
     """Make the project's sandbox run with the current spec (and its egress proxy, in
-    network modes "allow" and "learn"); returns its record."""
+    network modes "allow" and "learn"); returns its record.
+
+    `attach`: an explicit `ab-up`, which runs a devcontainer's postAttachCommand.
+    """
     from agentsh.egress import network
     from agentsh.host import gittopo
     from agentsh.policy import lockdown
@@ -98,6 +101,13 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None):
     topo = gittopo.recorded(store, project, again=recreate)
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
+    dev = getattr(cfg, "devcontainer", None)
+    if attach and dev is not None and dev.lifecycle.get("postAttachCommand"):
+        from agentsh.sandbox import devcontainer_run
+        from agentsh.sandbox import spec as specs
+
+        want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo), record.get("publish", ()))
+        devcontainer_run.run(engine, want, ("postAttachCommand",), notify or (lambda msg: None))
     return record
 
 
@@ -151,6 +161,10 @@ def _converge(engine, store, project, want, info, recreate, notify):
     """Bring an existing (or absent) container in line with `want`, under the sandbox lock."""
     if want.build and (info is None or recreate or not _matches(info, want)):
         build_image(engine, want.build, notify, force=recreate)
+    elif want.pull and (info is None or recreate or not _matches(info, want)):
+        from agentsh.sandbox import devcontainer_run
+
+        devcontainer_run.ensure_image(engine, want.image, notify)
     if info is not None and (recreate or not _matches(info, want)):
         require_image(engine, want.image)  # never remove a sandbox we cannot replace
         notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
@@ -167,6 +181,10 @@ def _converge(engine, store, project, want, info, recreate, notify):
             notify(f"sandbox {want.name} does not start ({e.message}); recreating it")
             engine.remove(want.name)
             info = None
+        if started and getattr(want, "lifecycle", None):
+            from agentsh.sandbox import devcontainer_run
+
+            devcontainer_run.run(engine, want, ("postStartCommand",), notify)
     elif info is not None and info["State"]["Status"] == "paused":
         engine.call("unpause", want.name)
     if info is not None:
@@ -220,24 +238,30 @@ def build_image(engine, build, notify, force=False):
     if not force and engine.image_exists(build["tag"]):
         return
     from agentsh.policy.trust import BuildCopy
+    from agentsh.sandbox import devcontainer_run
     from agentsh.sandbox.spec import LABEL_MANAGED
 
-    with BuildCopy(build["file"], build["context"]) as copy:
-        notify(f"building {build['tag']} from {build['file']}")
-        engine.build(copy.context, build["tag"], file=copy.dockerfile, build_args=build["args"],
-                     labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"))
-
-
-def post_create(engine, want, notify):
-    """Run the devcontainer's postCreateCommand in a new sandbox; a failure removes it again."""
-    for cmd in want.post_create:
-        notify(f"postCreateCommand: {' '.join(cmd)}")
-        status, tail = engine.stream(engine.argv("exec", "-w", want.project_root, want.name, *cmd),
-                                     on_line=lambda line: notify(f"  | {line}"))
-        if status != 0:
-            engine.remove(want.name)  # the next ab-up makes it again and runs the command again
-            raise AgentshError(f"postCreateCommand {' '.join(cmd)!r} failed with exit status {status}",
-                               "fix it in .devcontainer/devcontainer.json, then run 'ab-up' again")
+    pull = build.get("pull", "never") == "missing"
+    features = build.get("features")
+    tag = f"{build['tag']}-base" if features and build.get("file") else build["tag"]
+    base = build.get("base")
+    if build.get("file"):
+        # Build args holding host values go by name (the engine reads them from its environment), never on argv.
+        hidden = build.get("host_args", ())
+        args = {k: v for k, v in build["args"].items() if k not in hidden}
+        with BuildCopy(build["file"], build["context"]) as copy, devcontainer_run.environ(
+                {k: build["args"][k] for k in hidden}):
+            notify(f"building {tag} from {build['file']}")
+            engine.build(copy.context, tag, file=copy.dockerfile, build_args=args,
+                         labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"),
+                         pull="missing" if pull else "never", target=build.get("target"),
+                         cache_from=build.get("cache_from", ()),
+                         options=[*build.get("options", ()), *(f"--build-arg={k}" for k in hidden)])
+        base = tag
+    elif pull:
+        devcontainer_run.ensure_image(engine, base, notify)
+    if features:
+        devcontainer_run.build_features(engine, build, base, notify)
 
 
 def _create(engine, store, project, want, notify=None):
@@ -246,9 +270,16 @@ def _create(engine, store, project, want, notify=None):
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
     # NameInUse: made by a process that held no lock, or under another state
     # dir; the caller inspects it and decides.
-    cid = engine.run_detached(want.full_run_args())
-    if want.post_create:
-        post_create(engine, want, notify or (lambda msg: None))
+    from agentsh.sandbox import devcontainer_run
+
+    notify = notify or (lambda msg: None)
+    cid = engine.run_detached(want.full_run_args(devcontainer_run.resolve_late_env(engine, want)))
+    try:  # onCreate, updateContent and postCreate once per creation; a failure removes the sandbox again
+        devcontainer_run.run(engine, want, devcontainer_run.CREATE, notify)
+    except AgentshError:
+        engine.remove(want.name)  # the next ab-up makes it again and runs the commands again
+        raise
+    devcontainer_run.run(engine, want, ("postStartCommand",), notify)
     store.write(layout.sandbox_record(want.name), {
         "name": want.name, "project": project.root, "image": want.image,
         "spec": want.hash, "publish": list(want.publish), "id": cid, "created": int(time.time()),

@@ -72,10 +72,15 @@ class Spec:
         self.hash = sha256_hex(json.dumps(run_args))[:16]
         self.run_args = run_args
 
-    def full_run_args(self):
-        """run arguments with the spec label, ready for `run -d`."""
+    def full_run_args(self, late_env=None):
+        """run arguments with the spec label, ready for `run -d`.
+
+        `late_env`: values known only once the image is (a devcontainer's
+        ${containerEnv:...}, resolved from the image's environment).
+        """
         *flags, image = self.run_args[: -len(self.keepalive)]
-        return [*flags, "--label", f"{LABEL_SPEC}={self.hash}", image, *self.keepalive]
+        late = [a for k, v in (late_env or {}).items() for a in ("-e", f"{k}={v}")]
+        return [*flags, *late, "--label", f"{LABEL_SPEC}={self.hash}", image, *self.keepalive]
 
 
 # -- the reads ----------------------------------------------------------------------
@@ -169,8 +174,12 @@ def gather(project, cfg, engine, topo=None):
         ca_bundle = e  # raised by build(), where the spec would have failed
     recipe = None
     if dev is not None and dev.dockerfile and "image" not in cfg.flag_keys:
-        with open(dev.dockerfile, "rb") as f:
-            recipe = f.read()
+        try:
+            with open(dev.dockerfile, "rb") as f:
+                recipe = f.read()
+        except OSError as e:
+            raise ConfigError(f"{dev.path}: key 'build.dockerfile': cannot read {dev.dockerfile} ({e.strerror})",
+                              "create it, or fix the path (it is relative to the devcontainer.json)") from None
     uid, gid = os.getuid(), os.getgid()
     # lockdown forwards no SSH agent, so its grant is not even read
     secrets = (delivery.secrets_run_args(engine, uid, gid) if locked
@@ -271,22 +280,24 @@ def build(project, cfg, engine, inputs, publish=()):
         args += ["--label", f"{LABEL_PUBLISH}={','.join(publish)}"]
     cache_args, extra_env = caches.spec_additions(cfg.get("caches", ()))
     args += cache_args + inputs.instructions_args
-    image, image_build, post_create = cfg["image"], None, []
+    image, image_build, post_create, pull = cfg["image"], None, [], False
     if dev is not None:
         args += _mount_args(inputs.dev_mounts, f"{dev.path}: mounts", "create it or remove the mount")
-        # Values naming host variables (${localEnv:...}) would copy host secrets into `inspect`: left out.
-        extra_env = {**{k: v for k, v in dev.env.items() if "${" not in v}, **extra_env}
+        args += _dev_volume_args(dev, project, engine)
+        # Values made from host variables (${localEnv:...}) are not here: they go to each command
+        # the way credentials do (dev.exec_env), never into `inspect`.
+        extra_env = {**dev.env, **extra_env}
         args += dev_user
+        args += dev.run_args
         post_create = dev.post_create_commands()
         if "image" not in cfg.flag_keys:  # --image beats the devcontainer
-            if dev.dockerfile:
-                digest = sha256_hex(inputs.recipe + b"\0" + json.dumps(dev.build_args, sort_keys=True).encode()
-                                    + b"\0" + dev.context.encode("utf-8", "surrogateescape"))[:12]
-                image = f"localhost/agentsh-dc-{project.key}:{digest}"
-                image_build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args,
-                               "tag": image}
-            elif dev.image:
-                image = dev.image
+            dev_image, image_build = _dev_image(dev, project, inputs.recipe, cfg.get("pull", "missing"))
+            if image_build is not None and not isinstance(inputs.ca_bundle, ConfigError):
+                image_build["ca_bundle"] = inputs.ca_bundle  # for the feature layer's install scripts
+            image = dev_image or cfg["image"]
+            # A registry image the trusted file names is pulled when missing; the default image never is.
+            pull = (image_build is None and dev_image not in (None, cfg["image"])
+                    and cfg.get("pull", "missing") == "missing")
     env = {**extra_env, **net_env, **inputs.git_env, "HOME": SANDBOX_HOME, "AGENTSH_SANDBOX": project.sandbox,
            "AGENTSH_PROJECT": root}
     if isinstance(inputs.ca_bundle, ConfigError):
@@ -299,11 +310,96 @@ def build(project, cfg, engine, inputs, publish=()):
     env.update(secrets_env)
     for k, v in env.items():
         args += ["-e", f"{k}={v}"]
+    if dev is not None and engine.is_podman:  # remoteEnv NAME: null, for what the image sets
+        args += [f"--unsetenv={name}" for name in dev.unset if name not in env]
     # The keep-alive is the exec server when this agentsh could build it (sandbox.execd).
     execd_args, keepalive = inputs.execd
     args += execd_args
     args += ["-w", root, image, *keepalive]
     out = Spec(project.sandbox, root, image, args, keepalive)
     out.build, out.post_create, out.publish = image_build, post_create, list(publish)
-    out.topo, out.locked = inputs.topo, locked
+    out.topo, out.locked, out.pull = inputs.topo, locked, pull
+    out.lifecycle = dict(dev.lifecycle) if dev is not None else {}
+    out.wait_for = dev.wait_for if dev is not None else None
+    out.workdir = dev.workdir if dev is not None else root
+    out.late_env = dict(dev.late_env) if dev is not None else {}
+    out.exec_env = {} if dev is None or locked else dict(dev.exec_env)
     return out
+
+
+def _dev_volume_args(dev, project, engine):
+    """A devcontainer's volumes (named per project: no sandbox reaches another's) and tmpfs mounts."""
+    args = []
+    for name, target, ro in dev.volumes:
+        # Podman's U: the volume belongs to the sandbox user (a new one would be root's, unwritable for keep-id).
+        opts = ",".join([*(["ro"] if ro else []), *(["U"] if engine.is_podman else [])])
+        args += ["-v", f"{dev.volume_name(project.key, name)}:{target}{':' + opts if opts else ''}"]
+    for target, opts in dev.tmpfs:
+        args += ["--tmpfs", f"{target}:" + ",".join(["rw", "nosuid", "nodev", "exec", "mode=1777", *(
+            o for o in opts.split(",") if o and o not in ("rw", "exec"))])]
+    return args
+
+
+def _dev_image(dev, project, recipe, pull):
+    """(image, build or None) of a devcontainer: its own build (a Dockerfile, features) or its image."""
+    if not dev.dockerfile and not dev.features:
+        return dev.image, None
+    parts = [recipe or b"", json.dumps([dev.build_args, dev.target, dev.cache_from, dev.build_options, dev.image],
+                                       sort_keys=True).encode(),
+             (dev.context or "").encode("utf-8", "surrogateescape")]
+    for f in dev.features:
+        parts.append(json.dumps([f.ref, f.options, [[r, m, sha256_hex(d)] for r, m, d in f.files]]).encode())
+    digest = sha256_hex(b"\0".join(parts))[:12]
+    image = f"localhost/agentsh-dc-{project.key}:{digest}"
+    build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args, "tag": image,
+             "target": dev.target, "cache_from": list(dev.cache_from), "options": list(dev.build_options),
+             "pull": pull, "base": dev.image, "features": list(dev.features), "user": dev.user,
+             "host_args": list(dev.build_host_args)}
+    return image, build
+
+
+def plan(want, cfg):
+    """What `ab-up --dry-run` shows: the resolved sandbox, and what of the devcontainer is not applied."""
+    dev = cfg.devcontainer
+    flags = want.run_args
+    env = sorted({flags[i + 1].split("=", 1)[0] for i, a in enumerate(flags[:-1]) if a == "-e"} |
+                 set(want.late_env))
+    mounts = []
+    for i, a in enumerate(flags[:-1]):
+        if a == "-v":
+            source, _, rest = flags[i + 1].partition(":")
+            target, _, mode = rest.partition(":")
+            mounts.append({"type": "volume" if not source.startswith("/") else "bind", "source": source,
+                           "target": target, "readonly": "ro" in mode.split(",")})
+        elif a == "--tmpfs":
+            mounts.append({"type": "tmpfs", "source": None, "target": flags[i + 1].split(":")[0],
+                           "readonly": False})
+    ports = [flags[i + 1] for i, a in enumerate(flags[:-1]) if a == "-p"]
+    user = next((a[len("--user="):] for a in reversed(flags) if a.startswith("--user=")), None)
+    build = None
+    if want.build:
+        build = {k: want.build[k] for k in ("file", "context", "target", "cache_from", "options", "tag", "base")}
+        build["args"] = sorted(want.build["args"])
+        build["features"] = [f.plan() for f in want.build["features"]]
+    dev_plan = dev.plan() if dev is not None else None
+    return {
+        "sandbox": want.name,
+        "project": want.project_root,
+        "image": want.image,
+        "pull": bool(want.pull),
+        "build": build,
+        "user": user,
+        "env": env,
+        "env_per_command": sorted(want.exec_env),
+        "mounts": mounts,
+        "ports": ports,
+        "features": dev_plan["features"] if dev_plan else [],
+        "lifecycle": dev_plan["lifecycle"] if dev_plan else {},
+        "wait_for": want.wait_for,
+        "workdir": want.workdir,
+        "devcontainer": dev_plan,
+        "not_applied": dev_plan["not_applied"] if dev_plan else [],
+        "ignored": dev_plan["ignored"] if dev_plan else [],
+        "notices": list(cfg.notices),
+        "run_args": list(want.full_run_args()),
+    }

@@ -45,3 +45,25 @@ def test_rootless_exit_status_and_git_protection(rootless_user, user_repo):
     assert rootless_user.run("ab-exec", "--", "sh", "-c", "exit 9", cwd=user_repo).returncode == 9
     proc = rootless_user.run("ab-exec", "--", "sh", "-c", "echo x > .git/hooks/post-checkout", cwd=user_repo)
     assert proc.returncode != 0 and not (user_repo / ".git/hooks/post-checkout").exists()
+
+
+def test_rootless_devcontainer_volume_is_the_users_and_lifecycle_commands_run(rootless_user, user_repo):
+    """keep-id: a devcontainer volume belongs to the user; a command with a host value goes through the tmpfs."""
+    dc = {"mounts": ["source=data,target=/data,type=volume"],
+          "containerEnv": {"FROM_HOST": "${localEnv:LANG}"},
+          "postCreateCommand": "echo \"$FROM_HOST ${localEnv:USER}\" > /data/made && id -u >> /data/made"}
+    rootless_user.run("mkdir", "-p", str(user_repo / ".devcontainer"), check=True)
+    rootless_user.run("sh", "-c", f"cat > {user_repo}/.devcontainer/devcontainer.json", input=json.dumps(dc).encode(),
+                      check=True)
+    rootless_user.run("ab-allow", str(user_repo), check=True)
+    try:
+        up = rootless_user.run("ab-up", str(user_repo), check=True)
+        assert b"postCreateCommand" in up.stderr
+        out = rootless_user.run("ab-exec", "--", "sh", "-c", "cat /data/made && touch /data/mine && echo ok",
+                                cwd=user_repo, check=True).stdout.decode()
+        assert out == f"C.UTF-8 {rootless_user.name}\n{rootless_user.uid}\nok\n"
+    finally:
+        rootless_user.run("ab-down", "--rm", "--volumes", str(user_repo))
+        for row in json.loads(rootless_user.run("podman", "volume", "ls", "--format", "json").stdout or "[]"):
+            if row.get("Name", "").startswith("agentsh-dc-"):
+                rootless_user.run("podman", "volume", "rm", "-f", row["Name"])

@@ -25,6 +25,7 @@ def test_real_world_file(tmp_path):
     (tmp_path / ".devcontainer").mkdir()
     with open(os.path.join(DATA, "devcontainer-python.json")) as f:
         (tmp_path / ".devcontainer" / "devcontainer.json").write_text(f.read())
+    (tmp_path / ".devcontainer" / "Dockerfile").write_text("FROM x\n")
     dc = devcontainer.load(str(tmp_path))
     assert dc.dockerfile == str(tmp_path / ".devcontainer" / "Dockerfile")
     assert dc.context == str(tmp_path)
@@ -32,21 +33,28 @@ def test_real_world_file(tmp_path):
     assert dc.user == "vscode"
     assert dc.env == {"APP_ENV": "dev", "URL": "http://example.com/a//b"}
     assert dc.mounts == [f"{tmp_path}/../data:/data:ro"]
-    assert dc.ports == [8000, "5432"]
-    assert dc.post_create_commands() == [["sh", "-c", "pip3 install --user -r requirements.txt"]]
-    assert dc.ignored == ["customizations", "features"]
-    assert dc.never_run == ["initializeCommand"]
+    assert dc.volumes == [("vol", "/cache", False)]
+    assert dc.ports == [8000]  # db:5432 is another service's port
+    assert dc.post_create_commands() == [["/bin/sh", "-c", "pip3 install --user -r requirements.txt"]]
+    assert dc.ignored == [("customizations", "editor settings")]
+    assert [p for p, _ in dc.not_applied] == ["forwardPorts db:5432", "features ghcr.io/devcontainers/features/github-cli:1",
+                                             "initializeCommand"]
     assert dc.files() == [dc.path, dc.dockerfile]
     notices = dc.notices()
-    assert "ignoring customizations, features" in notices[0] and "never running initializeCommand" in notices[1]
+    assert len(notices) == 1
+    assert "initializeCommand (it would run on the host; never run)" in notices[0]
+    assert "ignored: customizations (editor settings)" in notices[0]
 
 
 def test_object_post_create_and_old_spelling(tmp_path):
+    (tmp_path / "Containerfile").write_text("FROM x\n")
     (tmp_path / ".devcontainer.json").write_text(
         '{"dockerFile": "Containerfile", "postCreateCommand": {"a": "make", "b": ["npm", "ci"]}}')
     dc = devcontainer.load(str(tmp_path))
     assert dc.dockerfile == str(tmp_path / "Containerfile")
-    assert dc.post_create_commands() == [["sh", "-c", "make"], ["npm", "ci"]]
+    assert dc.post_create_commands() == [["/bin/sh", "-c", "make"], ["npm", "ci"]]
+    assert [label for label, _, _ in dc.lifecycle["postCreateCommand"]] == ["a", "b"]  # run in parallel
+    assert not dc.not_applied and not dc.ignored
 
 
 def test_errors_name_the_file(tmp_path):
@@ -68,6 +76,7 @@ def test_absent():
 def write_dc(root, data):
     (root / ".devcontainer").mkdir(exist_ok=True)
     (root / ".devcontainer" / "devcontainer.json").write_text(json.dumps(data))
+    (root / ".devcontainer" / "Dockerfile").write_text("FROM x\n")
 
 
 @pytest.mark.parametrize("data, key, message", [
@@ -134,18 +143,51 @@ def test_legitimate_devcontainer_values_are_kept(tmp_path):
     assert dc.image.startswith("mcr.microsoft.com/") and dc.user == "1000:1000"
     assert dc.env == {"A": "1", "B": "2", "C": "true"} and dc.build_args == {"V": "3"}
     assert dc.mounts == [f"{tmp_path}/data:/data:ro", "/srv/cache:/cache"]
-    assert dc.ports == [3000, "5432", "8080"]
-    assert dc.post_create_commands() == [["sh", "-c", "make\nmake test"], ["npm", "ci", "1"]]
+    assert dc.ports == [3000, 8080]
+    assert dc.post_create_commands() == [["/bin/sh", "-c", "make\nmake test"], ["npm", "ci", "1"]]
 
 
-def test_run_args_and_other_engine_flags_are_never_used(tmp_path):
-    write_dc(tmp_path, {"runArgs": ["--privileged", "-v", "/:/host"], "workspaceMount": "source=/,target=/w",
+def test_run_args_and_other_engine_flags_that_weaken_the_sandbox_are_refused(tmp_path):
+    write_dc(tmp_path, {"runArgs": ["--privileged", "-v", "/:/host", "--cap-add", "SYS_ADMIN", "--pid=host",
+                                    "--device", "/dev/kvm", "--security-opt", "seccomp=unconfined",
+                                    "--security-opt=apparmor=unconfined", "--network=host", "--userns=host"],
+                        "workspaceMount": "source=/,target=/w",
                         "capAdd": ["SYS_ADMIN"], "privileged": True, "securityOpt": ["seccomp=unconfined"],
                         "\u001b[2Jname": 1})
     dc = devcontainer.load(str(tmp_path))
-    assert set(dc.ignored) == {"capAdd", "privileged", "runArgs", "securityOpt", "workspaceMount", "'\\x1b[2Jname'"}
+    refused = dict(dc.not_applied)
+    assert refused == {
+        "runArgs --privileged": "gives the sandbox every capability and the host's devices",
+        "runArgs -v /:/host": "host paths reach the sandbox only through mounts, which ab-allow shows",
+        "runArgs --cap-add SYS_ADMIN": "adds capabilities; config cap_add is yours to set",
+        "runArgs --pid=host": "shares a host namespace with the sandbox",
+        "runArgs --device /dev/kvm": "gives the sandbox host devices",
+        "runArgs --security-opt seccomp=unconfined": refused["runArgs --security-opt seccomp=unconfined"],
+        "runArgs --security-opt=apparmor=unconfined": refused["runArgs --security-opt seccomp=unconfined"],
+        "runArgs --network=host": "shares a host namespace with the sandbox",
+        "runArgs --userns=host": "shares a host namespace with the sandbox",
+        "workspaceMount": f"agentsh mounts the project at its own path, {tmp_path}",
+        "capAdd SYS_ADMIN": "adds capabilities; config cap_add is yours to set",
+        "privileged": "gives the sandbox every capability and the host's devices",
+        "securityOpt seccomp=unconfined": refused["securityOpt seccomp=unconfined"],
+    }
+    assert "seccomp" in refused["securityOpt seccomp=unconfined"]
+    assert dc.ignored == [("'\\x1b[2Jname'", "not a devcontainer.json property")]
     assert "\u001b" not in dc.notices()[0]  # names from the file are shown escaped
-    assert not dc.mounts and dc.user is None and dc.image is None and dc.dockerfile is None
+    assert dc.run_args == [] and not dc.mounts and dc.user is None and dc.image is None and dc.dockerfile is None
+
+
+def test_safe_run_args_are_passed_rebuilt(tmp_path):
+    write_dc(tmp_path, {"runArgs": ["--add-host=db:127.0.0.1", "--shm-size", "1g", "-e", "A=1", "--env=B=${localWorkspaceFolderBasename}",
+                                    "-p", "8080:80", "--tmpfs", "/scratch:size=64m,exec", "--init", "--rm",
+                                    "--label", "team=x", "--label=io.agentsh.managed=false", "--weird-flag"]})
+    dc = devcontainer.load(str(tmp_path))
+    assert dc.run_args == ["--add-host=db:127.0.0.1", "--shm-size=1g", "--label=team=x"]
+    assert dc.env == {"A": "1", "B": tmp_path.name}
+    assert dc.ports == [80] and dc.tmpfs == [("/scratch", "size=64m,exec")]
+    assert dict(dc.not_applied) == {"runArgs --label=io.agentsh.managed=false": "agentsh's own labels",
+                                    "runArgs --weird-flag": "not known to be safe in a sandbox"}
+    assert {p for p, _ in dc.ignored} == {"runArgs --init", "runArgs --rm", "runArgs -p 8080:80"}
 
 
 def test_a_dockerfile_reached_through_a_symlink_is_refused(tmp_path):

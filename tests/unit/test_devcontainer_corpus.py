@@ -1,0 +1,128 @@
+"""A corpus of devcontainer.json files written after public projects' patterns (tests/unit/data/devcontainer).
+
+Each file is fully resolved or refused: every property it has is honoured,
+not applied with the reason, or ignored, and nothing else; a file named
+refused-* is refused in one line. A handful have their whole plan checked.
+"""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from agentsh.base.errors import ConfigError
+from agentsh.policy import devcontainer
+
+CORPUS = os.path.join(os.path.dirname(__file__), "data", "devcontainer")
+FILES = sorted(f for f in os.listdir(CORPUS) if f.endswith(".json"))
+ENV = {"HOME": "/home/u", "USER": "u", "GITHUB_TOKEN": "ghp_example"}
+
+
+def project(tmp_path, name):
+    root = tmp_path / "app"
+    (root / ".devcontainer").mkdir(parents=True)
+    shutil.copyfile(os.path.join(CORPUS, name), root / ".devcontainer" / "devcontainer.json")
+    (root / ".devcontainer" / "Dockerfile").write_text("FROM mcr.microsoft.com/devcontainers/base:bookworm\n")
+    for feature in ("tools", "lint"):
+        folder = root / ".devcontainer" / "local-features" / feature
+        folder.mkdir(parents=True)
+        (folder / "devcontainer-feature.json").write_text(json.dumps(
+            {"id": feature, "options": {"version": {"type": "string", "default": "1"}},
+             **({"installsAfter": ["./lint"]} if feature == "tools" else {})}))
+        (folder / "install.sh").write_text("#!/bin/sh\necho installing\n")
+    return root
+
+
+def load(root):
+    path = str(root / ".devcontainer" / "devcontainer.json")
+    with open(path, "rb") as f:
+        raw = f.read()
+    data = devcontainer.parse(raw.decode("utf-8"), path)
+    return devcontainer.Devcontainer(path, data, str(root), ENV), data
+
+
+def unaccounted(d, data):
+    def top(p):
+        return p.split(" ")[0].split("[")[0].split(".")[0]
+
+    named = set(d.honoured) | {top(p) for p, _ in d.not_applied} | {top(p) for p, _ in d.ignored}
+    return sorted(k for k in data if k not in named)
+
+
+def test_the_corpus_is_large_enough():
+    assert len(FILES) >= 40
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_file_is_resolved_or_refused(tmp_path, name):
+    root = project(tmp_path, name)
+    if name.startswith("refused-"):
+        with pytest.raises(ConfigError) as e:
+            load(root)
+        assert "\n" not in str(e.value) and "devcontainer.json" in str(e.value)
+        return
+    d, data = load(root)
+    assert unaccounted(d, data) == []
+    assert all(why for _, why in d.not_applied)
+    notices = d.notices()
+    assert len(notices) <= 1  # one notice
+    plan = d.plan()
+    json.dumps(plan)
+    for steps in plan["lifecycle"].values():  # nothing left for the host to fill in
+        for step in steps:
+            assert not any("${localWorkspaceFolder" in a or "${containerWorkspaceFolder" in a or "${localEnv" in a
+                           for a in step["argv"])
+    for m in plan["mounts"]:
+        assert "${" not in (m["source"] or "") and "${" not in m["target"]
+    assert not any("ghp_example" in v for v in d.env.values())  # host values only per command
+
+
+EXPECTED = {
+    "python-dockerfile-args.json": {
+        "image": None, "user": "vscode", "ports": ["8000"], "not_applied": [],
+        "build": {"dockerfile": "{root}/.devcontainer/Dockerfile", "context": "{root}", "args": ["NODE_VERSION", "VARIANT"],
+                  "target": None, "cache_from": [], "options": []},
+        "lifecycle": {"postCreateCommand": [{"name": None, "argv": ["/bin/sh", "-c", "pip install -e .[dev]"],
+                                             "host_values": []}]},
+        "ignored": [{"property": "customizations", "why": "editor settings"}]},
+    "python-django-compose.json": {
+        "compose": True, "image": None, "user": None, "ports": [], "lifecycle": {}},
+    "node-pnpm-volume.json": {
+        "image": "mcr.microsoft.com/devcontainers/javascript-node:20", "user": "node",
+        "mounts": [{"type": "volume", "source": "app-node_modules", "target": "{root}/node_modules", "readonly": False}]},
+    "go-image.json": {
+        "not_applied": [{"property": "runArgs --cap-add=SYS_PTRACE",
+                         "why": "adds capabilities; config cap_add is yours to set"},
+                        {"property": "runArgs --security-opt seccomp=unconfined",
+                         "why": "loosens the sandbox's confinement (seccomp, AppArmor, SELinux, no-new-privileges)"}],
+        "run_args": []},
+    "secrets-localenv.json": {
+        "env": ["EDITOR", "OPENAI_API_KEY", "TZ"], "env_per_command": ["GITHUB_TOKEN"], "env_from_container": []},
+    "remoteenv-path.json": {
+        "env": ["GOPATH", "GOPRIVATE"], "env_from_container": ["PATH"], "unset": ["GOFLAGS"]},
+    "kube-mounts.json": {
+        "mounts": [{"type": "bind", "source": "/home/u/.kube", "target": "/home/vscode/.kube", "readonly": False},
+                   {"type": "bind", "source": "/home/u/.aws", "target": "/home/vscode/.aws", "readonly": True}]},
+    "rust-lifecycle.json": {
+        "wait_for": "updateContentCommand",
+        "lifecycle": {"onCreateCommand": [{"name": None, "argv": ["/bin/sh", "-c", "rustup component add clippy rustfmt"],
+                                           "host_values": []}],
+                      "updateContentCommand": [{"name": None, "argv": ["/bin/sh", "-c", "cargo fetch"],
+                                                "host_values": []}],
+                      "postCreateCommand": [{"name": None, "argv": ["cargo", "build"], "host_values": []}]}},
+    "local-feature.json": {
+        "features": [{"id": "lint", "source": "./local-features/lint", "folder": "{root}/.devcontainer/local-features/lint",
+                      "options": {"VERSION": "1"}, "files": 2},
+                     {"id": "tools", "source": "./local-features/tools",
+                      "folder": "{root}/.devcontainer/local-features/tools", "options": {"VERSION": "2"}, "files": 2}]},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_expected_plans(tmp_path, name):
+    root = project(tmp_path, name)
+    d, _ = load(root)
+    plan = d.plan()
+    want = json.loads(json.dumps(EXPECTED[name]).replace("{root}", str(root)))
+    assert {k: plan[k] for k in want} == want
