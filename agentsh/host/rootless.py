@@ -57,9 +57,9 @@ def _sudo():
 
 
 def _which(program, extra=()):
-    from agentsh.host.engine import which
+    import shutil  # lazy: only when a rootless check runs (engine imports this module on its error path)
 
-    found = which(program)
+    found = shutil.which(program)
     if found:
         return found
     for d in (*extra, "/usr/bin", "/usr/sbin", "/bin", "/sbin"):
