@@ -74,7 +74,7 @@ class Echo(BaseHTTPRequestHandler):
         seen = {"method": self.command, "path": self.path, "headers": dict(self.headers.items()),
                 "body": body.decode("latin-1"), "peer": id(self.connection)}
         self.server.seen.append(seen)
-        data = json.dumps(seen).encode()
+        data = json.dumps(seen).encode() if self.server.reflect else f"seen {len(self.server.seen)}\n".encode()
         self.send_response(200)
         if self.path.startswith("/chunked"):
             self.send_header("Transfer-Encoding", "chunked")
@@ -95,16 +95,21 @@ class Echo(BaseHTTPRequestHandler):
 
 
 class TLSOrigin:
-    """An HTTPS server on `bind` with the test CA's certificate for `names`."""
+    """An HTTPS server on `bind` with the test CA's certificate for `names`.
 
-    def __init__(self, directory, names, bind="127.0.0.1"):
+    `reflect`: answer with what was received (headers included); else only a count,
+    so the value the proxy added never travels back into a sandbox.
+    """
+
+    def __init__(self, directory, names, bind="127.0.0.1", reflect=True):
         self.ca, cert, key = make_ca(directory, names)
         self.server = ThreadingHTTPServer((bind, 0), Echo)
         self.server.daemon_threads = True
         self.server.seen = []
+        self.server.reflect = reflect
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
-        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        ctx.set_alpn_protocols(["http/1.1"])  # it speaks nothing else (a client offering h2 gets 1.1)
         self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.seen = self.server.seen
