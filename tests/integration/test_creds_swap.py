@@ -19,6 +19,8 @@ from tests.tls_origin import TLSOrigin
 DEFAULT_IMAGE = "localhost/agentsh:latest"
 REAL = "sk-ant-api03-" + "R3aLv4lu3-x_" * 7 + "AA"
 BOUND, UNBOUND = "host.containers.internal", "host.docker.internal"
+NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                                      "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
 
 
 @pytest.fixture(scope="class")
@@ -48,6 +50,8 @@ def bound(tmp_path_factory):
             "bound_again": run(f'curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)} {url.format(BOUND)}'),
             "wrong_header": run(f'curl -sS -H "Authorization: Bearer $API_KEY" {url.format(BOUND)}'),
             "unbound": run(f'curl -sS --cacert test-ca.pem -H "x-api-key: $API_KEY" {url.format(UNBOUND)}'),
+            # no proxy variables: the connection is steered (DNS answerer, transparent listener)
+            "steered": run(f'{NO_PROXY_VARS} curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}/steered'),
         }
         environ = run("for f in /proc/[0-9]*/environ; do cat $f; echo; done 2>/dev/null; "
                       "cat /run/agentsh/secrets/* 2>/dev/null; true").stdout
@@ -55,7 +59,26 @@ def bound(tmp_path_factory):
                               environ=environ)
     finally:
         origin.close()
+        stop_proxy(env, repo)
         remove_sandboxes_under(str(base))
+
+
+def stop_proxy(env, repo):
+    """SIGTERM the sandbox's proxy and wait for it (it would stop by itself within a second of the sandbox)."""
+    import time
+
+    from agentsh.base.state import Store
+    from agentsh.egress import network
+    from agentsh.host.liveness import alive
+
+    store = Store(os.path.join(env["XDG_STATE_HOME"], "agentsh"))
+    for name in store.names("net"):
+        record = store.read(f"net/{name}.json") or {}
+        network.stop(store, name)
+        for _ in range(50):
+            if not alive(record.get("pid"), record.get("pid_start")):
+                break
+            time.sleep(0.1)
 
 
 def log(bound, *flags):
@@ -70,8 +93,15 @@ class TestABoundCredential:
     def test_the_bound_host_receives_the_value(self, bound):
         for name in ("bound", "bound_again"):
             assert bound.calls[name].returncode == 0, bound.calls[name].stderr
-        keys = [s["headers"].get("x-api-key") for s in bound.origin.seen if s["headers"].get("x-api-key")]
+        keys = [s["headers"].get("x-api-key") for s in bound.origin.seen if s["path"] == "/v1/messages"]
         assert keys.count(REAL) == 3  # one request, then two on one kept-alive connection
+
+    def test_a_steered_connection_to_the_bound_host_gets_the_value_too(self, bound):
+        assert bound.calls["steered"].returncode == 0, bound.calls["steered"].stderr
+        [seen] = [s for s in bound.origin.seen if s["path"].endswith("/steered")]
+        assert seen["headers"]["x-api-key"] == REAL
+        entries = json.loads(log(bound, "--json"))
+        assert any(e["method"] == "TLS" and "credentials added: 1 of 1" in e["reason"] for e in entries)
 
     def test_the_unbound_host_gets_the_placeholder_even_in_the_bound_header(self, bound):
         assert bound.calls["unbound"].returncode == 0, bound.calls["unbound"].stderr

@@ -139,6 +139,18 @@ def test_full_mode_keeps_the_value_and_revoking_drops_the_placeholder(tmp_path):
     assert swap.read(store, proj.sandbox, creds.load_key()) == {}
 
 
+def test_inject_proxy_without_a_proxy_gives_a_placeholder_and_a_notice(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    creds.put(store, "K", creds.GLOBAL, creds.meta(creds.ENV, "K", bind_hosts=[BOUND], inject="proxy"), REAL.encode())
+    creds.grant(store, proj, "K")
+    notes = []
+    got = delivery.prepare(proj, {"network": {"mode": "full"}}, store, notes.append).env_values["K"]
+    assert got != REAL and got.startswith("sk-ant-api03-")
+    assert len(notes) == 1 and "only its placeholder" in notes[0]
+
+
 # -- the proxy ----------------------------------------------------------------------------------------------
 
 
