@@ -25,7 +25,7 @@ import threading
 
 HEAD_LIMIT = 64 * 1024
 LINE_LIMIT = 8 * 1024  # a chunk-size or trailer line
-CHUNK = 1 << 16
+CHUNK = 1 << 18
 UPSTREAM_CA_ENV = "AGENTSH_UPSTREAM_CA"
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
@@ -92,13 +92,20 @@ class Swaps:
 # -- a TLS server side over a socket whose first bytes may be read already -------------------
 
 
-class TLSServer:
-    """The sandbox's side of an intercepted connection (ssl.SSLObject over memory BIOs)."""
+class TLSConn:
+    """One side of an intercepted connection: ssl.SSLObject over memory BIOs on a socket.
 
-    def __init__(self, sock, context, first=b""):
+    The sandbox's side is a server whose first bytes may have been read
+    already (a steered ClientHello); the upstream side a client verifying
+    `server_hostname`. A read returns every record already received (one
+    socket read brings many), so a body is forwarded in large pieces.
+    """
+
+    def __init__(self, sock, context, first=b"", server_hostname=None):
         self.sock = sock
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
-        self.obj = context.wrap_bio(self._in, self._out, server_side=True)
+        self.obj = context.wrap_bio(self._in, self._out, server_side=server_hostname is None,
+                                    server_hostname=server_hostname)
         if first:
             self._in.write(first)
         self._do(self.obj.do_handshake)
@@ -124,14 +131,26 @@ class TLSServer:
 
     def recv(self, n):
         try:
-            return self._do(self.obj.read, n)
+            data = self._do(self.obj.read, n)
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
             return b""
+        chunks, size = [data], len(data)
+        while data and size < n and (self._in.pending or self.obj.pending()):
+            try:
+                data = self.obj.read(n - size)
+            except ssl.SSLError:  # want-read, or the end: what was read is returned first
+                break
+            chunks.append(data)
+            size += len(data)
+        return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
     def sendall(self, data):
         view = memoryview(data)
         while view:
             view = view[self._do(self.obj.write, view):]
+
+    def selected_alpn_protocol(self):
+        return self.obj.selected_alpn_protocol()
 
 
 class Stream:
@@ -175,12 +194,17 @@ class Stream:
     def copy(self, dst, count):
         """Exactly `count` bytes to dst; returns count."""
         left = count
-        while left:
-            if not self.buf and not self._fill():
-                raise ValueError("connection closed inside a body")
-            piece, self.buf = self.buf[:left], self.buf[left:]
+        if self.buf:
+            piece = self.buf[:left]
+            self.buf = self.buf[len(piece):]
             dst.sendall(piece)
             left -= len(piece)
+        while left:
+            data = self.conn.recv(min(CHUNK, left))
+            if not data:
+                raise ValueError("connection closed inside a body")
+            dst.sendall(data)
+            left -= len(data)
         return count
 
     def rest(self, dst):

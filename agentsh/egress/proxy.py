@@ -151,6 +151,10 @@ class Proxy:
                     return
                 time.sleep(0.05)
                 continue
+            try:  # relayed replies come as a head and a body: without this the second waits for a delayed ACK
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
             threading.Thread(target=handler, args=(conn,), daemon=True).start()
 
     def close(self):
@@ -357,7 +361,9 @@ class Proxy:
 
         entry["method"] = "CONNECT" if connect else "TLS"
         try:
-            secure = self.contexts.upstream().wrap_socket(upstream, server_hostname=host)
+            upstream.settimeout(CONNECT_TIMEOUT)
+            secure = intercept.TLSConn(upstream, self.contexts.upstream(), server_hostname=host)
+            upstream.settimeout(None)
         except (OSError, ValueError) as e:
             entry["reason"] = f"upstream TLS refused: {str(e)[:200]}"
             if connect:
@@ -369,7 +375,7 @@ class Proxy:
             if connect:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             client.settimeout(None)
-            tls = intercept.TLSServer(client, self.contexts.server(host), first)
+            tls = intercept.TLSConn(client, self.contexts.server(host), first)
             bound = self.swaps.current().by_host.get(host, [])
             sent, received, requests, swapped = intercept.relay(
                 intercept.Stream(tls), intercept.Stream(secure), bound, self.swaps,
@@ -378,11 +384,6 @@ class Proxy:
                          reason=f"{entry['reason']}; credentials added: {swapped} of {requests} requests")
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
             entry["reason"] = f"{entry['reason']}; intercepted connection ended: {str(e)[:200]}"
-        finally:
-            try:
-                secure.close()
-            except OSError:
-                pass
         self._log(entry, start)
 
     def _log(self, entry, start):
