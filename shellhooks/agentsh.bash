@@ -1,41 +1,86 @@
-# agentsh cd hook for bash. Install: add  eval "$(ab-hook bash)"  to ~/.bashrc
+# agentsh cd hook for bash. Install: add  eval "$(ab-hook bash)"  at the end of ~/.bashrc
+# (after anything else that sets PROMPT_COMMAND, as with direnv).
 #
 # Before each prompt: if $PWD is unchanged, or no .agentsh.toml is above it,
 # only builtins run (no fork, no exec, no command substitution). On entering a
 # project, one `ab-hook --enter DIR` decides (trust, [hook] on_enter) and acts;
 # its exit status says what happened. Paths are only ever passed as arguments.
+# The walk up goes through `..`, which the kernel resolves on the real path, so
+# the hook finds the project ab-hook decides on whatever symlink led there, and
+# one directory reached by two paths (compared with -ef) is one project.
 # Opt out: AGENTSH_HOOK=off, or `ab-hook --disable` for this shell session.
 
 _agentsh_bin=ab-hook
+_agentsh_state=  # agentsh's state directory (ab-hook fills it in)
 if [[ -z ${AGENTSH_SESSION-} ]]; then
   # The id `ab-allow --session` trusts for: random, made once per session.
   printf -v AGENTSH_SESSION '%04x%04x%04x%04x%x' "$RANDOM" "$RANDOM" "$RANDOM" "$RANDOM" "$$"
 fi
 export AGENTSH_SESSION
+# ab-allow leaves this file for its shell session; the hook looks for it only while blocked.
+_agentsh_recheck=${_agentsh_state:+$_agentsh_state/hook/$AGENTSH_SESSION.allowed}
 _agentsh_dir=$'\n'  # the last $PWD seen; never a real $PWD, so the first prompt looks
 _agentsh_project=   # the project directory we are in (its .agentsh.toml decided already)
+_agentsh_blocked=   # 1: that .agentsh.toml was blocked; an ab-allow in this session decides again
+_agentsh_found=
 _agentsh_marked=
-_agentsh_ps1=
+_agentsh_ps1=       # PS1 without the mark
 
 _agentsh_hook() {
   local rc=$?
-  [[ $PWD == "$_agentsh_dir" ]] && return "$rc"
+  if [[ ${AGENTSH_HOOK-} == [Oo][Ff][Ff] || -n ${AGENTSH_SANDBOX-} ]]; then
+    # Off is --disable: nothing marked, no project remembered, so turning it on decides afresh.
+    [[ -n $_agentsh_project$_agentsh_marked ]] && _agentsh_forget
+    return "$rc"
+  fi
+  local how=--enter
+  if [[ -n $_agentsh_blocked && -n $_agentsh_recheck && -e $_agentsh_recheck ]]; then
+    how=--recheck _agentsh_project= _agentsh_blocked=  # ab-allow ran in this session since: decide again
+  elif [[ $PWD == "$_agentsh_dir" ]]; then
+    [[ -n $_agentsh_marked && $PS1 != "(ab) $_agentsh_ps1" ]] && _agentsh_mark  # the prompt was rebuilt
+    return "$rc"
+  fi
   _agentsh_dir=$PWD
-  [[ ${AGENTSH_HOOK-} == [Oo][Ff][Ff] || -n ${AGENTSH_SANDBOX-} ]] && return "$rc"
-  local d=${PWD%/}
-  while [[ -n $d ]]; do
-    [[ $d != "$HOME" && -f $d/.agentsh.toml ]] && break
-    d=${d%/*}
-  done
-  if [[ $d != "$_agentsh_project" ]]; then
-    _agentsh_unmark
-    _agentsh_project=$d
-    if [[ -n $d ]]; then
-      "$_agentsh_bin" --enter "$PWD"
-      [[ $? == 5 ]] && _agentsh_mark
+  _agentsh_find
+  if [[ $_agentsh_found != "$_agentsh_project" ]]; then
+    if [[ -n $_agentsh_found && -n $_agentsh_project && $_agentsh_found -ef $_agentsh_project ]]; then
+      _agentsh_project=$_agentsh_found  # the same project by another path
+    else
+      _agentsh_unmark
+      _agentsh_project=$_agentsh_found
+      _agentsh_blocked=
+      if [[ -n $_agentsh_found ]]; then
+        "$_agentsh_bin" "$how" "$PWD"
+        case $? in
+          3) _agentsh_blocked=1 ;;
+          5) _agentsh_mark ;;
+        esac
+      fi
     fi
   fi
+  [[ -n $_agentsh_marked && $PS1 != "(ab) $_agentsh_ps1" ]] && _agentsh_mark
   return "$rc"
+}
+
+# _agentsh_found: the nearest directory at or above $PWD on its real path that
+# holds .agentsh.toml (never / or $HOME), as a path without ".." when the
+# logical one reaches the same directory; empty when there is none.
+_agentsh_find() {
+  local p=$PWD c=${PWD%/} up=${PWD//[!\/]/} n=0
+  _agentsh_found=
+  while (( n < 4096 )); do
+    if [[ -f $p/.agentsh.toml ]]; then
+      [[ $p -ef / ]] && return
+      if ! [[ $p -ef ${HOME-} ]]; then
+        if [[ $p == "$PWD" || ( -n $c && $c -ef $p ) ]]; then _agentsh_found=${c:-/}; else _agentsh_found=$p; fi
+        return
+      fi
+    fi
+    # Past as many levels as the logical path has, stop at / (or at a $PWD that went away).
+    (( ++n >= ${#up} )) && [[ $p -ef / || ! -d $p ]] && return
+    p=$p/..
+    c=${c%/*}
+  done
 }
 
 _agentsh_mark() {
@@ -46,9 +91,16 @@ _agentsh_mark() {
 
 _agentsh_unmark() {
   if [[ -n $_agentsh_marked ]]; then
-    PS1=$_agentsh_ps1
+    [[ $PS1 == "(ab) $_agentsh_ps1" ]] && PS1=$_agentsh_ps1  # else the prompt code rebuilt it already
     _agentsh_marked=
   fi
+}
+
+_agentsh_forget() {
+  _agentsh_unmark
+  _agentsh_project=
+  _agentsh_blocked=
+  _agentsh_dir=$'\n'
 }
 
 # `ab-hook --disable` / `--enable` must change this shell, so they happen here.
@@ -57,8 +109,7 @@ ab-hook() {
     --disable)
       AGENTSH_HOOK=off
       export AGENTSH_HOOK
-      _agentsh_unmark
-      _agentsh_project=
+      _agentsh_forget
       ;;
     --enable)
       unset AGENTSH_HOOK
@@ -68,7 +119,12 @@ ab-hook() {
   esac
 }
 
-case ";${PROMPT_COMMAND-};" in
-  *";_agentsh_hook;"*) ;;
-  *) PROMPT_COMMAND="_agentsh_hook${PROMPT_COMMAND:+;$PROMPT_COMMAND}" ;;
-esac
+# Last in PROMPT_COMMAND, so the mark goes on a prompt the user's prompt code has already built.
+if [[ $(declare -p PROMPT_COMMAND 2>/dev/null) == "declare -a"* ]]; then  # bash >= 5.1: an array
+  [[ " ${PROMPT_COMMAND[*]} " == *" _agentsh_hook "* ]] || PROMPT_COMMAND+=(_agentsh_hook)
+else
+  case $'\n'"${PROMPT_COMMAND-}"$'\n' in
+    *[$'\n;']_agentsh_hook[$'\n;']*) ;;
+    *) PROMPT_COMMAND=${PROMPT_COMMAND:+$PROMPT_COMMAND$'\n'}_agentsh_hook ;;
+  esac
+fi

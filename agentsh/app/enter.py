@@ -39,18 +39,39 @@ def disabled(environ=None):
 
 
 def find_project_file(directory, home=None):
-    """The nearest directory at or above `directory` holding the project file, or None.
+    """The real path of the nearest directory at or above `directory` holding the project file, or None.
 
-    The same walk as the bash/zsh hooks: on the logical path, skipping the
-    home directory and / (never projects, see agentsh.host.project.find).
+    The same walk as the bash/zsh hooks and agentsh.host.project.find: on the
+    real path (whatever symlink led to `directory`), skipping the home
+    directory and / (never projects).
     """
     home = os.environ.get("HOME", "") if home is None else home
-    d = directory.rstrip("/")
-    while d:
+    home = os.path.realpath(home) if home else ""
+    d = os.path.realpath(directory)
+    while d != "/":
         if d != home and os.path.isfile(d + "/" + PROJECT_FILE):
             return d
-        d = d.rpartition("/")[0]
+        d = os.path.dirname(d)
     return None
+
+
+RECHECK_DIR = "hook"  # in the state dir: <session>.allowed, left by ab-allow for its shell session's hook
+
+
+def recheck_file(session, state_dir=None):
+    """The file ab-allow leaves for shell session `session` (None for a malformed id).
+
+    A hook blocked in a project looks for it before each prompt (one stat) and,
+    when it is there, decides again (`ab-hook --recheck`, which removes it): an
+    ab-allow takes effect at the next prompt of the shell it ran in.
+    """
+    if not session or not (session.isascii() and session.isalnum()) or len(session) > 64:
+        return None
+    if state_dir is None:
+        from agentsh.base import paths
+
+        state_dir = paths.state_dir()
+    return os.path.join(state_dir, RECHECK_DIR, f"{session}.allowed")
 
 
 class Decision:

@@ -23,6 +23,7 @@ from agentsh.app.enter import (  # noqa: F401
     decide,
     disabled,
     find_project_file,
+    recheck_file,
     session_id_for_shell,
 )
 from agentsh.app.resources import read_resource, resource_dirs, resource_path  # noqa: F401

@@ -109,6 +109,16 @@ def proxy_err_file(sandbox: str) -> str:
     return f"net/{sandbox}.proxy.err"
 
 
+def swap_record(sandbox: str) -> str:
+    """A sandbox's placeholders and the values the proxy puts in their place, sealed (creds.swap)."""
+    return f"net/swap/{sandbox}.json"
+
+
+def sandbox_ca(sandbox: str) -> str:
+    """Directory of the sandbox's interception CA: ca.crt, ca.key (0600), leaf certs (egress.intercept)."""
+    return f"net/ca/{sandbox}"
+
+
 def net_allow_record(project_key: str) -> str:
     """`ab-net allow` additions for a project."""
     return f"net/allow/{project_key}.json"

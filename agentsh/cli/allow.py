@@ -82,9 +82,28 @@ def allow_body(argv):
     # exactly those bytes (and that build context) recorded.
     seen = review(path, choice=choice)
     show_widens(path, seen.widens, sys.stderr.write)
-    trust.allow(Store(), path, session=session, covered=seen.covered, build=seen.build)
+    store = Store()
+    trust.allow(store, path, session=session, covered=seen.covered, build=seen.build)
     print(f"allowed {path}" + (" for this shell session" if session else ""))
+    _tell_the_hook(store, trust.session_id())
     return 0
+
+
+def _tell_the_hook(store, session):
+    """Leave word for this shell session's cd hook: blocked in a project, it decides again at the next
+    prompt (agentsh.app.enter.recheck_file). Other shells sitting in the project enter on their next cd."""
+    import os
+
+    from agentsh.app.enter import recheck_file
+
+    path = recheck_file(session, store.root)
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+    except OSError:
+        pass  # the hook then enters on the next cd into the project
 
 
 def deny_body(argv):

@@ -11,7 +11,12 @@ error on the user's terminal.
 
 The shells call `ab-hook --complete INDEX -- WORDS...` and get one candidate
 per line, already filtered by the word being completed; a lone line `@dirs`
-(or `@files`) asks the shell to complete directory (or file) names itself.
+(or `@files`) asks the shell to complete directory (or file) names itself, and
+`@rest N` says that WORDS[N:] is another program's command line (after
+`ab-exec --`), for the shell to complete as such. A word `--opt=val` is
+completed as the value of --opt (candidates keep the `--opt=`); a shell that
+splits words at `=` joins them again first. Worktree names are those of the
+repository holding the command's --dir, else the current directory.
 """
 
 import json
@@ -19,7 +24,7 @@ import os
 
 from agentsh.cli.options import AGENT, CREDENTIAL, DIR, FILE, IMAGE, REST, SANDBOX, WORKTREE, Command
 
-DIRS, FILES = "@dirs", "@files"
+DIRS, FILES, REST_LINE = "@dirs", "@files", "@rest"
 PATHS = {DIR: DIRS, FILE: FILES}  # value kinds the shell completes itself
 
 
@@ -53,10 +58,18 @@ def credentials():
     return sorted({n for scope in _listdir(root) for n in _json_names(os.path.join(root, scope))})
 
 
-def worktrees(store=None):
-    """Worktree names of every repo: Store worktrees/<repo>/<NAME>.json (NAME may hold '/')."""
-    root = _store(store).path("worktrees")
-    return sorted({n for repo in _listdir(root) for n in _json_names(os.path.join(root, repo), recursive=True)})
+def worktrees(store=None, directory=None):
+    """Worktree names of the repo holding `directory` (default: the current one): Store
+    worktrees/<repo id>/<NAME>.json (NAME may hold '/'); none outside a repository."""
+    from agentsh.app import worktree
+    from agentsh.base.errors import AgentshError
+
+    try:
+        repo = worktree.find_repo(directory)
+    except (AgentshError, OSError):
+        return []
+    root = _store(store).path(worktree.RECORDS)
+    return _json_names(os.path.join(root, repo.id), recursive=True)
 
 
 def sandboxes(store=None):
@@ -132,16 +145,16 @@ def table(command):
 def candidates(words, index):
     """Completions for words[index] of the command line `words` (words[0] is the command)."""
     current = words[index] if index < len(words) else ""
-    before = words[1:index]
     command = os.path.basename(words[0]) if words else "ab"
+    offset = 1  # where `before` starts in words
     if command == "ab":
-        if not before:
+        if index <= 1:
             return _filter(_ab_commands(), current)
-        command, before = f"ab-{before[0]}", before[1:]
+        command, offset = f"ab-{words[1]}", 2
     found = table(command)
     if found is None:
         return []
-    return _filter(_complete(found, before, current), current)
+    return _filter(_complete(found, list(words[offset:index]), current, offset), current)
 
 
 def _ab_commands():
@@ -150,35 +163,69 @@ def _ab_commands():
     return sorted(set(COMMANDS) | {name[3:] for name in commands()})
 
 
-def _complete(command, before, current):
+def _complete(command, before, current, offset):
     if command.subcommands:
         # The first word that names a subcommand selects it; complete within it.
         chosen = next((i for i, w in enumerate(before) if w in command.subcommands), None)
         if chosen is None:
             return list(command.subcommands) if not current.startswith("-") else _flags(command)
-        command, before = command.subcommands[before[chosen]], before[chosen + 1:]
-    if before:
+        command, before, offset = command.subcommands[before[chosen]], before[chosen + 1:], offset + chosen + 1
+    rest = _rest_start(command, before, current)
+    if rest is not None:
+        return [f"{REST_LINE} {offset + rest}"]
+    ended = "--" in before  # no options of ours after it
+    name, eq, value = current.partition("=")
+    option = command.option(name) if eq and name.startswith("--") and not ended else None
+    if option is not None and option.takes_value:  # --opt=value
+        found = _option_values(option, command, before)
+        return found if found[:1] in ([DIRS], [FILES]) else [f"{name}={v}" for v in found]
+    if before and not ended:
         option = command.option(before[-1])
         if option is not None and option.takes_value:
-            return list(option.choices or ()) or _values(option.value)
-    if current.startswith("-"):
+            return _option_values(option, command, before[:-1])
+    if current.startswith("-") and not ended:
         return _flags(command)
     given = _count_positionals(command, before)
     if given < len(command.args):
         wanted = command.args[given]
-        if wanted.nargs == REST:
-            return []  # the command line of another program
-        return list(wanted.choices or ()) or _values(wanted.value)
+        return list(wanted.choices or ()) or _values(wanted.value, command, before)
     return []
+
+
+def _option_values(option, command, before):
+    return list(option.choices or ()) or _values(option.value, command, before)
+
+
+def _rest_start(command, before, current):
+    """Where in `before` another program's command line starts (`before` itself when it is `current`), or None."""
+    rest_at = next((i for i, a in enumerate(command.args) if a.nargs == REST), None)
+    if rest_at is None:
+        return None
+    count, skip = 0, False
+    for i, w in enumerate(before):
+        if skip:
+            skip = False
+        elif w == "--":
+            return i + 1
+        elif w.startswith("-") and w != "-":
+            option = command.option(w)
+            skip = option is not None and option.takes_value
+        elif count == rest_at:
+            return i
+        else:
+            count += 1
+    return len(before) if not skip and count == rest_at and not current.startswith("-") else None
 
 
 def _count_positionals(command, words):
     """How many positional words `words` already holds (skipping options and their values)."""
-    count, skip = 0, False
+    count, skip, ended = 0, False, False
     for w in words:
         if skip:
             skip = False
-        elif w.startswith("-") and w != "-":
+        elif w == "--" and not ended:
+            ended = True
+        elif w.startswith("-") and w != "-" and not ended:
             option = command.option(w)
             skip = option is not None and option.takes_value
         else:
@@ -186,20 +233,36 @@ def _count_positionals(command, words):
     return count
 
 
+def _given(command, before, flag):
+    """The last value given to option `flag` in `before` (as `--flag V` or `--flag=V`), or None."""
+    found = None
+    for i, w in enumerate(before):
+        if w == "--":
+            break
+        if w == flag and i + 1 < len(before):
+            found = before[i + 1]
+        elif w.startswith(flag + "="):
+            found = w[len(flag) + 1:]
+    return found
+
+
 def _flags(command):
     shown = ["-h", "--help"] + [f for opt in command.options if not opt.hidden for f in opt.flags]
     return sorted({f for f in shown if f.startswith("--") or len(f) == 2})
 
 
-def _values(kind):
+def _values(kind, command=None, before=()):
     if kind in PATHS:
         return [PATHS[kind]]
+    if kind == WORKTREE:  # of the repo the command will act on
+        directory = _given(command, before, "--dir") if command is not None and command.option("--dir") else None
+        return worktrees(directory=os.path.expanduser(directory) if directory else None)
     source = LIVE.get(kind)
     return source() if source else []
 
 
 def _filter(values, current):
-    if len(values) == 1 and values[0] in (DIRS, FILES):
+    if len(values) == 1 and (values[0] in (DIRS, FILES) or values[0].startswith(REST_LINE + " ")):
         return values
     return [v for v in values if v.startswith(current)]
 
@@ -216,8 +279,12 @@ def xonsh_completer(command):
         return None
     words = [a.value for a in command.args[: command.arg_index]] + [command.prefix]
     found = candidates(words, command.arg_index)
-    if not found or found in ([DIRS], [FILES]):
-        return None  # let xonsh's own path completion answer
+    if found == [DIRS]:
+        from xonsh.completers.path import complete_dir
+
+        return complete_dir(command)  # `--opt=` included: xonsh completes the part after it
+    if not found or found == [FILES] or found[0].startswith(REST_LINE + " "):
+        return None  # xonsh's own completers answer: paths, or another program's command line
     return set(found)
 
 

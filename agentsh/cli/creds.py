@@ -5,7 +5,7 @@ import sys
 
 from agentsh.cli import options
 from agentsh.cli.common import notice, print_json, run
-from agentsh.cli.options import CREDENTIAL, DIR, FILE, FLAG, OPTIONAL, Arg, Command, Option
+from agentsh.cli.options import APPEND, CREDENTIAL, DIR, FILE, FLAG, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
     "ab-creds set GITHUB_TOKEN                      # prompts without echo (or reads stdin)",
@@ -79,7 +79,8 @@ def cmd_set(args):
         type_, target = creds.ENV, args.env or args.name
     source = creds.COMMAND if args.from_command else creds.VALUE
     ttl = creds.parse_duration(args.ttl) if args.ttl else None
-    clear = creds.meta(type_, target, source=source, writeback=args.writeback, project=project, ttl=ttl)
+    clear = creds.meta(type_, target, source=source, writeback=args.writeback, project=project, ttl=ttl,
+                       bind_hosts=args.bind_host or (), bind_header=args.bind_header, inject=args.inject)
     key = creds.load_key(create=True)  # before reading a value: a wrong passphrase fails first
     value = _read_value(args, to_env=type_ == creds.ENV)
     record = creds.put(Store(), args.name, creds.scope_of(project), clear, value, key=key)
@@ -88,7 +89,10 @@ def cmd_set(args):
         print_json(creds.describe(record))
         return 0
     who = f"project {project.root}" if project else "projects you grant it to ('ab-creds grant')"
-    print(f"stored {args.name}: {_target_text(clear)} in the sandboxes of {who}")
+    bound = (f"; sent only to {', '.join(clear['bind_hosts'])} in header {clear['bind_header']}"
+             + (" (the sandbox sees a placeholder)" if clear.get("inject") != creds.ENV and type_ == creds.ENV
+                else "") if clear.get("bind_hosts") else "")
+    print(f"stored {args.name}: {_target_text(clear)} in the sandboxes of {who}{bound}")
     return 0
 
 
@@ -169,7 +173,8 @@ def cmd_import(args):
     rows = []
     for item in found:
         clear = creds.meta(item.type, item.target, source=item.source, fmt=item.format,
-                           writeback=item.writeback, project=project)
+                           writeback=item.writeback, project=project, bind_hosts=item.bind_hosts,
+                           bind_header=item.bind_header)
         record = creds.put(store, item.name, creds.scope_of(project), clear, item.value, key=key)
         record.update(_name=item.name, _scope=record["scope"])
         rows.append({**creds.describe(record), "origin": item.origin})
@@ -258,6 +263,14 @@ COMMAND = Command(
                            help="take the value from a host file now"),
                     Option("--from-command", metavar="CMD", group="source",
                            help="run CMD on the host at each injection (timeout 30 s), like credential_process"),
+                    Option("--bind-host", metavar="HOST", kind=APPEND,
+                           help="a host the value may be sent to (repeatable); in network modes allow and learn "
+                                "the sandbox then sees a placeholder the egress proxy replaces toward HOST"),
+                    Option("--bind-header", metavar="HEADER",
+                           help="the request header carrying it to those hosts (default Authorization)"),
+                    Option("--inject", metavar="HOW", choices=("proxy", "env"),
+                           help="proxy: placeholder inside, value added by the proxy (default with --bind-host); "
+                                "env: the value itself inside"),
                     Option("--json", kind=FLAG, help="print the stored record's listing as JSON"),
                 )),
         Command("ab-creds get", help="print a value (not to a terminal unless --reveal)", args=(_NAME,),

@@ -5,6 +5,9 @@ absolute path of this command filled in, so the hook keeps working whatever
 PATH the shell has later. The hidden `--enter DIR` is what the hook runs on
 entering a project: it decides, acts, and answers with an exit status
 (agentsh.app.hooks.ENTER_*), so the shell never parses or evaluates output.
+The hidden `--recheck DIR` is the same, run by a hook that was blocked in the
+project once an ab-allow of its session left word (agentsh.app.enter.recheck_file):
+still blocked, it says nothing more.
 """
 
 import os
@@ -22,6 +25,7 @@ EXAMPLES = [
     "ab-hook --disable           # this shell session: no more cd hook (AGENTSH_HOOK=off)",
 ]
 BIN_LINE = "_agentsh_bin=ab-hook"  # in agentsh.bash/.zsh: replaced by the absolute path
+STATE_LINE = "_agentsh_state="  # in agentsh.bash/.zsh: replaced by the state directory
 XONSH_PATHS_LINE = "_agentsh_paths = []"  # in agentsh.xsh: where agentsh and its xontrib live
 XONSH_BIN_LINE = "_agentsh_bin = None"  # in agentsh.xsh: the absolute path of ab-hook
 
@@ -41,6 +45,7 @@ COMMAND = Command(
                help="print only the completions for SHELL (ab-hook SHELL prints the hook and them)"),
         Option("--no-completions", kind=FLAG, group="what", help="print only the hook"),
         Option("--enter", metavar="DIR", hidden=True, value=DIR),
+        Option("--recheck", metavar="DIR", hidden=True, value=DIR),
         Option("--decide", metavar="DIR", hidden=True, value=DIR),
     ),
 )
@@ -49,13 +54,13 @@ COMMAND = Command(
 def body(argv):
     if argv[:1] == ["--complete"]:
         return complete(argv[1:])
-    if argv[:1] == ["--enter"] and len(argv) == 2:  # the hook's hot path: no parser to build
-        return enter(argv[1])
+    if argv[:1] in (["--enter"], ["--recheck"]) and len(argv) == 2:  # the hook's hot path: no parser to build
+        return enter(argv[1], recheck=argv[0] == "--recheck")
     p = options.argparser(COMMAND)
     args = p.parse_args(argv)
 
-    if args.enter is not None:
-        return enter(args.enter)
+    if args.enter is not None or args.recheck is not None:
+        return enter(args.enter if args.enter is not None else args.recheck, recheck=args.enter is None)
     if args.decide is not None:
         from agentsh.app import hooks
 
@@ -102,7 +107,10 @@ def hook_source(shell):
         text = hooks.read_resource("shellhooks", "agentsh.xsh")
         text = text.replace(XONSH_PATHS_LINE, f"_agentsh_paths = {xonsh_import_paths()!r}", 1)
         return text.replace(XONSH_BIN_LINE, f"_agentsh_bin = {own_executable()!r}", 1)
+    from agentsh.base import paths
+
     text = hooks.read_resource("shellhooks", f"agentsh.{shell}")
+    text = text.replace(STATE_LINE, f"_agentsh_state={shlex.quote(paths.state_dir())}", 1)
     return text.replace(BIN_LINE, f"_agentsh_bin={shlex.quote(own_executable())}", 1)
 
 
@@ -143,15 +151,17 @@ def xonsh_import_paths():
     return list(dict.fromkeys(wanted))
 
 
-def enter(directory):
+def enter(directory, recheck=False):
     """What the hook runs on entering a project; returns an ENTER_* status."""
     from agentsh.app import hooks
     from agentsh.base.state import Store
 
     store = Store()
+    _clear_recheck(hooks, store.root)
     decision = hooks.decide(directory, store)
     if decision.action == hooks.BLOCKED:
-        sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
+        if not recheck:  # a recheck after an ab-allow of some other project: said once already
+            sys.stderr.write(hooks.BLOCKED_MESSAGE + "\n")
         return hooks.ENTER_BLOCKED
     if decision.action not in (hooks.UP, hooks.SHELL):
         return hooks.ENTER_NOTHING
@@ -176,8 +186,19 @@ def enter(directory):
         sandbox.start(decision.project, decision.config, engine, store, notice)  # says "spec changed; ..."
     from agentsh.cli import exec as exec_cli
 
+    # A sandbox stopped under the shell is said in one line by the session (app.session).
     exec_cli.body(["--dir", directory, "--tty"])
     return hooks.ENTER_LEFT_SHELL
+
+
+def _clear_recheck(hooks, state_dir):
+    """Remove the word an ab-allow left for this session's hook: it is being acted on."""
+    path = hooks.recheck_file(os.environ.get("AGENTSH_SESSION"), state_dir)
+    if path is not None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
 
 
 def main():

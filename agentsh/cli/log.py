@@ -22,7 +22,8 @@ COMMAND = Command(
         Option("--denied", kind=FLAG, help="only refused attempts"),
         Option("--json", kind=FLAG,
                help="JSON: a list of entries (keys: time, sandbox, host, port, method, allowed, reason, "
-                    "bytes_sent, bytes_received, ms); with --follow one object per line"),
+                    "bytes_sent, bytes_received, ms; warning: true on a credential placeholder sent where it is not "
+                    "replaced); with --follow one object per line"),
     ),
 )
 

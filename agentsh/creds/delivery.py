@@ -122,6 +122,8 @@ def prepare(project, cfg, store, notify, files_only=False):
     if not names:
         return None
     delivery = None
+    proxied = {}  # env credentials the egress proxy adds: {name: (target, value, hosts, header)}
+    network_mode = (cfg.get("network") or {}).get("mode")
     for name in names:
         record = creds.find(name, project)
         if record is None:
@@ -138,11 +140,22 @@ def prepare(project, cfg, store, notify, files_only=False):
         if delivery is None:
             delivery = Delivery(creds.load_key())
         value = creds.reveal(record, delivery.key)
-        if clear["type"] == creds.ENV:
+        if clear["type"] == creds.ENV and creds.inject_mode(clear, network_mode) == creds.PROXY:
+            if network_mode not in ("allow", "learn"):
+                notify(f"credential {name} is added by the egress proxy, which network mode {network_mode} has "
+                       "not; the sandbox gets only its placeholder (use mode allow or learn, or --inject env)")
+            proxied[name] = (clear["target"], os.fsdecode(value), clear["bind_hosts"], clear["bind_header"])
+        elif clear["type"] == creds.ENV:
             delivery.env_values[clear["target"]] = os.fsdecode(value)
         else:
             delivery.files.append(FileCredential(name, record["_scope"], clear["target"], value,
                                                  clear.get("writeback", False)))
+    if not files_only and delivery is not None:  # also with none proxied now: a revoked one loses its entry
+        from agentsh.creds import swap
+
+        stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()})
+        for name, (target, *_) in proxied.items():
+            delivery.env_values[target] = stand_ins[name]
     return delivery
 
 

@@ -14,14 +14,25 @@ from agentsh.creds import vault as creds
 from agentsh.creds.flags import sandbox_path
 
 SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
+# Where each API key may be sent, and in which header (the egress proxy adds it there; creds.swap).
+BINDINGS = {
+    "ANTHROPIC_API_KEY": (("api.anthropic.com",), "x-api-key"),
+    "OPENAI_API_KEY": (("api.openai.com",), "authorization"),
+    "GEMINI_API_KEY": (("generativelanguage.googleapis.com",), "x-goog-api-key"),
+    "GOOGLE_API_KEY": (("generativelanguage.googleapis.com",), "x-goog-api-key"),
+    "GH_TOKEN": (("api.github.com", "github.com"), "authorization"),
+    "NPM_RC": (("registry.npmjs.org",), "authorization"),
+}
 
 
 class Found:
     """One credential an importer found on the host."""
 
-    def __init__(self, name, type_, target, value, origin, writeback=False, source=creds.VALUE, fmt=creds.RAW):
+    def __init__(self, name, type_, target, value, origin, writeback=False, source=creds.VALUE, fmt=creds.RAW,
+                 bind_hosts=(), bind_header=None):
         self.name, self.type, self.target, self.value = name, type_, target, value
         self.origin, self.writeback, self.source, self.format = origin, writeback, source, fmt
+        self.bind_hosts, self.bind_header = tuple(bind_hosts), bind_header
 
     def appears_as(self):
         return f"${self.target}" if self.type == creds.ENV else self.target
@@ -52,11 +63,17 @@ def _token_file(name, host_path, sandbox_rel):
     return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True)
 
 
+def _bound(found):
+    hosts, header = BINDINGS.get(found.name, ((), None))
+    found.bind_hosts, found.bind_header = hosts, header
+    return found
+
+
 def _api_key(var, sandbox_var=None):
     found = _env(var)
     if not found:
         return None
-    return Found(sandbox_var or var, creds.ENV, sandbox_var or var, found[1], f"${var}")
+    return _bound(Found(sandbox_var or var, creds.ENV, sandbox_var or var, found[1], f"${var}"))
 
 
 def _run(argv):
@@ -82,7 +99,7 @@ def codex():
 
 
 def gemini():
-    return [f for f in (_api_key("GEMINI_API_KEY"),
+    return [f for f in (_api_key("GEMINI_API_KEY"), _api_key("GOOGLE_API_KEY"),
                         _token_file("GEMINI_OAUTH", _home(".gemini", "oauth_creds.json"), ".gemini/oauth_creds.json"))
             if f]
 
@@ -94,7 +111,7 @@ def gh():
             return [found]
     token = _run(["gh", "auth", "token"])
     if token and token.strip():
-        return [Found("GH_TOKEN", creds.ENV, "GH_TOKEN", token.strip(), "gh auth token")]
+        return [_bound(Found("GH_TOKEN", creds.ENV, "GH_TOKEN", token.strip(), "gh auth token"))]
     return []
 
 
@@ -123,7 +140,7 @@ def npm():
             if "_authToken" in line or "_auth" in line or line.strip().startswith(("registry", "@"))]
     if not any("_auth" in line for line in keep):
         return []
-    return [Found("NPM_RC", creds.FILE, sandbox_path("~/.npmrc"), ("\n".join(keep) + "\n").encode(), path)]
+    return [_bound(Found("NPM_RC", creds.FILE, sandbox_path("~/.npmrc"), ("\n".join(keep) + "\n").encode(), path))]
 
 
 def aws():
@@ -168,7 +185,7 @@ def _aws_file(values, key_id, secret, token):
 WHERE = {
     "claude": "~/.claude/.credentials.json or ANTHROPIC_API_KEY",
     "codex": "~/.codex/auth.json or OPENAI_API_KEY",
-    "gemini": "GEMINI_API_KEY or ~/.gemini/oauth_creds.json",
+    "gemini": "GEMINI_API_KEY, GOOGLE_API_KEY or ~/.gemini/oauth_creds.json",
     "gh": "GH_TOKEN, GITHUB_TOKEN or 'gh auth token'",
     "git": "git config --global user.name / user.email",
     "npm": "an _authToken line in ~/.npmrc",

@@ -37,6 +37,9 @@ SCRYPT = {"n": 2 ** 15, "r": 8, "p": 1}
 COMMAND_TIMEOUT = 30  # seconds, like AWS credential_process
 MAX_VALUE = 1 << 20  # a token file is kilobytes; a megabyte is a mistake
 ENV, FILE = "env", "file"
+PROXY = "proxy"  # inject: the sandbox sees a placeholder, the egress proxy adds the value (creds.swap)
+INJECT = (PROXY, ENV)
+AUTHORIZATION = "authorization"
 VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
 
@@ -84,17 +87,66 @@ def record_path(name, scope):
     return os.path.join(paths.data_dir(), layout.credential_record(scope, name))
 
 
-def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, ttl=None, now=None):
-    """The clear (but authenticated) part of a record."""
+def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, ttl=None, now=None,
+         bind_hosts=(), bind_header=None, inject=None):
+    """The clear (but authenticated) part of a record.
+
+    `bind_hosts`: the hosts the value may be sent to, `bind_header` the
+    request header carrying it there (default Authorization); `inject`:
+    "proxy" (the sandbox sees a placeholder, the egress proxy puts the value
+    into that header toward those hosts; the default for a bound env
+    credential in network modes allow and learn) or "env" (the value itself
+    inside, as without a binding).
+    """
     now = int(now if now is not None else time.time())
     if type_ == ENV and not ENV_NAME.match(target):
         raise UsageError(f"{target!r} is not a valid environment variable name")
     if writeback and (type_ != FILE or source != VALUE):
         raise UsageError("--writeback needs --file and a stored value",
                          "drop --writeback, or store a file credential without --from-command")
-    return {"type": type_, "target": target, "source": source, "format": fmt, "writeback": bool(writeback),
-            "project": project.root if project is not None else None,
-            "updated": now, "expires": now + ttl if ttl else None}
+    clear = {"type": type_, "target": target, "source": source, "format": fmt, "writeback": bool(writeback),
+             "project": project.root if project is not None else None,
+             "updated": now, "expires": now + ttl if ttl else None}
+    if bind_hosts or bind_header or inject:
+        clear.update(binding(type_, bind_hosts, bind_header, inject))
+    return clear
+
+
+def binding(type_, hosts, header, inject):
+    """The checked binding fields of a record (see meta)."""
+    from agentsh.policy.rules import normalize_host
+
+    if inject is not None and inject not in INJECT:
+        raise UsageError(f"--inject {inject!r} is not a way to deliver a credential", "give --inject proxy or env")
+    if (header or inject == PROXY) and not hosts:
+        raise UsageError("--bind-header and --inject proxy need --bind-host", "name the host(s) the value is for")
+    if type_ != ENV and inject == PROXY:
+        raise UsageError("--inject proxy is for environment credentials only",
+                         "drop --file, or give --inject env")
+    checked = []
+    for host in hosts:
+        name = normalize_host(host or "")
+        if not name or not all(c.isalnum() or c in "-." for c in name) or name.startswith((".", "-")) \
+                or len(name) > 253:
+            raise UsageError(f"--bind-host {host!r} is not a host name", "give e.g. api.example.com")
+        if name not in checked:
+            checked.append(name)
+    header = (header or AUTHORIZATION).strip().lower()
+    if not header or not all(c.isalnum() or c in "-_" for c in header) or len(header) > 64 \
+            or header in ("host", "content-length", "transfer-encoding", "connection"):
+        raise UsageError(f"--bind-header {header!r} is not a header that can carry a credential",
+                         "give e.g. Authorization or x-api-key")
+    return {"bind_hosts": checked, "bind_header": header, "inject": inject}
+
+
+def inject_mode(clear, network_mode):
+    """"proxy" or "env": how a record's value reaches a sandbox in that network mode."""
+    inject = clear.get("inject")
+    if inject:
+        return inject
+    if clear.get("bind_hosts") and clear["type"] == ENV and network_mode in ("allow", "learn"):
+        return PROXY
+    return ENV
 
 
 # -- the key ----------------------------------------------------------------
@@ -396,7 +448,9 @@ def describe(record, granted=()):
     return {"name": record["_name"], "scope": record["_scope"], "project": clear.get("project"),
             "type": clear["type"], "target": clear["target"], "source": clear["source"],
             "writeback": clear.get("writeback", False), "updated": iso(clear.get("updated")),
-            "expires": iso(clear.get("expires")), "expired": expired(record), "granted": list(granted)}
+            "expires": iso(clear.get("expires")), "expired": expired(record), "granted": list(granted),
+            "bind_hosts": list(clear.get("bind_hosts") or ()), "bind_header": clear.get("bind_header"),
+            "inject": clear.get("inject")}
 
 
 def listing(store):
@@ -410,7 +464,8 @@ def listing(store):
             except CredentialError:
                 rows.append({"name": name, "scope": scope, "project": None, "type": "damaged", "target": "",
                              "source": "", "writeback": False, "updated": None, "expires": None,
-                             "expired": False, "granted": []})
+                             "expired": False, "granted": [], "bind_hosts": [], "bind_header": None,
+                             "inject": None})
                 continue
             if record is None:
                 continue

@@ -173,7 +173,7 @@ def _escape(match):
 
 def format_entry(e):
     """One human line: time, ALLOW/DENY, host:port, method, bytes, reason (every field escaped: printable)."""
-    verdict = "ALLOW" if e.get("allowed") else "DENY "
+    verdict = "WARN " if e.get("warning") else "ALLOW" if e.get("allowed") else "DENY "
     host = printable(e.get("host", ""))
     port = printable(e.get("port"))
     dest = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

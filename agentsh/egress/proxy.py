@@ -110,8 +110,12 @@ class Refused(OSError):
 class Proxy:
     """Serves one listening socket; decisions from `policy.current()`, entries to `log`."""
 
-    def __init__(self, listener, policy, log, sandbox="", transparent=None, dns=(), names=None, local_names=()):
+    def __init__(self, listener, policy, log, sandbox="", transparent=None, dns=(), names=None, local_names=(),
+                 swaps=None, contexts=None):
         self.local_names = local_names
+        # The sandbox's placeholders (egress.intercept.Swaps) and TLS contexts: connections to a host a
+        # credential is bound to are intercepted; None: every connection is a plain tunnel.
+        self.swaps, self.contexts = swaps, contexts
         self.listener, self.policy, self.log, self.sandbox = listener, policy, log, sandbox
         self.transparent, self.dns = transparent, list(dns)  # steered TCP; the DNS answerer's UDP and TCP sockets
         self.closed = threading.Event()
@@ -147,6 +151,10 @@ class Proxy:
                     return
                 time.sleep(0.05)
                 continue
+            try:  # relayed replies come as a head and a body: without this the second waits for a delayed ACK
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
             threading.Thread(target=handler, args=(conn,), daemon=True).start()
 
     def close(self):
@@ -236,6 +244,11 @@ class Proxy:
                     _reply(client, 502, f"cannot reach {_dest(host, port)}: {e.strerror or e}")
                 self._log(entry, start)
                 return
+            if kind == "TLS" and self._bound(host):
+                self._intercept(client, upstream, host, port, first, entry, start)
+                return
+            if http:
+                self._scan(first, host, port)
             entry["allowed"] = True
             client.settimeout(None)
             sent, received = _relay(client, upstream, first)
@@ -296,12 +309,16 @@ class Proxy:
                 _reply(client, 502, f"cannot reach {_dest(host, port)}: {e.strerror or e}")
                 self._log(entry, start)
                 return
+            if method == "CONNECT" and self._bound(host):
+                self._intercept(client, upstream, host, port, rest, entry, start, connect=True)
+                return
             entry["allowed"] = True
             client.settimeout(None)
             if method == "CONNECT":
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 first = rest
             else:
+                self._scan(forward, host, port)
                 first = forward + rest
             sent, received = _relay(client, upstream, first)
             entry.update(bytes_sent=sent, bytes_received=received)
@@ -315,6 +332,59 @@ class Proxy:
             for s in (client, upstream):
                 if s is not None:
                     s.close()
+
+    # -- credentials: interception toward bound hosts, warnings elsewhere -------------------
+
+    def _bound(self, host):
+        return self.swaps is not None and self.contexts is not None and self.swaps.bound(host)
+
+    def _scan(self, head, host, port):
+        """Warn (audit log) about placeholders in a plain-HTTP request head: they go out unchanged."""
+        if self.swaps is not None and self.swaps.current().names:
+            left = self.swaps.leftovers(head)
+            if left:
+                self._warn(left, host, port, "plain HTTP: never replaced")
+
+    def _warn(self, names, host, port, why=""):
+        start = time.time()
+        for name in dict.fromkeys(names):
+            bound = next((h for n, h in self.swaps.names.values() if n == name), ())
+            self._log({"time": audit.now_iso(start), "sandbox": self.sandbox, "host": host, "port": port,
+                       "method": "CRED", "allowed": True, "warning": True,
+                       "reason": f"placeholder of {name} sent unchanged to {host} (bound to "
+                                 f"{', '.join(bound) or 'no host'}{'; ' + why if why else ''})",
+                       "bytes_sent": 0, "bytes_received": 0, "ms": 0}, start)
+
+    def _intercept(self, client, upstream, host, port, first, entry, start, connect=False):
+        """Terminate the sandbox's TLS, verify the upstream's, swap the bound placeholders, relay HTTP/1.1."""
+        from agentsh.egress import intercept
+
+        entry["method"] = "CONNECT" if connect else "TLS"
+        try:
+            upstream.settimeout(CONNECT_TIMEOUT)
+            secure = intercept.TLSConn(upstream, self.contexts.upstream(), server_hostname=host)
+            upstream.settimeout(None)
+        except (OSError, ValueError) as e:
+            entry["reason"] = f"upstream TLS refused: {str(e)[:200]}"
+            if connect:
+                _reply(client, 502, f"cannot verify {_dest(host, port)}: {str(e)[:200]}")
+            self._log(entry, start)
+            return
+        entry["allowed"] = True
+        try:
+            if connect:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            client.settimeout(None)
+            tls = intercept.TLSConn(client, self.contexts.server(host), first)
+            bound = self.swaps.current().by_host.get(host, [])
+            sent, received, requests, swapped = intercept.relay(
+                intercept.Stream(tls), intercept.Stream(secure), bound, self.swaps,
+                lambda names: self._warn(names, host, port, "not its bound host or header"))
+            entry.update(bytes_sent=sent, bytes_received=received,
+                         reason=f"{entry['reason']}; credentials added: {swapped} of {requests} requests")
+        except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
+            entry["reason"] = f"{entry['reason']}; intercepted connection ended: {str(e)[:200]}"
+        self._log(entry, start)
 
     def _log(self, entry, start):
         entry["ms"] = int((time.time() - start) * 1000)
@@ -565,10 +635,15 @@ def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
     record = policy.record
     listener = socket.socket(fileno=fd)
     log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
-    proxy = Proxy(listener, policy, log, record.get("sandbox", ""),
+    from agentsh.egress.intercept import Contexts, Swaps
+
+    sandbox = record.get("sandbox", "")
+    proxy = Proxy(listener, policy, log, sandbox,
                   transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
                   dns=[socket.socket(fileno=f) for f in dns_fds], names=Names(names_path(store, rel)),
-                  local_names=[record["hostname"]] if record.get("hostname") else ())
+                  local_names=[record["hostname"]] if record.get("hostname") else (),
+                  swaps=Swaps(store.path(layout.swap_record(sandbox)), sandbox) if sandbox else None,
+                  contexts=Contexts(store.root, sandbox) if sandbox else None)
 
     def stop(*_):
         proxy.close()

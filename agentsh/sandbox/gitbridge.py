@@ -48,7 +48,7 @@ def private_dir(sandbox, locked=False):
     return os.path.join(paths.data_dir(), layout.private_git_dir(sandbox, locked))
 
 
-_LIB_FILES = ("run", "gitsync", "execd.c")
+_LIB_FILES = ("run", "gitsync", "execd.c", "shrc")
 
 
 def _lib_sources():

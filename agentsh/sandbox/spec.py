@@ -124,6 +124,35 @@ def ca_bundle_source(setting):
     return ca_bundle_copy(os.path.realpath(os.path.expanduser(setting)), setting)
 
 
+def with_sandbox_ca(bundle, sandbox):
+    """The checked bundle plus the sandbox's interception CA (egress.ca): the bundle a proxied sandbox mounts.
+
+    The CA is made on the sandbox's first ab-up and then never changes; the
+    combined copy is named by the bundle copy (itself named by its content)
+    and the sandbox, so a warm ab-up only checks that it exists.
+    """
+    directory = os.path.dirname(bundle)
+    combined = os.path.join(directory, f"{os.path.basename(bundle)[:-4]}-{sandbox}.pem")
+    from agentsh.base import layout, paths
+
+    if os.path.isfile(combined) and os.path.isfile(os.path.join(paths.state_dir(), layout.sandbox_ca(sandbox),
+                                                                "ca.crt")):
+        return combined
+    from agentsh.egress import ca
+
+    cert = ca.ensure(paths.state_dir(), sandbox)
+    with open(bundle, "rb") as f:
+        data = f.read()
+    with open(cert, "rb") as f:
+        data = data.rstrip(b"\n") + b"\n" + f.read()
+    tmp = f"{combined}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, combined)
+    return combined
+
+
 class SpecInputs:
     """What a spec depends on beyond project, config and engine: everything gather() read.
 
@@ -170,6 +199,8 @@ def gather(project, cfg, engine, topo=None):
     dev = cfg.devcontainer
     try:
         ca_bundle = ca_bundle_source(cfg["ca_bundle"])
+        if ca_bundle and cfg["network"]["mode"] in ("allow", "learn"):
+            ca_bundle = with_sandbox_ca(ca_bundle, project.sandbox)
     except ConfigError as e:
         ca_bundle = e  # raised by build(), where the spec would have failed
     recipe = None

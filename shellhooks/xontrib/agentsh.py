@@ -22,8 +22,11 @@ class _Hook:
     def __init__(self, xsh):
         self.xsh = xsh
         self.last_dir = None
-        self.project = None
-        self.marked_prompt = None
+        self.project = None  # the real path of the project directory we are in
+        self.blocked = False  # its .agentsh.toml was blocked; an ab-allow in this session decides again
+        self.marked = False
+        self.unmarked_prompt = None  # $PROMPT without the mark
+        self.marked_prompt = None  # the $PROMPT we set
         self.handler = None
 
     @property
@@ -44,50 +47,80 @@ class _Hook:
     def on_pre_prompt(self):
         from agentsh.app import hooks
 
+        if hooks.disabled(self.env):
+            # Off is --disable: nothing marked, no project remembered, so turning it on decides afresh.
+            if self.project is not None or self.marked:
+                self.forget()
+            return
+        how = "--enter"
         pwd = self.env.get("PWD") or os.getcwd()
-        if pwd == self.last_dir:
+        if self.blocked and _exists(hooks.recheck_file(self.env.get("AGENTSH_SESSION"))):
+            how, self.project, self.blocked = "--recheck", None, False  # ab-allow ran in this session since
+        elif pwd == self.last_dir:
+            self.remark()
             return
         self.last_dir = pwd
-        if hooks.disabled(self.env):
-            return
         found = hooks.find_project_file(pwd, home=self.env.get("HOME", ""))
-        if found == self.project:
-            return
-        self.unmark()
-        self.project = found
-        if found is None:
-            return
-        try:
-            status = subprocess.call([self.bin(), "--enter", pwd], env=self.env.detype())
-        except OSError as e:
-            print(f"agentsh: cannot run ab-hook: {e.strerror}")
-            return
-        if status == hooks.ENTER_UP:
-            self.mark()
+        if found != self.project:  # real paths: one directory reached by two paths is one project
+            self.unmark()
+            self.project = found
+            self.blocked = False
+            if found is not None:
+                try:
+                    status = subprocess.call([self.bin(), how, pwd], env=self.env.detype())
+                except OSError as e:
+                    print(f"agentsh: cannot run ab-hook: {e.strerror}")
+                    return
+                if status == hooks.ENTER_BLOCKED:
+                    self.blocked = True
+                elif status == hooks.ENTER_UP:
+                    self.mark()
+        self.remark()
 
     def mark(self):
         prompt = self.env.get("PROMPT", "")
-        if isinstance(prompt, str):
-            self.marked_prompt = prompt
-            self.env["PROMPT"] = _MARK + prompt
+        if callable(prompt):
+            def marked():
+                return _MARK + str(prompt())
+        elif isinstance(prompt, str):
+            marked = _MARK + prompt
+        else:
+            return
+        self.marked, self.unmarked_prompt, self.marked_prompt = True, prompt, marked
+        self.env["PROMPT"] = marked
+
+    def remark(self):
+        """Mark the prompt again when the user's prompt code replaced it (on every prompt while marked)."""
+        if self.marked and self.env.get("PROMPT", "") != self.marked_prompt:
+            self.mark()
 
     def unmark(self):
-        if self.marked_prompt is not None:
-            self.env["PROMPT"] = self.marked_prompt
-            self.marked_prompt = None
+        if self.marked:
+            if self.env.get("PROMPT", "") == self.marked_prompt:  # else the prompt code rebuilt it already
+                self.env["PROMPT"] = self.unmarked_prompt
+            self.marked, self.unmarked_prompt, self.marked_prompt = False, None, None
+
+    def forget(self):
+        self.unmark()
+        self.project = None
+        self.blocked = False
+        self.last_dir = None
 
     def alias(self, args, stdin=None):
         """`ab-hook`: --disable/--enable change this shell; anything else runs ab-hook."""
         if args[:1] == ["--disable"]:
             self.env["AGENTSH_HOOK"] = "off"
-            self.unmark()
-            self.project = None
+            self.forget()
             return 0
         if args[:1] == ["--enable"]:
             self.env.pop("AGENTSH_HOOK", None)
             self.last_dir = None
             return 0
         return subprocess.call([self.bin(), *args], env=self.env.detype())
+
+
+def _exists(path):
+    return path is not None and os.path.exists(path)
 
 
 _hook = None
@@ -109,6 +142,16 @@ def _load_xontrib_(xsh, **_):
     # lacks that event and gets on_pre_prompt (the second call is a no-op).
     for event in _EVENTS:
         getattr(xsh.builtins.events, event)(agentsh_cd_hook)
+
+    def agentsh_after_rc(**_):
+        # Handlers run in the order they were added: once the rc file is read, move ours after the
+        # ones it added, so the mark goes on a $PROMPT that the user's prompt code has already built.
+        for event in _EVENTS:
+            handlers = getattr(xsh.builtins.events, event)
+            handlers.discard(agentsh_cd_hook)
+            handlers.add(agentsh_cd_hook)
+
+    xsh.builtins.events.on_post_rc(agentsh_after_rc)
     xsh.aliases["ab-hook"] = _hook.alias
     from agentsh.cli.completion import register_xonsh
 

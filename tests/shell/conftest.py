@@ -97,24 +97,27 @@ class Terminal:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
 
 
-def rc_file(shell, directory, variables):
-    """The startup file loading the hook the way docs/shell.md says, plus test variables."""
+def rc_file(shell, directory, variables, before=(), after=()):
+    """The startup file loading the hook the way docs/shell.md says, plus test variables.
+
+    `before`: lines run before the hook is loaded (a user's own prompt code, say); `after`: lines at the end.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     if shell == "bash":
-        lines = [f"PS1={shlex.quote(HOST_PROMPT)}", 'eval "$(ab-hook bash)"']
+        lines = [f"PS1={shlex.quote(HOST_PROMPT)}", *before, 'eval "$(ab-hook bash)"']
         lines += [f"{k}={shlex.quote(v)}" for k, v in variables.items()]
         path = directory / "bashrc"
     elif shell == "zsh":
-        lines = [f"PS1={shlex.quote(HOST_PROMPT)}", "autoload -Uz compinit && compinit -u -D",
+        lines = [f"PS1={shlex.quote(HOST_PROMPT)}", "autoload -Uz compinit && compinit -u -D", *before,
                  'eval "$(ab-hook zsh)"']
         lines += [f"{k}={shlex.quote(v)}" for k, v in variables.items()]
         path = directory / ".zshrc"
     else:
         lines = [f"$PROMPT = {HOST_PROMPT!r}", "$XONSH_SHOW_TRACEBACK = True", "$XONSH_HISTORY_BACKEND = 'dummy'",
-                 "xontrib load agentsh"]
+                 *before, "xontrib load agentsh"]
         lines += [f"${k} = {v!r}" for k, v in variables.items()]
         path = directory / "rc.xsh"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join([*lines, *after]) + "\n")
     return path
 
 
@@ -129,16 +132,16 @@ def shell_argv(shell, rc):
 
 @pytest.fixture
 def open_shell(tmp_path, isolated_dirs):
-    """open_shell(shell, cwd, **variables) -> a Terminal at its first prompt."""
+    """open_shell(shell, cwd, rc_before=(), rc_after=(), **variables) -> a Terminal at its first prompt."""
     opened = []
 
-    def start(shell, cwd=None, **variables):
+    def start(shell, cwd=None, rc_before=(), rc_after=(), **variables):
         if shutil.which("tmux") is None or shell_program(shell) is None:
             pytest.fail(f"tmux and {shell} are needed (scripts/test-setup installs them)")
         home = tmp_path / "home"
         home.mkdir(exist_ok=True)
         rc_dir = tmp_path / f"rc-{shell}-{len(opened)}"
-        rc = rc_file(shell, rc_dir, variables)
+        rc = rc_file(shell, rc_dir, variables, rc_before, rc_after)
         env = {
             "HOME": str(home), "TERM": "xterm-256color", "LANG": "C.UTF-8",
             "PATH": f"{BIN}:{SYSTEM_PATH}",

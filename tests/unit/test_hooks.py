@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -34,6 +35,95 @@ def test_find_project_file_walks_up_and_skips_home_and_root(tmp_path):
     assert hooks.find_project_file(str(tmp_path), home="/nowhere") is None
     assert hooks.find_project_file(str(proj / "a"), home=str(proj)) is None  # home is never a project
     assert hooks.find_project_file("/", home="/nowhere") is None
+
+
+def test_find_project_file_walks_the_real_path(tmp_path):
+    proj = make_project(tmp_path / "real" / "p")
+    (proj / "sub").mkdir()
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "into").symlink_to(proj / "sub")
+    (tmp_path / "link").symlink_to(proj)
+    assert hooks.find_project_file(str(tmp_path / "plain" / "into"), home="/nowhere") == str(proj)
+    assert hooks.find_project_file(str(tmp_path / "link" / "sub"), home="/nowhere") == str(proj)
+    assert hooks.find_project_file(str(tmp_path / "link"), home=str(tmp_path / "link")) is None  # home, by any path
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_shell_walks_agree_with_project_find(shell, tmp_path):
+    """The hooks' walk up (through "..") finds the directory agentsh.host.project.find decides on."""
+    proj = make_project(tmp_path / "real" / "p")
+    (proj / "sub" / "deep").mkdir(parents=True)
+    (tmp_path / "plain" / "x").mkdir(parents=True)
+    (tmp_path / "plain" / "into").symlink_to(proj / "sub")
+    (tmp_path / "link").symlink_to(proj)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / ".agentsh.toml").write_text("")
+    hook = ab("ab-hook", shell, "--no-completions", check=True).stdout.decode()
+    dirs = [proj / "sub" / "deep", tmp_path / "plain" / "into", tmp_path / "link" / "sub", tmp_path / "plain" / "x",
+            tmp_path / "home", tmp_path]
+    script = hook + "\n" + "".join(f"cd {shlex.quote(str(d))} && _agentsh_find && print_found\n" for d in dirs)
+    script = "print_found() { printf '%s\\n' \"$_agentsh_found\"; }\n" + script
+    proc = subprocess.run([shutil.which(shell), "-f" if shell == "zsh" else "--norc", "-c", script],
+                          capture_output=True, text=True, env={"HOME": str(tmp_path / "home"), "PATH": os.defpath})
+    assert proc.stderr == ""
+    found = proc.stdout.split("\n")[:-1]
+    assert [os.path.realpath(f) if f else None for f in found] == [str(proj)] * 3 + [None] * 3
+    assert found[0] == str(proj) and found[2] == str(tmp_path / "link")  # no ".." where the logical path serves
+
+
+def test_recheck_file_is_per_session_and_only_for_plain_ids(tmp_path):
+    assert hooks.recheck_file("ab12cd34ef", str(tmp_path)) == str(tmp_path / "hook" / "ab12cd34ef.allowed")
+    for bad in (None, "", "../../etc", "a/b", "x" * 65):
+        assert hooks.recheck_file(bad, str(tmp_path)) is None
+
+
+def test_ab_allow_leaves_word_for_its_sessions_hook_and_enter_takes_it(tmp_path, isolated_dirs):
+    proj = make_project(tmp_path / "p", '[hook]\non_enter = "none"\n')
+    env = {**os.environ, "AGENTSH_SESSION": "abcdef0123"}
+    word = hooks.recheck_file("abcdef0123", str(isolated_dirs["XDG_STATE_HOME"] / "agentsh"))
+    proc = ab("ab-hook", "--enter", str(proj), env=env)
+    assert (proc.returncode, proc.stderr.decode()) == (hooks.ENTER_BLOCKED, BLOCKED)
+    ab("ab-allow", str(make_project(tmp_path / "q")), env=env, check=True)  # another project
+    assert os.path.exists(word)
+    # still blocked: the recheck says nothing more, and takes the word
+    proc = ab("ab-hook", "--recheck", str(proj), env=env)
+    assert (proc.returncode, proc.stderr) == (hooks.ENTER_BLOCKED, b"") and not os.path.exists(word)
+    ab("ab-allow", str(proj), env=env, check=True)
+    assert ab("ab-hook", "--recheck", str(proj), env=env).returncode == hooks.ENTER_NOTHING
+    assert not os.path.exists(word)
+
+
+def test_printed_hooks_name_the_state_dir(isolated_dirs):
+    for shell in ("bash", "zsh"):
+        out = ab("ab-hook", shell, "--no-completions", check=True).stdout.decode()
+        assert f"\n_agentsh_state={isolated_dirs['XDG_STATE_HOME'] / 'agentsh'}  #" in out
+
+
+def test_bash_in_a_sandbox_says_where_it_is_when_ab_is_typed(tmp_path):
+    """The interactive shell's command (sandbox.execute.wrapped), run by the host's sh, bash and dash."""
+    from agentsh.policy.shell import shell_command
+    from agentsh.sandbox import execute
+
+    shrc = os.path.join(os.path.dirname(hooks.__file__), "..", "data", "sandbox", "shrc")
+    text = execute.wrapped(shell_command(None, True), "tok")[-1]
+    assert text.startswith("command -v bash ") and "/run/agentsh/lib/shrc" in text
+    text = text.replace("/run/agentsh/lib/shrc", os.path.realpath(shrc)).replace("bash -l", "bash --norc -i")
+    for sh in filter(shutil.which, ("dash", "sh")):
+        proc = subprocess.run([sh, "-c", text], input="ab status\nab-exec x\nnosuchcmd\nexit\n", text=True,
+                              capture_output=True, env={"PATH": os.defpath, "AGENTSH_SANDBOX": "ab-x-12345678"})
+        said = proc.stderr
+        assert "ab: this shell runs inside the sandbox ab-x-12345678" in said, said
+        assert "ab-exec: this shell runs inside the sandbox ab-x-12345678" in said
+        assert "bash: nosuchcmd: command not found" in said
+
+
+def test_sh_in_a_sandbox_reads_the_startup_file_run_sets(tmp_path):
+    shrc = os.path.realpath(os.path.join(os.path.dirname(hooks.__file__), "..", "data", "sandbox", "shrc"))
+    for sh in filter(shutil.which, ("dash", "busybox")):
+        argv = [sh, "sh", "-i"] if sh.endswith("busybox") else [sh, "-i"]
+        proc = subprocess.run(argv, input="ab status; echo status=$?\nexit\n", text=True, capture_output=True,
+                              env={"PATH": os.defpath, "ENV": shrc, "AGENTSH_SANDBOX": "ab-x-12345678"})
+        assert "ab: this shell runs inside the sandbox ab-x-12345678" in proc.stderr and "status=127" in proc.stdout
 
 
 def test_decide_follows_trust_and_on_enter(tmp_path, monkeypatch):
@@ -165,7 +255,7 @@ def test_printed_hooks_parse_and_name_this_install(shell):
     assert "_agentsh_complete_bin=" in out
     assert subprocess.run([shutil.which(shell), "-n"], input=out.encode()).returncode == 0
     only = ab("ab-hook", shell, "--completions", check=True).stdout.decode()
-    assert "_agentsh_hook" not in only and ("compdef" in only or "complete -F" in only)
+    assert "_agentsh_hook" not in only and ("compdef" in only or "-F _agentsh_complete" in only)
 
 
 def test_printed_xonsh_hook_names_import_paths(tmp_path):
@@ -222,13 +312,10 @@ def test_completion_values_come_from_disk(isolated_dirs):
         (creds / scope).mkdir(parents=True, exist_ok=True)
         (creds / scope / f"{name}.json").write_text("{}")
     (creds / "global" / "half.json.tmp.123").write_text("")
-    store.write("worktrees/app-12345678/fix-login.json", {"name": "fix-login"})
-    store.write("worktrees/app-12345678/feat/search.json", {"name": "feat/search"})
     store.write("sandboxes/ab-app-12345678.json", {"name": "ab-app-12345678"})
     store.write("images/localhost_mine_latest.json", {"image": "localhost/mine:latest"})
     (isolated_dirs["XDG_STATE_HOME"] / "agentsh" / "images" / "torn.json").write_text("{")
     assert completion.credentials() == ["GH_TOKEN", "proj_key"]
-    assert completion.worktrees() == ["feat/search", "fix-login"]
     assert completion.sandboxes() == ["ab-app-12345678"]
     assert completion.images() == ["localhost/agentsh:latest", "localhost/mine:latest"]
 

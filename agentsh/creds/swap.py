@@ -1,0 +1,164 @@
+"""Placeholders: what a sandbox sees instead of a credential the egress proxy adds on the way out.
+
+For a credential delivered with inject = "proxy" (agentsh.creds.vault.inject_mode)
+the sandbox's variable holds a random placeholder of the real value's shape:
+the same known prefix (`sk-ant-api03-`, `sk-`, `ghp_`, `github_pat_`...), the
+same length, each other character replaced by a random one of its class
+(digit, lower, upper; separators kept), and for a JWT the same header and
+claims with a random signature, so a client that checks the format accepts
+it. The placeholder is chosen once per sandbox and credential and kept while
+the value's shape stays the same.
+
+The mapping (placeholder -> real value, bound hosts, header) is one record
+per sandbox, `net/swap/<sandbox>.json` in the state dir, sealed with the
+credential cache's key (AES-256-GCM, the sandbox's name in the associated
+data). The sandbox's egress proxy opens it (agentsh.egress.intercept) and swaps
+the placeholder for the value in the bound header of requests to the bound
+hosts only.
+"""
+
+import os
+
+from agentsh.base import layout
+from agentsh.base.errors import CredentialError
+
+PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-proj-", "sk-svcacct-", "sk-",
+            "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza")
+_DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MIN_RANDOM = 16  # characters of randomness at least (padded past the real length when shorter)
+
+
+def _json():
+    import json
+
+    return json
+
+
+def _random_like(text):
+    import secrets
+
+    out = []
+    for c in text:
+        cls = _DIGITS if c in _DIGITS else _LOWER if c in _LOWER else _UPPER if c in _UPPER else None
+        out.append(secrets.choice(cls) if cls else c)
+    return "".join(out)
+
+
+def _is_jwt(value):
+    parts = value.split(".")
+    return len(parts) == 3 and value.startswith("eyJ") and all(
+        p and all(c.isalnum() or c in "-_" for c in p) for p in parts)
+
+
+def _template(value):
+    """(prefix kept, body whose letters and digits are randomised)."""
+    prefix = next((p for p in PREFIXES if value.startswith(p) and len(value) > len(p)), "")
+    body = value[len(prefix):]
+    randomish = sum(c.isalnum() for c in body)
+    if randomish < MIN_RANDOM:  # too little to be unguessable: longer than the value, same alphabet
+        body += "x" * (MIN_RANDOM - randomish)
+    return prefix, body
+
+
+def _classes(text):
+    return "".join("d" if c in _DIGITS else "l" if c in _LOWER else "u" if c in _UPPER else c for c in text)
+
+
+def placeholder(value):
+    """A random stand-in of the value's shape (str), never equal to it."""
+    if _is_jwt(value):
+        head, claims, signature = value.split(".")
+        return f"{head}.{claims}.{_random_like(signature)}"
+    prefix, body = _template(value)
+    for _ in range(8):
+        made = prefix + _random_like(body)
+        if made != value:
+            return made
+    raise CredentialError("cannot make a placeholder for a credential with no letters or digits")
+
+
+def same_shape(value, stand_in):
+    """Whether an existing placeholder still fits the value (else a new one is made)."""
+    if stand_in == value or value in stand_in:
+        return False
+    if _is_jwt(value):
+        return _is_jwt(stand_in) and value.rsplit(".", 1)[0] == stand_in.rsplit(".", 1)[0]
+    prefix, body = _template(value)
+    return stand_in.startswith(prefix) and _classes(stand_in[len(prefix):]) == _classes(body)
+
+
+# -- the sealed mapping ---------------------------------------------------------------
+
+
+def record_path(store, sandbox):
+    return store.path(layout.swap_record(sandbox))
+
+
+def _aad(sandbox):
+    return b"agentsh swap v1\0" + sandbox.encode()
+
+
+def read(store, sandbox, key):
+    """The sandbox's entries: {credential name: {placeholder, value, hosts, header}} ({} when none)."""
+    return load(record_path(store, sandbox), sandbox, key)
+
+
+def load(path, sandbox, key):
+    import base64
+
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from agentsh.creds.vault import key_id
+
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return {}
+    try:
+        record = _json().loads(raw)
+        if record.get("key_id") != key_id(key):
+            raise CredentialError(f"the placeholder record {path} was sealed with another key",
+                                  "remove it; the next ab-exec makes new placeholders")
+        plain = AESGCM(key).decrypt(base64.b64decode(record["nonce"]), base64.b64decode(record["ciphertext"]),
+                                    _aad(sandbox))
+        return _json().loads(plain)["entries"]
+    except (InvalidTag, ValueError, KeyError, TypeError):
+        raise CredentialError(f"the placeholder record {path} fails its integrity check",
+                              "remove it; the next ab-exec makes new placeholders") from None
+
+
+def write(store, sandbox, key, entries):
+    import base64
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from agentsh.base.state import atomic_write
+    from agentsh.creds.vault import NONCE_BYTES, key_id
+
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = AESGCM(key).encrypt(nonce, _json().dumps({"entries": entries}, sort_keys=True).encode(),
+                                 _aad(sandbox))
+    body = {"version": 1, "sandbox": sandbox, "key_id": key_id(key), "nonce": base64.b64encode(nonce).decode(),
+            "ciphertext": base64.b64encode(sealed).decode()}
+    with store.lock():
+        atomic_write(record_path(store, sandbox), _json().dumps(body, sort_keys=True).encode() + b"\n")
+
+
+def stand_ins(store, sandbox, key, wanted):
+    """Placeholders for {name: (value, hosts, header)}: the ones the sandbox had, new ones where needed.
+
+    Rewrites the record only when something changed; returns {name: placeholder}.
+    """
+    old = read(store, sandbox, key)
+    entries = {}
+    for name, (value, hosts, header) in wanted.items():
+        had = old.get(name) or {}
+        stand_in = had.get("placeholder")
+        if not stand_in or not same_shape(value, stand_in):
+            stand_in = placeholder(value)
+        entries[name] = {"placeholder": stand_in, "value": value, "hosts": list(hosts), "header": header}
+    if entries != old:  # a credential no longer granted loses its entry: its placeholder stops working
+        write(store, sandbox, key, entries)
+    return {name: entries[name]["placeholder"] for name in entries}

@@ -1,0 +1,439 @@
+"""TLS interception toward hosts a sandbox's credentials are bound to: placeholders out, values in.
+
+Only a connection to a host some credential of this sandbox is bound to
+(creds.swap) is intercepted; every other one stays a plain tunnel. For an
+intercepted one the proxy first opens TLS to the upstream and verifies it
+against the host's trust store (plus AGENTSH_UPSTREAM_CA, a PEM file, when
+set: tests and private API servers), offering only http/1.1 in ALPN; then it
+terminates the sandbox's TLS with a leaf certificate of the sandbox's own CA
+(egress.ca; the sandbox trusts that CA through its CA bundle) and relays
+HTTP/1.1 request by request (keep-alive, chunked and sized bodies passed
+through as they come, `101 Switching Protocols` relayed raw). In each request
+head the bound header's placeholder is replaced by the value (inside
+`Basic` credentials too); any placeholder left anywhere else in a head, and
+every placeholder in a plain-HTTP request, is sent unchanged and logged as a
+warning. A head that is malformed or larger than HEAD_LIMIT is refused with
+400 or 431 and the connection closed.
+"""
+
+import base64
+import binascii
+import os
+import ssl
+import sys
+import threading
+
+HEAD_LIMIT = 64 * 1024
+LINE_LIMIT = 8 * 1024  # a chunk-size or trailer line
+CHUNK = 1 << 18
+UPSTREAM_CA_ENV = "AGENTSH_UPSTREAM_CA"
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class Refusal(ValueError):
+    """A request head the proxy will not pass on: (status, message)."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+# -- the placeholders of one sandbox -------------------------------------------------------
+
+
+class Swaps:
+    """The sandbox's sealed placeholder record (creds.swap), re-read when it changes (one stat per check)."""
+
+    def __init__(self, path, sandbox, key=None):
+        self.path, self.sandbox, self._key = path, sandbox, key
+        self._stamp = None
+        self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes, name)]
+        self.names = {}  # placeholder bytes -> (name, hosts)
+        self._lock = threading.Lock()
+
+    def current(self):
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._stamp:
+            with self._lock:
+                self._load(stamp)
+        return self
+
+    def _load(self, stamp):
+        by_host, names = {}, {}
+        if stamp is not None:
+            try:
+                from agentsh.creds import swap, vault
+
+                if self._key is None:
+                    self._key = vault.load_key()
+                entries = swap.load(self.path, self.sandbox, self._key)
+            except Exception as e:  # a torn record or no key: nothing is swapped, nothing breaks
+                sys.stderr.write(f"agentsh proxy: cannot read the placeholders: {e}\n")
+                entries = {}
+            for name, e in entries.items():
+                ph, value = e["placeholder"].encode(), e["value"].encode()
+                names[ph] = (name, tuple(e["hosts"]))
+                for host in e["hosts"]:
+                    by_host.setdefault(host, []).append((ph, value, e["header"].encode(), name))
+        self.by_host, self.names, self._stamp = by_host, names, stamp
+
+    def bound(self, host):
+        return host in self.current().by_host
+
+    def leftovers(self, data):
+        """Names of the placeholders present in `data` (bytes)."""
+        return [name for ph, (name, _) in self.names.items() if ph in data]
+
+
+# -- a TLS server side over a socket whose first bytes may be read already -------------------
+
+
+class TLSConn:
+    """One side of an intercepted connection: ssl.SSLObject over memory BIOs on a socket.
+
+    The sandbox's side is a server whose first bytes may have been read
+    already (a steered ClientHello); the upstream side a client verifying
+    `server_hostname`. A read returns every record already received (one
+    socket read brings many), so a body is forwarded in large pieces.
+    """
+
+    def __init__(self, sock, context, first=b"", server_hostname=None):
+        self.sock = sock
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.obj = context.wrap_bio(self._in, self._out, server_side=server_hostname is None,
+                                    server_hostname=server_hostname)
+        if first:
+            self._in.write(first)
+        self._do(self.obj.do_handshake)
+
+    def _flush(self):
+        data = self._out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def _do(self, fn, *args):
+        while True:
+            try:
+                result = fn(*args)
+                self._flush()
+                return result
+            except ssl.SSLWantReadError:
+                self._flush()
+                data = self.sock.recv(CHUNK)
+                if data:
+                    self._in.write(data)
+                else:
+                    self._in.write_eof()
+
+    def recv(self, n):
+        try:
+            data = self._do(self.obj.read, n)
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return b""
+        chunks, size = [data], len(data)
+        while data and size < n and (self._in.pending or self.obj.pending()):
+            try:
+                data = self.obj.read(n - size)
+            except ssl.SSLError:  # want-read, or the end: what was read is returned first
+                break
+            chunks.append(data)
+            size += len(data)
+        return b"".join(chunks) if len(chunks) > 1 else chunks[0]
+
+    def sendall(self, data):
+        view = memoryview(data)
+        while view:
+            view = view[self._do(self.obj.write, view):]
+
+    def selected_alpn_protocol(self):
+        return self.obj.selected_alpn_protocol()
+
+
+class Stream:
+    """Buffered reads over anything with recv(n) and sendall(data)."""
+
+    def __init__(self, conn):
+        self.conn, self.buf = conn, b""
+        self.sendall = conn.sendall
+
+    def _fill(self):
+        data = self.conn.recv(CHUNK)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def head(self, refuse=True):
+        """One message head (through the blank line); None at EOF before any byte of it."""
+        while True:
+            end = self.buf.find(b"\r\n\r\n")
+            if end >= 0:
+                head, self.buf = self.buf[:end + 4], self.buf[end + 4:]
+                return head
+            if len(self.buf) > HEAD_LIMIT:
+                raise Refusal(431, "request head too large") if refuse else ValueError("response head too large")
+            if not self._fill():
+                if self.buf:
+                    raise Refusal(400, "connection closed inside a head") if refuse else ValueError("cut head")
+                return None
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            if len(self.buf) > LINE_LIMIT:
+                raise ValueError("chunk line too long")
+            if not self._fill():
+                raise ValueError("connection closed inside a chunked body")
+        end = self.buf.index(b"\r\n") + 2
+        line, self.buf = self.buf[:end], self.buf[end:]
+        return line
+
+    def copy(self, dst, count):
+        """Exactly `count` bytes to dst; returns count."""
+        left = count
+        if self.buf:
+            piece = self.buf[:left]
+            self.buf = self.buf[len(piece):]
+            dst.sendall(piece)
+            left -= len(piece)
+        while left:
+            data = self.conn.recv(min(CHUNK, left))
+            if not data:
+                raise ValueError("connection closed inside a body")
+            dst.sendall(data)
+            left -= len(data)
+        return count
+
+    def rest(self, dst):
+        """Everything until EOF to dst; returns the count."""
+        total = 0
+        while True:
+            if self.buf:
+                dst.sendall(self.buf)
+                total += len(self.buf)
+                self.buf = b""
+            if not self._fill():
+                return total
+
+
+# -- HTTP/1.1 messages ------------------------------------------------------------------------
+
+
+def parse_head(head, request=True):
+    """(first line, [(name, value)]) of a head; Refusal(400) for anything malformed."""
+    lines = head[:-4].split(b"\r\n")
+    first = lines[0]
+    if request:
+        parts = first.split(b" ")
+        if len(parts) != 3 or not parts[0] or not _TOKEN.issuperset(parts[0]) \
+                or parts[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+            raise Refusal(400, "not an HTTP/1.1 request line")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or not _TOKEN.issuperset(name):
+            raise Refusal(400, f"malformed header line {line[:40]!r}")
+        value = value.strip(b" \t")
+        if any(c in value for c in b"\r\n\0"):
+            raise Refusal(400, f"control character in header {name[:40]!r}")
+        headers.append((name, value))
+    for c in first:
+        if c < 0x20 or c == 0x7f:
+            raise Refusal(400, "control character in the request line")
+    return first, headers
+
+
+def _get(headers, name):
+    return [v for n, v in headers if n.lower() == name]
+
+
+def framing(headers, request=True):
+    """("chunked", None), ("length", N) or ("none", None); Refusal for what could smuggle a request."""
+    te, cl = _get(headers, b"transfer-encoding"), _get(headers, b"content-length")
+    if te:
+        if cl and request:
+            raise Refusal(400, "both Transfer-Encoding and Content-Length")
+        if b",".join(te).strip().lower() != b"chunked":
+            if request:
+                raise Refusal(400, "a Transfer-Encoding other than chunked")
+            return "close", None
+        return "chunked", None
+    if cl:
+        if len(set(cl)) != 1 or not cl[0].isdigit() or len(cl[0]) > 18:
+            raise Refusal(400, "a bad Content-Length")
+        return "length", int(cl[0])
+    return ("none" if request else "close"), None
+
+
+def copy_body(src, dst, kind, count):
+    if kind == "length":
+        return src.copy(dst, count)
+    if kind == "close":
+        return src.rest(dst)
+    if kind != "chunked":
+        return 0
+    total = 0
+    while True:
+        line = src.line()
+        dst.sendall(line)
+        total += len(line)
+        size = line[:-2].split(b";", 1)[0].strip()
+        try:
+            if not size or len(size) > 16:
+                raise ValueError
+            size = int(size, 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        if size == 0:
+            while True:  # trailers, through the blank line
+                line = src.line()
+                dst.sendall(line)
+                total += len(line)
+                if line == b"\r\n":
+                    return total
+        total += src.copy(dst, size + 2)
+
+
+def swap(headers, bound):
+    """Headers with the bound placeholders replaced; returns (headers, names swapped)."""
+    out, swapped = [], []
+    for name, value in headers:
+        lower = name.lower()
+        for placeholder, real, header, cred in bound:
+            if lower != header:
+                continue
+            if placeholder in value:
+                value = value.replace(placeholder, real)
+                swapped.append(cred)
+            elif lower == b"authorization" and value[:6].lower() == b"basic ":
+                try:
+                    decoded = base64.b64decode(value[6:].strip(), validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+                if placeholder in decoded:
+                    value = value[:6] + base64.b64encode(decoded.replace(placeholder, real))
+                    swapped.append(cred)
+        out.append((name, value))
+    return out, swapped
+
+
+def _refuse(stream, status, message):
+    reason = {400: "Bad Request", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}.get(status, "Error")
+    body = f"agentsh: {message}\n".encode()
+    try:
+        stream.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                       f"X-Agentsh-Policy: error\r\nConnection: close\r\n\r\n".encode() + body)
+    except (OSError, ValueError):
+        pass
+
+
+def relay(client, upstream, bound, swaps, warn):
+    """Serve requests from `client` (a Stream) to `upstream` (a Stream) until either side ends.
+
+    Returns (bytes to upstream, bytes to client, requests, swaps made).
+    """
+    sent = received = requests = swapped = 0
+    while True:
+        try:
+            head = client.head()
+            if head is None:
+                break
+            first, headers = parse_head(head)
+            kind, count = framing(headers)
+        except Refusal as e:
+            _refuse(client, e.status, str(e))
+            break
+        headers, names = swap(headers, bound)
+        swapped += len(names)
+        if [v for v in _get(headers, b"expect") if v.lower() == b"100-continue"]:
+            client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # answered here: the body follows at once
+            headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
+        out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
+        left = swaps.leftovers(out)
+        if left:
+            warn(left)
+        upstream.sendall(out)
+        sent += len(out) + copy_body(client, upstream, kind, count)
+        requests += 1
+        method = first.split(b" ", 1)[0]
+        while True:
+            rhead = upstream.head(refuse=False)
+            if rhead is None:
+                return sent, received, requests, swapped
+            status_line, rheaders = parse_head(rhead, request=False)
+            parts = status_line.split(b" ", 2)
+            status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            client.sendall(rhead)
+            received += len(rhead)
+            if not (100 <= status < 200) or status == 101:
+                break
+        if status == 101:  # an upgrade (websocket): raw both ways from here
+            return _raw(client, upstream, sent, received, requests, swapped)
+        if method == b"HEAD" or status in (204, 304):
+            rkind, rcount = "none", None
+        else:
+            rkind, rcount = framing(rheaders, request=False)
+        received += copy_body(upstream, client, rkind, rcount)
+        closing = b"close" in b",".join(_get(headers, b"connection") + _get(rheaders, b"connection")).lower()
+        if rkind == "close" or closing or first.endswith(b"HTTP/1.0"):
+            break
+    return sent, received, requests, swapped
+
+
+def _raw(client, upstream, sent, received, requests, swapped):
+    counts = [0]
+
+    def down():
+        try:
+            counts[0] = upstream.rest(client)
+        except (OSError, ValueError, ssl.SSLError):
+            pass
+
+    t = threading.Thread(target=down, daemon=True)
+    t.start()
+    try:
+        sent += client.rest(upstream)
+    except (OSError, ValueError, ssl.SSLError):
+        pass
+    t.join(timeout=5)
+    return sent, received + counts[0], requests, swapped
+
+
+# -- contexts ------------------------------------------------------------------------------------
+
+
+class Contexts:
+    """The upstream context (host trust store, plus AGENTSH_UPSTREAM_CA) and one server context per host."""
+
+    def __init__(self, state_root, sandbox, upstream_ca=None):
+        self.state_root, self.sandbox = state_root, sandbox
+        self.upstream_ca = upstream_ca if upstream_ca is not None else os.environ.get(UPSTREAM_CA_ENV)
+        self._upstream = None
+        self._servers = {}
+        self._lock = threading.Lock()
+
+    def upstream(self):
+        if self._upstream is None:
+            ctx = ssl.create_default_context()
+            if self.upstream_ca:
+                ctx.load_verify_locations(self.upstream_ca)
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._upstream = ctx
+        return self._upstream
+
+    def server(self, host):
+        ctx = self._servers.get(host)
+        if ctx is None:
+            from agentsh.egress import ca
+
+            with self._lock:
+                cert, key = ca.leaf(self.state_root, self.sandbox, host)
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                ctx.load_cert_chain(cert, key)
+                ctx.set_alpn_protocols(["http/1.1"])
+                self._servers[host] = ctx
+        return ctx

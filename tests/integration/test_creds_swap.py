@@ -1,0 +1,125 @@
+"""Bound credentials in a real sandbox (rootful): a placeholder inside, the value added by the proxy on the way out.
+
+A local HTTPS server with its own test CA stands in for the API; the proxy
+trusts that CA upstream (AGENTSH_UPSTREAM_CA), the sandbox does not. The
+sandbox reaches it as host.containers.internal (bound) and host.docker.internal
+(the same server, not bound).
+"""
+
+import json
+import os
+import shutil
+from types import SimpleNamespace
+
+import pytest
+
+from tests.conftest import ab, git_init, own_dirs_env, podman, remove_sandboxes_under
+from tests.tls_origin import TLSOrigin
+
+DEFAULT_IMAGE = "localhost/agentsh:latest"
+REAL = "sk-ant-api03-" + "R3aLv4lu3-x_" * 7 + "AA"
+BOUND, UNBOUND = "host.containers.internal", "host.docker.internal"
+NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                                      "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
+
+
+@pytest.fixture(scope="class")
+def bound(tmp_path_factory):
+    if podman("image", "exists", DEFAULT_IMAGE, check=False).returncode != 0:
+        pytest.fail(f"{DEFAULT_IMAGE} is missing: build it with 'ab-image build'")
+    base = tmp_path_factory.mktemp("swap")
+    origin = TLSOrigin(base, [BOUND, UNBOUND], bind="0.0.0.0", reflect=False)
+    env = own_dirs_env(base, DEFAULT_IMAGE)
+    env["AGENTSH_UPSTREAM_CA"] = origin.ca
+    with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
+        f.write(f'[network]\nmode = "allow"\nallow = ["{BOUND}:{origin.port}", "{UNBOUND}:{origin.port}"]\n')
+    repo = git_init(base / "repo")
+    shutil.copy(origin.ca, repo / "test-ca.pem")  # for the unbound host only: the sandbox trusts the API directly
+    ab("ab-creds", "set", "API_KEY", "--bind-host", BOUND, "--bind-header", "x-api-key", input=REAL.encode(),
+       check=True, env=env)
+    ab("ab-creds", "grant", "API_KEY", str(repo), check=True, env=env)
+
+    def run(script):
+        return ab("ab-exec", "--", "sh", "-c", script, cwd=repo, env=env, timeout=180)
+
+    url = f"https://{{}}:{origin.port}/v1/messages"
+    try:
+        placeholder = run('printf %s "$API_KEY"').stdout.decode()
+        calls = {
+            "bound": run(f'curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}'),
+            "bound_again": run(f'curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)} {url.format(BOUND)}'),
+            "wrong_header": run(f'curl -sS -H "Authorization: Bearer $API_KEY" {url.format(BOUND)}'),
+            "unbound": run(f'curl -sS --cacert test-ca.pem -H "x-api-key: $API_KEY" {url.format(UNBOUND)}'),
+            # no proxy variables: the connection is steered (DNS answerer, transparent listener)
+            "steered": run(f'{NO_PROXY_VARS} curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}/steered'),
+        }
+        environ = run("for f in /proc/[0-9]*/environ; do cat $f; echo; done 2>/dev/null; "
+                      "cat /run/agentsh/secrets/* 2>/dev/null; true").stdout
+        yield SimpleNamespace(repo=repo, env=env, origin=origin, placeholder=placeholder, calls=calls,
+                              environ=environ)
+    finally:
+        origin.close()
+        stop_proxy(env, repo)
+        remove_sandboxes_under(str(base))
+
+
+def stop_proxy(env, repo):
+    """SIGTERM the sandbox's proxy and wait for it (it would stop by itself within a second of the sandbox)."""
+    import time
+
+    from agentsh.base.state import Store
+    from agentsh.egress import network
+    from agentsh.host.liveness import alive
+
+    store = Store(os.path.join(env["XDG_STATE_HOME"], "agentsh"))
+    for name in store.names("net"):
+        record = store.read(f"net/{name}.json") or {}
+        network.stop(store, name)
+        for _ in range(50):
+            if not alive(record.get("pid"), record.get("pid_start")):
+                break
+            time.sleep(0.1)
+
+
+def log(bound, *flags):
+    return ab("ab-log", *flags, str(bound.repo), check=True, env=bound.env).stdout.decode()
+
+
+class TestABoundCredential:
+    def test_the_sandbox_sees_a_placeholder_of_the_same_shape(self, bound):
+        p = bound.placeholder
+        assert p != REAL and p.startswith("sk-ant-api03-") and len(p) == len(REAL)
+
+    def test_the_bound_host_receives_the_value(self, bound):
+        for name in ("bound", "bound_again"):
+            assert bound.calls[name].returncode == 0, bound.calls[name].stderr
+        keys = [s["headers"].get("x-api-key") for s in bound.origin.seen if s["path"] == "/v1/messages"]
+        assert keys.count(REAL) == 3  # one request, then two on one kept-alive connection
+
+    def test_a_steered_connection_to_the_bound_host_gets_the_value_too(self, bound):
+        assert bound.calls["steered"].returncode == 0, bound.calls["steered"].stderr
+        [seen] = [s for s in bound.origin.seen if s["path"].endswith("/steered")]
+        assert seen["headers"]["x-api-key"] == REAL
+        entries = json.loads(log(bound, "--json"))
+        assert any(e["method"] == "TLS" and "credentials added: 1 of 1" in e["reason"] for e in entries)
+
+    def test_the_unbound_host_gets_the_placeholder_even_in_the_bound_header(self, bound):
+        assert bound.calls["unbound"].returncode == 0, bound.calls["unbound"].stderr
+        assert bound.placeholder in [s["headers"].get("x-api-key") for s in bound.origin.seen]
+
+    def test_a_placeholder_in_another_header_goes_unchanged_and_ab_log_warns(self, bound):
+        assert f"Bearer {bound.placeholder}" in [s["headers"].get("Authorization") for s in bound.origin.seen]
+        warnings = [line for line in log(bound).splitlines() if " WARN " in line]
+        assert warnings and "placeholder of API_KEY sent unchanged" in warnings[0]
+        entries = json.loads(log(bound, "--json"))
+        assert any("credentials added: 1 of 1 requests" in e["reason"] for e in entries)
+
+    def test_the_value_is_nowhere_in_the_sandbox_environment(self, bound):
+        assert bound.placeholder.encode() in bound.environ  # the read did see the variable
+        assert REAL.encode() not in bound.environ
+        assert REAL[13:40].encode() not in bound.environ
+
+    def test_the_ca_key_is_not_inside_and_the_cert_is_trusted(self, bound):
+        out = ab("ab-exec", "--", "sh", "-c", "grep -c 'BEGIN CERTIFICATE' $CURL_CA_BUNDLE; "
+                 "grep -rl 'PRIVATE KEY' /run/agentsh 2>/dev/null; true", cwd=bound.repo, env=bound.env)
+        assert int(out.stdout.split()[0]) > 1 and b"/run/agentsh" not in out.stdout

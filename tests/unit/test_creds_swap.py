@@ -1,0 +1,356 @@
+"""Placeholders and the proxy adding bound credentials: shapes, bindings, the sealed map, interception."""
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from agentsh.base.state import Store
+from agentsh.creds import delivery, swap
+from agentsh.creds import vault as creds
+from agentsh.egress import audit, ca, intercept, proxy
+from agentsh.host import project
+from agentsh.policy.rules import Policy
+from tests.tls_origin import TLSOrigin
+
+REAL = "sk-ant-api03-" + "Qx7_vR2-kLm9" * 8
+SANDBOX = "ab-test-swap"
+BOUND = "host.containers.internal"
+
+
+# -- shapes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value,prefix", [
+    (REAL, "sk-ant-api03-"), ("sk-" + "a1B2" * 12, "sk-"), ("ghp_" + "x9Y8" * 9, "ghp_"),
+    ("github_pat_11AAAA_" + "b7" * 30, "github_pat_"), ("npm_" + "Z" * 36, "npm_"), ("plainsecretvalue42", ""),
+])
+def test_placeholders_keep_prefix_length_and_alphabet(value, prefix):
+    made = {swap.placeholder(value) for _ in range(5)}
+    assert len(made) == 5 and value not in made  # random each time, never the value
+    for p in made:
+        assert p.startswith(prefix) and len(p) == len(value)
+        assert [c.isdigit() for c in p] == [c.isdigit() for c in value]
+        assert [c.isupper() for c in p] == [c.isupper() for c in value]
+        assert [c for c in p if not c.isalnum()] == [c for c in value if not c.isalnum()]
+        assert swap.same_shape(value, p)
+
+
+def test_jwt_placeholders_keep_header_and_claims_and_change_the_signature():
+    value = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDB9." + "s1G-n_" * 40
+    p = swap.placeholder(value)
+    assert p.split(".")[:2] == value.split(".")[:2] and p != value and len(p) == len(value)
+
+
+def test_short_values_get_a_longer_placeholder():
+    p = swap.placeholder("abc")
+    assert len(p) >= swap.MIN_RANDOM and p != "abc"
+
+
+# -- bindings ----------------------------------------------------------------------------------------
+
+
+def test_bindings_are_checked_and_default_to_proxy_only_in_proxied_modes():
+    clear = creds.meta(creds.ENV, "K", bind_hosts=["API.Example.com.", "api.example.com"], bind_header="X-Api-Key")
+    assert clear["bind_hosts"] == ["api.example.com"] and clear["bind_header"] == "x-api-key"
+    assert creds.inject_mode(clear, "allow") == creds.inject_mode(clear, "learn") == creds.PROXY
+    assert creds.inject_mode(clear, "full") == creds.ENV
+    assert creds.inject_mode({**clear, "inject": "env"}, "allow") == creds.ENV
+    assert creds.inject_mode(creds.meta(creds.ENV, "K"), "allow") == creds.ENV
+    for bad in ({"bind_hosts": ["a b"]}, {"bind_header": "x-api-key"}, {"inject": "proxy"},
+                {"bind_hosts": ["h"], "bind_header": "Content-Length"}, {"bind_hosts": ["h"], "inject": "sometimes"}):
+        with pytest.raises(creds.UsageError):
+            creds.meta(creds.ENV, "K", **bad)
+    with pytest.raises(creds.UsageError, match="environment credentials only"):
+        creds.meta(creds.FILE, "/x", bind_hosts=["h"], inject="proxy")
+
+
+def test_cli_set_bad_binding_is_one_line_and_exit_2():
+    proc = subprocess.run(["ab-creds", "set", "K", "--bind-header", "x-api-key"], input=b"v", capture_output=True)
+    assert proc.returncode == 2 and b"Traceback" not in proc.stderr
+    assert b"--bind-host" in proc.stderr
+
+
+def test_importers_bind_the_api_keys(monkeypatch, tmp_path):
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for var, hosts, header in [("ANTHROPIC_API_KEY", ["api.anthropic.com"], "x-api-key"),
+                               ("OPENAI_API_KEY", ["api.openai.com"], "authorization"),
+                               ("GEMINI_API_KEY", ["generativelanguage.googleapis.com"], "x-goog-api-key"),
+                               ("GH_TOKEN", ["api.github.com", "github.com"], "authorization")]:
+        monkeypatch.setenv(var, "v-" + var)
+        source = {"ANTHROPIC_API_KEY": "claude", "OPENAI_API_KEY": "codex", "GEMINI_API_KEY": "gemini",
+                  "GH_TOKEN": "gh"}[var]
+        proc = subprocess.run(["ab-creds", "import", source, "--json"], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        row = {r["name"]: r for r in json.loads(proc.stdout)}[var]
+        assert row["bind_hosts"] == hosts and row["bind_header"] == header
+
+
+# -- the sealed map, through delivery ------------------------------------------------------------------
+
+
+def _granted(tmp_path, mode):
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    proj = project.find(str(repo))
+    store = Store()
+    creds.put(store, "ANTHROPIC_API_KEY", creds.GLOBAL,
+              creds.meta(creds.ENV, "ANTHROPIC_API_KEY", bind_hosts=[BOUND], bind_header="x-api-key"),
+              REAL.encode())
+    creds.grant(store, proj, "ANTHROPIC_API_KEY")
+    cfg = {"network": {"mode": mode}, "credentials": []}
+    return proj, store, cfg
+
+
+def test_delivery_gives_a_stable_placeholder_and_seals_the_map(tmp_path):
+    proj, store, cfg = _granted(tmp_path, "allow")
+    notes = []
+    first = delivery.prepare(proj, cfg, store, notes.append).env_values["ANTHROPIC_API_KEY"]
+    again = delivery.prepare(proj, cfg, store, notes.append).env_values["ANTHROPIC_API_KEY"]
+    assert first == again != REAL and first.startswith("sk-ant-api03-") and not notes
+    path = swap.record_path(store, proj.sandbox)
+    assert REAL.encode() not in open(path, "rb").read() and first.encode() not in open(path, "rb").read()
+    assert os.stat(path).st_mode & 0o077 == 0
+    entry = swap.read(store, proj.sandbox, creds.load_key())["ANTHROPIC_API_KEY"]
+    assert entry == {"placeholder": first, "value": REAL, "hosts": [BOUND], "header": "x-api-key"}
+    # moved to another sandbox's name, it does not open
+    other = swap.record_path(store, "ab-other-00000000")
+    os.makedirs(os.path.dirname(other), exist_ok=True)
+    os.link(path, other)
+    with pytest.raises(creds.CredentialError, match="integrity"):
+        swap.read(store, "ab-other-00000000", creds.load_key())
+
+
+def test_full_mode_keeps_the_value_and_revoking_drops_the_placeholder(tmp_path):
+    proj, store, cfg = _granted(tmp_path, "full")
+    assert delivery.prepare(proj, cfg, store, print).env_values["ANTHROPIC_API_KEY"] == REAL
+    cfg["network"]["mode"] = "allow"
+    delivery.prepare(proj, cfg, store, print)
+    creds.put(store, "OTHER", creds.GLOBAL, creds.meta(creds.ENV, "OTHER"), b"x")
+    creds.grant(store, proj, "OTHER")
+    creds.revoke(store, proj, "ANTHROPIC_API_KEY")
+    delivery.prepare(proj, cfg, store, print)
+    assert swap.read(store, proj.sandbox, creds.load_key()) == {}
+
+
+def test_inject_proxy_without_a_proxy_gives_a_placeholder_and_a_notice(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    creds.put(store, "K", creds.GLOBAL, creds.meta(creds.ENV, "K", bind_hosts=[BOUND], inject="proxy"), REAL.encode())
+    creds.grant(store, proj, "K")
+    notes = []
+    got = delivery.prepare(proj, {"network": {"mode": "full"}}, store, notes.append).env_values["K"]
+    assert got != REAL and got.startswith("sk-ant-api03-")
+    assert len(notes) == 1 and "only its placeholder" in notes[0]
+
+
+# -- the proxy ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def origin(tmp_path):
+    srv = TLSOrigin(tmp_path, [BOUND, "127.0.0.1"])
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def setup(tmp_path, origin):
+    """A proxy with one bound placeholder (for BOUND) and its CA; the origin trusted upstream only by its test CA."""
+    store = Store()
+    key = creds.load_key(create=True)
+    placeholder = swap.placeholder(REAL)
+    swap.write(store, SANDBOX, key, {"K": {"placeholder": placeholder, "value": REAL, "hosts": [BOUND],
+                                           "header": "x-api-key"}})
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    log_path = tmp_path / "log.jsonl"
+    log = audit.Writer(str(log_path))
+    policy = proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{origin.port}", f"127.0.0.1:{origin.port}"]))
+    p = proxy.Proxy(listener, policy, log, SANDBOX,
+                    swaps=intercept.Swaps(swap.record_path(store, SANDBOX), SANDBOX),
+                    contexts=intercept.Contexts(store.root, SANDBOX, upstream_ca=origin.ca))
+    threading.Thread(target=p.serve_forever, daemon=True).start()
+    sandbox_ca = ca.ensure(store.root, SANDBOX)
+    yield type("S", (), {"port": listener.getsockname()[1], "placeholder": placeholder, "ca": sandbox_ca,
+                         "log": log_path, "store": store})
+    p.close()
+
+
+def connect(proxy_port, host, port, trust):
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=10)
+    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    if not reply.startswith(b"HTTP/1.1 200"):
+        sock.close()
+        return reply, None
+    ctx = ssl.create_default_context(cafile=trust)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return reply, ctx.wrap_socket(sock, server_hostname=host)
+
+
+def read_response(tls):
+    """(head, body) of one response with Content-Length or chunked."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += tls.recv(65536)
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += tls.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(rest) < size + 2:
+                rest += tls.recv(65536)
+            if size == 0:
+                return head, body
+            body, rest = body + rest[:size], rest[size + 2:]
+    length = int([h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length")][0])
+    while len(rest) < length:
+        rest += tls.recv(65536)
+    return head, rest[:length]
+
+
+def wait_log(path, pred, tries=100):
+    for _ in range(tries):
+        found = [e for e in audit.read(str(path)) if pred(e)]
+        if found:
+            return found
+        time.sleep(0.02)
+    return []
+
+
+def test_bound_host_gets_the_value_on_every_request_of_a_keepalive_connection(setup, origin):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    assert tls.selected_alpn_protocol() == "http/1.1"  # the sandbox offered h2: downgraded cleanly
+    assert tls.getpeercert()["issuer"][-1][0][1].startswith("agentsh sandbox")
+    host = f"{BOUND}:{origin.port}"
+    tls.sendall(f"GET /one HTTP/1.1\r\nHost: {host}\r\nx-api-key: {setup.placeholder}\r\n\r\n".encode())
+    _, body = read_response(tls)
+    assert json.loads(body)["headers"]["x-api-key"] == REAL
+    body_chunks = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    tls.sendall(f"POST /chunked HTTP/1.1\r\nHost: {host}\r\nX-Api-Key: {setup.placeholder}\r\n"
+                f"Transfer-Encoding: chunked\r\n\r\n".encode() + body_chunks)
+    head, body = read_response(tls)
+    seen = json.loads(body)
+    assert seen["headers"]["X-Api-Key"] == REAL and seen["body"] == "hello world"
+    assert b"chunked" in head.lower()
+    tls.sendall(f"PUT /three HTTP/1.1\r\nHost: {host}\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+                f"x-api-key: {setup.placeholder}\r\nConnection: close\r\n\r\nabc".encode())
+    rest = b""
+    while True:
+        chunk = tls.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    assert rest.startswith(b"HTTP/1.1 100 Continue") and b'"body": "abc"' in rest
+    assert len({s["peer"] for s in origin.seen}) == 1  # one upstream connection carried all three
+    tls.close()
+    [entry] = wait_log(setup.log, lambda e: e["method"] == "CONNECT")
+    assert entry["allowed"] and "credentials added: 3 of 3 requests" in entry["reason"]
+
+
+def test_a_placeholder_in_another_header_goes_unchanged_and_is_logged(setup, origin):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(f"GET / HTTP/1.1\r\nHost: {BOUND}\r\nAuthorization: Bearer {setup.placeholder}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    _, body = read_response(tls)
+    assert json.loads(body)["headers"]["Authorization"] == f"Bearer {setup.placeholder}"
+    [warning] = wait_log(setup.log, lambda e: e.get("warning"))
+    assert "placeholder of K sent unchanged" in warning["reason"] and REAL not in json.dumps(warning)
+    assert audit.format_entry(warning).split()[1] == "WARN"
+
+
+def test_an_unbound_host_is_a_plain_tunnel_even_with_the_bound_header(setup, origin):
+    reply, tls = connect(setup.port, "127.0.0.1", origin.port, origin.ca)  # the origin's own certificate
+    assert tls.getpeercert()["issuer"][-1][0][1] == "agentsh test CA"
+    tls.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {setup.placeholder}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    _, body = read_response(tls)
+    assert json.loads(body)["headers"]["x-api-key"] == setup.placeholder
+
+
+def test_plain_http_never_gets_the_value_and_is_logged(setup, tmp_path):
+    from tests.egress_origin import Origin, exchange
+
+    plain = Origin()
+    try:
+        policy_port = plain.port
+        setup_policy = proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{policy_port}"]))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(4)
+        p = proxy.Proxy(listener, setup_policy, audit.Writer(str(setup.log)), SANDBOX,
+                        swaps=intercept.Swaps(swap.record_path(setup.store, SANDBOX), SANDBOX),
+                        contexts=intercept.Contexts(setup.store.root, SANDBOX))
+        threading.Thread(target=p.serve_forever, daemon=True).start()
+        exchange(listener.getsockname()[1], f"GET http://{BOUND}:{policy_port}/ HTTP/1.1\r\nHost: {BOUND}\r\n"
+                                            f"x-api-key: {setup.placeholder}\r\n\r\n".encode())
+        [warning] = wait_log(setup.log, lambda e: e.get("warning"))
+        assert "plain HTTP" in warning["reason"]
+        p.close()
+    finally:
+        plain.sock.close()
+
+
+@pytest.mark.parametrize("head,status", [
+    (b"GET / HTTP/1.1\r\nHost: x\r\nbad header line\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n", b"431"),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", b"400"),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", b"400"),
+])
+def test_malformed_and_huge_heads_are_refused_cleanly(setup, origin, head, status):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(head)
+    reply = b""
+    while True:
+        try:
+            chunk = tls.recv(65536)
+        except (ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        reply += chunk
+    assert reply.startswith(b"HTTP/1.1 " + status) and b"Connection: close" in reply
+    assert not origin.seen  # nothing reached the API
+
+
+def test_an_upstream_failing_verification_gets_no_value(setup, origin, tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    p = proxy.Proxy(listener, proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{origin.port}"])),
+                    audit.Writer(str(tmp_path / "l2.jsonl")), SANDBOX,
+                    swaps=intercept.Swaps(swap.record_path(setup.store, SANDBOX), SANDBOX),
+                    contexts=intercept.Contexts(setup.store.root, SANDBOX, upstream_ca=""))  # host store only
+    threading.Thread(target=p.serve_forever, daemon=True).start()
+    reply, tls = connect(listener.getsockname()[1], BOUND, origin.port, setup.ca)
+    assert tls is None and reply.startswith(b"HTTP/1.1 502") and b"cannot verify" in reply
+    assert not origin.seen
+    p.close()
+
+
+def test_the_ca_key_stays_private_and_leaves_are_cached(setup):
+    d = ca.ca_dir(setup.store.root, SANDBOX)
+    assert os.stat(d).st_mode & 0o077 == 0
+    assert os.stat(os.path.join(d, ca.CA_KEY)).st_mode & 0o077 == 0
+    first = ca.leaf(setup.store.root, SANDBOX, "api.example.com")
+    mtime = os.stat(first[0]).st_mtime_ns
+    assert ca.leaf(setup.store.root, SANDBOX, "api.example.com") == first
+    assert os.stat(first[0]).st_mtime_ns == mtime
