@@ -5,8 +5,18 @@ fix. Checks never change anything; the CLI prints them or emits JSON.
 """
 
 import os
+import time
 
-from agentsh.base import layout
+from agentsh.base import layout, paths
+from agentsh.base.errors import AgentshError
+from agentsh.base.lock import Timeout
+from agentsh.base.state import Store
+from agentsh.creds import vault as creds
+from agentsh.host import project
+from agentsh.host.engine import COMPAT_OPT_OUT, Engine, compat_conf
+from agentsh.policy import agents, config
+from agentsh.sandbox import execd, gitbridge
+from agentsh.sandbox.spec import host_ca_bundle
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LOCAL_CA_DIRS = ("/usr/local/share/ca-certificates", "/etc/pki/ca-trust/source/anchors")
@@ -19,11 +29,6 @@ class Check(dict):
 
 def run_checks(engine_factory=None, run_container=True):
     """All checks in order; later ones are skipped when an earlier one rules them out."""
-    from agentsh.base import paths
-    from agentsh.base.errors import AgentshError
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-
     checks = []
     try:
         cfg = config.load()
@@ -66,8 +71,6 @@ def run_checks(engine_factory=None, run_container=True):
 
 def compat_check(engine):
     """Whether agentsh applies its own Podman settings on this host (runc, lower ulimits), and why."""
-    from agentsh.host.engine import COMPAT_OPT_OUT, compat_conf
-
     if engine.compat:
         return Check("engine settings", OK, f"this host's Podman cannot start containers with its defaults; "
                      f"agentsh applies {compat_conf()} (opt out: {COMPAT_OPT_OUT}=0)")
@@ -78,8 +81,6 @@ def compat_check(engine):
 
 def exec_server_check():
     """Whether sandboxes get the exec server (fast ab-exec) or the engine's exec, and why."""
-    from agentsh.sandbox import execd, gitbridge
-
     lib = gitbridge.lib_dir()
     if execd.available(lib):
         return Check("exec server", OK, "built: ab-exec talks to each sandbox's own server")
@@ -118,8 +119,6 @@ def local_ca_certificates():
 
 def ca_check(setting):
     """Detect a host that trusts extra CAs (a TLS-intercepting proxy, usually)."""
-    from agentsh.sandbox.spec import host_ca_bundle
-
     local = local_ca_certificates()
     extra = os.environ.get("SSL_CERT_FILE") or os.environ.get("NODE_EXTRA_CA_CERTS")
     needs_host = bool(local or extra)
@@ -138,9 +137,6 @@ def ca_check(setting):
 
 
 def state_check():
-    from agentsh.base.lock import Timeout
-    from agentsh.base.state import Store
-
     store = Store()
     try:
         os.makedirs(store.root, mode=0o700, exist_ok=True)
@@ -164,8 +160,6 @@ IMAGE_MAX_AGE_DAYS = 30
 
 def image_age_check(engine, image):
     """An old image means old agent CLIs and unpatched packages."""
-    import time
-
     info = engine.image_inspect(image) or {}
     created = info.get("Created", "")
     try:
@@ -182,8 +176,6 @@ def image_age_check(engine, image):
 
 def key_check():
     """The credential key (or passphrase parameters) must be the user's alone."""
-    from agentsh.creds import vault as creds
-
     mode = creds.key_mode()
     if mode is None:
         return Check("credential_key", OK, "no credential cache yet (ab-creds creates the key on first use)")
@@ -226,11 +218,6 @@ def hook_check(environ=None):
 
 def agent_checks(engine, cfg):
     """Each agent profile: its program in the image (one throwaway container) and its credentials."""
-    from agentsh.base.errors import AgentshError
-    from agentsh.creds import vault as creds
-    from agentsh.host import project
-    from agentsh.policy import agents
-
     profiles = [agents.profile(n, cfg) for n in agents.names(cfg) if n != agents.SHELL]
     probe = "; ".join(f"command -v {agents._q(p.program)} >/dev/null 2>&1 && echo {agents._q(p.name)}"
                       for p in profiles)

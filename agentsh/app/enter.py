@@ -89,9 +89,9 @@ class Decision:
 
 def decide(directory, store=None, environ=None):
     """The Decision for entering `directory` (reads config and trust; no engine call)."""
-    from agentsh.base.errors import AgentshError
-    from agentsh.host import project
-    from agentsh.policy import config, trust
+    from agentsh.base.errors import AgentshError  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.host import project  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.policy import config, trust  # lazy: the xontrib imports this module into xonsh at start-up
 
     if disabled(environ):
         return Decision(OFF)
@@ -115,6 +115,6 @@ def session_id_for_shell():
 def _store(store):
     if store is not None:
         return store
-    from agentsh.base.state import Store
+    from agentsh.base.state import Store  # lazy: the xontrib imports this module into xonsh at start-up
 
     return Store()

@@ -22,12 +22,18 @@ branch, directory or record behind.
 
 import os
 import re
+import shutil
+import subprocess
 import time
 
 from agentsh.base import layout, paths
 from agentsh.base.errors import AgentshError, UsageError
+from agentsh.base.state import _TMP_MARK, Store
 from agentsh.host import project
+from agentsh.host.engine import Engine
 from agentsh.host.gittopo import ref_problem
+from agentsh.policy import config
+from agentsh.sandbox import lifecycle as sandbox
 
 RECORDS = layout.WORKTREES
 # Conservative on purpose: a NAME becomes a directory, a branch and part of
@@ -151,8 +157,6 @@ def main_checkout_path(path):
 
 def git(cwd, *args, check=True):
     """Run git in `cwd`; returns (status, stdout, stderr), or raises on failure when check."""
-    import subprocess
-
     env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
     env["LC_ALL"] = "C"  # messages we recognise are git's English ones
     env["GIT_TERMINAL_PROMPT"] = "0"
@@ -181,16 +185,12 @@ def _branch_exists(repo, branch):
 
 def _store(store):
     if store is None:
-        from agentsh.base.state import Store
-
         store = Store()
     return store
 
 
 def names(store, repo_id):
     """Every worktree name recorded for a repo id (`<slug>-<8 hex>`), sorted; nested names included."""
-    from agentsh.base.state import _TMP_MARK
-
     base = store.path(layout.worktree_records(repo_id))
     found = []
     for dirpath, _, files in os.walk(base):
@@ -304,8 +304,6 @@ def _add_error(err, repo, name, branch, ref):
 
 def _undo_create(repo, path, branch, made_branch):
     """Remove whatever a failed `new` left: its directory, git's record of it, its branch."""
-    import shutil
-
     if os.path.lexists(path):
         git(repo.root, "worktree", "remove", "--force", "--force", path, check=False)
         if os.path.lexists(path):
@@ -343,16 +341,11 @@ def _sandboxes_under(rows, path):
 
 
 def _engine():
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-
     return Engine(config.load()["engine"])
 
 
 def _sandbox_rows(engine):
     """Every agentsh sandbox, or None when the engine cannot be asked."""
-    from agentsh.sandbox import lifecycle as sandbox
-
     try:
         return sandbox.listing(engine or _engine())
     except AgentshError:
@@ -406,8 +399,6 @@ def _unmerged(repo, branch, head):
 
 def _remove_sandboxes(engine, store, path):
     """Remove every sandbox (and home volume) of a project at or under `path`; returns their names."""
-    from agentsh.sandbox import lifecycle as sandbox
-
     engine = engine or _engine()
     rows = sandbox.listing(engine)
     found = [r["name"] for r in _sandboxes_under(rows, path)]

@@ -25,7 +25,7 @@ def _xdg(var, fallback):
 
 
 def _platformdirs(kind):
-    import platformdirs
+    import platformdirs  # lazy: only off Linux (there the XDG rule is computed here)
 
     return getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False)
 

@@ -136,7 +136,7 @@ def read_project_file(path: str, limit: int = MAX_PROJECT_FILE) -> bytes:
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as e:
-        import errno
+        import errno  # lazy: only on this error path
 
         if e.errno == errno.ELOOP:
             raise NotRegular(f"{path} is a symlink, which agentsh never follows in a project",

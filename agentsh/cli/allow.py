@@ -5,9 +5,17 @@ says on stderr what it widens: host mounts, credentials, capabilities,
 network, ports, CA bundle, env names, a devcontainer build and its context.
 """
 
+import sys
+
+from agentsh.base.errors import AgentshError
+from agentsh.base.state import Store
 from agentsh.cli import options
 from agentsh.cli.common import run
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
+from agentsh.host import project
+from agentsh.policy import trust
+from agentsh.policy.config import review, widen_lines
+from agentsh.policy.trust import anchor
 
 _DIR_ARG = Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR)
 ALLOW = Command(
@@ -29,10 +37,6 @@ DENY = Command(
 
 
 def _project_file(directory):
-    from agentsh.base.errors import AgentshError
-    from agentsh.host import project
-    from agentsh.policy.trust import anchor
-
     proj = project.find(directory)
     path = anchor(proj)  # the project file, else a devcontainer.json (with the Dockerfile it names)
     if not path:
@@ -45,8 +49,6 @@ def _project_file(directory):
 
 def show_widens(path, widens, write):
     """What the project file adds to the sandbox, one `label  value` line each, before trust is recorded."""
-    from agentsh.policy.config import widen_lines
-
     lines = widen_lines(widens)
     if not lines:
         write(f"{path} widens nothing beyond your own config\n")
@@ -59,10 +61,6 @@ def show_widens(path, widens, write):
 def allow_body(argv):
     args = options.parse(ALLOW, argv)
 
-    from agentsh.base.errors import AgentshError
-    from agentsh.base.state import Store
-    from agentsh.policy import trust
-
     session = None
     if args.session:
         session = trust.session_id()
@@ -70,10 +68,6 @@ def allow_body(argv):
             raise AgentshError("--session needs a shell session, and AGENTSH_SESSION is not set",
                                "load the cd hook first: eval \"$(ab-hook bash)\" (or zsh; xonsh: xontrib load agentsh)")
     path = _project_file(args.dir)
-    import sys
-
-    from agentsh.policy.config import review
-
     # Read once, checked like user input (a bad value is refused, nothing recorded), shown, and
     # exactly those bytes (and that build context) recorded.
     seen = review(path)
@@ -104,9 +98,6 @@ def _tell_the_hook(store, session):
 
 def deny_body(argv):
     args = options.parse(DENY, argv)
-
-    from agentsh.base.state import Store
-    from agentsh.policy import trust
 
     path = _project_file(args.dir)
     trust.deny(Store(), path)

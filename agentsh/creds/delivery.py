@@ -17,9 +17,12 @@ directory; `cryptography` is imported only when something is.
 """
 
 import os
+import stat
+import time
 
 from agentsh.base.errors import AgentshError, EngineError
 from agentsh.base.layout import SECRETS_DIR, SSH_AGENT_SOCKET  # noqa: E402
+from agentsh.base.state import Store
 from agentsh.creds import vault as creds
 
 TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m,mode=0700"
@@ -63,8 +66,6 @@ def sandbox_additions(project, engine, store=None):
     a later grant never writes a secret onto the container's disk.
     """
     if store is None:
-        from agentsh.base.state import Store
-
         store = Store()
     return secrets_run_args(engine, os.getuid(), os.getgid(), granted_ssh_agent(store, project))
 
@@ -90,8 +91,6 @@ def ssh_agent_socket(granted):
     """The host agent socket to forward: $SSH_AUTH_SOCK now, else the one seen at grant time."""
     if not granted:
         return None
-    import stat
-
     for path in (os.environ.get("SSH_AUTH_SOCK"), granted.get("socket")):
         try:
             if path and ":" not in path and stat.S_ISSOCK(os.stat(path).st_mode):
@@ -151,7 +150,7 @@ def prepare(project, cfg, store, notify, files_only=False):
             delivery.files.append(FileCredential(name, record["_scope"], clear["target"], value,
                                                  clear.get("writeback", False)))
     if not files_only and delivery is not None:  # also with none proxied now: a revoked one loses its entry
-        from agentsh.creds import swap
+        from agentsh.creds import swap  # lazy: only once a credential is delivered
 
         stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()})
         for name, (target, *_) in proxied.items():
@@ -218,7 +217,7 @@ def read_back_script(files):
 
 def _gone(engine, err):
     """Whether an exec's stderr is the engine saying the sandbox is gone or stopped."""
-    from agentsh.host.engine import ContainerGone
+    from agentsh.host.engine import ContainerGone  # lazy: ab-status --prompt loads this module but no engine
 
     return isinstance(engine.error(err, "exec"), ContainerGone)
 
@@ -282,8 +281,6 @@ def write_back(engine, sandbox_name, delivery, store, notify):
     changed = [(f, v) for f, v in zip(files, values) if v and v != f.value]
     if not changed:
         return []
-    import time
-
     done = []
     try:
         with store.lock():

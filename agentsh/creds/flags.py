@@ -1,6 +1,7 @@
 """ab-creds flag values as records hold them: `--ttl` durations and `--file` targets."""
 
 import os
+import re
 
 from agentsh.base import paths
 from agentsh.base.errors import UsageError
@@ -11,8 +12,6 @@ DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 def parse_duration(text):
     """'90', '30s', '15m', '12h', '7d', '2w' -> seconds."""
-    import re
-
     m = re.fullmatch(r"\s*([0-9]+)\s*([smhdw]?)\s*", text or "")
     if not m or int(m.group(1)) <= 0:
         raise UsageError(f"--ttl {text!r} is not a duration", "give e.g. 3600, 30m, 12h, 7d or 2w")

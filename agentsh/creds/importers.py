@@ -7,7 +7,9 @@ themselves are imported with write-back, so a refresh in one sandbox reaches
 the others.
 """
 
+import configparser
 import os
+import subprocess
 
 from agentsh.base.errors import AgentshError
 from agentsh.creds import vault as creds
@@ -78,8 +80,6 @@ def _api_key(var, sandbox_var=None):
 
 def _run(argv):
     """stdout of a host tool (bytes), or None when it is missing or fails."""
-    import subprocess
-
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=creds.COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
@@ -146,8 +146,6 @@ def npm():
 def aws():
     """Static keys, or a profile's credential_process (run on the host at each injection),
     as ~/.aws/credentials for the sandbox's default profile."""
-    import configparser
-
     target = sandbox_path("~/.aws/credentials")
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         return [Found("AWS_CREDENTIALS", creds.FILE, target, _aws_file(os.environ, "AWS_ACCESS_KEY_ID",

@@ -20,10 +20,13 @@ credential whose value is a command runs it through agentsh.creds.sources.
 """
 
 import os
+import sys
 import time
 
 from agentsh.base import layout, paths
+from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, CredentialError, UsageError  # noqa: F401 (CredentialError: also for callers)
+from agentsh.base.state import atomic_write, read_bytes
 from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
 
 GLOBAL = "global"
@@ -46,7 +49,7 @@ RAW, AWS_PROCESS = "raw", "aws-credential-process"
 
 def _json():
     """json, imported when a record is read or written (not on ab-exec's no-grant path)."""
-    import json
+    import json  # lazy: json brings re along; not on ab-exec's no-grant path
 
     return json
 
@@ -58,7 +61,7 @@ _FROM_FLAGS = frozenset(("DURATION_UNITS", "parse_duration", "sandbox_path"))
 
 def __getattr__(name):
     if name in _FROM_FLAGS:
-        from agentsh.creds import flags
+        from agentsh.creds import flags  # lazy: flags brings re; only ab-creds parses flags
 
         return getattr(flags, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -114,7 +117,7 @@ def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, tt
 
 def binding(type_, hosts, header, inject):
     """The checked binding fields of a record (see meta)."""
-    from agentsh.policy.rules import normalize_host
+    from agentsh.policy.rules import normalize_host  # lazy: re and ipaddress, only for a credential bound to hosts
 
     if inject is not None and inject not in INJECT:
         raise UsageError(f"--inject {inject!r} is not a way to deliver a credential", "give --inject proxy or env")
@@ -153,8 +156,6 @@ def inject_mode(clear, network_mode):
 
 
 def key_id(key):
-    from agentsh.base.digest import sha256_hex
-
     return sha256_hex(b"agentsh credential key id\0" + key)[:16]
 
 
@@ -207,15 +208,13 @@ def _read_private(path, what):
 
 def passphrase(confirm=False):
     """AGENTSH_PASSPHRASE, else a no-echo prompt when stdin is a terminal."""
-    import sys
-
     value = os.environ.get(PASSPHRASE_ENV)
     if value:
         return value
     if not sys.stdin.isatty():
         raise CredentialError("the credential cache is passphrase-protected and there is no terminal to ask on",
                               f"set {PASSPHRASE_ENV}")
-    import getpass
+    import getpass  # lazy: only to prompt for the passphrase
 
     value = getpass.getpass("agentsh credential passphrase: ")
     if confirm and getpass.getpass("again: ") != value:
@@ -226,7 +225,7 @@ def passphrase(confirm=False):
 
 
 def _derive(secret, params):
-    import hashlib
+    import hashlib  # lazy: OpenSSL's hashlib, only to derive a key from a passphrase
 
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(params["salt"]), n=params["n"], r=params["r"],
                           p=params["p"], maxmem=256 * params["n"] * params["r"] + (1 << 20), dklen=KEY_BYTES)
@@ -294,9 +293,9 @@ def _aad(name, scope, clear):
 
 def seal(key, name, scope, clear, value):
     """A record (dict) holding `value` (bytes) for name+scope, ready to write."""
-    import base64
+    import base64  # lazy: only when a credential is stored
 
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to store a value
 
     nonce = os.urandom(NONCE_BYTES)
     sealed = AESGCM(key).encrypt(nonce, value, _aad(name, scope, clear))
@@ -306,11 +305,11 @@ def seal(key, name, scope, clear, value):
 
 def open_record(key, record):
     """The value (bytes) in a record read by read_record; a clear error when it will not open."""
-    import base64
-    import binascii
+    import base64  # lazy: only when a credential is opened
+    import binascii  # lazy: only when a credential is opened
 
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.exceptions import InvalidTag  # lazy: cryptography, only to open a value
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to open a value
 
     name, scope = record["_name"], record["_scope"]
     if record.get("key_id") != key_id(key):
@@ -331,8 +330,6 @@ def open_record(key, record):
 
 def read_record(name, scope):
     """The record for name in scope (clear fields checked, value still sealed), or None."""
-    from agentsh.base.state import read_bytes
-
     path = record_path(name, scope)
     raw = read_bytes(path, CredentialError, "credential record")
     if raw is None:
@@ -353,8 +350,6 @@ def read_record(name, scope):
 
 def write_record(store, record):
     """Replace the record atomically, under the store's lock."""
-    from agentsh.base.state import atomic_write
-
     body = {k: v for k, v in record.items() if not k.startswith("_")}
     data = (_json().dumps(body, indent=1, sort_keys=True) + "\n").encode()
     with store.lock():

@@ -17,6 +17,7 @@ the terminal.
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -158,8 +159,6 @@ def printable(value):
     """
     global _UNSAFE
     if _UNSAFE is None:
-        import re
-
         _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
     return _UNSAFE.sub(_escape, str(value))
 

@@ -25,6 +25,8 @@ import socket
 import struct
 import threading
 
+from agentsh.policy.rules import normalize_host, parse_host
+
 SYNTHETIC = ipaddress.IPv4Network("198.18.0.0/15")
 _FIRST = int(SYNTHETIC.network_address) + 1  # 198.18.0.1
 _LAST = int(SYNTHETIC.broadcast_address) - 1
@@ -175,8 +177,6 @@ class Answerer:
             return None
         if (flags >> 11) & 0xF != 0:  # only standard queries
             return response(qid, flags, question, NOTIMP)
-        from agentsh.policy.rules import normalize_host, parse_host
-
         try:
             host, literal = parse_host(name)
         except ValueError as e:

@@ -16,6 +16,7 @@ allow takes effect on the next request without a restart.
 """
 
 import os
+import sys
 
 from agentsh.base import layout
 from agentsh.base.errors import AgentshError
@@ -144,7 +145,7 @@ def attach(project, cfg, engine, store, notify=None):
 
 
 def _terminate(pid):
-    import signal
+    import signal  # lazy: signal brings enum; only to stop a proxy
 
     try:
         os.kill(pid, signal.SIGTERM)
@@ -172,11 +173,10 @@ def plant_listener(engine, sandbox_pid, port):
     The sandbox's own processes have neither. The helper sends the fds back
     over a Unix socket.
     """
-    import array
-    import socket
-    import subprocess
-    import sys
-    import tempfile
+    import array  # lazy: only to plant the listeners (not on warm ab-up's path)
+    import socket  # lazy: only to plant the listeners (not on warm ab-up's path)
+    import subprocess  # lazy: only to plant the listeners (not on warm ab-up's path)
+    import tempfile  # lazy: only to plant the listeners (not on warm ab-up's path)
 
     helper = [sys.executable, "-m", "agentsh.egress.proxy", "plant", str(sandbox_pid), str(port)]
     if engine.rootless:
@@ -222,8 +222,7 @@ def plant_listener(engine, sandbox_pid, port):
 
 def _spawn_proxy(store, rel, fds):
     """Start the detached proxy process serving the planted sockets; returns its pid."""
-    import subprocess
-    import sys
+    import subprocess  # lazy: only to start a proxy (not on warm ab-up's path)
 
     log_path = store.path(layout.proxy_err_file(os.path.basename(rel)[:-5]))
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)

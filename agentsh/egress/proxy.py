@@ -24,16 +24,28 @@ HTTP Host, then the same decisions and address checks).
 stop when the sandbox's first process is gone, or on SIGTERM.
 """
 
+import argparse
+import array
+import ctypes
+import fcntl
 import ipaddress
 import os
+import shutil
+import signal
 import socket
+import struct
+import subprocess
 import sys
 import threading
 import time
 
 from agentsh.base import layout
-from agentsh.egress import audit
-from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
+from agentsh.base.state import Store
+from agentsh.egress import audit, dns, intercept, steer
+from agentsh.egress.dns import SYNTHETIC, Names
+from agentsh.egress.intercept import Contexts, Swaps
+from agentsh.egress.network import _start_time as start_time
+from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, expand, normalize_host, unmapped
 
 HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT = 30
@@ -71,8 +83,6 @@ class RecordPolicy:
 
     def current(self):
         if self._stamp_now() != self._stamp:
-            from agentsh.policy.rules import expand
-
             try:
                 record = self.store.read(self.rel) or {}
                 extra = record.get("extra")
@@ -119,8 +129,6 @@ class Proxy:
         self.listener, self.policy, self.log, self.sandbox = listener, policy, log, sandbox
         self.transparent, self.dns = transparent, list(dns)  # steered TCP; the DNS answerer's UDP and TCP sockets
         self.closed = threading.Event()
-        from agentsh.egress.dns import Names
-
         self.names = names if names is not None else Names()
 
     def serve_forever(self):
@@ -130,8 +138,6 @@ class Proxy:
             threads.append(threading.Thread(target=self._accept, args=(self.transparent, self.handle_steered),
                                             daemon=True))
         if self.dns:
-            from agentsh.egress import dns
-
             answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns, self.local_names)
             for sock in self.dns:
                 loop = dns.serve_udp if sock.type == socket.SOCK_DGRAM else dns.serve_tcp
@@ -185,8 +191,6 @@ class Proxy:
 
     def handle_steered(self, client):
         """A TCP connection the sandbox made to a synthetic address: name from the map, checked against SNI/Host."""
-        from agentsh.egress import steer
-
         start = time.time()
         entry = {"time": audit.now_iso(start), "sandbox": self.sandbox, "host": "", "port": 0, "method": "TCP",
                  "allowed": False, "reason": "", "bytes_sent": 0, "bytes_received": 0, "ms": 0}
@@ -353,8 +357,6 @@ class Proxy:
 
     def _intercept(self, client, upstream, host, port, first, entry, start, connect=False):
         """Terminate the sandbox's TLS, verify the upstream's, swap the bound placeholders, relay HTTP/1.1."""
-        from agentsh.egress import intercept
-
         entry["method"] = "CONNECT" if connect else "TLS"
         try:
             secure = self.contexts.upstream().wrap_socket(upstream, server_hostname=host)
@@ -395,8 +397,6 @@ class Proxy:
 
 def _reset(sock):
     """Close with an RST (SO_LINGER 0) rather than a FIN."""
-    import struct
-
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
@@ -571,8 +571,6 @@ def _splice(src, dst):
     total = 0
     try:
         try:
-            import fcntl
-
             fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
         except OSError:
             pass
@@ -611,8 +609,6 @@ def _copy(src, dst):
 
 
 def _start_time(pid):
-    from agentsh.egress.network import _start_time as start_time
-
     return start_time(pid)
 
 
@@ -623,19 +619,12 @@ def names_path(store, rel):
 
 def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
     """Run until the sandbox's first process is gone (polled each second) or SIGTERM."""
-    import signal
-
-    from agentsh.base.state import Store
-    from agentsh.egress.dns import Names
-
     store = Store(state_root)
     policy = RecordPolicy(store, rel)
     policy.current()
     record = policy.record
     listener = socket.socket(fileno=fd)
     log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
-    from agentsh.egress.intercept import Contexts, Swaps
-
     sandbox = record.get("sandbox", "")
     proxy = Proxy(listener, policy, log, sandbox,
                   transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
@@ -675,10 +664,6 @@ def supervise(run, state_root, rel):
     sandbox is gone); SIGTERM here is passed on and ends both. The child
     dies with this process (PR_SET_PDEATHSIG).
     """
-    import signal
-
-    from agentsh.base.state import Store
-
     record = Store(state_root).read(rel) or {}
     pid, start = record.get("sandbox_pid"), record.get("sandbox_start")
     state = {"stopping": False, "child": 0}
@@ -698,8 +683,6 @@ def supervise(run, state_root, rel):
         child = os.fork()
         if child == 0:
             try:
-                import ctypes
-
                 ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
                 if os.getppid() == 1:
                     os._exit(0)
@@ -731,8 +714,6 @@ DNS_PORT = 53
 
 
 def _tool(name):
-    import shutil
-
     for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
         if os.access(os.path.join(d, name), os.X_OK):
             return os.path.join(d, name)
@@ -747,8 +728,6 @@ def steer_rules(steer_port):
     connection to the transparent listener, which reads the original
     destination back with SO_ORIGINAL_DST.
     """
-    from agentsh.egress.dns import SYNTHETIC
-
     iptables, ip = _tool("iptables"), _tool("ip")
     if not iptables or not ip:
         raise OSError("iptables and ip (packages iptables, iproute2) are needed to steer connections")
@@ -758,8 +737,6 @@ def steer_rules(steer_port):
 
 def _steer(steer_port):
     """Set the namespace's route and REDIRECT rule; "" when done, else why not."""
-    import subprocess
-
     try:
         routes, iptables, rule = steer_rules(steer_port)
         for argv in routes:
@@ -800,9 +777,6 @@ def plant(pid, port, unix_path):
     The message carries "" or why the steering rules could not be set (the
     proxy then serves HTTP(S)_PROXY users only; nothing else gets out).
     """
-    import array
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     if libc.setns(ns, 0x40000000) != 0:  # CLONE_NEWNET
@@ -820,8 +794,6 @@ def plant(pid, port, unix_path):
 
 
 def main(argv=None):
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m agentsh.egress.proxy", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")

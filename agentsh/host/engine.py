@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from agentsh.base.errors import EngineError
+from agentsh.base.paths import state_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def which(program: str) -> str | None:
 
 def subprocess_runner(argv: list[str], input: bytes | None = None, capture: bool = True,
                       timeout: float | None = None) -> tuple[int, str, str]:
-    import subprocess
+    import subprocess  # lazy: ab-exec starts the engine with posix_spawn, without subprocess
 
     try:
         proc = subprocess.run(
@@ -142,8 +143,6 @@ def compat_conf() -> str:
 
 
 def _compat_marker() -> str:
-    from agentsh.base.paths import state_dir
-
     return os.path.join(state_dir(), COMPAT_MARKER)
 
 
@@ -420,7 +419,7 @@ class Engine:
         Returns (status, the last `keep` lines). A runner other than the
         subprocess one (a test's) is called once and its output replayed.
         """
-        from collections import deque
+        from collections import deque  # lazy: only for builds, pulls and postCreateCommand
 
         tail = deque(maxlen=keep)
 
@@ -434,8 +433,8 @@ class Engine:
             for line in (out + err).splitlines():
                 emit(line)
             return status, list(tail)
-        import subprocess
-        import threading
+        import subprocess  # lazy: only for builds, pulls and postCreateCommand
+        import threading  # lazy: only for builds, pulls and postCreateCommand
 
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -475,7 +474,7 @@ class Engine:
         if self.runner is not subprocess_runner:
             status, out, err = self.runner(argv, input=input, timeout=timeout)
             return status, out if isinstance(out, bytes) else out.encode(), err
-        import subprocess
+        import subprocess  # lazy: only for credential files sent through the engine's exec
 
         try:
             proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)

@@ -12,6 +12,8 @@ through the exec (never the container's create-time environment, so never
 
 import os
 
+from agentsh.base.state import atomic_write
+
 CACHE = "git-identity"
 FIELDS = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 
@@ -43,8 +45,6 @@ def identity(store_root, project_root):
     except OSError:
         pass
     name, email = _ask_git(project_root, "user.name"), _ask_git(project_root, "user.email")
-    from agentsh.base.state import atomic_write
-
     try:
         atomic_write(path, b"\0".join([key, name.encode(), email.encode()]))
     except OSError:
@@ -60,7 +60,7 @@ def _env(name, email):
 
 
 def _ask_git(project_root, key):
-    import subprocess
+    import subprocess  # lazy: only on an identity cache miss
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k == "GIT_CONFIG_GLOBAL"}
     cwd = project_root if os.path.isdir(os.path.join(project_root, ".git")) else "/"  # never a repo found upward

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 from agentsh.base import layout
 from agentsh.base.errors import AgentshError
@@ -248,8 +249,6 @@ def remember_root(store: Store, root: str) -> None:
 
 def set_aside(root: str, notify: Callable[[str], None]) -> None:
     """Move a `.git` that appeared in a project during a command out of host git's way."""
-    import time
-
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         target = f".agentsh-untrusted-git-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"

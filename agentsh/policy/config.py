@@ -8,10 +8,15 @@ gets a one-line notice and the user config alone.
 
 from __future__ import annotations
 
+import marshal
 import os
+import stat
 
+from agentsh import __version__
 from agentsh.base import layout, paths
-from agentsh.base.errors import ConfigError
+from agentsh.base.digest import sha256_hex
+from agentsh.base.errors import ConfigError, UsageError
+from agentsh.base.state import Store
 from agentsh.policy import trust
 from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...: also for callers)
     CAPABILITIES,
@@ -84,7 +89,7 @@ def _size(value, where):
 
 
 def _cpus(value, where):
-    import math
+    import math  # lazy: only for a `cpus` value
 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{where} must be a positive number, not {value!r}")
@@ -130,8 +135,7 @@ def _mounts(value, where):
 
 def _ports(value, where):
     """Published ports: Docker's [IP:][HOST:]CONTAINER[/PROTO] strings, or bare port numbers."""
-    from agentsh.base.errors import UsageError
-    from agentsh.policy.ports import parse
+    from agentsh.policy.ports import parse  # lazy: re and ipaddress, only for a `ports` value
 
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list of ports such as \"8080:80\" or 3000")
@@ -144,19 +148,19 @@ def _ports(value, where):
 
 
 def _caches(value, where):
-    from agentsh.policy.caches import check
+    from agentsh.policy.caches import check  # lazy: only for a `caches` value
 
     return check(value, where)
 
 
 def _agents(value, where):
-    from agentsh.policy.agents import check_overrides
+    from agentsh.policy.agents import check_overrides  # lazy: only for an [agents] table
 
     return check_overrides(value, where)
 
 
 def _network_allow(value, where):
-    from agentsh.policy.rules import check_allow
+    from agentsh.policy.rules import check_allow  # lazy: re and ipaddress, only for a [network] allow list
 
     return check_allow(value, where)
 
@@ -221,7 +225,7 @@ def validate(data: dict, source: str, schema: dict = SCHEMA, prefix: str = "") -
 
 
 def parse(text: str, source: str) -> dict:
-    import tomllib
+    import tomllib  # lazy: only on a config cache miss (see parse_cached)
 
     try:
         data = tomllib.loads(text)
@@ -238,11 +242,6 @@ def parse_cached(data: bytes, source: str) -> dict:
     A validated result is kept as a marshal file named by the hash of this
     version, the file's path and its bytes, so an edit is never served stale.
     """
-    import marshal
-
-    from agentsh import __version__
-    from agentsh.base.digest import sha256_hex
-
     key = sha256_hex(f"{__version__}\0{RULES}\0{source}\0".encode("utf-8", "surrogateescape") + data)[:32]
     cache = os.path.join(paths.state_dir(), layout.config_cache(key))
     try:
@@ -313,8 +312,6 @@ def load(project: Project | None = None, store: Store | None = None,
     anchor = trust.anchor(project) if project is not None else None
     if anchor:
         if store is None:
-            from agentsh.base.state import Store
-
             store = Store()
         try:
             data = trust.read_project_file(anchor)
@@ -349,8 +346,6 @@ def load(project: Project | None = None, store: Store | None = None,
         try:
             validate(given, "command line")
         except ConfigError as e:
-            from agentsh.base.errors import UsageError
-
             raise UsageError(e.message, e.fix) from None
         cfg = merge(cfg, given)
     return Config(cfg, project_file=project.config_file if project else None, project_trust=trust_state,
@@ -502,7 +497,7 @@ def check_pem(data: bytes, where: str) -> int:
     Each block must decode as base64 to a DER SEQUENCE. The message names the
     first offending line, never its content (the file may be a secret).
     """
-    import binascii
+    import binascii  # lazy: only when a CA bundle is checked
 
     body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     pos, count = 0, 0
@@ -562,8 +557,7 @@ def read_ca_bundle(path: str, setting: str) -> bytes:
     bundle), a regular file only, PEM certificates only: so no setting makes
     agentsh mount /etc/shadow, a device or a directory into a sandbox.
     """
-    import errno
-    import stat
+    import errno  # lazy: only when a CA bundle is read
 
     where = f"ca_bundle {setting!r}"
     try:
@@ -603,8 +597,6 @@ def ca_bundle_copy(path: str, setting: str) -> str:
     be set from user space). Whatever is remembered names a copy of bytes that
     were checked, so a stale answer can only mean an older checked bundle.
     """
-    from agentsh.base.digest import sha256_hex
-
     directory = os.path.join(paths.state_dir(), layout.CA_COPIES)
     try:
         st = os.stat(path)
@@ -640,8 +632,6 @@ def private_ca_copy(data: bytes) -> str:
     The sandbox and the image build then see exactly the bytes that were
     checked, whatever happens to the original file afterwards.
     """
-    from agentsh.base.digest import sha256_hex
-
     path = os.path.join(paths.state_dir(), layout.CA_COPIES, sha256_hex(data)[:32] + ".pem")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

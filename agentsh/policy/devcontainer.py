@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 
 from agentsh.base.errors import ConfigError
+from agentsh.base.safefs import read_project_file
+from agentsh.policy.values import ENV_NAME, check_image, check_sandbox_path, control_character
 
 LOCATIONS = (".devcontainer/devcontainer.json", ".devcontainer.json")
 SUPPORTED = {"image", "build", "dockerFile", "context", "remoteUser", "containerUser", "containerEnv",
@@ -93,8 +95,6 @@ def _key(source, key):
 
 def _text(value, where, multiline=False):
     """A string value without control characters (newlines and tabs allowed in commands)."""
-    from agentsh.policy.values import control_character
-
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
     ch = control_character(value.replace("\n", "").replace("\t", "").replace("\r", "") if multiline else value)
@@ -113,8 +113,6 @@ def _scalar(value, where):
 
 
 def _env_table(value, where):
-    from agentsh.policy.values import ENV_NAME
-
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -138,8 +136,6 @@ def _inside(path, root, where, what):
 
 def _mount(entry, source, workspace):
     """A devcontainer mount ("source=..,target=..,type=bind" or an object) -> HOST:SANDBOX[:ro]."""
-    from agentsh.policy.values import check_sandbox_path
-
     where = _key(source, "mounts")
     if isinstance(entry, str):
         _text(entry, where)
@@ -211,8 +207,6 @@ class Devcontainer:
     """
 
     def __init__(self, path: str, data: dict, workspace: str) -> None:
-        from agentsh.policy.values import check_image
-
         self.path = path
         self.dir = os.path.dirname(path)
         self.root = workspace
@@ -239,7 +233,7 @@ class Devcontainer:
         for key in ("remoteUser", "containerUser"):
             user = data.get(key)
             if user is not None:
-                import re
+                import re  # lazy: only for a devcontainer that names a user
 
                 if not isinstance(user, str) or not re.fullmatch(USER, user):
                     raise ConfigError(f"{_key(path, key)}: {user!r} is not a user name or uid[:gid]",
@@ -277,8 +271,6 @@ class Devcontainer:
 
 def _printable(text):
     """A name from the file as it can be shown on a terminal (control characters escaped)."""
-    from agentsh.policy.values import control_character
-
     return text if control_character(text) is None else ascii(text)
 
 
@@ -305,8 +297,6 @@ def from_bytes(path: str, data: bytes, project_root: str) -> Devcontainer:
 
 def load(project_root: str) -> Devcontainer | None:
     """The project's devcontainer, read without following a symlink; None when there is none."""
-    from agentsh.base.safefs import read_project_file
-
     path = find(project_root)
     if path is None:
         return None

@@ -47,7 +47,7 @@ def parse(spec: str, project_root: str) -> dict:
         raise UsageError(f"port {spec!r} is not [IP:][HOST:]CONTAINER[/PROTO] (e.g. 8080:80, 127.0.0.1:5173:5173, 3000)")
     ip = m["ip"] or DEFAULT_BIND
     if m["ip"]:
-        import ipaddress
+        import ipaddress  # lazy: only for a port bound to an address
 
         try:
             ipaddress.ip_address(ip.strip("[]"))

@@ -22,12 +22,14 @@ cd hook's or ab-exec's path, where it would cost a walk of the tree.
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import time
 
 from agentsh.base import layout
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
+from agentsh.base.paths import home_dir
 from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: also for callers)
     _READ_FLAGS,
     MAX_PROJECT_FILE,
@@ -87,7 +89,7 @@ def anchor(project: Project) -> str | None:
     """
     if project.config_file:
         return project.config_file
-    from agentsh.policy.devcontainer import find
+    from agentsh.policy.devcontainer import find  # lazy: only for a project with no .agentsh.toml
 
     return find(project.root)
 
@@ -113,7 +115,7 @@ class Covered:
 
 def cover(anchor_path: str, data: bytes | None = None) -> Covered:
     """The Covered snapshot of an anchor (its bytes given, or read now)."""
-    from agentsh.policy import devcontainer
+    from agentsh.policy import devcontainer  # lazy: ab-hook --complete loads this module but no devcontainer
 
     if data is None:
         data = read_project_file(anchor_path)
@@ -213,8 +215,6 @@ def _relative_files(covered):
 
 def _checkout_top(start):
     """The nearest directory at or above `start` holding `.git` (never home or /), or None."""
-    from agentsh.base.paths import home_dir
-
     home = home_dir()
     d = start
     while d not in (home, "/", ""):
@@ -236,7 +236,7 @@ def linked_main_file(path: str) -> str | None:
     directory no sandbox can write; a gitfile and a `commondir` the agent wrote
     in its own tree prove nothing.
     """
-    from agentsh.host import gittopo
+    from agentsh.host import gittopo  # lazy: only for a linked worktree's project file
 
     top = _checkout_top(os.path.dirname(path))
     if top is None:
@@ -306,8 +306,7 @@ class IgnoreRules:
     """
 
     def __init__(self, text: str = "", source: str = ".dockerignore") -> None:
-        import posixpath
-        import re
+        import re  # lazy: only for a devcontainer build's .dockerignore
 
         self.patterns = []  # (exception, compiled regex, cleaned text)
         for n, line in enumerate(text.splitlines()):
@@ -475,7 +474,7 @@ def build_digest(dockerfile: str, context: str, root: str, copy_to: str | None =
 
 
 def _walk(h, dfd, prefix, rules, stats, copy_fd, context):
-    from hashlib import sha256
+    from hashlib import sha256  # lazy: OpenSSL's hashlib, only to hash a build context
 
     with os.scandir(dfd) as it:
         names = sorted(e.name for e in it)
@@ -618,7 +617,7 @@ class BuildCopy:
         self.dir = self.dockerfile = self.context = None
 
     def __enter__(self) -> BuildCopy:
-        import tempfile
+        import tempfile  # lazy: only for a devcontainer build
 
         self.dir = tempfile.mkdtemp(prefix="agentsh-build-")
         try:
@@ -638,7 +637,7 @@ class BuildCopy:
         self._remove()
 
     def _remove(self):
-        import shutil
+        import shutil  # lazy: only for a devcontainer build
 
         if self.dir:  # every directory of the copy keeps u+rwx, so nothing stops the removal
             shutil.rmtree(self.dir, ignore_errors=True)

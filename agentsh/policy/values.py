@@ -7,6 +7,8 @@ to check a value.
 
 from __future__ import annotations
 
+import posixpath
+
 from agentsh.base.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
@@ -25,7 +27,7 @@ class Pattern:
 
     def match(self, value: str | bytes) -> re.Match | None:
         if self._compiled is None:
-            import re
+            import re  # lazy: see Pattern: re stays off the hot path
 
             self._compiled = re.compile(self.text)
         return self._compiled.match(value)
@@ -115,8 +117,6 @@ def check_host_path(value: object, where: str, what: str = "path") -> str:
 
 def check_sandbox_path(value: object, where: str) -> str:
     """A path inside the sandbox a mount may cover: absolute, normalised, not agentsh's or the kernel's."""
-    import posixpath
-
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError(f"{where}: sandbox path {value!r} is not absolute", "give an absolute path such as /data")
     if posixpath.normpath(value) != value or value.startswith("//"):

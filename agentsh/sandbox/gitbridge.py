@@ -30,9 +30,11 @@ import re
 import shutil
 
 from agentsh.base import layout, paths, safefs
+from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError
 from agentsh.base.layout import HOST_GIT, LIB
 from agentsh.host import gittopo
+from agentsh.sandbox import execd
 
 EXPORT = layout.GIT_EXPORT
 MODULES_LIST = "agentsh-modules"
@@ -66,8 +68,6 @@ _LIB_DIGEST = []  # the sources' digest, read and hashed once per process (ab-up
 def lib_dir():
     """Where the in-sandbox scripts of this agentsh version live (named by their content)."""
     if not _LIB_DIGEST:
-        from agentsh.base.digest import sha256_hex
-
         sources = _lib_sources()
         _LIB_DIGEST.append(sha256_hex(b"\0".join(sources[n] for n in _LIB_FILES))[:12])
     return os.path.join(paths.data_dir(), layout.lib_dir(_LIB_DIGEST[0]))
@@ -123,8 +123,6 @@ def install_lib():
         with open(os.path.join(tmp, name), "wb") as f:
             f.write(data)
         os.chmod(os.path.join(tmp, name), 0o755)
-    from agentsh.sandbox import execd
-
     execd.build(tmp)  # the exec server; where it cannot be built, execs take the engine's path
     try:
         os.rename(tmp, target)
@@ -407,7 +405,7 @@ class _Git:
         self.env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0")
 
     def at(self, git_dir, *args):
-        import subprocess
+        import subprocess  # lazy: not loaded by warm ab-up, which imports this module
 
         proc = subprocess.run(["git", f"--git-dir={git_dir}", *args], stdin=subprocess.DEVNULL,
                               capture_output=True, env=self.env)

@@ -11,13 +11,20 @@ secret, so a build works behind TLS-intercepting proxies without the bundle
 ending up in the image.
 """
 
+import glob
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import time
+from collections import deque
 
 from agentsh.base import layout
 from agentsh.base.errors import AgentshError, EngineError, UsageError
+from agentsh.host.engine import which
 from agentsh.policy.config import DEFAULT_IMAGE
+from agentsh.sandbox.spec import ca_bundle_source
 
 REGISTRY_BASE = "docker.io/library/debian:bookworm-slim"
 LOCAL_BASE = "localhost/agentsh-base:bookworm"
@@ -76,8 +83,6 @@ def check_mirror(url):
 
 
 def have_debootstrap():
-    from agentsh.host.engine import which
-
     return which("debootstrap") or next(
         (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.access(p, os.X_OK)), None)
 
@@ -87,9 +92,6 @@ def stream_host(argv, on_line=None, keep=60):
 
     Returns (status, the last `keep` lines).
     """
-    import subprocess
-    from collections import deque
-
     tail = deque(maxlen=keep)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -179,9 +181,6 @@ class Builder:
 
     def bootstrap(self, mirror):
         """debootstrap a minimal Debian and import it as LOCAL_BASE."""
-        import shutil
-        import tempfile
-
         debootstrap = have_debootstrap()
         if not debootstrap:
             raise AgentshError("making a Debian base needs debootstrap, which is not installed",
@@ -217,11 +216,6 @@ class Builder:
 
     def build(self, tag=DEFAULT_IMAGE, base=None, bootstrap=False, mirror=None, refresh=False, agents=True):
         """Build the image; returns its record (image, id, base, ...)."""
-        import shutil
-        import tempfile
-
-        from agentsh.sandbox.spec import ca_bundle_source
-
         if base and bootstrap:
             raise UsageError("--base and --bootstrap exclude each other",
                              "--bootstrap makes the base locally; --base names one to use")
@@ -277,8 +271,6 @@ class Builder:
 
 def tidy_rootfs(rootfs, mirror):
     """Trim a fresh debootstrap tree and point apt at the mirror (plus updates, security)."""
-    import glob
-
     for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*",
                     "var/log/bootstrap.log", "etc/hostname", "etc/resolv.conf"):
         for path in glob.glob(os.path.join(rootfs, pattern)):
@@ -314,8 +306,6 @@ def release_mounts(path):
     True when nothing is mounted there any more, so the tree can be removed
     without reaching into the host's /dev or /proc.
     """
-    import subprocess
-
     for target in mounts_under(path):
         subprocess.run(["umount", "-l", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return not mounts_under(path)
