@@ -31,7 +31,7 @@ from agentsh.base.errors import AgentshError, UsageError
 from agentsh.base.state import _TMP_MARK, Store
 from agentsh.host import project
 from agentsh.host.engine import Engine
-from agentsh.host.gittopo import ref_problem
+from agentsh.host.gittopo import git_env, ref_problem
 from agentsh.policy import config
 from agentsh.sandbox import lifecycle as sandbox
 
@@ -41,7 +41,6 @@ RECORDS = layout.WORKTREES
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 MAX_NAME = 100
 # Variables that would point git somewhere other than the repo we name with -C.
-_GIT_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
 
 
 # -- names ----------------------------------------------------------------
@@ -157,9 +156,10 @@ def main_checkout_path(path):
 
 def git(cwd, *args, check=True):
     """Run git in `cwd`; returns (status, stdout, stderr), or raises on failure when check."""
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
-    env["LC_ALL"] = "C"  # messages we recognise are git's English ones
-    env["GIT_TERMINAL_PROMPT"] = "0"
+    # git for the user in the user's own checkout: only what would point it at another repository goes;
+    # the user's git config (GIT_CONFIG_*, -c through the environment) applies as in their shell.
+    # LC_ALL: messages we recognise are git's English ones.
+    env = git_env(LC_ALL="C", GIT_TERMINAL_PROMPT="0")
     try:
         proc = subprocess.run(["git", "-C", cwd, *args], stdin=subprocess.DEVNULL, capture_output=True, env=env)
     except FileNotFoundError:

@@ -132,7 +132,11 @@ def _read_fd(fd, path, limit):
 
 
 def read_project_file(path: str, limit: int = MAX_PROJECT_FILE) -> bytes:
-    """The bytes of a file in a project: opened without following a symlink, a regular file only."""
+    """The bytes of a file in a project: opened without following a symlink, a regular file only.
+
+    host.gittopo.read_small opens the same way but stays separate: it returns a prefix or None and never
+    raises, while a project file is read whole or refused with an error that names the fix.
+    """
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as e:

@@ -62,7 +62,11 @@ def _env(name, email):
 def _ask_git(project_root, key):
     import subprocess  # lazy: only on an identity cache miss
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k == "GIT_CONFIG_GLOBAL"}
+    from agentsh.host.gittopo import git_env  # lazy: only on an identity cache miss
+
+    # Only the identity the user's own git would use: every GIT_* goes but GIT_CONFIG_GLOBAL, which names
+    # the user's global config (ab-wt's git keeps more, agentsh's git on its own git dirs keeps less).
+    env = git_env((), "GIT_", keep=("GIT_CONFIG_GLOBAL",))
     cwd = project_root if os.path.isdir(os.path.join(project_root, ".git")) else "/"  # never a repo found upward
     try:
         proc = subprocess.run(["git", "config", "--get", key], cwd=cwd, capture_output=True, env=env,

@@ -79,8 +79,31 @@ def _real_path_of_dirs(path):
     return True
 
 
+# What points host git at another repository, index or object store than the one it is given.
+GIT_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
+
+
+def git_env(drop: tuple[str, ...] = GIT_LOCATION_ENV, drop_prefix: str | None = None, keep: tuple[str, ...] = (),
+            **extra: str) -> dict[str, str]:
+    """This process's environment for a host git that agentsh runs: without the names in `drop`, and
+    (with `drop_prefix`) without every name starting with it but those in `keep`; then `extra` set.
+
+    One function for every caller; each passes what it must shed (agentsh.app.worktree,
+    agentsh.sandbox.gitbridge, agentsh.host.gitident say why theirs differ).
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in drop and not (drop_prefix and k.startswith(drop_prefix) and k not in keep)}
+    env.update(extra)
+    return env
+
+
 def read_small(path: str, limit: int = 4096) -> str | None:
-    """A small regular file's text, opened without following a final symlink; None if not that."""
+    """A small regular file's text, opened without following a final symlink; None if not that.
+
+    Not base.safefs.read_project_file, which opens the same way: that one reads a whole file or raises
+    an error naming the fix; this one never raises and returns at most `limit` bytes, which is what the
+    topology checks want from a gitfile, `commondir` or HEAD (anything odd there means "not that").
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:

@@ -41,9 +41,8 @@ MODULES_LIST = "agentsh-modules"
 BUNDLE_LIMIT = 4 << 30
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?\Z")
 _ZERO = re.compile(r"0+\Z")
-_GIT_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
-            "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM")
+_GIT_ENV = (*gittopo.GIT_LOCATION_ENV, "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+            "GIT_CONFIG_COUNT", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM")
 
 
 def private_dir(sandbox, locked=False):
@@ -401,8 +400,10 @@ class _Git:
 
     def __init__(self, git_dir):
         self.git_dir = git_dir
-        self.env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV and not k.startswith("GIT_CONFIG_")}
-        self.env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0")
+        # Stricter than ab-wt's git (app.worktree): this git moves commits across the sandbox boundary on
+        # agentsh's own git dirs, so nothing in the environment may redirect it, add config or alternates,
+        # or change what it discovers; every GIT_CONFIG_* goes too.
+        self.env = gittopo.git_env(_GIT_ENV, "GIT_CONFIG_", LC_ALL="C", GIT_TERMINAL_PROMPT="0")
 
     def at(self, git_dir, *args):
         import subprocess  # lazy: not loaded by warm ab-up, which imports this module
