@@ -117,7 +117,7 @@ def unlink(dir_fd: int, name: str) -> None:
 # -- whole files of a project, and the user config -----------------------------------
 
 
-def _read_fd(fd, path, limit):
+def _read_fd(fd: int, path: str, limit: int) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         raise NotRegular(f"{path} is not a regular file", "agentsh reads project files only as regular files")
     chunks, size = [], 0
@@ -152,7 +152,7 @@ def read_project_file(path: str, limit: int = MAX_PROJECT_FILE) -> bytes:
         os.close(fd)
 
 
-def _read_or_none(path):
+def _read_or_none(path: str) -> bytes | None:
     try:
         return read_project_file(path)
     except AgentshError:

@@ -10,7 +10,7 @@ from agentsh.base.layout import SANDBOX_HOME
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def parse_duration(text):
+def parse_duration(text: str | None) -> int:
     """'90', '30s', '15m', '12h', '7d', '2w' -> seconds."""
     m = re.fullmatch(r"\s*([0-9]+)\s*([smhdw]?)\s*", text or "")
     if not m or int(m.group(1)) <= 0:
@@ -18,7 +18,7 @@ def parse_duration(text):
     return int(m.group(1)) * DURATION_UNITS[m.group(2)]
 
 
-def sandbox_path(path):
+def sandbox_path(path: str) -> str:
     """A --file target as an absolute path inside the sandbox.
 
     '~/' is the sandbox home, and so is the host home: the user's shell has

@@ -13,7 +13,7 @@ import subprocess
 from agentsh.base.errors import CredentialError
 
 
-def run_command(cmd, name, timeout):
+def run_command(cmd: str, name: str, timeout: float) -> bytes:
     """Run a credential command on the host (like AWS credential_process); its stdout."""
     proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
@@ -33,7 +33,7 @@ def run_command(cmd, name, timeout):
     return out
 
 
-def aws_credentials_file(output, name):
+def aws_credentials_file(output: bytes, name: str) -> bytes:
     """credential_process JSON -> a ~/.aws/credentials file for the default profile."""
     try:
         data = json.loads(output)

@@ -29,7 +29,7 @@ INSTALL_HINT = {
 }
 
 
-def _json_loads(text):
+def _json_loads(text: str | bytes) -> Any:
     import json  # not needed by ab-exec's hot path
 
     return json.loads(text)
@@ -423,7 +423,7 @@ class Engine:
 
         tail = deque(maxlen=keep)
 
-        def emit(line):
+        def emit(line: str) -> None:
             tail.append(line)
             if on_line:
                 on_line(line)

@@ -18,7 +18,7 @@ CACHE = "git-identity"
 FIELDS = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 
 
-def _sources(project_root):
+def _sources(project_root: str) -> str:
     home = os.path.expanduser("~")
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     files = [os.environ.get("GIT_CONFIG_GLOBAL") or os.path.join(home, ".gitconfig"),
@@ -33,7 +33,7 @@ def _sources(project_root):
     return "|".join(out)
 
 
-def identity(store_root, project_root):
+def identity(store_root: str, project_root: str) -> dict[str, str]:
     """{GIT_AUTHOR_NAME: ..., ...} from the host's git config, or {} when it names nobody."""
     key = _sources(project_root).encode("utf-8", "surrogateescape")
     path = os.path.join(store_root, CACHE)
@@ -52,14 +52,14 @@ def identity(store_root, project_root):
     return _env(name, email)
 
 
-def _env(name, email):
+def _env(name: str, email: str) -> dict[str, str]:
     if not name or not email:
         return {}
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
 
 
-def _ask_git(project_root, key):
+def _ask_git(project_root: str, key: str) -> str:
     import subprocess  # lazy: only on an identity cache miss
 
     from agentsh.host.gittopo import git_env  # lazy: only on an identity cache miss

@@ -63,14 +63,14 @@ class Topology:
         return f"Topology({self.as_dict()!r})"
 
 
-def _is_real_dir(path):
+def _is_real_dir(path: str) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
 
 
-def _real_path_of_dirs(path):
+def _real_path_of_dirs(path: str) -> bool:
     """True when every component of the absolute `path` is a real directory (no symlink)."""
     parts = path.split("/")
     for i in range(2, len(parts) + 1):
@@ -134,7 +134,7 @@ def detect(root: str) -> Topology:
     return _linked(root, dot)
 
 
-def _linked(root, dot):
+def _linked(root: str, dot: str) -> Topology:
     text = read_small(dot)
     if not text or not text.startswith("gitdir:"):
         return Topology(NONE, root, reason=f"{dot} is not a gitfile")
@@ -194,7 +194,7 @@ def modules(common: str) -> list[str]:
     """Relative paths of the submodule git dirs under `common`/modules (nested ones included)."""
     found = []
 
-    def walk(rel):
+    def walk(rel: str) -> None:
         path = os.path.join(common, rel)
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -237,7 +237,7 @@ def from_dict(d: dict | None, root: str) -> Topology | None:
 ROOTS = layout.PROJECT_ROOTS
 
 
-def _record_rel(project):
+def _record_rel(project: Project) -> str:
     return layout.project_record(project.sandbox)
 
 

@@ -52,11 +52,11 @@ def sandbox_running(store: Store, name: str) -> bool:
         return False
 
 
-def _shell_file(store, name):
+def _shell_file(store: Store, name: str) -> str:
     return store.path(layout.sandbox_shell_file(name))
 
 
-def _identity(store, name):
+def _identity(store: Store, name: str) -> bytes | None:
     try:
         with open(pid_file(store, name), "rb") as f:
             return f.read().strip()

@@ -183,7 +183,7 @@ def profile(name: str, cfg: Mapping[str, Any] | None = None) -> Profile:
 
 def check_overrides(value: object, where: str) -> dict:
     """config.SCHEMA checker for `[agents.NAME]` tables: every error names the file and the key."""
-    def at(*keys):
+    def at(*keys: str) -> str:
         return where[:-1] + "".join("." + k for k in keys) + "'"
 
     if not isinstance(value, dict):
@@ -217,15 +217,15 @@ def check_overrides(value: object, where: str) -> dict:
 # -- the command that runs inside ---------------------------------------------------
 
 
-def _q(text):
+def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _words(argv):
+def _words(argv: Iterable[str]) -> str:
     return " ".join(_q(a) for a in argv)
 
 
-def _home_path(path):
+def _home_path(path: str) -> str:
     """'~/x' as a shell word that expands to the sandbox home's x."""
     return '"$HOME"/' + _q(path[2:]) if path.startswith("~/") else _q(path)
 

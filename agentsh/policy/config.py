@@ -40,16 +40,17 @@ from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...:
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import Any
+    from collections.abc import Callable, Mapping
+    from typing import Any, NoReturn
 
     from agentsh.base.state import Store
     from agentsh.host.project import Project
     from agentsh.policy.devcontainer import Devcontainer
+    from agentsh.policy.values import Pattern
 
 
-def _names(pattern, what):
-    def check(value, where):
+def _names(pattern: Pattern, what: str) -> Callable[[object, str], list[str]]:
+    def check(value: object, where: str) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         for v in value:
@@ -60,7 +61,7 @@ def _names(pattern, what):
     return check
 
 
-def _cap_add(value, where):
+def _cap_add(value: object, where: str) -> list[str]:
     _names(CAPABILITY, "capability name")(value, where)
     for v in value:
         if v.removeprefix("CAP_") not in CAPABILITIES:
@@ -69,26 +70,26 @@ def _cap_add(value, where):
     return list(value)
 
 
-def _positive_int(value, where):
+def _positive_int(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where} must be a positive integer, not {value!r}")
     return value
 
 
-def _pids(value, where):
+def _pids(value: object, where: str) -> int:
     _positive_int(value, where)
     if value > MAX_PIDS:
         raise ConfigError(f"{where} must be at most {MAX_PIDS}, not {value}")
     return value
 
 
-def _size(value, where):
+def _size(value: object, where: str) -> str:
     if not isinstance(value, str) or not SIZE.match(value):
         raise ConfigError(f"{where} must be a size such as \"8g\" or \"512m\", not {value!r}")
     return value
 
 
-def _cpus(value, where):
+def _cpus(value: object, where: str) -> int | float:
     import math  # lazy: only for a `cpus` value
 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -98,7 +99,7 @@ def _cpus(value, where):
     return value
 
 
-def _ca_bundle(value, where):
+def _ca_bundle(value: object, where: str) -> str:
     """"auto", "host", "image" or the path of a PEM file (checked when it is used: sandbox.ca_bundle_source)."""
     _str()(value, where)
     if value not in ("auto", "host", "image"):
@@ -106,7 +107,7 @@ def _ca_bundle(value, where):
     return value
 
 
-def _shell(value, where):
+def _shell(value: object, where: str) -> str:
     _str()(value, where)
     if not value.strip() or value.lstrip().startswith("-"):
         raise ConfigError(f"{where}: {value!r} is not a shell command", "name a program, e.g. \"zsh\" or \"/bin/bash\"")
@@ -121,7 +122,7 @@ def split_mount(entry: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"
 
 
-def _mounts(value, where):
+def _mounts(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where} must be a list of \"HOST:SANDBOX[:ro]\" strings")
     for v in value:
@@ -133,7 +134,7 @@ def _mounts(value, where):
     return list(value)
 
 
-def _ports(value, where):
+def _ports(value: object, where: str) -> list[str | int]:
     """Published ports: Docker's [IP:][HOST:]CONTAINER[/PROTO] strings, or bare port numbers."""
     from agentsh.policy.ports import parse  # lazy: re and ipaddress, only for a `ports` value
 
@@ -147,25 +148,25 @@ def _ports(value, where):
     return list(value)
 
 
-def _caches(value, where):
+def _caches(value: object, where: str) -> list[str]:
     from agentsh.policy.caches import check  # lazy: only for a `caches` value
 
     return check(value, where)
 
 
-def _agents(value, where):
+def _agents(value: object, where: str) -> dict:
     from agentsh.policy.agents import check_overrides  # lazy: only for an [agents] table
 
     return check_overrides(value, where)
 
 
-def _network_allow(value, where):
+def _network_allow(value: object, where: str) -> list[str]:
     from agentsh.policy.rules import check_allow  # lazy: re and ipaddress, only for a [network] allow list
 
     return check_allow(value, where)
 
 
-def _bool(value, where):
+def _bool(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     return value
@@ -435,7 +436,7 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
 
 def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
     """widened() as `label  value` lines for a terminal (control characters escaped); [] when nothing."""
-    def show(text):
+    def show(text: object) -> str:
         text = str(text)
         return text if control_character(text) is None else ascii(text)[1:-1]
 
@@ -477,7 +478,7 @@ _PEM_BLOCK = Pattern(rb"-----BEGIN CERTIFICATE-----([^-]*)-----END CERTIFICATE--
 _PEM_BODY = Pattern(rb"[ \t]*\r?\n(?:[A-Za-z0-9+/=]+[ \t]*\r?\n)+\Z")
 
 
-def _gap_ok(gap, first):
+def _gap_ok(gap: bytes, first: bool) -> bool:
     """Text between certificate blocks: blank lines and '#' comments only (each block on its own lines)."""
     lines = gap.split(b"\n")
     if len(lines) == 1 and not first:
@@ -524,7 +525,7 @@ def check_pem(data: bytes, where: str) -> int:
     return count
 
 
-def _pem_problem(body, where):
+def _pem_problem(body: bytes, where: str) -> NoReturn:
     inside = None
     lines = body.split(b"\n")
     for n, raw in enumerate(lines[:-1] if lines[-1] == b"" else lines, 1):

@@ -25,7 +25,7 @@ _SPEC = re.compile(r"(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9]+(?:\.[0-9]+){3}):)?(?:(?
                    r"(?:/(?P<proto>[a-z]+))?\Z")
 
 
-def _port(text, spec):
+def _port(text: str, spec: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
         raise UsageError(f"port {value} in {spec!r} is out of range (1-65535)")

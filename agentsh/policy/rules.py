@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
     IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+    # _table's rows: (shift, network >> shift, reason, (version, first address, prefix length))
+    TableRow = tuple[int, int, str, tuple[int, int, int]]
 
 FULL, NONE, ALLOW, LEARN = "full", "none", "allow", "learn"
 MODES = (FULL, NONE, ALLOW, LEARN)
@@ -201,7 +203,7 @@ _EMBEDDING = {
 _tables = None
 
 
-def _table(blocks):
+def _table(blocks: Iterable[tuple[str, str]]) -> tuple[TableRow, ...]:
     import ipaddress  # lazy: warm ab-up loads this module but parses no address
 
     out = []
@@ -213,7 +215,7 @@ def _table(blocks):
     return tuple(out)
 
 
-def _lookup(table, value):
+def _lookup(table: Iterable[TableRow], value: int) -> tuple[str, tuple[int, int, int]] | None:
     for shift, key, reason, block in table:
         if value >> shift == key:
             return reason, block
@@ -274,7 +276,7 @@ def classify(addr: IPAddress) -> tuple[str, tuple[int, int, int]] | None:
 # -- rules and decisions -----------------------------------------------------------------
 
 
-def _rule_address(host):
+def _rule_address(host: str) -> IPNetwork | None:
     """The address range a rule's host names, or None for a host name (ValueError if malformed)."""
     import ipaddress  # lazy: warm ab-up loads this module but parses no address
 

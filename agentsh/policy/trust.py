@@ -42,6 +42,7 @@ from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: 
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
+    import hashlib
     from collections.abc import Mapping
 
     from agentsh.base.state import Store
@@ -56,7 +57,7 @@ _SESSION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 PROJECT_FILE = ".agentsh.toml"
 
 
-def _path_key(real_path):
+def _path_key(real_path: str) -> str:
     return sha256_hex(real_path)
 
 
@@ -69,7 +70,7 @@ def session_id(environ: Mapping[str, str] | None = None) -> str | None:
     return value if 8 <= len(value) <= 64 and _SESSION_CHARS.issuperset(value) else None
 
 
-def _session_rel(session, key):
+def _session_rel(session: str, key: str) -> str:
     return layout.trust_session_record(session, key)
 
 
@@ -205,7 +206,7 @@ def status_record(store: Store, real_path: str, data: bytes, session: str | None
     return BLOCKED, None
 
 
-def _relative_files(covered):
+def _relative_files(covered: Covered) -> list[tuple[str, bytes | None]]:
     base = os.path.dirname(covered.anchor)
     return [(os.path.relpath(p, base), d) for p, d in covered.files]
 
@@ -213,7 +214,7 @@ def _relative_files(covered):
 # -- linked worktrees ----------------------------------------------------------------
 
 
-def _checkout_top(start):
+def _checkout_top(start: str) -> str | None:
     """The nearest directory at or above `start` holding `.git` (never home or /), or None."""
     home = home_dir()
     d = start
@@ -337,7 +338,7 @@ class IgnoreRules:
         self.exceptions = [p for e, _, p in self.patterns if e]
 
     @staticmethod
-    def _regex(pattern):
+    def _regex(pattern: str) -> str:
         out = ["^"]
         i, n = 0, len(pattern)
         while i < n:
@@ -389,7 +390,7 @@ class IgnoreRules:
         return not any((p + "/").startswith(prefix) for p in self.exceptions)
 
 
-def _open_under(root, path, directory=True):
+def _open_under(root: str, path: str, directory: bool = True) -> int:
     """An fd for `path`, opened component by component from `root` without following a symlink."""
     rel = os.path.relpath(path, root)
     if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
@@ -473,7 +474,8 @@ def build_digest(dockerfile: str, context: str, root: str, copy_to: str | None =
     return {"dockerfile": rel_file, "context": rel_context, "hash": h.hexdigest(), **stats}
 
 
-def _walk(h, dfd, prefix, rules, stats, copy_fd, context):
+def _walk(h: hashlib._Hash, dfd: int, prefix: str, rules: IgnoreRules, stats: dict[str, int], copy_fd: int | None,
+          context: str) -> None:
     from hashlib import sha256  # lazy: OpenSSL's hashlib, only to hash a build context
 
     with os.scandir(dfd) as it:
@@ -548,7 +550,7 @@ def _walk(h, dfd, prefix, rules, stats, copy_fd, context):
         # sockets, FIFOs and devices: never sent to the engine, never read
 
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -636,7 +638,7 @@ class BuildCopy:
     def __exit__(self, *exc: object) -> None:
         self._remove()
 
-    def _remove(self):
+    def _remove(self) -> None:
         import shutil  # lazy: only for a devcontainer build
 
         if self.dir:  # every directory of the copy keeps u+rwx, so nothing stops the removal

@@ -14,7 +14,7 @@ from agentsh.base.errors import ConfigError
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
 if TYPE_CHECKING:
     import re
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
 
@@ -68,7 +68,7 @@ def control_character(text: str) -> str | None:
     return None
 
 
-def _no_control(value, where):
+def _no_control(value: object, where: str) -> None:
     """Refuse control characters in any string of a value (escape sequences, NUL, newlines)."""
     if isinstance(value, str):
         ch = control_character(value)
@@ -84,8 +84,8 @@ def _no_control(value, where):
             _no_control(v, where)
 
 
-def _str(choices=None):
-    def check(value, where):
+def _str(choices: Sequence[str] | None = None) -> Callable[[object, str], str]:
+    def check(value: object, where: str) -> str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {_type(value)}")
         if choices and value not in choices:
@@ -130,7 +130,7 @@ def check_sandbox_path(value: object, where: str) -> str:
     return value
 
 
-def _type(value):
+def _type(value: object) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
