@@ -1,4 +1,4 @@
-"""Rules about the code's shape that no linter checks (docs/architecture.md, "Imports")."""
+"""Rules about the code's shape that no linter checks (docs/architecture.md, "Imports and type hints")."""
 
 import ast
 import io
