@@ -68,7 +68,7 @@ def recheck_file(session, state_dir=None):
     if not session or not (session.isascii() and session.isalnum()) or len(session) > 64:
         return None
     if state_dir is None:
-        from agentsh.base import paths
+        from agentsh.base import paths  # lazy: the xontrib imports this module into xonsh at start-up
 
         state_dir = paths.state_dir()
     return os.path.join(state_dir, RECHECK_DIR, f"{session}.allowed")

@@ -5,8 +5,10 @@ says on stderr what it widens: host mounts, credentials, capabilities,
 network, ports, CA bundle, env names, a devcontainer build and its context.
 """
 
+import os
 import sys
 
+from agentsh.app.enter import recheck_file
 from agentsh.base.errors import AgentshError
 from agentsh.base.state import Store
 from agentsh.cli import options
@@ -82,10 +84,6 @@ def allow_body(argv):
 def _tell_the_hook(store, session):
     """Leave word for this shell session's cd hook: blocked in a project, it decides again at the next
     prompt (agentsh.app.enter.recheck_file). Other shells sitting in the project enter on their next cd."""
-    import os
-
-    from agentsh.app.enter import recheck_file
-
     path = recheck_file(session, store.root)
     if path is None:
         return

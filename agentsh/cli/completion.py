@@ -22,6 +22,7 @@ repository holding the command's --dir, else the current directory.
 import json
 import os
 
+from agentsh.base.errors import AgentshError
 from agentsh.cli import ENTRY_POINTS
 from agentsh.cli.options import AGENT, CREDENTIAL, DIR, FILE, IMAGE, REST, SANDBOX, WORKTREE, Command
 
@@ -62,8 +63,7 @@ def credentials():
 def worktrees(store=None, directory=None):
     """Worktree names of the repo holding `directory` (default: the current one): Store
     worktrees/<repo id>/<NAME>.json (NAME may hold '/'); none outside a repository."""
-    from agentsh.app import worktree
-    from agentsh.base.errors import AgentshError
+    from agentsh.app import worktree  # lazy: re and git calls, only to complete a worktree name
 
     try:
         repo = worktree.find_repo(directory)
@@ -279,7 +279,7 @@ def xonsh_completer(command):
     words = [a.value for a in command.args[: command.arg_index]] + [command.prefix]
     found = candidates(words, command.arg_index)
     if found == [DIRS]:
-        from xonsh.completers.path import complete_dir
+        from xonsh.completers.path import complete_dir  # lazy: xonsh is optional; only inside xonsh
 
         return complete_dir(command)  # `--opt=` included: xonsh completes the part after it
     if not found or found == [FILES] or found[0].startswith(REST_LINE + " "):

@@ -108,7 +108,7 @@ def hook_source(shell):
         text = hooks.read_resource("shellhooks", "agentsh.xsh")
         text = text.replace(XONSH_PATHS_LINE, f"_agentsh_paths = {xonsh_import_paths()!r}", 1)
         return text.replace(XONSH_BIN_LINE, f"_agentsh_bin = {own_executable()!r}", 1)
-    from agentsh.base import paths
+    from agentsh.base import paths  # lazy: only to print the hook, not for --complete
 
     text = hooks.read_resource("shellhooks", f"agentsh.{shell}")
     text = text.replace(STATE_LINE, f"_agentsh_state={shlex.quote(paths.state_dir())}", 1)

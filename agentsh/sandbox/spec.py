@@ -12,6 +12,7 @@ it would be made from changes.
 import json
 import os
 
+from agentsh.base import layout, paths
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
 from agentsh.base.layout import CA_PATH, SANDBOX_HOME
@@ -130,12 +131,10 @@ def with_sandbox_ca(bundle, sandbox):
     """
     directory = os.path.dirname(bundle)
     combined = os.path.join(directory, f"{os.path.basename(bundle)[:-4]}-{sandbox}.pem")
-    from agentsh.base import layout, paths
-
     if os.path.isfile(combined) and os.path.isfile(os.path.join(paths.state_dir(), layout.sandbox_ca(sandbox),
                                                                 "ca.crt")):
         return combined
-    from agentsh.egress import ca
+    from agentsh.egress import ca  # lazy: cryptography, only when the sandbox's CA is made (not on warm ab-up)
 
     cert = ca.ensure(paths.state_dir(), sandbox)
     with open(bundle, "rb") as f:
