@@ -5,8 +5,20 @@ fix. Checks never change anything; the CLI prints them or emits JSON.
 """
 
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-from agentsh.base import layout
+from agentsh.base import layout, paths
+from agentsh.base.errors import AgentshError
+from agentsh.base.lock import Timeout
+from agentsh.base.state import Store
+from agentsh.creds import vault as creds
+from agentsh.host import project, rootless
+from agentsh.host.engine import COMPAT_OPT_OUT, Engine, compat_conf, which
+from agentsh.policy import agents, config
+from agentsh.sandbox import execd, gitbridge
+from agentsh.sandbox import image as images
+from agentsh.sandbox.spec import host_ca_bundle
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 LOCAL_CA_DIRS = ("/usr/local/share/ca-certificates", "/etc/pki/ca-trust/source/anchors")
@@ -26,14 +38,7 @@ def run_checks(engine_factory=None, run_container=True, fresh=False, store=None)
     (sandbox.image.probe_key: engine, its settings, this boot, the image
     id); `fresh` starts one again anyway.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
-    from agentsh.base import paths
-    from agentsh.base.errors import AgentshError
-    from agentsh.base.state import Store
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-    from agentsh.sandbox import image as images
 
     checks = []
     try:
@@ -88,7 +93,6 @@ def checks_passed(checks, name):
 
 def rootless_check():
     """What rootless Podman needs from the host that only root can give, read from files (no engine call)."""
-    from agentsh.host import rootless
 
     found = rootless.problems()
     if found:
@@ -113,8 +117,6 @@ def storage_check(info):
 
 def overlay_fix(release=None):
     """The commands that move this user's Podman storage to overlay (native, or fuse-overlayfs on old kernels)."""
-    from agentsh.host import rootless
-    from agentsh.host.engine import which
 
     release = release or os.uname().release
     try:
@@ -141,8 +143,6 @@ def overlay_fix(release=None):
 
 def compat_check(engine):
     """Whether agentsh applies its own Podman settings on this host (runc, lower ulimits), and why."""
-    from agentsh.host.engine import COMPAT_OPT_OUT, compat_conf
-
     if engine.compat:
         return Check("engine settings", OK, f"this host's Podman cannot start containers with its defaults; "
                      f"agentsh applies {compat_conf()} (opt out: {COMPAT_OPT_OUT}=0)")
@@ -153,8 +153,6 @@ def compat_check(engine):
 
 def exec_server_check():
     """Whether sandboxes get the exec server (fast ab-exec) or the engine's exec, and why."""
-    from agentsh.sandbox import execd, gitbridge
-
     lib = gitbridge.lib_dir()
     if execd.available(lib):
         return Check("exec server", OK, "built: ab-exec talks to each sandbox's own server")
@@ -179,7 +177,6 @@ def runtime_check(engine, cfg, image_info, version, store, fresh=False):
 
     Returns (check, the agent programs the image has, or None when unknown).
     """
-    from agentsh.sandbox import image as images
 
     image = cfg["image"]
     key = images.probe_key(engine, image_info.get("Id", ""), version)
@@ -196,7 +193,6 @@ def runtime_check(engine, cfg, image_info, version, store, fresh=False):
 
 
 def agent_programs(cfg):
-    from agentsh.policy import agents
 
     return [p for p in (agents.profile(n, cfg).program for n in agents.names(cfg) if n != agents.SHELL) if p]
 
@@ -211,8 +207,6 @@ def local_ca_certificates():
 
 def ca_check(setting):
     """Detect a host that trusts extra CAs (a TLS-intercepting proxy, usually)."""
-    from agentsh.sandbox.spec import host_ca_bundle
-
     local = local_ca_certificates()
     extra = os.environ.get("SSL_CERT_FILE") or os.environ.get("NODE_EXTRA_CA_CERTS")
     needs_host = bool(local or extra)
@@ -231,9 +225,6 @@ def ca_check(setting):
 
 
 def state_check():
-    from agentsh.base.lock import Timeout
-    from agentsh.base.state import Store
-
     store = Store()
     try:
         os.makedirs(store.root, mode=0o700, exist_ok=True)
@@ -257,7 +248,6 @@ IMAGE_MAX_AGE_DAYS = 30
 
 def image_age_check(image, info):
     """An old image means old agent CLIs and unpatched packages."""
-    import time
 
     info = info or {}
     created = info.get("Created", "")
@@ -275,8 +265,6 @@ def image_age_check(image, info):
 
 def key_check():
     """The credential key (or passphrase parameters) must be the user's alone."""
-    from agentsh.creds import vault as creds
-
     mode = creds.key_mode()
     if mode is None:
         return Check("credential_key", OK, "no credential cache yet (ab-creds creates the key on first use)")
@@ -319,10 +307,6 @@ def hook_check(environ=None):
 
 def agent_checks(cfg, present):
     """Each agent profile: its program in the image (as the runtime check's start found it) and its credentials."""
-    from agentsh.base.errors import AgentshError
-    from agentsh.creds import vault as creds
-    from agentsh.host import project
-    from agentsh.policy import agents
 
     profiles = [agents.profile(n, cfg) for n in agents.names(cfg) if n != agents.SHELL]
     present = None if present is None else set(present)

@@ -68,7 +68,7 @@ def recheck_file(session, state_dir=None):
     if not session or not (session.isascii() and session.isalnum()) or len(session) > 64:
         return None
     if state_dir is None:
-        from agentsh.base import paths
+        from agentsh.base import paths  # lazy: the xontrib imports this module into xonsh at start-up
 
         state_dir = paths.state_dir()
     return os.path.join(state_dir, RECHECK_DIR, f"{session}.allowed")
@@ -89,9 +89,9 @@ class Decision:
 
 def decide(directory, store=None, environ=None):
     """The Decision for entering `directory` (reads config and trust; no engine call)."""
-    from agentsh.base.errors import AgentshError
-    from agentsh.host import project
-    from agentsh.policy import config, trust
+    from agentsh.base.errors import AgentshError  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.host import project  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.policy import config, trust  # lazy: the xontrib imports this module into xonsh at start-up
 
     if disabled(environ):
         return Decision(OFF)
@@ -118,10 +118,18 @@ def stale_spec(decision, engine, store):
     from one inspect. A sandbox that is not running is reconciled by its
     next start anyway.
     """
-    from agentsh.base import layout
-    from agentsh.base.errors import AgentshError
-    from agentsh.host import liveness
-    from agentsh.sandbox import lifecycle
+    from agentsh.base import (
+        layout,  # lazy: app.enter loads with the xontrib at every xonsh start; this runs only on entering a project
+    )
+    from agentsh.base.errors import (
+        AgentshError,  # lazy: app.enter loads with the xontrib at every xonsh start; this runs only on entering a project
+    )
+    from agentsh.host import (
+        liveness,  # lazy: app.enter loads with the xontrib at every xonsh start; this runs only on entering a project
+    )
+    from agentsh.sandbox import (
+        lifecycle,  # lazy: app.enter loads with the xontrib at every xonsh start; this runs only on entering a project
+    )
 
     proj = decision.project
     try:
@@ -143,8 +151,12 @@ def stale_spec(decision, engine, store):
 
 def say_stale_once(decision, want, store, notify, environ=None):
     """Tell the shell session once (per wanted spec) that its sandbox is stale."""
-    from agentsh.base import layout
-    from agentsh.base.errors import AgentshError
+    from agentsh.base import (
+        layout,  # lazy: app.enter loads with the xontrib at every xonsh start; this runs only on entering a project
+    )
+    from agentsh.base.errors import (
+        AgentshError,  # lazy: app.enter loads with the xontrib at every xonsh start; this runs only on entering a project
+    )
 
     environ = os.environ if environ is None else environ
     name = decision.project.sandbox
@@ -172,6 +184,6 @@ def session_id_for_shell():
 def _store(store):
     if store is not None:
         return store
-    from agentsh.base.state import Store
+    from agentsh.base.state import Store  # lazy: the xontrib imports this module into xonsh at start-up
 
     return Store()

@@ -18,7 +18,12 @@ what must happen around a command happens the same way for each:
 
 import os
 
-from agentsh.sandbox import execute
+from agentsh.base import layout
+from agentsh.base.paths import data_dir
+from agentsh.creds import delivery as inject
+from agentsh.host import liveness
+from agentsh.host.gitident import identity
+from agentsh.sandbox import execute, lifecycle
 
 
 class Request:
@@ -37,10 +42,6 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     `delivery_for(recover)`: what credentials to hand over (default: the
     project's grants, none when locked); it may write credential files.
     """
-    from agentsh.creds import delivery as inject
-    from agentsh.host import liveness
-    from agentsh.sandbox import lifecycle
-
     def recover():
         lifecycle.start(proj, cfg, engine, store, notify)  # the cfg in force (locked or not)
 
@@ -64,8 +65,6 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
               **{n: environ[n] for n in req.env_names if n in environ}}
     plain = {}  # values that are not secret: they may ride on the engine's exec -e
     if not req.locked and cfg.get("git_identity", "host") == "host":  # commits inside carry the user's name
-        from agentsh.host.gitident import identity
-
         plain = {k: v for k, v in identity(store.root, proj.root).items() if k not in secret}
     if delivery is not None:
         secret.update(delivery.env_values)
@@ -90,7 +89,7 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     if getattr(cmd, "fell_back", False):
         liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
     if not had_git and os.path.lexists(dot_git):
-        from agentsh.host.gittopo import set_aside
+        from agentsh.host.gittopo import set_aside  # lazy: only when the command made a .git; not on ab-exec's path
 
         set_aside(proj.root, notify)  # a repo the agent made: host git would run its config and hooks
     collect_git(proj, store, token, notify, req.locked)
@@ -103,7 +102,7 @@ def _server(engine, sandbox):
     """A greeted connection to the sandbox's exec server, or None (the engine's exec is used)."""
     if not engine.is_local or os.environ.get("AGENTSH_EXEC_SERVER") == "0":  # "0": always the engine's exec
         return None
-    from agentsh.sandbox import execd
+    from agentsh.sandbox import execd  # lazy: socket; the engine's exec (AGENTSH_EXEC_SERVER=0) needs none
 
     return execd.connect(sandbox)
 
@@ -112,17 +111,14 @@ def collect_git(proj, store, token, notify, locked=False):
     """Take into the host repository what command `token` committed in the sandbox."""
     if not _has_exports(proj.sandbox, token, locked):  # the common case: one directory listing
         return
-    from agentsh.host import gittopo
-    from agentsh.sandbox import gitbridge
+    from agentsh.host import gittopo  # lazy: only when the command committed something
+    from agentsh.sandbox import gitbridge  # lazy: shutil, subprocess: only when the command committed something
 
     gitbridge.collect(gittopo.recorded(store, proj), proj.sandbox, token, store, notify, locked)
 
 
 def _has_exports(sandbox, token, locked):
     """Whether command `token` left an export list in the sandbox's private git dir (gitbridge.collect takes it)."""
-    from agentsh.base import layout
-    from agentsh.base.paths import data_dir
-
     path = os.path.join(data_dir(), layout.private_git_dir(sandbox, locked), layout.GIT_EXPORT)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)

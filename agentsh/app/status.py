@@ -4,6 +4,7 @@ import os
 
 from agentsh.app.enter import PROJECT_FILE, SANDBOX_ENV, _store, disabled
 from agentsh.base import layout
+from agentsh.base.layout import EXECD
 
 TRUST_NONE = "none"  # no project file: nothing to trust
 TRUST_SESSION = "session"  # allowed for this shell session only
@@ -16,8 +17,8 @@ def trust_of(store, config_file, check_build=False, build=None, choice=None):
     since it was allowed makes the answer "blocked" (`build`: its digest,
     when the caller computed it already; else a walk of the context).
     """
-    from agentsh.base.errors import AgentshError
-    from agentsh.policy import trust
+    from agentsh.base.errors import AgentshError  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.policy import trust  # lazy: the xontrib imports this module into xonsh at start-up
 
     if not config_file:
         return TRUST_NONE, f"no {PROJECT_FILE} here or above: the user config applies and the cd hook does nothing"
@@ -53,9 +54,9 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
     read: no "widens", and its trust is decided on the files the cd hook
     checks, so it is cheap enough to run at every prompt.
     """
-    from agentsh.base.errors import AgentshError
-    from agentsh.host import project
-    from agentsh.policy import config, trust
+    from agentsh.base.errors import AgentshError  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.host import project  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.policy import config, trust  # lazy: the xontrib imports this module into xonsh at start-up
 
     environ = os.environ if environ is None else environ
     store = _store(store)
@@ -71,7 +72,7 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
         report["reason"] = e.message
         return report
     report.update(project=proj.root, project_file=proj.config_file, sandbox=proj.sandbox)
-    from agentsh.policy import devcontainer
+    from agentsh.policy import devcontainer  # lazy: the devcontainer reader (json), only inside a project
 
     try:
         choice = config.devcontainer_choice()
@@ -101,7 +102,7 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
         report["on_enter"] = cfg["hook"]["on_enter"] if proj.config_file else None
         report["credentials"] = granted_credentials(proj, cfg, store)
     if engine and cfg is not None:
-        from agentsh.host.engine import Engine
+        from agentsh.host.engine import Engine  # lazy: --prompt and --no-engine ask no engine
 
         eng = Engine(cfg["engine"])
         info = eng.inspect(proj.sandbox)
@@ -122,9 +123,8 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
 
 def _staleness(proj, cfg, engine, info):
     """(whether the sandbox predates the config in force, "server" or "engine": how ab-exec reaches it)."""
-    from agentsh.base.errors import AgentshError
-    from agentsh.base.layout import EXECD
-    from agentsh.sandbox import lifecycle
+    from agentsh.base.errors import AgentshError  # lazy: the xontrib imports this module into xonsh at start-up
+    from agentsh.sandbox import lifecycle  # lazy: only with the engine's answer; not on --prompt's path
 
     config_ = info.get("Config") or {}
     labels = config_.get("Labels") or {}
@@ -152,7 +152,7 @@ def published_ports(info):
 def granted_credentials(proj, cfg, store):
     """Credential names the project receives; [] when the credential cache is not installed."""
     try:
-        from agentsh.creds.delivery import wanted
+        from agentsh.creds.delivery import wanted  # lazy: not on the cd hook's path
     except ImportError:
         return []
     try:

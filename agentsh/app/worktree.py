@@ -22,12 +22,18 @@ branch, directory or record behind.
 
 import os
 import re
+import shutil
+import subprocess
 import time
 
 from agentsh.base import layout, paths
 from agentsh.base.errors import AgentshError, UsageError
+from agentsh.base.state import _TMP_MARK, Store
 from agentsh.host import project
-from agentsh.host.gittopo import ref_problem
+from agentsh.host.engine import Engine
+from agentsh.host.gittopo import git_env, ref_problem
+from agentsh.policy import config
+from agentsh.sandbox import lifecycle as sandbox
 
 RECORDS = layout.WORKTREES
 # Conservative on purpose: a NAME becomes a directory, a branch and part of
@@ -35,7 +41,6 @@ RECORDS = layout.WORKTREES
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 MAX_NAME = 100
 # Variables that would point git somewhere other than the repo we name with -C.
-_GIT_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
 
 
 # -- names ----------------------------------------------------------------
@@ -151,11 +156,10 @@ def main_checkout_path(path):
 
 def git(cwd, *args, check=True):
     """Run git in `cwd`; returns (status, stdout, stderr), or raises on failure when check."""
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_LOCATION_ENV}
-    env["LC_ALL"] = "C"  # messages we recognise are git's English ones
-    env["GIT_TERMINAL_PROMPT"] = "0"
+    # git for the user in the user's own checkout: only what would point it at another repository goes;
+    # the user's git config (GIT_CONFIG_*, -c through the environment) applies as in their shell.
+    # LC_ALL: messages we recognise are git's English ones.
+    env = git_env(LC_ALL="C", GIT_TERMINAL_PROMPT="0")
     try:
         proc = subprocess.run(["git", "-C", cwd, *args], stdin=subprocess.DEVNULL, capture_output=True, env=env)
     except FileNotFoundError:
@@ -181,16 +185,12 @@ def _branch_exists(repo, branch):
 
 def _store(store):
     if store is None:
-        from agentsh.base.state import Store
-
         store = Store()
     return store
 
 
 def names(store, repo_id):
     """Every worktree name recorded for a repo id (`<slug>-<8 hex>`), sorted; nested names included."""
-    from agentsh.base.state import _TMP_MARK
-
     base = store.path(layout.worktree_records(repo_id))
     found = []
     for dirpath, _, files in os.walk(base):
@@ -304,8 +304,6 @@ def _add_error(err, repo, name, branch, ref):
 
 def _undo_create(repo, path, branch, made_branch):
     """Remove whatever a failed `new` left: its directory, git's record of it, its branch."""
-    import shutil
-
     if os.path.lexists(path):
         git(repo.root, "worktree", "remove", "--force", "--force", path, check=False)
         if os.path.lexists(path):
@@ -343,16 +341,11 @@ def _sandboxes_under(rows, path):
 
 
 def _engine():
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-
     return Engine(config.load()["engine"])
 
 
 def _sandbox_rows(engine):
     """Every agentsh sandbox, or None when the engine cannot be asked."""
-    from agentsh.sandbox import lifecycle as sandbox
-
     try:
         return sandbox.listing(engine or _engine())
     except AgentshError:
@@ -406,8 +399,6 @@ def _unmerged(repo, branch, head):
 
 def _remove_sandboxes(engine, store, path):
     """Remove every sandbox (and home volume) of a project at or under `path`; returns their names."""
-    from agentsh.sandbox import lifecycle as sandbox
-
     engine = engine or _engine()
     rows = sandbox.listing(engine)
     found = [r["name"] for r in _sandboxes_under(rows, path)]

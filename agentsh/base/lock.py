@@ -9,6 +9,7 @@ using filelock on the same file excludes us and we it (tests/unit/test_lock.py).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 
@@ -43,8 +44,6 @@ class FileLock:
         if self._depth:
             self._depth += 1
             return self
-        import fcntl
-
         timeout = self.timeout if timeout is None else timeout
         deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)

@@ -17,15 +17,15 @@ from agentsh.base import layout
 APP = "agentsh"
 
 
-def _xdg(var, fallback):
+def _xdg(var: str, fallback: str) -> str:
     value = os.environ.get(var, "").strip()
     if not value:
         value = os.path.expanduser(fallback)
     return os.path.join(value, APP)
 
 
-def _platformdirs(kind):
-    import platformdirs
+def _platformdirs(kind: str) -> str:
+    import platformdirs  # lazy: only off Linux (there the XDG rule is computed here)
 
     return getattr(platformdirs, f"user_{kind}_dir")(APP, appauthor=False)
 
@@ -51,7 +51,7 @@ def data_dir() -> str:
     return _platformdirs("data")
 
 
-def run_dir(sandbox):
+def run_dir(sandbox: str) -> str:
     """The host directory of a sandbox's exec socket: in /run/user/UID when the system keeps one
     (a tmpfs owned by the user), else under the state dir. Chosen without reading the environment,
     so every shell and every ab-* command agrees on it."""

@@ -117,7 +117,7 @@ def unlink(dir_fd: int, name: str) -> None:
 # -- whole files of a project, and the user config -----------------------------------
 
 
-def _read_fd(fd, path, limit):
+def _read_fd(fd: int, path: str, limit: int) -> bytes:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         raise NotRegular(f"{path} is not a regular file", "agentsh reads project files only as regular files")
     chunks, size = [], 0
@@ -132,11 +132,15 @@ def _read_fd(fd, path, limit):
 
 
 def read_project_file(path: str, limit: int = MAX_PROJECT_FILE) -> bytes:
-    """The bytes of a file in a project: opened without following a symlink, a regular file only."""
+    """The bytes of a file in a project: opened without following a symlink, a regular file only.
+
+    host.gittopo.read_small opens the same way but stays separate: it returns a prefix or None and never
+    raises, while a project file is read whole or refused with an error that names the fix.
+    """
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as e:
-        import errno
+        import errno  # lazy: only on this error path
 
         if e.errno == errno.ELOOP:
             raise NotRegular(f"{path} is a symlink, which agentsh never follows in a project",
@@ -148,7 +152,7 @@ def read_project_file(path: str, limit: int = MAX_PROJECT_FILE) -> bytes:
         os.close(fd)
 
 
-def _read_or_none(path):
+def _read_or_none(path: str) -> bytes | None:
     try:
         return read_project_file(path)
     except AgentshError:

@@ -39,7 +39,7 @@ class Store:
         process is re-entrant instead of a self-deadlock.
         """
         if name not in self._locks:
-            from agentsh.base.lock import file_lock
+            from agentsh.base.lock import file_lock  # lazy: fcntl; the warm hot paths take no lock
 
             path = os.path.join(self.root, layout.lock_file(name))
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
@@ -95,7 +95,7 @@ def decode(raw: bytes, path: str) -> dict:
     if not raw.strip():
         raise StateError(f"state record {path} is empty (torn write?)", fix)
     try:
-        import json
+        import json  # lazy: json brings re along; only where a record is read
 
         record = json.loads(raw)
     except ValueError:

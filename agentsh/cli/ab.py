@@ -3,6 +3,8 @@
 import os
 import sys
 
+from agentsh import __version__
+
 COMMANDS = {
     "up": "create or start the project's sandbox",
     "exec": "run a command (or a shell) in the project's sandbox",
@@ -32,7 +34,7 @@ def usage():
 
 def find_command(name):
     """ab-NAME beside this `ab` first (same install), else on PATH."""
-    from agentsh.host.engine import which
+    from agentsh.host.engine import which  # lazy: completion imports this module for COMMANDS; only dispatch needs it
 
     here = os.path.dirname(os.path.abspath(sys.argv[0]))
     beside = os.path.join(here, f"ab-{name}")
@@ -50,8 +52,6 @@ def main():
             sys.stdout.write(usage())
             sys.exit(0)
     if argv[0] == "--version":
-        from agentsh import __version__
-
         print(f"agentsh {__version__}")
         sys.exit(0)
     name = argv[0]

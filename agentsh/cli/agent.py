@@ -2,9 +2,14 @@
 
 import os
 
+from agentsh.app import session
 from agentsh.cli import options
 from agentsh.cli.common import load_context, notice, print_json, run
+from agentsh.cli.ls import print_table
 from agentsh.cli.options import AGENT, DIR, FLAG, OPTIONAL, WORKTREE, Arg, Command, Option
+from agentsh.creds import delivery as inject
+from agentsh.policy import agents, config
+from agentsh.sandbox import execute, instructions
 
 EXAMPLES = [
     "ab-agent claude                       # Claude Code, continuing this project's last conversation",
@@ -53,14 +58,9 @@ def body(argv):
     if not args.name:
         p.error("give an agent NAME (see ab-agent --list)")
     if args.wt:
-        from agentsh.app.worktree import path_of
+        from agentsh.app.worktree import path_of  # lazy: re and git calls, only for --wt
 
         args.dir = path_of(args.wt, args.dir)
-
-    from agentsh.app import session
-    from agentsh.creds import delivery as inject
-    from agentsh.policy import agents
-    from agentsh.sandbox import execute, instructions
 
     proj, cfg, engine, store = load_context(args.dir)
     prof = agents.profile(args.name, cfg)
@@ -68,7 +68,7 @@ def body(argv):
     workdir = here if (here + "/").startswith(proj.root + "/") else proj.root
     locked = args.lockdown or cfg.get("lockdown")
     if locked:  # only the agent's API
-        from agentsh.policy.lockdown import lockdown
+        from agentsh.policy.lockdown import lockdown  # lazy: re and the network rules, only when locked
 
         cfg = lockdown(cfg, prof.network)
     run_cfg = agents.with_credentials(cfg, inject.cached_credentials(prof, proj))
@@ -86,15 +86,11 @@ def body(argv):
 
 
 def list_profiles(args):
-    from agentsh.policy import agents, config
-
     cfg = config.load()
     rows = [agents.profile(n, cfg).as_dict() for n in agents.names(cfg)]
     if args.json:
         print_json(rows)
         return 0
-    from agentsh.cli.ls import print_table
-
     shown = [{"name": r["name"], "command": " ".join(r["command"]) or "(config shell)",
               "flags": " ".join(r["permissive_args"]) or "-", "continue": " ".join(r["continue_args"]) or "-",
               "credentials": ", ".join(r["credentials"]) or "-"} for r in rows]

@@ -5,9 +5,19 @@ says on stderr what it widens: host mounts, credentials, capabilities,
 network, ports, CA bundle, env names, a devcontainer build and its context.
 """
 
+import os
+import sys
+
+from agentsh.app.enter import recheck_file
+from agentsh.base.errors import AgentshError
+from agentsh.base.state import Store
 from agentsh.cli import options
 from agentsh.cli.common import run
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
+from agentsh.host import project
+from agentsh.policy import trust
+from agentsh.policy.config import devcontainer_choice, review, widen_lines
+from agentsh.policy.trust import anchor
 
 _DIR_ARG = Arg("dir", nargs=OPTIONAL, help="a directory inside the project (default: .)", value=DIR)
 ALLOW = Command(
@@ -32,9 +42,6 @@ DENY = Command(
 
 
 def _project_file(directory, choice=None):
-    from agentsh.base.errors import AgentshError
-    from agentsh.host import project
-    from agentsh.policy.trust import anchor
 
     proj = project.find(directory)
     path = anchor(proj, choice)  # the project file, else a devcontainer.json (with the Dockerfile it names)
@@ -48,8 +55,6 @@ def _project_file(directory, choice=None):
 
 def show_widens(path, widens, write):
     """What the project file adds to the sandbox, one `label  value` line each, before trust is recorded."""
-    from agentsh.policy.config import widen_lines
-
     lines = widen_lines(widens)
     if not lines:
         write(f"{path} widens nothing beyond your own config\n")
@@ -62,21 +67,15 @@ def show_widens(path, widens, write):
 def allow_body(argv):
     args = options.parse(ALLOW, argv)
 
-    from agentsh.base.errors import AgentshError
-    from agentsh.base.state import Store
-    from agentsh.policy import trust
-
     session = None
     if args.session:
         session = trust.session_id()
         if not session:
             raise AgentshError("--session needs a shell session, and AGENTSH_SESSION is not set",
                                "load the cd hook first: eval \"$(ab-hook bash)\" (or zsh; xonsh: xontrib load agentsh)")
-    from agentsh.policy.config import devcontainer_choice, review
 
     choice = devcontainer_choice(args.devcontainer)
     path = _project_file(args.dir, choice)
-    import sys
 
     # Read once, checked like user input (a bad value is refused, nothing recorded), shown, and
     # exactly those bytes (and that build context) recorded.
@@ -92,10 +91,6 @@ def allow_body(argv):
 def _tell_the_hook(store, session):
     """Leave word for this shell session's cd hook: blocked in a project, it decides again at the next
     prompt (agentsh.app.enter.recheck_file). Other shells sitting in the project enter on their next cd."""
-    import os
-
-    from agentsh.app.enter import recheck_file
-
     path = recheck_file(session, store.root)
     if path is None:
         return
@@ -108,9 +103,6 @@ def _tell_the_hook(store, session):
 
 def deny_body(argv):
     args = options.parse(DENY, argv)
-
-    from agentsh.base.state import Store
-    from agentsh.policy import trust
 
     path = _project_file(args.dir)
     trust.deny(Store(), path)

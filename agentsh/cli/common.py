@@ -13,7 +13,7 @@ def notice(message):
 
 
 def print_json(obj):
-    import json
+    import json  # lazy: json brings re along; only for --json
 
     sys.stdout.write(json.dumps(obj, indent=2) + "\n")
 
@@ -38,10 +38,10 @@ def run(prog, body, argv=None):
 
 def load_context(directory=None, flags=None, quiet=False):
     """The project for a directory, its config, the engine and the store."""
-    from agentsh.base.state import Store
-    from agentsh.host import project
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
+    from agentsh.base.state import Store  # lazy: not for --help or completion, which read only COMMAND
+    from agentsh.host import project  # lazy: not for --help or completion, which read only COMMAND
+    from agentsh.host.engine import Engine  # lazy: not for --help or completion, which read only COMMAND
+    from agentsh.policy import config  # lazy: not for --help or completion, which read only COMMAND
 
     store = Store()
     proj = project.find(directory)

@@ -22,6 +22,8 @@ repository holding the command's --dir, else the current directory.
 import json
 import os
 
+from agentsh.base.errors import AgentshError
+from agentsh.cli import ENTRY_POINTS
 from agentsh.cli.options import AGENT, CREDENTIAL, DIR, FILE, IMAGE, REST, SANDBOX, WORKTREE, Command
 
 DIRS, FILES, REST_LINE = "@dirs", "@files", "@rest"
@@ -52,7 +54,7 @@ def _json_names(directory, recursive=False, prefix=""):
 
 def credentials():
     """Credential names in every scope: <data dir>/creds/<scope>/<NAME>.json."""
-    from agentsh.base import paths
+    from agentsh.base import paths  # lazy: only to complete a credential name
 
     root = os.path.join(paths.data_dir(), "creds")
     return sorted({n for scope in _listdir(root) for n in _json_names(os.path.join(root, scope))})
@@ -61,8 +63,7 @@ def credentials():
 def worktrees(store=None, directory=None):
     """Worktree names of the repo holding `directory` (default: the current one): Store
     worktrees/<repo id>/<NAME>.json (NAME may hold '/'); none outside a repository."""
-    from agentsh.app import worktree
-    from agentsh.base.errors import AgentshError
+    from agentsh.app import worktree  # lazy: re and git calls, only to complete a worktree name
 
     try:
         repo = worktree.find_repo(directory)
@@ -89,7 +90,7 @@ def images(store=None):
             continue
         if isinstance(record, dict) and isinstance(record.get("image"), str):
             found.add(record["image"])
-    from agentsh.policy.config import DEFAULT_IMAGE
+    from agentsh.policy.config import DEFAULT_IMAGE  # lazy: only to complete an image
 
     found.add(DEFAULT_IMAGE)
     return sorted(found)
@@ -97,10 +98,10 @@ def images(store=None):
 
 def agent_profiles():
     """Agent profile names: the built-in ones and the config's [agents.NAME] (a broken config: built-in only)."""
-    from agentsh.policy import agents
+    from agentsh.policy import agents  # lazy: only to complete an agent profile
 
     try:
-        from agentsh.policy import config
+        from agentsh.policy import config  # lazy: only to complete an agent profile
 
         return agents.names(config.load())
     except Exception:
@@ -113,7 +114,7 @@ LIVE = {CREDENTIAL: credentials, WORKTREE: worktrees, SANDBOX: sandboxes, IMAGE:
 def _store(store):
     if store is not None:
         return store
-    from agentsh.base.state import Store
+    from agentsh.base.state import Store  # lazy: only for names kept in the state store
 
     return Store()
 
@@ -123,14 +124,12 @@ def _store(store):
 
 def commands():
     """{'ab-up': 'agentsh.cli.up:main', ...}: every installed agentsh command."""
-    from agentsh.cli import ENTRY_POINTS
-
     return {name: target for name, target in ENTRY_POINTS.items() if name.startswith("ab-")}
 
 
 def table(command):
     """The options table (agentsh.cli.options.Command) of an installed command, or None."""
-    import importlib
+    import importlib  # lazy: only to read a command's table (not for `ab SUBCOMMAND`)
 
     target = commands().get(command)
     if target is None:
@@ -158,7 +157,7 @@ def candidates(words, index):
 
 
 def _ab_commands():
-    from agentsh.cli.ab import COMMANDS
+    from agentsh.cli.ab import COMMANDS  # lazy: only to complete `ab`'s subcommand
 
     return sorted(set(COMMANDS) | {name[3:] for name in commands()})
 
@@ -280,7 +279,7 @@ def xonsh_completer(command):
     words = [a.value for a in command.args[: command.arg_index]] + [command.prefix]
     found = candidates(words, command.arg_index)
     if found == [DIRS]:
-        from xonsh.completers.path import complete_dir
+        from xonsh.completers.path import complete_dir  # lazy: xonsh is optional; only inside xonsh
 
         return complete_dir(command)  # `--opt=` included: xonsh completes the part after it
     if not found or found == [FILES] or found[0].startswith(REST_LINE + " "):
@@ -290,7 +289,7 @@ def xonsh_completer(command):
 
 def register_xonsh():
     """Add the completer to the running xonsh (`completer list` shows it as 'agentsh')."""
-    from xonsh.completers.completer import add_one_completer
-    from xonsh.completers.tools import contextual_command_completer
+    from xonsh.completers.completer import add_one_completer  # lazy: xonsh is optional; only inside xonsh
+    from xonsh.completers.tools import contextual_command_completer  # lazy: xonsh is optional; only inside xonsh
 
     add_one_completer("agentsh", contextual_command_completer(xonsh_completer), "start")

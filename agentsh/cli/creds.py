@@ -3,9 +3,15 @@
 import os
 import sys
 
+from agentsh.base.errors import AgentshError, UsageError
+from agentsh.base.state import Store
 from agentsh.cli import options
 from agentsh.cli.common import notice, print_json, run
+from agentsh.cli.ls import print_table
 from agentsh.cli.options import APPEND, CREDENTIAL, DIR, FILE, FLAG, OPTIONAL, Arg, Command, Option
+from agentsh.creds import vault as creds
+from agentsh.creds.delivery import SSH_AGENT_SOCKET, ssh_agent_socket
+from agentsh.host import project
 
 EXAMPLES = [
     "ab-creds set GITHUB_TOKEN                      # prompts without echo (or reads stdin)",
@@ -24,8 +30,6 @@ COLUMNS = ("name", "scope", "target", "source", "updated", "expires")
 
 
 def _project(directory):
-    from agentsh.host import project
-
     return project.find(directory)
 
 
@@ -39,9 +43,6 @@ def _target_text(clear):
 
 def _read_value(args, to_env):
     """The value for `set`: --from-*, else stdin (a no-echo prompt on a terminal)."""
-    from agentsh.base.errors import UsageError
-    from agentsh.creds import vault as creds
-
     if args.from_command:
         return args.from_command.encode()
     if args.from_env:
@@ -55,7 +56,7 @@ def _read_value(args, to_env):
         except OSError as e:
             raise UsageError(f"--from-file {args.from_file}: {e.strerror}") from None
     elif sys.stdin.isatty():
-        import getpass
+        import getpass  # lazy: only to prompt on a terminal
 
         value = getpass.getpass(f"value for {args.name} (not echoed): ").encode()
     else:
@@ -68,9 +69,6 @@ def _read_value(args, to_env):
 
 
 def cmd_set(args):
-    from agentsh.base.state import Store
-    from agentsh.creds import vault as creds
-
     creds.check_name(args.name)
     project = _scope_project(args)
     if args.file:
@@ -97,9 +95,6 @@ def cmd_set(args):
 
 
 def cmd_get(args):
-    from agentsh.base.errors import UsageError
-    from agentsh.creds import vault as creds
-
     creds.check_name(args.name)
     if sys.stdout.isatty() and not args.reveal:
         raise UsageError("refusing to print a secret to a terminal", "pipe it, or add --reveal")
@@ -117,15 +112,10 @@ def cmd_get(args):
 
 
 def cmd_ls(args):
-    from agentsh.base.state import Store
-    from agentsh.creds import vault as creds
-
     rows = creds.listing(Store())
     if args.json:
         print_json(rows)
         return 0
-    from agentsh.cli.ls import print_table
-
     shown = [{**r, "target": f"{r['type']}:{r['target']}" if r["type"] != "damaged" else "DAMAGED",
               "scope": r["scope"] if not r["project"] else f"{r['scope']} ({r['project']})",
               "updated": r["updated"] or "-",
@@ -135,9 +125,6 @@ def cmd_ls(args):
 
 
 def cmd_rm(args):
-    from agentsh.base.state import Store
-    from agentsh.creds import vault as creds
-
     creds.check_name(args.name)
     project = _scope_project(args)
     creds.remove(Store(), args.name, creds.scope_of(project))
@@ -146,9 +133,6 @@ def cmd_rm(args):
 
 
 def cmd_grant(args, revoke=False):
-    from agentsh.base.state import Store
-    from agentsh.creds import vault as creds
-
     project = _project(args.dir)
     store = Store()
     if revoke:
@@ -162,9 +146,7 @@ def cmd_grant(args, revoke=False):
 
 
 def cmd_import(args):
-    from agentsh.base.state import Store
-    from agentsh.creds import importers
-    from agentsh.creds import vault as creds
+    from agentsh.creds import importers  # lazy: subprocess and configparser, only for `import`
 
     project = _scope_project(args)
     found = importers.find(args.source)
@@ -191,11 +173,6 @@ def cmd_import(args):
 
 
 def cmd_ssh_agent(args):
-    from agentsh.base.errors import AgentshError
-    from agentsh.base.state import Store
-    from agentsh.creds import vault as creds
-    from agentsh.creds.delivery import SSH_AGENT_SOCKET, ssh_agent_socket
-
     project = _project(args.dir)
     if args.revoke:
         creds.set_ssh_agent(Store(), project, None)
@@ -212,8 +189,6 @@ def cmd_ssh_agent(args):
 
 
 def cmd_init(args):
-    from agentsh.creds import vault as creds
-
     creds.create_key(with_passphrase=args.passphrase)
     print(f"credential cache key created in {creds.paths.config_dir()} "
           f"({'passphrase' if args.passphrase else 'random key file, mode 0600'})")

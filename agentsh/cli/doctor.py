@@ -23,7 +23,7 @@ COMMAND = Command(
 def body(argv):
     args = options.parse(COMMAND, argv)
 
-    from agentsh.app import doctor
+    from agentsh.app import doctor  # lazy: every check's module (json, re, subprocess); not for --help or completion
 
     checks = doctor.run_checks(run_container=not args.no_run, fresh=args.fresh)
     if args.json:

@@ -1,8 +1,12 @@
 """ab-down: stop (and remove) sandboxes."""
 
+from agentsh.base.state import Store
 from agentsh.cli import options
 from agentsh.cli.common import load_context, print_json, run
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
+from agentsh.host.engine import Engine
+from agentsh.policy import config
+from agentsh.sandbox import lifecycle as sandbox
 
 EXAMPLES = [
     "ab-down                 # stop this project's sandbox",
@@ -32,17 +36,10 @@ def body(argv):
     if args.volumes and not args.rm:
         p.error("--volumes needs --rm")
 
-    from agentsh.sandbox import lifecycle as sandbox
-
     if args.all:
-        from agentsh.host.engine import Engine
-        from agentsh.policy import config
-
         engine = Engine(config.load()["engine"])
         names = [r["name"] for r in sandbox.listing(engine)]
         volumes = [n + "-home" for n in names] if args.volumes else []
-        from agentsh.base.state import Store
-
         store = Store()
     else:
         proj, _, engine, store = load_context(args.dir)

@@ -58,19 +58,19 @@ def parse(argv):
 def body(argv):
     args = fast_parse(argv) or parse(argv)
     if args.wt:
-        from agentsh.app.worktree import path_of
+        from agentsh.app.worktree import path_of  # lazy: re and git calls, only for --wt
 
         args.dir = path_of(args.wt, args.dir)
 
-    from agentsh.app import session
-    from agentsh.policy.shell import shell_command
-    from agentsh.sandbox import execute
+    from agentsh.app import session  # lazy: not for --help or completion, which read only COMMAND
+    from agentsh.policy.shell import shell_command  # lazy: not for --help or completion, which read only COMMAND
+    from agentsh.sandbox import execute  # lazy: not for --help or completion, which read only COMMAND
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
-        from agentsh.policy.lockdown import lockdown
+        from agentsh.policy.lockdown import lockdown  # lazy: re and the network rules, only when locked
 
         cfg = lockdown(cfg)
     environ = os.environ

@@ -13,6 +13,8 @@ still blocked, it says nothing more.
 import os
 import sys
 
+import agentsh
+from agentsh.base.errors import UsageError
 from agentsh.cli import options
 from agentsh.cli.common import notice, run
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
@@ -62,7 +64,7 @@ def body(argv):
     if args.enter is not None or args.recheck is not None:
         return enter(args.enter if args.enter is not None else args.recheck, recheck=args.enter is None)
     if args.decide is not None:
-        from agentsh.app import hooks
+        from agentsh.app import hooks  # lazy: only for --decide
 
         decision = hooks.decide(args.decide)
         if decision.action == hooks.BLOCKED:
@@ -87,8 +89,7 @@ def body(argv):
 
 def complete(argv):
     """`--complete INDEX -- WORDS...`: the completion candidates for WORDS[INDEX], one a line."""
-    from agentsh.base.errors import UsageError
-    from agentsh.cli.completion import candidates
+    from agentsh.cli.completion import candidates  # lazy: json and re; only for --complete, not on --enter's path
 
     if len(argv) < 2 or not argv[0].isdigit() or argv[1] != "--":
         raise UsageError("--complete needs INDEX -- WORDS...")
@@ -99,15 +100,15 @@ def complete(argv):
 
 def hook_source(shell):
     """The hook code for `shell`, ready to eval, naming this installation's files."""
-    import shlex
+    import shlex  # lazy: shlex brings re; only to print the hook
 
-    from agentsh.app import hooks
+    from agentsh.app import hooks  # lazy: only to print the hook, not for --complete
 
     if shell == "xonsh":
         text = hooks.read_resource("shellhooks", "agentsh.xsh")
         text = text.replace(XONSH_PATHS_LINE, f"_agentsh_paths = {xonsh_import_paths()!r}", 1)
         return text.replace(XONSH_BIN_LINE, f"_agentsh_bin = {own_executable()!r}", 1)
-    from agentsh.base import paths
+    from agentsh.base import paths  # lazy: only to print the hook, not for --complete
 
     text = hooks.read_resource("shellhooks", f"agentsh.{shell}")
     text = text.replace(STATE_LINE, f"_agentsh_state={shlex.quote(paths.state_dir())}", 1)
@@ -119,9 +120,9 @@ COMPLETION_FILES = {"bash": "ab.bash", "zsh": "_ab", "xonsh": "ab.xsh"}
 
 def completion_source(shell):
     """The completion code for `shell`, calling this installation's ab-hook."""
-    import shlex
+    import shlex  # lazy: shlex brings re; only to print the completions
 
-    from agentsh.app import hooks
+    from agentsh.app import hooks  # lazy: only to print the completions, not for --complete
 
     text = hooks.read_resource("completions", COMPLETION_FILES[shell])
     if shell == "xonsh":
@@ -131,7 +132,7 @@ def completion_source(shell):
 
 def own_executable():
     """This ab-hook's absolute path (the hook calls it), else the bare name."""
-    from agentsh.host.engine import which
+    from agentsh.host.engine import which  # lazy: only to print the hook, not for --enter or --complete
 
     me = sys.argv[0] if os.path.basename(sys.argv[0]) == "ab-hook" else "ab-hook"
     found = which(me) if os.sep not in me else me
@@ -140,9 +141,8 @@ def own_executable():
 
 def xonsh_import_paths():
     """Directories xonsh needs on sys.path to import agentsh and xontrib.agentsh."""
-    import importlib.util
+    import importlib.util  # lazy: only for the xonsh hook
 
-    import agentsh
 
     wanted = [os.path.dirname(os.path.dirname(os.path.abspath(agentsh.__file__)))]
     spec = importlib.util.find_spec("xontrib.agentsh")
@@ -153,8 +153,8 @@ def xonsh_import_paths():
 
 def enter(directory, recheck=False):
     """What the hook runs on entering a project; returns an ENTER_* status."""
-    from agentsh.app import hooks
-    from agentsh.base.state import Store
+    from agentsh.app import hooks  # lazy: only for --enter, not for --complete
+    from agentsh.base.state import Store  # lazy: only for --enter, not for --complete
 
     store = Store()
     _clear_recheck(hooks, store.root)
@@ -165,13 +165,21 @@ def enter(directory, recheck=False):
         return hooks.ENTER_BLOCKED
     if decision.action not in (hooks.UP, hooks.SHELL):
         return hooks.ENTER_NOTHING
-    from agentsh.sandbox.execute import stdio_is_terminal
+    from agentsh.sandbox.execute import (
+        stdio_is_terminal,  # lazy: only when the hook enters a project (the cd hook's common path imports none of it)
+    )
 
     if decision.action == hooks.SHELL and not stdio_is_terminal():  # nothing to hand a shell to
         return hooks.ENTER_NOTHING
-    from agentsh.app import enter as entering
-    from agentsh.host.engine import Engine
-    from agentsh.sandbox import lifecycle as sandbox
+    from agentsh.app import (
+        enter as entering,  # lazy: only when the hook enters a project (the cd hook's common path imports none of it)
+    )
+    from agentsh.host.engine import (
+        Engine,  # lazy: only when the hook enters a project (the cd hook's common path imports none of it)
+    )
+    from agentsh.sandbox import (
+        lifecycle as sandbox,  # lazy: only when the hook enters a project (the cd hook's common path imports none of it)
+    )
 
     engine = Engine(decision.config["engine"])
     stale = entering.stale_spec(decision, engine, store)
@@ -184,7 +192,9 @@ def enter(directory, recheck=False):
         return hooks.ENTER_UP
     if recreate:
         sandbox.start(decision.project, decision.config, engine, store, notice)  # says "spec changed; ..."
-    from agentsh.cli import exec as exec_cli
+    from agentsh.cli import (
+        exec as exec_cli,  # lazy: only when the hook enters a project (the cd hook's common path imports none of it)
+    )
 
     # A sandbox stopped under the shell is said in one line by the session (app.session).
     exec_cli.body(["--dir", directory, "--tty"])

@@ -1,10 +1,14 @@
 """ab-image: build the default sandbox image, list agentsh images."""
 
 import sys
+import time
 
+from agentsh.base.state import Store
 from agentsh.cli import options
 from agentsh.cli.common import notice, print_json, run
 from agentsh.cli.options import FLAG, IMAGE, OFF, Command, Option
+from agentsh.host.engine import Engine
+from agentsh.policy import config
 
 EXAMPLES = [
     "ab-image build                   # localhost/agentsh:latest on debian:bookworm-slim",
@@ -73,8 +77,6 @@ class Progress:
     """
 
     def __init__(self, mode, stream=None):
-        import time
-
         self.mode = mode
         self.stream = stream or sys.stderr
         self.started = time.monotonic()
@@ -90,7 +92,7 @@ class Progress:
         return cls("tty" if stream.isatty() else "plain", stream)
 
     def line(self, text):
-        from agentsh.sandbox.image import is_step_line
+        from agentsh.sandbox.image import is_step_line  # lazy: re, subprocess; only for a build's progress
 
         if self.mode == "verbose":
             self._write(text + "\n")
@@ -103,8 +105,6 @@ class Progress:
                 self.clear()
                 self._write(_shorten(text, width - 1) + "\n")
             elif text.strip():
-                import time
-
                 elapsed = int(time.monotonic() - self.started)
                 status = f"  [{elapsed // 60}:{elapsed % 60:02d}] {text.strip()}"
                 self._write("\r\033[K" + _shorten(status, width - 1))
@@ -126,7 +126,7 @@ class Progress:
 
 
 def _width():
-    import shutil
+    import shutil  # lazy: bz2 and lzma come along; only for the progress line
 
     return max(40, shutil.get_terminal_size((100, 24)).columns)
 
@@ -147,10 +147,7 @@ def body(argv):
 
 
 def do_build(args):
-    from agentsh.base.state import Store
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-    from agentsh.sandbox import image
+    from agentsh.sandbox import image  # lazy: re, subprocess; not for --help or completion
 
     cfg = config.load()
     progress = Progress.choose(quiet=args.quiet, verbose=args.verbose)
@@ -179,9 +176,7 @@ def do_build(args):
 
 
 def do_ls(args):
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-    from agentsh.sandbox import image
+    from agentsh.sandbox import image  # lazy: re, subprocess; not for --help or completion
 
     rows = image.listing(Engine(config.load()["engine"]))
     if args.json:

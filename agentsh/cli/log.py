@@ -1,8 +1,12 @@
 """ab-log: the egress audit log of a project's sandbox (network modes "allow" and "learn")."""
 
+import sys
+
+from agentsh.base.state import Store
 from agentsh.cli import options
 from agentsh.cli.common import run
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
+from agentsh.host import project
 
 EXAMPLES = [
     "ab-log                     # every connection attempt of this project's sandbox",
@@ -31,11 +35,8 @@ COMMAND = Command(
 def body(argv):
     args = options.parse(COMMAND, argv)
 
-    import sys
 
-    from agentsh.base.state import Store
-    from agentsh.egress import audit, network
-    from agentsh.host import project
+    from agentsh.egress import audit, network  # lazy: json and re; not for --help or completion
 
     proj = project.find(args.dir)
     path = Store().path(network.audit_rel(proj.sandbox))

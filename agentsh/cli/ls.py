@@ -3,6 +3,9 @@
 from agentsh.cli import options
 from agentsh.cli.common import print_json, run
 from agentsh.cli.options import FLAG, Command, Option
+from agentsh.host.engine import Engine
+from agentsh.policy import config
+from agentsh.sandbox import lifecycle as sandbox
 
 EXAMPLES = [
     "ab-ls",
@@ -15,10 +18,6 @@ COMMAND = Command("ab-ls", "List every agentsh sandbox: name, project, state, im
 
 def body(argv):
     args = options.parse(COMMAND, argv)
-
-    from agentsh.host.engine import Engine
-    from agentsh.policy import config
-    from agentsh.sandbox import lifecycle as sandbox
 
     rows = sandbox.listing(Engine(config.load()["engine"]))
     if args.json:

@@ -1,7 +1,7 @@
 """ab-net: a project's network policy: show it, allow a host, propose an allowlist from the log."""
 
 from agentsh.cli import options
-from agentsh.cli.common import print_json, run
+from agentsh.cli.common import load_context, notice, print_json, run
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, Arg, Command, Option
 
 EXAMPLES = [
@@ -36,9 +36,8 @@ COMMAND = Command(
 def body(argv):
     args = options.parse(COMMAND, argv)
 
-    from agentsh.cli.common import load_context
-    from agentsh.egress import network
-    from agentsh.policy import rules
+    from agentsh.egress import network  # lazy: re and ipaddress; not for --help or completion
+    from agentsh.policy import rules  # lazy: re and ipaddress; not for --help or completion
 
     proj, cfg, _, store = load_context(args.dir, quiet=args.cmd != "show")
     if args.cmd == "allow":
@@ -48,13 +47,11 @@ def body(argv):
         else:
             print(f"allowed {args.host} for {proj.root}" + ("" if new else " (already allowed)"))
             if cfg["network"]["mode"] not in rules.PROXIED and not cfg.get("lockdown"):
-                from agentsh.cli.common import notice
-
                 notice(f"network mode is {cfg['network']['mode']!r}: the allowlist applies in mode \"allow\" "
                        "(set [network] mode = \"allow\", or use --lockdown)")
         return 0
-    from agentsh.egress import audit
-    from agentsh.egress.audit import ascii_json, printable
+    from agentsh.egress import audit  # lazy: json; only for the log
+    from agentsh.egress.audit import ascii_json, printable  # lazy: json; only for the log
 
     if args.cmd == "propose":
         # The log holds what the sandbox asked for: propose keeps only valid hosts,

@@ -34,7 +34,7 @@ COMMAND = Command(
 def body(argv):
     args = options.parse(COMMAND, argv)
 
-    from agentsh.app import hooks
+    from agentsh.app import hooks  # lazy: not for --help or completion, which read only COMMAND
 
     report = hooks.status_report(args.dir, engine=args.engine and not args.prompt, deep=not args.prompt)
     if args.prompt:
@@ -75,7 +75,7 @@ def render(report):
         lines.append(f"{'devcontainer':<12} {names}" + ("" if used else " (none in use: choose with --devcontainer "
                                                           "NAME or config devcontainer)"))
     if report.get("widens") is not None:
-        from agentsh.policy.config import widen_lines
+        from agentsh.policy.config import widen_lines  # lazy: only for the text report
 
         widens = widen_lines(report["widens"]) or [("", "nothing beyond your own config")]
         lines += [f"{'widens' if i == 0 else '':<12} {f'{label}: ' if label else ''}{value}"

@@ -61,29 +61,29 @@ def parse(argv):
 def body(argv):
     args = fast_parse(argv) or parse(argv)
     if args.wt:
-        from agentsh.app.worktree import path_of
+        from agentsh.app.worktree import path_of  # lazy: re and git calls, only for --wt
 
         args.dir = path_of(args.wt, args.dir)
 
-    from agentsh.sandbox import lifecycle as sandbox
+    from agentsh.sandbox import lifecycle as sandbox  # lazy: not for --help or completion, which read only COMMAND
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None,
                                                       "devcontainer": args.devcontainer})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
-        from agentsh.policy.lockdown import lockdown
+        from agentsh.policy.lockdown import lockdown  # lazy: not for --help or completion, which read only COMMAND
 
         cfg = lockdown(cfg)
     if args.publish:
-        from agentsh.policy.ports import publish_args
+        from agentsh.policy.ports import publish_args  # lazy: not for --help or completion, which read only COMMAND
 
         publish_args(args.publish, proj.root)  # a bad -p is a usage error (2) before anything runs
     if args.dry_run:
         return dry_run(proj, cfg, engine, store, args)
     record = sandbox.up(proj, cfg, engine, store, recreate=args.recreate, notify=notice, publish=args.publish,
                         attach=True)
-    from agentsh.creds import delivery as inject
+    from agentsh.creds import delivery as inject  # lazy: not for --help or completion, which read only COMMAND
 
     if not locked:
         inject.deliver(proj, cfg, engine, store, notice, files_only=True)  # granted credential files
@@ -96,8 +96,8 @@ def body(argv):
 
 def dry_run(proj, cfg, engine, store, args):
     """The plan ab-up would carry out (docs/agents.md: its JSON keys), without creating anything."""
-    from agentsh.base import layout
-    from agentsh.sandbox import spec as specs
+    from agentsh.base import layout  # lazy: not for --help or completion, which read only COMMAND
+    from agentsh.sandbox import spec as specs  # lazy: not for --help or completion, which read only COMMAND
 
     publish = args.publish
     if publish is None:  # the ports the sandbox was made with, as ab-up would keep them

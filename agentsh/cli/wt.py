@@ -4,6 +4,7 @@ import sys
 
 from agentsh.cli import options
 from agentsh.cli.common import print_json, run
+from agentsh.cli.ls import print_table
 from agentsh.cli.options import DIR, FLAG, OPTIONAL, WORKTREE, Arg, Command, Option
 
 SUBCOMMANDS = {
@@ -77,7 +78,7 @@ def usage():
 def new(argv):
     args = options.parse(COMMAND.subcommands["new"], argv)
 
-    from agentsh.app import worktree
+    from agentsh.app import worktree  # lazy: re and git calls; not for --help or completion
 
     record = worktree.create(args.name, args.dir, ref=args.ref, branch=args.branch)
     if args.json:
@@ -93,8 +94,7 @@ LS_COLUMNS = ("name", "branch", "head", "status", "sandbox", "path")
 def ls(argv):
     args = options.parse(COMMAND.subcommands["ls"], argv)
 
-    from agentsh.app import worktree
-    from agentsh.cli.ls import print_table
+    from agentsh.app import worktree  # lazy: re and git calls; not for --help or completion
 
     rows = worktree.listing(args.dir)
     if args.json:
@@ -110,7 +110,7 @@ def ls(argv):
 def path(argv):
     args = options.parse(COMMAND.subcommands["path"], argv)
 
-    from agentsh.app import worktree
+    from agentsh.app import worktree  # lazy: re and git calls; not for --help or completion
 
     print(worktree.path_of(args.name, args.dir))
     return 0
@@ -119,7 +119,7 @@ def path(argv):
 def rm(argv):
     args = options.parse(COMMAND.subcommands["rm"], argv)
 
-    from agentsh.app import worktree
+    from agentsh.app import worktree  # lazy: re and git calls; not for --help or completion
 
     done = worktree.remove(args.name, args.dir, force=args.force, delete_branch=args.delete_branch)
     if args.json:
@@ -136,7 +136,7 @@ def prune(argv):
     if args.all and args.dir:
         p.error("give DIR or --all, not both")
 
-    from agentsh.app import worktree
+    from agentsh.app import worktree  # lazy: re and git calls; not for --help or completion
 
     pruned = worktree.prune(args.dir, all_repos=args.all)
     if args.json:

@@ -16,11 +16,27 @@ Deciding that nothing is wanted reads one small grant record and lists one
 directory; `cryptography` is imported only when something is.
 """
 
+from __future__ import annotations
+
 import os
+import stat
+import time
 
 from agentsh.base.errors import AgentshError, EngineError
 from agentsh.base.layout import SECRETS_DIR, SSH_AGENT_SOCKET  # noqa: E402
+from agentsh.base.state import Store
 from agentsh.creds import vault as creds
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+    from typing import Any
+
+    from agentsh.host.engine import Engine
+    from agentsh.host.project import Project
+    from agentsh.policy.agents import Profile
+
+    Notify = Callable[[str], object]
 
 TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m,mode=0700"
 NO_TMPFS = 97  # the injection script's status when the sandbox has no secrets tmpfs
@@ -30,7 +46,7 @@ EXEC_TIMEOUT = 60
 class FileCredential:
     """One file a sandbox receives: where it is kept (tmpfs) and where it is seen."""
 
-    def __init__(self, name, scope, target, value, writeback):
+    def __init__(self, name: str, scope: str | None, target: str, value: bytes, writeback: bool) -> None:
         self.name, self.scope, self.target, self.value, self.writeback = name, scope, target, value, writeback
         inside = target.startswith(SECRETS_DIR + "/")
         self.stored = target if inside else f"{SECRETS_DIR}/{name}"
@@ -39,43 +55,43 @@ class FileCredential:
 class Delivery:
     """The env values and files one `ab-exec` hands to a sandbox."""
 
-    def __init__(self, key):
+    def __init__(self, key: bytes) -> None:
         self.key = key
         self.env_values = {}
         self.files = []
 
     @property
-    def env_names(self):
+    def env_names(self) -> list[str]:
         return list(self.env_values)
 
     @property
-    def writeback(self):
+    def writeback(self) -> list[FileCredential]:
         return [f for f in self.files if f.writeback]
 
 
 # -- the container spec ------------------------------------------------------
 
 
-def sandbox_additions(project, engine, store=None):
+def sandbox_additions(project: Project, engine: Engine, store: Store | None = None
+                      ) -> tuple[list[str], dict[str, str]]:
     """Spec pieces for credentials: the secrets tmpfs, and the SSH agent socket when granted.
 
     Returns (run arguments, {env name: value}). The tmpfs is always there, so
     a later grant never writes a secret onto the container's disk.
     """
     if store is None:
-        from agentsh.base.state import Store
-
         store = Store()
     return secrets_run_args(engine, os.getuid(), os.getgid(), granted_ssh_agent(store, project))
 
 
-def granted_ssh_agent(store, project):
+def granted_ssh_agent(store: Store, project: Project) -> str | None:
     """The host SSH agent socket a project's sandbox gets (its grant, see ssh_agent_socket), or None."""
     grant = store.read(creds.grant_rel(project)) or {}
     return ssh_agent_socket(grant.get("ssh_agent"))
 
 
-def secrets_run_args(engine, uid, gid, ssh_agent=None):
+def secrets_run_args(engine: Engine, uid: int, gid: int, ssh_agent: str | None = None
+                     ) -> tuple[list[str], dict[str, str]]:
     """(run arguments, env) for the secrets tmpfs and, given a host socket, the forwarded SSH agent."""
     owner = "U" if engine.is_podman else f"uid={uid},gid={gid}"
     args = ["--tmpfs", f"{SECRETS_DIR}:{TMPFS_OPTIONS},{owner}"]
@@ -86,12 +102,10 @@ def secrets_run_args(engine, uid, gid, ssh_agent=None):
     return args, env
 
 
-def ssh_agent_socket(granted):
+def ssh_agent_socket(granted: Mapping[str, Any] | None) -> str | None:
     """The host agent socket to forward: $SSH_AUTH_SOCK now, else the one seen at grant time."""
     if not granted:
         return None
-    import stat
-
     for path in (os.environ.get("SSH_AUTH_SOCK"), granted.get("socket")):
         try:
             if path and ":" not in path and stat.S_ISSOCK(os.stat(path).st_mode):
@@ -104,19 +118,20 @@ def ssh_agent_socket(granted):
 # -- choosing and opening -------------------------------------------------------
 
 
-def cached_credentials(prof, project):
+def cached_credentials(prof: Profile, project: Project | None) -> list[str]:
     """The profile's credentials present in the cache for this project (no decryption)."""
     return [n for n in prof.credentials if creds.find(n, project) is not None]
 
 
-def wanted(project, cfg, store):
+def wanted(project: Project, cfg: Mapping[str, Any], store: Store) -> list[str]:
     """Credential names the project receives (cheap: no decryption)."""
     grant = store.read(creds.grant_rel(project)) or {}
     names = [*grant.get("names", ()), *(cfg.get("credentials") or ()), *creds.names(project.key)]
     return list(dict.fromkeys(names))
 
 
-def prepare(project, cfg, store, notify, files_only=False):
+def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Notify,
+            files_only: bool = False) -> Delivery | None:
     """Open what the project receives; None when it receives nothing."""
     names = wanted(project, cfg, store)
     if not names:
@@ -151,7 +166,7 @@ def prepare(project, cfg, store, notify, files_only=False):
             delivery.files.append(FileCredential(name, record["_scope"], clear["target"], value,
                                                  clear.get("writeback", False)))
     if not files_only and delivery is not None:  # also with none proxied now: a revoked one loses its entry
-        from agentsh.creds import swap
+        from agentsh.creds import swap  # lazy: only once a credential is delivered
 
         stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()})
         for name, (target, *_) in proxied.items():
@@ -162,7 +177,7 @@ def prepare(project, cfg, store, notify, files_only=False):
 # -- into the sandbox and back ----------------------------------------------------
 
 
-def env_file(token, values):
+def env_file(token: str, values: Mapping[str, str]) -> FileCredential:
     """The environment values of one exec, as a file the in-sandbox `run` script reads and removes.
 
     It travels with the credential files (stdin of one exec, into the
@@ -174,11 +189,11 @@ def env_file(token, values):
     return FileCredential(f"env-{token}", None, path, text.encode("utf-8", "surrogateescape"), False)
 
 
-def _q(text):
+def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def write_script(files):
+def write_script(files: Sequence[FileCredential]) -> str:
     """sh script that reads the files' bytes, in order, from stdin into the tmpfs.
 
     `dd bs=1` reads exactly its count from a pipe (a buffered reader would
@@ -199,7 +214,7 @@ def write_script(files):
     return "\n".join(lines) + "\n"
 
 
-def read_back_script(files):
+def read_back_script(files: Iterable[FileCredential]) -> str:
     """sh script printing each file as '<length>\\n<bytes>' ('-\\n' when gone).
 
     An agent that replaced the symlink with a regular file (write to a temp
@@ -216,14 +231,15 @@ def read_back_script(files):
     return "\n".join(lines) + "\n"
 
 
-def _gone(engine, err):
+def _gone(engine: Engine, err: str) -> bool:
     """Whether an exec's stderr is the engine saying the sandbox is gone or stopped."""
-    from agentsh.host.engine import ContainerGone
+    from agentsh.host.engine import ContainerGone  # lazy: ab-status --prompt loads this module but no engine
 
     return isinstance(engine.error(err, "exec"), ContainerGone)
 
 
-def write_files(engine, sandbox_name, files, recover=None):
+def write_files(engine: Engine, sandbox_name: str, files: Sequence[FileCredential],
+                recover: Callable[[], object] | None = None) -> None:
     """One engine call: every file credential into the sandbox's tmpfs."""
     script = write_script(files)
     data = b"".join(f.value for f in files)
@@ -242,7 +258,7 @@ def write_files(engine, sandbox_name, files, recover=None):
     raise EngineError(f"cannot write credential files into {sandbox_name}: {last}")
 
 
-def parse_frames(out, count):
+def parse_frames(out: bytes, count: int) -> list[bytes | None]:
     """'<length>\\n<bytes>' frames -> list of bytes (None for '-')."""
     values, pos = [], 0
     for _ in range(count):
@@ -260,7 +276,7 @@ def parse_frames(out, count):
     return values
 
 
-def write_back(engine, sandbox_name, delivery, store, notify):
+def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Store, notify: Notify) -> list[str]:
     """Read back write-back files after the command; re-seal the ones it changed.
 
     Compared with what THIS run put in, not with the cache: a sandbox that
@@ -282,8 +298,6 @@ def write_back(engine, sandbox_name, delivery, store, notify):
     changed = [(f, v) for f, v in zip(files, values) if v and v != f.value]
     if not changed:
         return []
-    import time
-
     done = []
     try:
         with store.lock():
@@ -299,7 +313,8 @@ def write_back(engine, sandbox_name, delivery, store, notify):
     return done
 
 
-def deliver(project, cfg, engine, store, notify, recover=None, files_only=False):
+def deliver(project: Project, cfg: Mapping[str, Any], engine: Engine, store: Store, notify: Notify,
+            recover: Callable[[], object] | None = None, files_only: bool = False) -> Delivery | None:
     """Open what the project receives and put its files in place; the Delivery or None."""
     delivery = prepare(project, cfg, store, notify, files_only=files_only)
     if delivery is not None and delivery.files:
@@ -307,7 +322,7 @@ def deliver(project, cfg, engine, store, notify, recover=None, files_only=False)
     return delivery
 
 
-def only_named(delivery, project, names):
+def only_named(delivery: Delivery | None, project: Project | None, names: Collection[str]) -> Delivery | None:
     """Keep from a credential Delivery only the named credentials (lockdown: what the command names)."""
     if delivery is None:
         return None

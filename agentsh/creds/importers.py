@@ -7,11 +7,19 @@ themselves are imported with write-back, so a refresh in one sandbox reaches
 the others.
 """
 
+from __future__ import annotations
+
+import configparser
 import os
+import subprocess
 
 from agentsh.base.errors import AgentshError
 from agentsh.creds import vault as creds
 from agentsh.creds.flags import sandbox_path
+
+TYPE_CHECKING = False  # typing stays off the paths that import this module
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
 # Where each API key may be sent, and in which header (the egress proxy adds it there; creds.swap).
@@ -28,21 +36,22 @@ BINDINGS = {
 class Found:
     """One credential an importer found on the host."""
 
-    def __init__(self, name, type_, target, value, origin, writeback=False, source=creds.VALUE, fmt=creds.RAW,
-                 bind_hosts=(), bind_header=None):
+    def __init__(self, name: str, type_: str, target: str, value: bytes, origin: str, writeback: bool = False,
+                 source: str = creds.VALUE, fmt: str = creds.RAW, bind_hosts: Iterable[str] = (),
+                 bind_header: str | None = None) -> None:
         self.name, self.type, self.target, self.value = name, type_, target, value
         self.origin, self.writeback, self.source, self.format = origin, writeback, source, fmt
         self.bind_hosts, self.bind_header = tuple(bind_hosts), bind_header
 
-    def appears_as(self):
+    def appears_as(self) -> str:
         return f"${self.target}" if self.type == creds.ENV else self.target
 
 
-def _home(*parts):
+def _home(*parts: str) -> str:
     return os.path.join(os.path.expanduser("~"), *parts)
 
 
-def _read(path):
+def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -50,12 +59,12 @@ def _read(path):
         return None
 
 
-def _env(name):
+def _env(name: str) -> tuple[str, bytes] | None:
     value = os.environ.get(name, "").strip()
     return (name, value.encode()) if value else None
 
 
-def _token_file(name, host_path, sandbox_rel):
+def _token_file(name: str, host_path: str, sandbox_rel: str) -> Found | None:
     """A tool's OAuth token file: imported with write-back (the tool refreshes it)."""
     data = _read(host_path)
     if not data or not data.strip():
@@ -63,23 +72,21 @@ def _token_file(name, host_path, sandbox_rel):
     return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True)
 
 
-def _bound(found):
+def _bound(found: Found) -> Found:
     hosts, header = BINDINGS.get(found.name, ((), None))
     found.bind_hosts, found.bind_header = hosts, header
     return found
 
 
-def _api_key(var, sandbox_var=None):
+def _api_key(var: str, sandbox_var: str | None = None) -> Found | None:
     found = _env(var)
     if not found:
         return None
     return _bound(Found(sandbox_var or var, creds.ENV, sandbox_var or var, found[1], f"${var}"))
 
 
-def _run(argv):
+def _run(argv: list[str]) -> bytes | None:
     """stdout of a host tool (bytes), or None when it is missing or fails."""
-    import subprocess
-
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=creds.COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
@@ -87,24 +94,24 @@ def _run(argv):
     return proc.stdout if proc.returncode == 0 else None
 
 
-def claude():
+def claude() -> list[Found]:
     return [f for f in (_token_file("CLAUDE_CREDENTIALS", _home(".claude", ".credentials.json"),
                                     ".claude/.credentials.json"),
                         _api_key("ANTHROPIC_API_KEY")) if f]
 
 
-def codex():
+def codex() -> list[Found]:
     return [f for f in (_token_file("CODEX_AUTH", _home(".codex", "auth.json"), ".codex/auth.json"),
                         _api_key("OPENAI_API_KEY")) if f]
 
 
-def gemini():
+def gemini() -> list[Found]:
     return [f for f in (_api_key("GEMINI_API_KEY"), _api_key("GOOGLE_API_KEY"),
                         _token_file("GEMINI_OAUTH", _home(".gemini", "oauth_creds.json"), ".gemini/oauth_creds.json"))
             if f]
 
 
-def gh():
+def gh() -> list[Found]:
     for var in ("GH_TOKEN", "GITHUB_TOKEN"):
         found = _api_key(var, "GH_TOKEN")
         if found:
@@ -115,7 +122,7 @@ def gh():
     return []
 
 
-def git():
+def git() -> list[Found]:
     """user.name and user.email as a gitconfig (git also reads ~/.config/git/config,
     so the sandbox's own ~/.gitconfig stays the agent's)."""
     lines = []
@@ -130,7 +137,7 @@ def git():
                   "git config --global user.name/user.email")]
 
 
-def npm():
+def npm() -> list[Found]:
     """The auth lines of ~/.npmrc (tokens, and the registries they belong to)."""
     path = os.environ.get("NPM_CONFIG_USERCONFIG") or _home(".npmrc")
     data = _read(path)
@@ -143,11 +150,9 @@ def npm():
     return [_bound(Found("NPM_RC", creds.FILE, sandbox_path("~/.npmrc"), ("\n".join(keep) + "\n").encode(), path))]
 
 
-def aws():
+def aws() -> list[Found]:
     """Static keys, or a profile's credential_process (run on the host at each injection),
     as ~/.aws/credentials for the sandbox's default profile."""
-    import configparser
-
     target = sandbox_path("~/.aws/credentials")
     if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
         return [Found("AWS_CREDENTIALS", creds.FILE, target, _aws_file(os.environ, "AWS_ACCESS_KEY_ID",
@@ -175,7 +180,7 @@ def aws():
     return []
 
 
-def _aws_file(values, key_id, secret, token):
+def _aws_file(values: Mapping[str, str], key_id: str, secret: str, token: str) -> bytes:
     lines = ["[default]", f"aws_access_key_id = {values[key_id]}", f"aws_secret_access_key = {values[secret]}"]
     if values.get(token):
         lines.append(f"aws_session_token = {values[token]}")
@@ -193,7 +198,7 @@ WHERE = {
 }
 
 
-def find(source):
+def find(source: str) -> list[Found]:
     """What the host holds for a source; a clear error when it holds nothing."""
     if source not in SOURCES:
         raise AgentshError(f"unknown import source {source!r}", f"choose one of: {', '.join(SOURCES)}", code=2)

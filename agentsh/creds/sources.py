@@ -5,16 +5,16 @@ format "aws-credential-process", JSON turned into a credentials file). It
 runs in a session of its own, so a timeout kills everything it started.
 """
 
+import json
 import os
+import signal
+import subprocess
 
 from agentsh.base.errors import CredentialError
 
 
-def run_command(cmd, name, timeout):
+def run_command(cmd: str, name: str, timeout: float) -> bytes:
     """Run a credential command on the host (like AWS credential_process); its stdout."""
-    import signal
-    import subprocess
-
     proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -33,10 +33,8 @@ def run_command(cmd, name, timeout):
     return out
 
 
-def aws_credentials_file(output, name):
+def aws_credentials_file(output: bytes, name: str) -> bytes:
     """credential_process JSON -> a ~/.aws/credentials file for the default profile."""
-    import json
-
     try:
         data = json.loads(output)
         lines = ["[default]", f"aws_access_key_id = {data['AccessKeyId']}",

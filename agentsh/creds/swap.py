@@ -21,6 +21,8 @@ import os
 
 from agentsh.base import layout
 from agentsh.base.errors import CredentialError
+from agentsh.base.state import atomic_write
+from agentsh.creds.vault import NONCE_BYTES, key_id
 
 PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-proj-", "sk-svcacct-", "sk-",
             "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza")
@@ -29,13 +31,13 @@ MIN_RANDOM = 16  # characters of randomness at least (padded past the real lengt
 
 
 def _json():
-    import json
+    import json  # lazy: json brings re along; only for the placeholder record
 
     return json
 
 
 def _random_like(text):
-    import secrets
+    import secrets  # lazy: secrets brings hashlib; only to make a placeholder
 
     out = []
     for c in text:
@@ -104,12 +106,11 @@ def read(store, sandbox, key):
 
 
 def load(path, sandbox, key):
-    import base64
+    import base64  # lazy: only when a placeholder is sealed or opened
 
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.exceptions import InvalidTag  # lazy: cryptography, only to open the record
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to open the record
 
-    from agentsh.creds.vault import key_id
 
     try:
         with open(path, "rb") as f:
@@ -130,12 +131,10 @@ def load(path, sandbox, key):
 
 
 def write(store, sandbox, key, entries):
-    import base64
+    import base64  # lazy: only when a placeholder is sealed or opened
 
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to seal the record
 
-    from agentsh.base.state import atomic_write
-    from agentsh.creds.vault import NONCE_BYTES, key_id
 
     nonce = os.urandom(NONCE_BYTES)
     sealed = AESGCM(key).encrypt(nonce, _json().dumps({"entries": entries}, sort_keys=True).encode(),

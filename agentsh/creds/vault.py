@@ -19,12 +19,26 @@ ab-creds flags (`--ttl`, `--file`) are read by agentsh.creds.flags, and a
 credential whose value is a command runs it through agentsh.creds.sources.
 """
 
+from __future__ import annotations
+
 import os
+import sys
 import time
 
 from agentsh.base import layout, paths
+from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, CredentialError, UsageError  # noqa: F401 (CredentialError: also for callers)
+from agentsh.base.state import atomic_write, read_bytes
 from agentsh.policy.config import CREDENTIAL_NAME, ENV_NAME
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
+    from types import ModuleType
+    from typing import Any
+
+    from agentsh.base.state import Store
+    from agentsh.host.project import Project
 
 GLOBAL = "global"
 KEY_FILE = layout.CREDENTIAL_KEY
@@ -44,9 +58,9 @@ VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
 
 
-def _json():
+def _json() -> ModuleType:
     """json, imported when a record is read or written (not on ab-exec's no-grant path)."""
-    import json
+    import json  # lazy: json brings re along; not on ab-exec's no-grant path
 
     return json
 
@@ -56,9 +70,9 @@ def _json():
 _FROM_FLAGS = frozenset(("DURATION_UNITS", "parse_duration", "sandbox_path"))
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _FROM_FLAGS:
-        from agentsh.creds import flags
+        from agentsh.creds import flags  # lazy: flags brings re; only ab-creds parses flags
 
         return getattr(flags, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -67,28 +81,29 @@ def __getattr__(name):
 # -- names, scopes, places ------------------------------------------------
 
 
-def check_name(name):
+def check_name(name: str | None) -> str:
     if not CREDENTIAL_NAME.match(name or ""):
         raise UsageError(f"{name!r} is not a valid credential name",
                          "use letters, digits, '_', '.' and '-' (at most 64, not starting with '.' or '-')")
     return name
 
 
-def scope_of(project):
+def scope_of(project: Project | None) -> str:
     """The scope a project's own credentials live in (None: global)."""
     return project.key if project is not None else GLOBAL
 
 
-def creds_dir():
+def creds_dir() -> str:
     return os.path.join(paths.data_dir(), layout.CREDS)
 
 
-def record_path(name, scope):
+def record_path(name: str, scope: str) -> str:
     return os.path.join(paths.data_dir(), layout.credential_record(scope, name))
 
 
-def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, ttl=None, now=None,
-         bind_hosts=(), bind_header=None, inject=None):
+def meta(type_: str, target: str, source: str = VALUE, fmt: str = RAW, writeback: bool = False,
+         project: Project | None = None, ttl: int | None = None, now: float | None = None,
+         bind_hosts: Iterable[str] = (), bind_header: str | None = None, inject: str | None = None) -> dict[str, Any]:
     """The clear (but authenticated) part of a record.
 
     `bind_hosts`: the hosts the value may be sent to, `bind_header` the
@@ -112,9 +127,9 @@ def meta(type_, target, source=VALUE, fmt=RAW, writeback=False, project=None, tt
     return clear
 
 
-def binding(type_, hosts, header, inject):
+def binding(type_: str, hosts: Iterable[str], header: str | None, inject: str | None) -> dict[str, Any]:
     """The checked binding fields of a record (see meta)."""
-    from agentsh.policy.rules import normalize_host
+    from agentsh.policy.rules import normalize_host  # lazy: re and ipaddress, only for a credential bound to hosts
 
     if inject is not None and inject not in INJECT:
         raise UsageError(f"--inject {inject!r} is not a way to deliver a credential", "give --inject proxy or env")
@@ -139,7 +154,7 @@ def binding(type_, hosts, header, inject):
     return {"bind_hosts": checked, "bind_header": header, "inject": inject}
 
 
-def inject_mode(clear, network_mode):
+def inject_mode(clear: Mapping[str, Any], network_mode: str) -> str:
     """"proxy" or "env": how a record's value reaches a sandbox in that network mode."""
     inject = clear.get("inject")
     if inject:
@@ -152,17 +167,15 @@ def inject_mode(clear, network_mode):
 # -- the key ----------------------------------------------------------------
 
 
-def key_id(key):
-    from agentsh.base.digest import sha256_hex
-
+def key_id(key: bytes) -> str:
     return sha256_hex(b"agentsh credential key id\0" + key)[:16]
 
 
-def _config_path(name):
+def _config_path(name: str) -> str:
     return os.path.join(paths.config_dir(), name)
 
 
-def _publish(path, data):
+def _publish(path: str, data: bytes) -> None:
     """Create `path` holding `data` (0600) unless it exists; whoever is first wins.
 
     The file appears complete (hard link of a finished temp file), so two
@@ -184,7 +197,7 @@ def _publish(path, data):
         os.unlink(tmp)
 
 
-def _read_private(path, what):
+def _read_private(path: str, what: str) -> bytes | None:
     """Bytes of a key-ish file, refusing one that others could read or that is not ours."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -205,17 +218,15 @@ def _read_private(path, what):
         os.close(fd)
 
 
-def passphrase(confirm=False):
+def passphrase(confirm: bool = False) -> str:
     """AGENTSH_PASSPHRASE, else a no-echo prompt when stdin is a terminal."""
-    import sys
-
     value = os.environ.get(PASSPHRASE_ENV)
     if value:
         return value
     if not sys.stdin.isatty():
         raise CredentialError("the credential cache is passphrase-protected and there is no terminal to ask on",
                               f"set {PASSPHRASE_ENV}")
-    import getpass
+    import getpass  # lazy: only to prompt for the passphrase
 
     value = getpass.getpass("agentsh credential passphrase: ")
     if confirm and getpass.getpass("again: ") != value:
@@ -225,14 +236,14 @@ def passphrase(confirm=False):
     return value
 
 
-def _derive(secret, params):
-    import hashlib
+def _derive(secret: str, params: Mapping[str, Any]) -> bytes:
+    import hashlib  # lazy: OpenSSL's hashlib, only to derive a key from a passphrase
 
     return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(params["salt"]), n=params["n"], r=params["r"],
                           p=params["p"], maxmem=256 * params["n"] * params["r"] + (1 << 20), dklen=KEY_BYTES)
 
 
-def create_key(with_passphrase=False):
+def create_key(with_passphrase: bool = False) -> bytes:
     """Make the cache's key (random file, or passphrase parameters); error if one exists."""
     if key_mode() is not None:
         raise CredentialError(f"the credential cache already has a key in {paths.config_dir()}",
@@ -247,7 +258,7 @@ def create_key(with_passphrase=False):
     return load_key()
 
 
-def key_mode():
+def key_mode() -> str | None:
     """'passphrase', 'key' or None (no cache key yet)."""
     if os.path.lexists(_config_path(PASSPHRASE_FILE)):
         return "passphrase"
@@ -256,7 +267,7 @@ def key_mode():
     return None
 
 
-def load_key(create=False):
+def load_key(create: bool = False) -> bytes:
     """The cache key. With create, the first use makes one (passphrase mode if AGENTSH_PASSPHRASE is set)."""
     mode = key_mode()
     if mode == "passphrase":
@@ -288,15 +299,15 @@ def load_key(create=False):
 # -- sealing ---------------------------------------------------------------
 
 
-def _aad(name, scope, clear):
+def _aad(name: str, scope: str, clear: Mapping[str, Any]) -> bytes:
     return b"agentsh credential v1\0" + _json().dumps([name, scope, clear], sort_keys=True).encode()
 
 
-def seal(key, name, scope, clear, value):
+def seal(key: bytes, name: str, scope: str, clear: Mapping[str, Any], value: bytes) -> dict[str, Any]:
     """A record (dict) holding `value` (bytes) for name+scope, ready to write."""
-    import base64
+    import base64  # lazy: only when a credential is stored
 
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to store a value
 
     nonce = os.urandom(NONCE_BYTES)
     sealed = AESGCM(key).encrypt(nonce, value, _aad(name, scope, clear))
@@ -304,13 +315,13 @@ def seal(key, name, scope, clear, value):
             "nonce": base64.b64encode(nonce).decode(), "ciphertext": base64.b64encode(sealed).decode()}
 
 
-def open_record(key, record):
+def open_record(key: bytes, record: Mapping[str, Any]) -> bytes:
     """The value (bytes) in a record read by read_record; a clear error when it will not open."""
-    import base64
-    import binascii
+    import base64  # lazy: only when a credential is opened
+    import binascii  # lazy: only when a credential is opened
 
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.exceptions import InvalidTag  # lazy: cryptography, only to open a value
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to open a value
 
     name, scope = record["_name"], record["_scope"]
     if record.get("key_id") != key_id(key):
@@ -329,10 +340,8 @@ def open_record(key, record):
 # -- records on disk -----------------------------------------------------------
 
 
-def read_record(name, scope):
+def read_record(name: str, scope: str) -> dict[str, Any] | None:
     """The record for name in scope (clear fields checked, value still sealed), or None."""
-    from agentsh.base.state import read_bytes
-
     path = record_path(name, scope)
     raw = read_bytes(path, CredentialError, "credential record")
     if raw is None:
@@ -351,17 +360,16 @@ def read_record(name, scope):
     return record
 
 
-def write_record(store, record):
+def write_record(store: Store, record: Mapping[str, Any]) -> None:
     """Replace the record atomically, under the store's lock."""
-    from agentsh.base.state import atomic_write
-
     body = {k: v for k, v in record.items() if not k.startswith("_")}
     data = (_json().dumps(body, indent=1, sort_keys=True) + "\n").encode()
     with store.lock():
         atomic_write(record_path(record["name"], record["scope"]), data)
 
 
-def put(store, name, scope, clear, value, key=None):
+def put(store: Store, name: str, scope: str, clear: Mapping[str, Any], value: bytes,
+        key: bytes | None = None) -> dict[str, Any]:
     """Seal and store a value (bytes); returns the record."""
     check_name(name)
     if len(value) > MAX_VALUE:
@@ -371,7 +379,7 @@ def put(store, name, scope, clear, value, key=None):
     return record
 
 
-def remove(store, name, scope):
+def remove(store: Store, name: str, scope: str) -> None:
     path = record_path(name, scope)
     with store.lock():
         try:
@@ -380,12 +388,12 @@ def remove(store, name, scope):
             raise unknown(name, scope) from None
 
 
-def unknown(name, scope=GLOBAL):
+def unknown(name: str, scope: str = GLOBAL) -> CredentialError:
     where = "" if scope == GLOBAL else " for that project"
     return CredentialError(f"no credential named {name}{where}", "see 'ab-creds ls'")
 
 
-def find(name, project=None):
+def find(name: str, project: Project | None = None) -> dict[str, Any] | None:
     """The record a project gets for name: its own scope first, then global (or None)."""
     if project is not None:
         record = read_record(name, project.key)
@@ -394,14 +402,14 @@ def find(name, project=None):
     return read_record(name, GLOBAL)
 
 
-def scopes():
+def scopes() -> list[str]:
     try:
         return sorted(os.listdir(creds_dir()))
     except FileNotFoundError:
         return []
 
 
-def names(scope):
+def names(scope: str) -> list[str]:
     try:
         entries = os.listdir(os.path.join(creds_dir(), scope))
     except FileNotFoundError:
@@ -409,7 +417,7 @@ def names(scope):
     return sorted(e[:-5] for e in entries if e.endswith(".json") and ".tmp." not in e)
 
 
-def expired(record, now=None):
+def expired(record: Mapping[str, Any], now: float | None = None) -> bool:
     expires = record["meta"].get("expires")
     return bool(expires) and (now if now is not None else time.time()) >= expires
 
@@ -417,7 +425,7 @@ def expired(record, now=None):
 # -- values -----------------------------------------------------------------------
 
 
-def reveal(record, key=None):
+def reveal(record: Mapping[str, Any], key: bytes | None = None) -> bytes:
     """The value a sandbox receives: the stored bytes, or the command's output now."""
     if expired(record):
         raise CredentialError(f"credential {record['_name']} expired at {iso(record['meta']['expires'])}",
@@ -438,11 +446,11 @@ def reveal(record, key=None):
     return payload
 
 
-def iso(ts):
+def iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
 
 
-def describe(record, granted=()):
+def describe(record: Mapping[str, Any], granted: Iterable[str] = ()) -> dict[str, Any]:
     """The `ab-creds ls` row: everything but the value."""
     clear = record["meta"]
     return {"name": record["_name"], "scope": record["_scope"], "project": clear.get("project"),
@@ -453,7 +461,7 @@ def describe(record, granted=()):
             "inject": clear.get("inject")}
 
 
-def listing(store):
+def listing(store: Store) -> list[dict[str, Any]]:
     """Every record's row, global first; a damaged record is listed as such, never fatal."""
     grants = all_grants(store)
     rows = []
@@ -477,19 +485,19 @@ def listing(store):
 # -- grants ----------------------------------------------------------------------
 
 
-def grant_rel(project):
+def grant_rel(project: Project) -> str:
     return layout.grant_record(project.key)
 
 
-def read_grant(store, project):
+def read_grant(store: Store, project: Project) -> dict[str, Any]:
     return store.read(grant_rel(project)) or {"project": project.root, "names": [], "ssh_agent": None}
 
 
-def all_grants(store):
+def all_grants(store: Store) -> list[dict[str, Any]]:
     return [g for g in (store.read(layout.grant_record(k)) for k in store.names(layout.GRANTS)) if g]
 
 
-def _update_grant(store, project, change):
+def _update_grant(store: Store, project: Project, change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
     with store.lock():
         record = read_grant(store, project)
         record["project"] = project.root
@@ -498,21 +506,21 @@ def _update_grant(store, project, change):
         return record
 
 
-def grant(store, project, name):
+def grant(store: Store, project: Project, name: str) -> dict[str, Any]:
     check_name(name)
     if find(name, project) is None:
         raise unknown(name)
     return _update_grant(store, project, lambda r: r.update(names=sorted(set(r["names"]) | {name})))
 
 
-def revoke(store, project, name):
+def revoke(store: Store, project: Project, name: str) -> dict[str, Any]:
     check_name(name)
     if name not in read_grant(store, project)["names"]:
         raise CredentialError(f"{name} is not granted to {project.root}", "see 'ab-creds ls'")
     return _update_grant(store, project, lambda r: r.update(names=[n for n in r["names"] if n != name]))
 
 
-def set_ssh_agent(store, project, socket):
+def set_ssh_agent(store: Store, project: Project, socket: str | None) -> dict[str, Any]:
     """Record agent forwarding (the host socket seen now) for a project, or None to stop it."""
     value = {"socket": socket, "granted": int(time.time())} if socket else None
     return _update_grant(store, project, lambda r: r.update(ssh_agent=value))

@@ -15,10 +15,18 @@ control characters and bidi overrides, so printing an entry cannot drive
 the terminal.
 """
 
+from __future__ import annotations
+
 import json
 import os
+import re
 import threading
 import time
+
+TYPE_CHECKING = False  # typing stays off the paths that import this module
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+    from typing import Any
 
 MAX_BYTES = 20 * 1024 * 1024
 KEYS = ("time", "sandbox", "host", "port", "method", "allowed", "reason", "bytes_sent", "bytes_received", "ms")
@@ -26,7 +34,7 @@ KEYS = ("time", "sandbox", "host", "port", "method", "allowed", "reason", "bytes
 LIMITS = {"host": 255, "method": 32, "reason": 512, "sandbox": 255}
 
 
-def now_iso(ts=None):
+def now_iso(ts: float | None = None) -> str:
     ts = time.time() if ts is None else ts
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
 
@@ -34,17 +42,17 @@ def now_iso(ts=None):
 class Writer:
     """Appends entries; one write(2) per line on an O_APPEND descriptor, so lines never interleave."""
 
-    def __init__(self, path, max_bytes=MAX_BYTES):
+    def __init__(self, path: str, max_bytes: int = MAX_BYTES) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         self._fd = None
 
-    def _open(self):
+    def _open(self) -> None:
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def write(self, entry):
+    def write(self, entry: Mapping[str, Any]) -> None:
         line = (ascii_json(clipped(entry)) + "\n").encode()
         with self._lock:
             if self._fd is None:
@@ -58,20 +66,20 @@ class Writer:
                 self._open()
             os.write(self._fd, line)
 
-    def close(self):
+    def close(self) -> None:
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
 
 
-def ascii_json(obj, indent=None):
+def ascii_json(obj: object, indent: int | None = None) -> str:
     """JSON in printable ASCII: json.dumps escapes control and non-ASCII characters, this DEL too."""
     separators = (",", ":") if indent is None else None
     return json.dumps(obj, indent=indent, separators=separators).replace("\x7f", "\\u007f")
 
 
-def clipped(entry):
+def clipped(entry: Mapping[str, Any]) -> Mapping[str, Any]:
     """The entry with its text fields cut at LIMITS (a copy when one was cut)."""
     for key, limit in LIMITS.items():
         value = entry.get(key)
@@ -80,7 +88,7 @@ def clipped(entry):
     return entry
 
 
-def parse_line(line):
+def parse_line(line: str | bytes) -> dict[str, Any] | None:
     """An entry dict, or None for a torn or foreign line (never an error)."""
     try:
         entry = json.loads(line)
@@ -89,7 +97,7 @@ def parse_line(line):
     return entry if isinstance(entry, dict) and "host" in entry else None
 
 
-def read(path, denied_only=False):
+def read(path: str, denied_only: bool = False) -> list[dict[str, Any]]:
     """Entries of a log (the rotated generation first), oldest first."""
     out = []
     for p in (path + ".1", path):
@@ -105,7 +113,8 @@ def read(path, denied_only=False):
     return out
 
 
-def follow(path, denied_only=False, poll=0.2, stop=None):
+def follow(path: str, denied_only: bool = False, poll: float = 0.2,
+           stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
     """Yield entries appended to a log from now on (a rotation or a new file is followed)."""
     pos = _size(path)
     inode = _inode(path)
@@ -130,14 +139,14 @@ def follow(path, denied_only=False, poll=0.2, stop=None):
             time.sleep(poll)
 
 
-def _size(path):
+def _size(path: str) -> int:
     try:
         return os.stat(path).st_size
     except FileNotFoundError:
         return 0
 
 
-def _inode(path):
+def _inode(path: str) -> int | None:
     try:
         return os.stat(path).st_ino
     except FileNotFoundError:
@@ -147,7 +156,7 @@ def _inode(path):
 _UNSAFE = None
 
 
-def printable(value):
+def printable(value: object) -> str:
     """str(value) safe to print on a terminal: control characters and bidi overrides escaped.
 
     C0 (ESC, BEL, CR, LF, ...), DEL, C1 (U+0080-U+009F: 8-bit CSI and
@@ -158,20 +167,18 @@ def printable(value):
     """
     global _UNSAFE
     if _UNSAFE is None:
-        import re
-
         _UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
     return _UNSAFE.sub(_escape, str(value))
 
 
-def _escape(match):
+def _escape(match: re.Match[str]) -> str:
     c = match.group()
     if c == "\\":
         return "\\\\"
     return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
-def format_entry(e):
+def format_entry(e: Mapping[str, Any]) -> str:
     """One human line: time, ALLOW/DENY, host:port, method, bytes, reason (every field escaped: printable)."""
     verdict = "WARN " if e.get("warning") else "ALLOW" if e.get("allowed") else "DENY "
     host = printable(e.get("host", ""))

@@ -7,7 +7,14 @@ made on first use and reused). EC P-256 throughout: a key costs a
 millisecond. `cryptography` is imported only to make a key or a certificate.
 """
 
+import datetime
+import ipaddress
 import os
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from agentsh.base import layout
 
@@ -32,22 +39,15 @@ def _write_private(path, data, mode=0o600):
 
 
 def _name(cn):
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "agentsh"),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
 def _key():
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _pem_key(key):
-    from cryptography.hazmat.primitives import serialization
-
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -58,11 +58,6 @@ def ensure(state_root, sandbox):
     cert = os.path.join(d, CA_CERT)
     if os.path.isfile(cert):
         return cert
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-
     os.makedirs(d, mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)
     key = _key()
@@ -93,12 +88,6 @@ def leaf(state_root, sandbox, host):
     path = os.path.join(d, f"leaf-{host}.crt")
     if os.path.isfile(path):
         return path, key_path
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-
     with open(os.path.join(d, CA_KEY), "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), None)
     with open(os.path.join(d, CA_CERT), "rb") as f:

@@ -18,12 +18,20 @@ The map is kept in a file next to the proxy's record, so a restarted proxy
 knows the addresses programs in the sandbox may have cached.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import json
 import os
 import socket
 import struct
 import threading
+
+from agentsh.policy.rules import normalize_host, parse_host
+
+TYPE_CHECKING = False  # typing stays off the proxy's start
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 SYNTHETIC = ipaddress.IPv4Network("198.18.0.0/15")
 _FIRST = int(SYNTHETIC.network_address) + 1  # 198.18.0.1
@@ -34,7 +42,7 @@ NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 MAX_MESSAGE = 4096
 
 
-def is_synthetic(addr):
+def is_synthetic(addr: str | int | ipaddress.IPv4Address) -> bool:
     """Whether an IPv4 address (ipaddress object or str) lies in the synthetic block."""
     try:
         return ipaddress.IPv4Address(addr) in SYNTHETIC
@@ -51,7 +59,7 @@ class Names:
     asks for millions of names cannot grow the map without bound.
     """
 
-    def __init__(self, path=None, limit=_LAST - _FIRST + 1):
+    def __init__(self, path: str | None = None, limit: int = _LAST - _FIRST + 1) -> None:
         self.path, self.limit = path, limit
         self._lock = threading.Lock()
         self._by_name, self._by_addr = {}, {}
@@ -60,7 +68,7 @@ class Names:
         if path:
             self._load()
 
-    def _load(self):
+    def _load(self) -> None:
         try:
             with open(self.path, "rb") as f:
                 lines = f.read().splitlines()
@@ -77,7 +85,7 @@ class Names:
             self._by_name[name], self._by_addr[addr] = addr, name
             self._next = max(self._next, addr + 1)
 
-    def address(self, name):
+    def address(self, name: str) -> str | None:
         """The synthetic address (str) for a name, allocated on first use; None when the map is full."""
         with self._lock:
             addr = self._by_name.get(name)
@@ -90,14 +98,14 @@ class Names:
                 self._append(name, addr)
         return str(ipaddress.IPv4Address(addr))
 
-    def name(self, addr):
+    def name(self, addr: str | int | ipaddress.IPv4Address) -> str | None:
         """The name a synthetic address stands for, or None."""
         try:
             return self._by_addr.get(int(ipaddress.IPv4Address(addr)))
         except ValueError:
             return None
 
-    def _append(self, name, addr):
+    def _append(self, name: str, addr: int) -> None:
         if not self.path:
             return
         try:
@@ -113,7 +121,7 @@ class Names:
 # -- messages ---------------------------------------------------------------------------
 
 
-def parse_query(data):
+def parse_query(data: bytes) -> tuple[int, int, str, int, int, bytes]:
     """(id, flags, name, qtype, qclass, question bytes) of a query; ValueError when it is none we answer."""
     if len(data) < 12:
         raise ValueError("short message")
@@ -143,7 +151,7 @@ def parse_query(data):
     return qid, flags, ".".join(labels), qtype, qclass, data[12:pos + 4]
 
 
-def response(qid, flags, question, rcode, address=None):
+def response(qid: int, flags: int, question: bytes, rcode: int, address: str | None = None) -> bytes:
     """A response to a query: `address` (dotted IPv4) as the one A record, or no records."""
     out_flags = 0x8000 | (flags & 0x7900) | 0x0080 | rcode  # QR, opcode and RD kept, RA, rcode
     answers = b""
@@ -160,11 +168,12 @@ class Answerer:
     address; `log(name, reason)` is called for each refused one.
     """
 
-    def __init__(self, names, decide, log, local=()):
+    def __init__(self, names: Names, decide: Callable[[str], tuple[bool, str]], log: Callable[[str, str], object],
+                 local: Iterable[str] = ()) -> None:
         self.names, self.decide, self.log = names, decide, log
         self.local = frozenset(local)  # names of the sandbox itself: 127.0.0.1 (its hostname)
 
-    def answer(self, data):
+    def answer(self, data: bytes) -> bytes | None:
         """The response bytes for a query, or None for garbage not worth an answer."""
         try:
             qid, flags, name, qtype, qclass, question = parse_query(data)
@@ -175,8 +184,6 @@ class Answerer:
             return None
         if (flags >> 11) & 0xF != 0:  # only standard queries
             return response(qid, flags, question, NOTIMP)
-        from agentsh.policy.rules import normalize_host, parse_host
-
         try:
             host, literal = parse_host(name)
         except ValueError as e:
@@ -199,7 +206,7 @@ class Answerer:
         return response(qid, flags, question, NOERROR, address)
 
 
-def serve_udp(sock, answerer, closed):
+def serve_udp(sock: socket.socket, answerer: Answerer, closed: threading.Event) -> None:
     while not closed.is_set():
         try:
             data, peer = sock.recvfrom(MAX_MESSAGE)
@@ -215,7 +222,7 @@ def serve_udp(sock, answerer, closed):
             continue
 
 
-def serve_tcp(listener, answerer, closed):
+def serve_tcp(listener: socket.socket, answerer: Answerer, closed: threading.Event) -> None:
     while not closed.is_set():
         try:
             conn, _ = listener.accept()
@@ -226,7 +233,7 @@ def serve_tcp(listener, answerer, closed):
         threading.Thread(target=_tcp_conn, args=(conn, answerer), daemon=True).start()
 
 
-def _tcp_conn(conn, answerer):
+def _tcp_conn(conn: socket.socket, answerer: Answerer) -> None:
     with conn:
         conn.settimeout(10)
         try:
@@ -245,7 +252,7 @@ def _tcp_conn(conn, answerer):
             return
 
 
-def _recv_exact(conn, n):
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
     buf = b""
     while len(buf) < n:
         chunk = conn.recv(n - len(buf))

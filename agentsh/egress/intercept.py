@@ -23,6 +23,8 @@ import ssl
 import sys
 import threading
 
+from agentsh.egress import ca
+
 HEAD_LIMIT = 64 * 1024
 LINE_LIMIT = 8 * 1024  # a chunk-size or trailer line
 CHUNK = 1 << 18
@@ -66,7 +68,10 @@ class Swaps:
         by_host, names = {}, {}
         if stamp is not None:
             try:
-                from agentsh.creds import swap, vault
+                from agentsh.creds import (  # not at the top: this module's own swap() would shadow creds.swap
+                    swap,
+                    vault,
+                )
 
                 if self._key is None:
                     self._key = vault.load_key()
@@ -427,8 +432,6 @@ class Contexts:
     def server(self, host):
         ctx = self._servers.get(host)
         if ctx is None:
-            from agentsh.egress import ca
-
             with self._lock:
                 cert, key = ca.leaf(self.state_root, self.sandbox, host)
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

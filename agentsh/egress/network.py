@@ -15,7 +15,10 @@ and `net/allow/<project key>.json` (hosts added with `ab-net allow`), so an
 allow takes effect on the next request without a restart.
 """
 
+from __future__ import annotations
+
 import os
+import sys
 
 from agentsh.base import layout
 from agentsh.base.errors import AgentshError
@@ -23,6 +26,15 @@ from agentsh.host.liveness import alive  # the proxy's identity, like a sandbox'
 from agentsh.host.liveness import start_time as _start_time
 from agentsh.policy.lockdown import is_locked
 from agentsh.policy.rules import NONE, PROXIED, Policy, config_patterns, parse_rule
+
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+    from agentsh.base.state import Store
+    from agentsh.host.engine import Engine
+    from agentsh.host.project import Project
 
 PROXY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
@@ -36,24 +48,24 @@ HOSTS = os.path.join(os.path.dirname(RESOLV_CONF), "hosts")
 # -- records ------------------------------------------------------------------
 
 
-def proxy_rel(sandbox_name):
+def proxy_rel(sandbox_name: str) -> str:
     return layout.proxy_record(sandbox_name)
 
 
-def extra_rel(project):
+def extra_rel(project: Project) -> str:
     return layout.net_allow_record(project.key)
 
 
-def audit_rel(sandbox_name):
+def audit_rel(sandbox_name: str) -> str:
     return layout.audit_log(sandbox_name)
 
 
-def added(store, project):
+def added(store: Store, project: Project) -> list[str]:
     """Patterns `ab-net allow` added for the project."""
     return list((store.read(extra_rel(project)) or {}).get("allow", []))
 
 
-def allow_host(store, project, pattern):
+def allow_host(store: Store, project: Project, pattern: str) -> bool:
     """Add a pattern to the project's allowlist; returns whether it was new.
 
     The running proxy reads the record before its next request: no restart.
@@ -70,7 +82,7 @@ def allow_host(store, project, pattern):
     return True
 
 
-def policy_for(cfg, store, project):
+def policy_for(cfg: Mapping[str, Any], store: Store, project: Project) -> Policy:
     """The policy a project's proxy enforces right now (config + ab-net additions)."""
     return Policy(cfg["network"]["mode"], config_patterns(cfg) + added(store, project))
 
@@ -78,7 +90,7 @@ def policy_for(cfg, store, project):
 # -- the container side -----------------------------------------------------------
 
 
-def run_args(cfg):
+def run_args(cfg: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
     """`run` flags and environment for the config's network mode."""
     mode = cfg["network"]["mode"]
     if mode == NONE:
@@ -95,7 +107,8 @@ def run_args(cfg):
 # -- the proxy's lifecycle ---------------------------------------------------------------
 
 
-def attach(project, cfg, engine, store, notify=None):
+def attach(project: Project, cfg: Mapping[str, Any], engine: Engine, store: Store,
+           notify: Callable[[str], object] | None = None) -> dict[str, Any] | None:
     """Make sure the sandbox's egress proxy runs with the current policy.
 
     Cheap when it does (one record read, two /proc reads, no engine call);
@@ -143,8 +156,8 @@ def attach(project, cfg, engine, store, notify=None):
     return record
 
 
-def _terminate(pid):
-    import signal
+def _terminate(pid: int) -> None:
+    import signal  # lazy: signal brings enum; only to stop a proxy
 
     try:
         os.kill(pid, signal.SIGTERM)
@@ -152,14 +165,14 @@ def _terminate(pid):
         pass
 
 
-def stop(store, sandbox_name):
+def stop(store: Store, sandbox_name: str) -> None:
     """Stop a sandbox's proxy (it also stops by itself when the sandbox does)."""
     record = store.read(proxy_rel(sandbox_name)) or {}
     if alive(record.get("pid"), record.get("pid_start")):
         _terminate(record["pid"])
 
 
-def plant_listener(engine, sandbox_pid, port):
+def plant_listener(engine: Engine, sandbox_pid: int, port: int) -> tuple[list[int], str]:
     """The proxy's sockets inside the sandbox's network namespace: ([fds], problem).
 
     fds: the proxy listener on 127.0.0.1:port, the transparent listener on
@@ -172,11 +185,10 @@ def plant_listener(engine, sandbox_pid, port):
     The sandbox's own processes have neither. The helper sends the fds back
     over a Unix socket.
     """
-    import array
-    import socket
-    import subprocess
-    import sys
-    import tempfile
+    import array  # lazy: only to plant the listeners (not on warm ab-up's path)
+    import socket  # lazy: only to plant the listeners (not on warm ab-up's path)
+    import subprocess  # lazy: only to plant the listeners (not on warm ab-up's path)
+    import tempfile  # lazy: only to plant the listeners (not on warm ab-up's path)
 
     helper = [sys.executable, "-m", "agentsh.egress.proxy", "plant", str(sandbox_pid), str(port)]
     if engine.rootless:
@@ -220,10 +232,9 @@ def plant_listener(engine, sandbox_pid, port):
     return list(fds), msg[1:].decode("utf-8", "replace")
 
 
-def _spawn_proxy(store, rel, fds):
+def _spawn_proxy(store: Store, rel: str, fds: list[int]) -> int:
     """Start the detached proxy process serving the planted sockets; returns its pid."""
-    import subprocess
-    import sys
+    import subprocess  # lazy: only to start a proxy (not on warm ab-up's path)
 
     log_path = store.path(layout.proxy_err_file(os.path.basename(rel)[:-5]))
     os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)

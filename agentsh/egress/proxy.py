@@ -24,16 +24,37 @@ HTTP Host, then the same decisions and address checks).
 stop when the sandbox's first process is gone, or on SIGTERM.
 """
 
+from __future__ import annotations
+
+import argparse
+import array
+import ctypes
+import fcntl
 import ipaddress
 import os
+import shutil
+import signal
 import socket
+import struct
+import subprocess
 import sys
 import threading
 import time
 
 from agentsh.base import layout
-from agentsh.egress import audit
-from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, normalize_host, unmapped
+from agentsh.base.state import Store
+from agentsh.egress import audit, dns, intercept, steer
+from agentsh.egress.dns import SYNTHETIC, Names
+from agentsh.egress.intercept import Contexts, Swaps
+from agentsh.egress.network import _start_time as start_time
+from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, expand, normalize_host, unmapped
+
+TYPE_CHECKING = False  # typing stays off the proxy's start
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
+
+    from agentsh.policy.rules import IPAddress
 
 HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT = 30
@@ -50,13 +71,13 @@ class RecordPolicy:
     re-reads both records, so an allow takes effect on the next request.
     """
 
-    def __init__(self, store, rel):
+    def __init__(self, store: Store, rel: str) -> None:
         self.store, self.rel = store, rel
         self._stamp = None
         self._policy = Policy("allow", [])
         self.record = {}
 
-    def _mtimes(self, *rels):
+    def _mtimes(self, *rels: str) -> tuple[tuple[int, int] | None, ...]:
         out = []
         for rel in rels:
             try:
@@ -66,13 +87,11 @@ class RecordPolicy:
                 out.append(None)
         return tuple(out)
 
-    def _stamp_now(self):
+    def _stamp_now(self) -> tuple[tuple[int, int] | None, ...]:
         return self._mtimes(self.rel, self.record.get("extra") or self.rel)
 
-    def current(self):
+    def current(self) -> Policy:
         if self._stamp_now() != self._stamp:
-            from agentsh.policy.rules import expand
-
             try:
                 record = self.store.read(self.rel) or {}
                 extra = record.get("extra")
@@ -88,10 +107,10 @@ class RecordPolicy:
 class StaticPolicy:
     """A fixed policy (tests, benchmarks)."""
 
-    def __init__(self, policy):
+    def __init__(self, policy: Policy) -> None:
         self.policy = policy
 
-    def current(self):
+    def current(self) -> Policy:
         return self.policy
 
 
@@ -102,7 +121,7 @@ class Refused(OSError):
     says only what kind it was, so the proxy is no resolver of internal names.
     """
 
-    def __init__(self, log, reply):
+    def __init__(self, log: str, reply: str) -> None:
         super().__init__(log)
         self.log, self.reply = log, reply
 
@@ -110,8 +129,10 @@ class Refused(OSError):
 class Proxy:
     """Serves one listening socket; decisions from `policy.current()`, entries to `log`."""
 
-    def __init__(self, listener, policy, log, sandbox="", transparent=None, dns=(), names=None, local_names=(),
-                 swaps=None, contexts=None):
+    def __init__(self, listener: socket.socket, policy: RecordPolicy | StaticPolicy, log: audit.Writer,
+                 sandbox: str = "", transparent: socket.socket | None = None, dns: Iterable[socket.socket] = (),
+                 names: Names | None = None, local_names: Iterable[str] = (), swaps: Swaps | None = None,
+                 contexts: Contexts | None = None) -> None:
         self.local_names = local_names
         # The sandbox's placeholders (egress.intercept.Swaps) and TLS contexts: connections to a host a
         # credential is bound to are intercepted; None: every connection is a plain tunnel.
@@ -119,19 +140,15 @@ class Proxy:
         self.listener, self.policy, self.log, self.sandbox = listener, policy, log, sandbox
         self.transparent, self.dns = transparent, list(dns)  # steered TCP; the DNS answerer's UDP and TCP sockets
         self.closed = threading.Event()
-        from agentsh.egress.dns import Names
-
         self.names = names if names is not None else Names()
 
-    def serve_forever(self):
+    def serve_forever(self) -> None:
         """Serve every socket given (one thread each) until close()."""
         threads = []
         if self.transparent is not None:
             threads.append(threading.Thread(target=self._accept, args=(self.transparent, self.handle_steered),
                                             daemon=True))
         if self.dns:
-            from agentsh.egress import dns
-
             answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns, self.local_names)
             for sock in self.dns:
                 loop = dns.serve_udp if sock.type == socket.SOCK_DGRAM else dns.serve_tcp
@@ -141,7 +158,7 @@ class Proxy:
             t.start()
         self._accept(self.listener, self.handle)
 
-    def _accept(self, listener, handler):
+    def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:
         listener.settimeout(None)
         while not self.closed.is_set():
             try:
@@ -157,7 +174,7 @@ class Proxy:
                 pass
             threading.Thread(target=handler, args=(conn,), daemon=True).start()
 
-    def close(self):
+    def close(self) -> None:
         self.closed.set()
         for sock in [self.listener, self.transparent, *self.dns]:
             if sock is None:
@@ -170,7 +187,7 @@ class Proxy:
 
     # -- names the DNS answerer gives an address -------------------------------------
 
-    def name_allowed(self, host):
+    def name_allowed(self, host: str) -> tuple[bool, str]:
         """(allowed, reason): whether a rule could allow `host` on some port (always in learn mode)."""
         policy = self.policy.current()
         for rule in policy.rules:
@@ -180,17 +197,15 @@ class Proxy:
             return True, "learn"
         return False, "not on the allowlist"
 
-    def _log_dns(self, host, reason):
+    def _log_dns(self, host: str, reason: str) -> None:
         start = time.time()
         self._log({"time": audit.now_iso(start), "sandbox": self.sandbox, "host": host, "port": 0, "method": "DNS",
                    "allowed": False, "reason": reason, "bytes_sent": 0, "bytes_received": 0, "ms": 0}, start)
 
     # -- a connection steered to the proxy (no proxy protocol) ---------------------------
 
-    def handle_steered(self, client):
+    def handle_steered(self, client: socket.socket) -> None:
         """A TCP connection the sandbox made to a synthetic address: name from the map, checked against SNI/Host."""
-        from agentsh.egress import steer
-
         start = time.time()
         entry = {"time": audit.now_iso(start), "sandbox": self.sandbox, "host": "", "port": 0, "method": "TCP",
                  "allowed": False, "reason": "", "bytes_sent": 0, "bytes_received": 0, "ms": 0}
@@ -268,7 +283,7 @@ class Proxy:
 
     # -- one connection --------------------------------------------------------
 
-    def handle(self, client):
+    def handle(self, client: socket.socket) -> None:
         start = time.time()
         entry = {"time": audit.now_iso(start), "sandbox": self.sandbox, "host": "", "port": 0, "method": "",
                  "allowed": False, "reason": "", "bytes_sent": 0, "bytes_received": 0, "ms": 0}
@@ -335,17 +350,17 @@ class Proxy:
 
     # -- credentials: interception toward bound hosts, warnings elsewhere -------------------
 
-    def _bound(self, host):
+    def _bound(self, host: str) -> bool:
         return self.swaps is not None and self.contexts is not None and self.swaps.bound(host)
 
-    def _scan(self, head, host, port):
+    def _scan(self, head: bytes, host: str, port: int) -> None:
         """Warn (audit log) about placeholders in a plain-HTTP request head: they go out unchanged."""
         if self.swaps is not None and self.swaps.current().names:
             left = self.swaps.leftovers(head)
             if left:
                 self._warn(left, host, port, "plain HTTP: never replaced")
 
-    def _warn(self, names, host, port, why=""):
+    def _warn(self, names: Iterable[str], host: str, port: int, why: str = "") -> None:
         start = time.time()
         for name in dict.fromkeys(names):
             bound = next((h for n, h in self.swaps.names.values() if n == name), ())
@@ -355,10 +370,9 @@ class Proxy:
                                  f"{', '.join(bound) or 'no host'}{'; ' + why if why else ''})",
                        "bytes_sent": 0, "bytes_received": 0, "ms": 0}, start)
 
-    def _intercept(self, client, upstream, host, port, first, entry, start, connect=False):
+    def _intercept(self, client: socket.socket, upstream: socket.socket, host: str, port: int, first: bytes,
+                   entry: dict[str, Any], start: float, connect: bool = False) -> None:
         """Terminate the sandbox's TLS, verify the upstream's, swap the bound placeholders, relay HTTP/1.1."""
-        from agentsh.egress import intercept
-
         entry["method"] = "CONNECT" if connect else "TLS"
         try:
             upstream.settimeout(CONNECT_TIMEOUT)
@@ -386,7 +400,7 @@ class Proxy:
             entry["reason"] = f"{entry['reason']}; intercepted connection ended: {str(e)[:200]}"
         self._log(entry, start)
 
-    def _log(self, entry, start):
+    def _log(self, entry: dict[str, Any], start: float) -> None:
         entry["ms"] = int((time.time() - start) * 1000)
         try:
             self.log.write(entry)
@@ -394,21 +408,19 @@ class Proxy:
             sys.stderr.write(f"agentsh proxy: cannot write the audit log: {e}\n")
 
 
-def _reset(sock):
+def _reset(sock: socket.socket) -> None:
     """Close with an RST (SO_LINGER 0) rather than a FIN."""
-    import struct
-
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     except OSError:
         pass
 
 
-def _dest(host, port):
+def _dest(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _read_head(sock):
+def _read_head(sock: socket.socket) -> tuple[bytes | None, bytes]:
     """(request head bytes, bytes read past it), or (None, b"") on EOF before a full head."""
     buf = b""
     while b"\r\n\r\n" not in buf:
@@ -422,7 +434,7 @@ def _read_head(sock):
     return buf[:end], buf[end:]
 
 
-def _split_hostport(text, default_port):
+def _split_hostport(text: str, default_port: int) -> tuple[str, int]:
     """(host, port) of an authority; the host only normalised (Policy.check judges it)."""
     text = text.strip()
     if text.startswith("["):
@@ -443,7 +455,7 @@ def _split_hostport(text, default_port):
     return host, int(port) if port else default_port
 
 
-def _parse(head):
+def _parse(head: bytes) -> tuple[str, str, int, bytes]:
     """(method, host, port, head to send upstream) for a proxy request head."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
@@ -476,7 +488,7 @@ def _parse(head):
 _LOOPBACK = ipaddress.IPv4Address("127.0.0.1")
 
 
-def _connect(host, port, addr, policy):
+def _connect(host: str, port: int, addr: IPAddress | None, policy: Policy) -> socket.socket:
     """Resolve (here, never in the sandbox) and connect to an address the policy admits.
 
     `addr` is the checked address of an IP literal (Policy.check), else None.
@@ -516,7 +528,7 @@ def _connect(host, port, addr, policy):
     raise last or refused or OSError(f"no address for {host}")
 
 
-def _reply(sock, status, message):
+def _reply(sock: socket.socket, status: int, message: str) -> None:
     reason = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}[status]
     body = f"agentsh: {message}\n".encode()
     try:
@@ -527,11 +539,11 @@ def _reply(sock, status, message):
         pass
 
 
-def _relay(client, upstream, first):
+def _relay(client: socket.socket, upstream: socket.socket, first: bytes) -> tuple[int, int]:
     """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client)."""
     counts = [0, 0]
 
-    def down():
+    def down() -> None:
         counts[1] = _pump(upstream, client)
 
     t = threading.Thread(target=down, daemon=True)
@@ -551,7 +563,7 @@ def _relay(client, upstream, first):
 _SPLICE = hasattr(os, "splice")
 
 
-def _pump(src, dst):
+def _pump(src: socket.socket, dst: socket.socket) -> int:
     """src -> dst until EOF, then half-close dst; returns the byte count."""
     total = 0
     try:
@@ -566,14 +578,12 @@ def _pump(src, dst):
     return total
 
 
-def _splice(src, dst):
+def _splice(src: socket.socket, dst: socket.socket) -> int:
     global _SPLICE
     r, w = os.pipe()
     total = 0
     try:
         try:
-            import fcntl
-
             fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
         except OSError:
             pass
@@ -596,7 +606,7 @@ def _splice(src, dst):
         os.close(w)
 
 
-def _copy(src, dst):
+def _copy(src: socket.socket, dst: socket.socket) -> int:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
@@ -611,32 +621,23 @@ def _copy(src, dst):
 # -- the process ---------------------------------------------------------------------
 
 
-def _start_time(pid):
-    from agentsh.egress.network import _start_time as start_time
-
+def _start_time(pid: int) -> int | None:
     return start_time(pid)
 
 
-def names_path(store, rel):
+def names_path(store: Store, rel: str) -> str:
     """The DNS answerer's name <-> address map, next to the proxy's record."""
     return store.path(rel[:-5] + ".names.jsonl" if rel.endswith(".json") else rel + ".names.jsonl")
 
 
-def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
+def serve(state_root: str, rel: str, fd: int, steer_fd: int | None = None, dns_fds: Iterable[int] = ()) -> None:
     """Run until the sandbox's first process is gone (polled each second) or SIGTERM."""
-    import signal
-
-    from agentsh.base.state import Store
-    from agentsh.egress.dns import Names
-
     store = Store(state_root)
     policy = RecordPolicy(store, rel)
     policy.current()
     record = policy.record
     listener = socket.socket(fileno=fd)
     log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
-    from agentsh.egress.intercept import Contexts, Swaps
-
     sandbox = record.get("sandbox", "")
     proxy = Proxy(listener, policy, log, sandbox,
                   transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
@@ -645,14 +646,14 @@ def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
                   swaps=Swaps(store.path(layout.swap_record(sandbox)), sandbox) if sandbox else None,
                   contexts=Contexts(store.root, sandbox) if sandbox else None)
 
-    def stop(*_):
+    def stop(*_: object) -> None:
         proxy.close()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     pid, start = record.get("sandbox_pid"), record.get("sandbox_start")
 
-    def watch():
+    def watch() -> None:
         while not proxy.closed.is_set():
             if pid and _start_time(pid) != start:
                 proxy.close()
@@ -666,7 +667,7 @@ def serve(state_root, rel, fd, steer_fd=None, dns_fds=()):
         log.close()
 
 
-def supervise(run, state_root, rel):
+def supervise(run: Callable[[], object], state_root: str, rel: str) -> None:
     """Run `run` (the proxy) in a child process, again whenever it dies, until SIGTERM or its sandbox is gone.
 
     The sockets stay open in this parent, so a restarted proxy serves the
@@ -676,15 +677,11 @@ def supervise(run, state_root, rel):
     sandbox is gone); SIGTERM here is passed on and ends both. The child
     dies with this process (PR_SET_PDEATHSIG).
     """
-    import signal
-
-    from agentsh.base.state import Store
-
     record = Store(state_root).read(rel) or {}
     pid, start = record.get("sandbox_pid"), record.get("sandbox_start")
     state = {"stopping": False, "child": 0}
 
-    def term(*_):
+    def term(*_: object) -> None:
         state["stopping"] = True
         if state["child"]:
             try:
@@ -699,8 +696,6 @@ def supervise(run, state_root, rel):
         child = os.fork()
         if child == 0:
             try:
-                import ctypes
-
                 ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
                 if os.getppid() == 1:
                     os._exit(0)
@@ -731,16 +726,14 @@ STEER_PORT_OFFSET = 1  # the transparent listener: PORT + 1 (3129)
 DNS_PORT = 53
 
 
-def _tool(name):
-    import shutil
-
+def _tool(name: str) -> str | None:
     for d in ("/usr/sbin", "/sbin", "/usr/bin", "/bin"):
         if os.access(os.path.join(d, name), os.X_OK):
             return os.path.join(d, name)
     return shutil.which(name)
 
 
-def steer_rules(steer_port):
+def steer_rules(steer_port: int) -> tuple[list[list[str]], list[str], list[str]]:
     """Commands (argv) that steer TCP to the synthetic block onto 127.0.0.1:steer_port, idempotently.
 
     A local route for the block makes its addresses reachable at all (the
@@ -748,8 +741,6 @@ def steer_rules(steer_port):
     connection to the transparent listener, which reads the original
     destination back with SO_ORIGINAL_DST.
     """
-    from agentsh.egress.dns import SYNTHETIC
-
     iptables, ip = _tool("iptables"), _tool("ip")
     if not iptables or not ip:
         raise OSError("iptables and ip (packages iptables, iproute2) are needed to steer connections")
@@ -757,10 +748,8 @@ def steer_rules(steer_port):
     return [[ip, "route", "replace", "local", str(SYNTHETIC), "dev", "lo"]], [iptables, "-t", "nat"], rule
 
 
-def _steer(steer_port):
+def _steer(steer_port: int) -> str:
     """Set the namespace's route and REDIRECT rule; "" when done, else why not."""
-    import subprocess
-
     try:
         routes, iptables, rule = steer_rules(steer_port)
         for argv in routes:
@@ -775,7 +764,7 @@ def _steer(steer_port):
     return ""
 
 
-def _bind(kind, port, listen=True):
+def _bind(kind: int, port: int, listen: bool = True) -> socket.socket:
     """A socket bound to 127.0.0.1:port (retried briefly: a stopped proxy's socket may linger)."""
     sock = socket.socket(socket.AF_INET, kind)
     if kind == socket.SOCK_STREAM:
@@ -793,7 +782,7 @@ def _bind(kind, port, listen=True):
     return sock
 
 
-def plant(pid, port, unix_path):
+def plant(pid: int, port: int, unix_path: str) -> None:
     """In the sandbox's network namespace, make the proxy's sockets and send their fds to unix_path.
 
     The fds, in order: the proxy listener (127.0.0.1:PORT), the transparent
@@ -801,9 +790,6 @@ def plant(pid, port, unix_path):
     The message carries "" or why the steering rules could not be set (the
     proxy then serves HTTP(S)_PROXY users only; nothing else gets out).
     """
-    import array
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     ns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
     if libc.setns(ns, 0x40000000) != 0:  # CLONE_NEWNET
@@ -820,9 +806,7 @@ def plant(pid, port, unix_path):
     back.close()
 
 
-def main(argv=None):
-    import argparse
-
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m agentsh.egress.proxy", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")

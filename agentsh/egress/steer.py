@@ -21,7 +21,7 @@ _METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"OPTIONS ", b"PAT
             b"PROPFIND ")
 
 
-def original_dst(sock):
+def original_dst(sock: socket.socket) -> tuple[str, int]:
     """(address, port) the client connected to before the REDIRECT rule; ValueError when there was none."""
     try:
         raw = sock.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
@@ -31,7 +31,7 @@ def original_dst(sock):
     return socket.inet_ntoa(raw[4:8]), port
 
 
-def sniff(sock):
+def sniff(sock: socket.socket) -> tuple[str, str | None, bytes]:
     """(kind, name or None, bytes read) from the client's first bytes.
 
     kind: "TLS" (name: its SNI, None when it sends none), an HTTP method
@@ -70,7 +70,7 @@ def sniff(sock):
     return "TCP", None, buf
 
 
-def client_hello_sni(data):
+def client_hello_sni(data: bytes) -> str | None:
     """The server_name of a TLS ClientHello (bytes from the record header on); None when it has none."""
     try:
         if data[0] != 0x16 or data[5] != 0x01:
@@ -110,7 +110,7 @@ def client_hello_sni(data):
         raise ValueError(f"malformed TLS ClientHello ({e.__class__.__name__})") from None
 
 
-def http_host(head):
+def http_host(head: bytes) -> str | None:
     """The host of an HTTP request head's Host header (port dropped), or None without one."""
     for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from agentsh.base.errors import EngineError
+from agentsh.base.paths import state_dir
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ INSTALL_HINT = {
 }
 
 
-def _json_loads(text):
+def _json_loads(text: str | bytes) -> Any:
     import json  # not needed by ab-exec's hot path
 
     return json.loads(text)
@@ -47,7 +48,7 @@ def which(program: str) -> str | None:
 
 def subprocess_runner(argv: list[str], input: bytes | None = None, capture: bool = True,
                       timeout: float | None = None) -> tuple[int, str, str]:
-    import subprocess
+    import subprocess  # lazy: ab-exec starts the engine with posix_spawn, without subprocess
 
     try:
         proc = subprocess.run(
@@ -146,8 +147,6 @@ def compat_conf() -> str:
 
 
 def _compat_marker() -> str:
-    from agentsh.base.paths import state_dir
-
     return os.path.join(state_dir(), COMPAT_MARKER)
 
 
@@ -268,7 +267,7 @@ class Engine:
                 fix = f"use runc and lower ulimits: export CONTAINERS_CONF={compat_conf()}"
             return HostQuirk(f"{self.name} cannot start containers with its defaults on this host: {first}", fix)
         if self.is_podman and self.rootless:
-            from agentsh.host import rootless
+            from agentsh.host import rootless  # lazy: only on a rootless engine's error path
 
             found = rootless.diagnose(stderr)
             if found:  # the engine's words ("sync pipe: EOF") do not say what is missing; this does
@@ -441,11 +440,11 @@ class Engine:
         Returns (status, the last `keep` lines). A runner other than the
         subprocess one (a test's) is called once and its output replayed.
         """
-        from collections import deque
+        from collections import deque  # lazy: only for builds, pulls and postCreateCommand
 
         tail = deque(maxlen=keep)
 
-        def emit(line):
+        def emit(line: str) -> None:
             tail.append(line)
             if on_line:
                 on_line(line)
@@ -455,8 +454,8 @@ class Engine:
             for line in (out + err).splitlines():
                 emit(line)
             return status, list(tail)
-        import subprocess
-        import threading
+        import subprocess  # lazy: only for builds, pulls and postCreateCommand
+        import threading  # lazy: only for builds, pulls and postCreateCommand
 
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -496,7 +495,7 @@ class Engine:
         if self.runner is not subprocess_runner:
             status, out, err = self.runner(argv, input=input, timeout=timeout)
             return status, out if isinstance(out, bytes) else out.encode(), err
-        import subprocess
+        import subprocess  # lazy: only for credential files sent through the engine's exec
 
         try:
             proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)

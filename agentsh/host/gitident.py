@@ -12,11 +12,13 @@ through the exec (never the container's create-time environment, so never
 
 import os
 
+from agentsh.base.state import atomic_write
+
 CACHE = "git-identity"
 FIELDS = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
 
 
-def _sources(project_root):
+def _sources(project_root: str) -> str:
     home = os.path.expanduser("~")
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
     files = [os.environ.get("GIT_CONFIG_GLOBAL") or os.path.join(home, ".gitconfig"),
@@ -31,7 +33,7 @@ def _sources(project_root):
     return "|".join(out)
 
 
-def identity(store_root, project_root):
+def identity(store_root: str, project_root: str) -> dict[str, str]:
     """{GIT_AUTHOR_NAME: ..., ...} from the host's git config, or {} when it names nobody."""
     key = _sources(project_root).encode("utf-8", "surrogateescape")
     path = os.path.join(store_root, CACHE)
@@ -43,8 +45,6 @@ def identity(store_root, project_root):
     except OSError:
         pass
     name, email = _ask_git(project_root, "user.name"), _ask_git(project_root, "user.email")
-    from agentsh.base.state import atomic_write
-
     try:
         atomic_write(path, b"\0".join([key, name.encode(), email.encode()]))
     except OSError:
@@ -52,17 +52,21 @@ def identity(store_root, project_root):
     return _env(name, email)
 
 
-def _env(name, email):
+def _env(name: str, email: str) -> dict[str, str]:
     if not name or not email:
         return {}
     return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
             "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
 
 
-def _ask_git(project_root, key):
-    import subprocess
+def _ask_git(project_root: str, key: str) -> str:
+    import subprocess  # lazy: only on an identity cache miss
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k == "GIT_CONFIG_GLOBAL"}
+    from agentsh.host.gittopo import git_env  # lazy: only on an identity cache miss
+
+    # Only the identity the user's own git would use: every GIT_* goes but GIT_CONFIG_GLOBAL, which names
+    # the user's global config (ab-wt's git keeps more, agentsh's git on its own git dirs keeps less).
+    env = git_env((), "GIT_", keep=("GIT_CONFIG_GLOBAL",))
     cwd = project_root if os.path.isdir(os.path.join(project_root, ".git")) else "/"  # never a repo found upward
     try:
         proc = subprocess.run(["git", "config", "--get", key], cwd=cwd, capture_output=True, env=env,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 
 from agentsh.base import layout
 from agentsh.base.errors import AgentshError
@@ -62,14 +63,14 @@ class Topology:
         return f"Topology({self.as_dict()!r})"
 
 
-def _is_real_dir(path):
+def _is_real_dir(path: str) -> bool:
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
 
 
-def _real_path_of_dirs(path):
+def _real_path_of_dirs(path: str) -> bool:
     """True when every component of the absolute `path` is a real directory (no symlink)."""
     parts = path.split("/")
     for i in range(2, len(parts) + 1):
@@ -78,8 +79,31 @@ def _real_path_of_dirs(path):
     return True
 
 
+# What points host git at another repository, index or object store than the one it is given.
+GIT_LOCATION_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY")
+
+
+def git_env(drop: tuple[str, ...] = GIT_LOCATION_ENV, drop_prefix: str | None = None, keep: tuple[str, ...] = (),
+            **extra: str) -> dict[str, str]:
+    """This process's environment for a host git that agentsh runs: without the names in `drop`, and
+    (with `drop_prefix`) without every name starting with it but those in `keep`; then `extra` set.
+
+    One function for every caller; each passes what it must shed (agentsh.app.worktree,
+    agentsh.sandbox.gitbridge, agentsh.host.gitident say why theirs differ).
+    """
+    env = {k: v for k, v in os.environ.items()
+           if k not in drop and not (drop_prefix and k.startswith(drop_prefix) and k not in keep)}
+    env.update(extra)
+    return env
+
+
 def read_small(path: str, limit: int = 4096) -> str | None:
-    """A small regular file's text, opened without following a final symlink; None if not that."""
+    """A small regular file's text, opened without following a final symlink; None if not that.
+
+    Not base.safefs.read_project_file, which opens the same way: that one reads a whole file or raises
+    an error naming the fix; this one never raises and returns at most `limit` bytes, which is what the
+    topology checks want from a gitfile, `commondir` or HEAD (anything odd there means "not that").
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -110,7 +134,7 @@ def detect(root: str) -> Topology:
     return _linked(root, dot)
 
 
-def _linked(root, dot):
+def _linked(root: str, dot: str) -> Topology:
     text = read_small(dot)
     if not text or not text.startswith("gitdir:"):
         return Topology(NONE, root, reason=f"{dot} is not a gitfile")
@@ -170,7 +194,7 @@ def modules(common: str) -> list[str]:
     """Relative paths of the submodule git dirs under `common`/modules (nested ones included)."""
     found = []
 
-    def walk(rel):
+    def walk(rel: str) -> None:
         path = os.path.join(common, rel)
         try:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
@@ -213,7 +237,7 @@ def from_dict(d: dict | None, root: str) -> Topology | None:
 ROOTS = layout.PROJECT_ROOTS
 
 
-def _record_rel(project):
+def _record_rel(project: Project) -> str:
     return layout.project_record(project.sandbox)
 
 
@@ -248,8 +272,6 @@ def remember_root(store: Store, root: str) -> None:
 
 def set_aside(root: str, notify: Callable[[str], None]) -> None:
     """Move a `.git` that appeared in a project during a command out of host git's way."""
-    import time
-
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         target = f".agentsh-untrusted-git-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"

@@ -11,6 +11,7 @@ so that reading it needs no json.
 from __future__ import annotations
 
 from agentsh.base import layout
+from agentsh.base.state import atomic_write
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def pid_file(store: Store, name: str) -> str:
 
 def remember(store: Store, name: str, pid: int) -> None:
     """Record a sandbox's init process (call under the store lock)."""
-    from agentsh.base.state import atomic_write
-
     atomic_write(pid_file(store, name), f"{pid} {start_time(pid)}\n".encode())
 
 
@@ -53,11 +52,11 @@ def sandbox_running(store: Store, name: str) -> bool:
         return False
 
 
-def _shell_file(store, name):
+def _shell_file(store: Store, name: str) -> str:
     return store.path(layout.sandbox_shell_file(name))
 
 
-def _identity(store, name):
+def _identity(store: Store, name: str) -> bytes | None:
     try:
         with open(pid_file(store, name), "rb") as f:
             return f.read().strip()
@@ -78,8 +77,6 @@ def shell_hint(store: Store, name: str) -> str | None:
 
 def remember_shell(store: Store, name: str, shell: str) -> None:
     """Remember that this sandbox lacks the preferred shell (until it is recreated)."""
-    from agentsh.base.state import atomic_write
-
     identity = _identity(store, name)
     if identity:
         atomic_write(_shell_file(store, name), identity + b" " + shell.encode() + b"\n")

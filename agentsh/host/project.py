@@ -111,7 +111,7 @@ def real_dir(given: str | None = None, fix: str = "give an existing directory") 
     return real
 
 
-def _known_above(git_top, real):
+def _known_above(git_top: str | None, real: str) -> str | None:
     """The nearest project agentsh already knows that holds `real`, unless a repo lies between.
 
     A `.git` (or a plain subdirectory) inside a known project belongs to it:

@@ -9,6 +9,7 @@ someone with root.
 """
 
 import os
+import pwd
 
 SUBID_COUNT = 65536  # what Podman's default user namespace maps (uids 0-65535 inside)
 SUBID_FIRST = 100000  # where useradd starts handing out ranges
@@ -44,7 +45,6 @@ class Problem:
 
 
 def _user():
-    import pwd
 
     try:
         return pwd.getpwuid(os.getuid()).pw_name

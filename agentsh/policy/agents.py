@@ -29,7 +29,13 @@ the keys are the ones above.
 
 from __future__ import annotations
 
+import re
+
 from agentsh.base.errors import ConfigError, UsageError
+from agentsh.base.layout import INSTRUCTIONS_PATH as SANDBOX_PATH
+from agentsh.policy.netsets import SETS
+from agentsh.policy.shell import shell_command
+from agentsh.policy.values import ENV_NAME
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -177,11 +183,7 @@ def profile(name: str, cfg: Mapping[str, Any] | None = None) -> Profile:
 
 def check_overrides(value: object, where: str) -> dict:
     """config.SCHEMA checker for `[agents.NAME]` tables: every error names the file and the key."""
-    import re
-
-    from agentsh.policy.values import ENV_NAME
-
-    def at(*keys):
+    def at(*keys: str) -> str:
         return where[:-1] + "".join("." + k for k in keys) + "'"
 
     if not isinstance(value, dict):
@@ -203,8 +205,6 @@ def check_overrides(value: object, where: str) -> dict:
                     ENV_NAME.match(k) and isinstance(v, str) for k, v in item.items())):
                 raise ConfigError(f"{at(name, key)} must be a table of NAME = \"value\" strings")
         if "network" in table:
-            from agentsh.policy.netsets import SETS
-
             unknown = [s for s in table["network"] if s not in SETS]
             if unknown:
                 raise ConfigError(f"{at(name, 'network')}: unknown destination set {unknown[0]!r}",
@@ -217,15 +217,15 @@ def check_overrides(value: object, where: str) -> dict:
 # -- the command that runs inside ---------------------------------------------------
 
 
-def _q(text):
+def _q(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
 
 
-def _words(argv):
+def _words(argv: Iterable[str]) -> str:
     return " ".join(_q(a) for a in argv)
 
 
-def _home_path(path):
+def _home_path(path: str) -> str:
     """'~/x' as a shell word that expands to the sandbox home's x."""
     return '"$HOME"/' + _q(path[2:]) if path.startswith("~/") else _q(path)
 
@@ -244,8 +244,6 @@ def launch_script(prof: Profile, agent_args: Sequence[str], safe: bool = False, 
     line when there is no credential, give the install hint when the program
     is missing, and continue the last conversation when there is one.
     """
-    from agentsh.base.layout import INSTRUCTIONS_PATH as SANDBOX_PATH
-
     program = prof.program
     lines = ["_ab_any() { for f in \"$@\"; do [ -e \"$f\" ] && return 0; done; return 1; }"]
     if instructions_targets:
@@ -274,8 +272,6 @@ def command(prof: Profile, cfg: Mapping[str, Any], agent_args: list[str], safe: 
             new: bool = False, instructions_targets: Iterable[str] = ()) -> list[str]:
     """argv to exec in the sandbox for a profile."""
     if prof.name == SHELL and not prof.command:
-        from agentsh.policy.shell import shell_command
-
         return shell_command(cfg.get("shell")) if not agent_args else agent_args
     return ["sh", "-c", launch_script(prof, agent_args, safe, new, instructions_targets), f"ab-agent-{prof.name}"]
 

@@ -8,10 +8,15 @@ gets a one-line notice and the user config alone.
 
 from __future__ import annotations
 
+import marshal
 import os
+import stat
 
+from agentsh import __version__
 from agentsh.base import layout, paths
-from agentsh.base.errors import ConfigError
+from agentsh.base.digest import sha256_hex
+from agentsh.base.errors import ConfigError, UsageError
+from agentsh.base.state import Store
 from agentsh.policy import trust
 from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...: also for callers)
     CAPABILITIES,
@@ -35,16 +40,17 @@ from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...:
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-    from typing import Any
+    from collections.abc import Callable, Mapping
+    from typing import Any, NoReturn
 
     from agentsh.base.state import Store
     from agentsh.host.project import Project
     from agentsh.policy.devcontainer import Devcontainer
+    from agentsh.policy.values import Pattern
 
 
-def _names(pattern, what):
-    def check(value, where):
+def _names(pattern: Pattern, what: str) -> Callable[[object, str], list[str]]:
+    def check(value: object, where: str) -> list[str]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where} must be a list of strings")
         for v in value:
@@ -55,7 +61,7 @@ def _names(pattern, what):
     return check
 
 
-def _cap_add(value, where):
+def _cap_add(value: object, where: str) -> list[str]:
     _names(CAPABILITY, "capability name")(value, where)
     for v in value:
         if v.removeprefix("CAP_") not in CAPABILITIES:
@@ -64,27 +70,27 @@ def _cap_add(value, where):
     return list(value)
 
 
-def _positive_int(value, where):
+def _positive_int(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where} must be a positive integer, not {value!r}")
     return value
 
 
-def _pids(value, where):
+def _pids(value: object, where: str) -> int:
     _positive_int(value, where)
     if value > MAX_PIDS:
         raise ConfigError(f"{where} must be at most {MAX_PIDS}, not {value}")
     return value
 
 
-def _size(value, where):
+def _size(value: object, where: str) -> str:
     if not isinstance(value, str) or not SIZE.match(value):
         raise ConfigError(f"{where} must be a size such as \"8g\" or \"512m\", not {value!r}")
     return value
 
 
-def _cpus(value, where):
-    import math
+def _cpus(value: object, where: str) -> int | float:
+    import math  # lazy: only for a `cpus` value
 
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{where} must be a positive number, not {value!r}")
@@ -93,7 +99,7 @@ def _cpus(value, where):
     return value
 
 
-def _ca_bundle(value, where):
+def _ca_bundle(value: object, where: str) -> str:
     """"auto", "host", "image" or the path of a PEM file (checked when it is used: sandbox.ca_bundle_source)."""
     _str()(value, where)
     if value not in ("auto", "host", "image"):
@@ -101,7 +107,7 @@ def _ca_bundle(value, where):
     return value
 
 
-def _shell(value, where):
+def _shell(value: object, where: str) -> str:
     _str()(value, where)
     if not value.strip() or value.lstrip().startswith("-"):
         raise ConfigError(f"{where}: {value!r} is not a shell command", "name a program, e.g. \"zsh\" or \"/bin/bash\"")
@@ -116,7 +122,7 @@ def split_mount(entry: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2] if len(parts) == 3 else "rw"
 
 
-def _mounts(value, where):
+def _mounts(value: object, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where} must be a list of \"HOST:SANDBOX[:ro]\" strings")
     for v in value:
@@ -128,10 +134,9 @@ def _mounts(value, where):
     return list(value)
 
 
-def _ports(value, where):
+def _ports(value: object, where: str) -> list[str | int]:
     """Published ports: Docker's [IP:][HOST:]CONTAINER[/PROTO] strings, or bare port numbers."""
-    from agentsh.base.errors import UsageError
-    from agentsh.policy.ports import parse
+    from agentsh.policy.ports import parse  # lazy: re and ipaddress, only for a `ports` value
 
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list of ports such as \"8080:80\" or 3000")
@@ -143,25 +148,25 @@ def _ports(value, where):
     return list(value)
 
 
-def _caches(value, where):
-    from agentsh.policy.caches import check
+def _caches(value: object, where: str) -> list[str]:
+    from agentsh.policy.caches import check  # lazy: only for a `caches` value
 
     return check(value, where)
 
 
-def _agents(value, where):
-    from agentsh.policy.agents import check_overrides
+def _agents(value: object, where: str) -> dict:
+    from agentsh.policy.agents import check_overrides  # lazy: only for an [agents] table
 
     return check_overrides(value, where)
 
 
-def _network_allow(value, where):
-    from agentsh.policy.rules import check_allow
+def _network_allow(value: object, where: str) -> list[str]:
+    from agentsh.policy.rules import check_allow  # lazy: re and ipaddress, only for a [network] allow list
 
     return check_allow(value, where)
 
 
-def _bool(value, where):
+def _bool(value: object, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, not {value!r}")
     return value
@@ -169,7 +174,7 @@ def _bool(value, where):
 
 def _devcontainer_name(value, where):
     """A folder name under .devcontainer ("." for the top devcontainer.json)."""
-    import re
+    import re  # lazy: re (~2 ms), only to check a devcontainer config name
 
     if not isinstance(value, str) or not (value == "." or re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", value)):
         raise ConfigError(f"{where}: {value!r} is not a devcontainer config name",
@@ -234,7 +239,7 @@ def validate(data: dict, source: str, schema: dict = SCHEMA, prefix: str = "") -
 
 
 def parse(text: str, source: str) -> dict:
-    import tomllib
+    import tomllib  # lazy: only on a config cache miss (see parse_cached)
 
     try:
         data = tomllib.loads(text)
@@ -251,11 +256,6 @@ def parse_cached(data: bytes, source: str) -> dict:
     A validated result is kept as a marshal file named by the hash of this
     version, the file's path and its bytes, so an edit is never served stale.
     """
-    import marshal
-
-    from agentsh import __version__
-    from agentsh.base.digest import sha256_hex
-
     key = sha256_hex(f"{__version__}\0{RULES}\0{source}\0".encode("utf-8", "surrogateescape") + data)[:32]
     cache = os.path.join(paths.state_dir(), layout.config_cache(key))
     try:
@@ -338,15 +338,13 @@ def load(project: Project | None = None, store: Store | None = None,
         _devcontainer_name(choice, "devcontainer")
     anchor = trust.anchor(project, choice) if project is not None else None
     if project is not None:
-        from agentsh.policy.devcontainer import ambiguity
+        from agentsh.policy.devcontainer import ambiguity  # lazy: the devcontainer reader, only when a project is given
 
         problem = ambiguity(project.root, choice)
         if problem:
             notices.append(problem)
     if anchor:
         if store is None:
-            from agentsh.base.state import Store
-
             store = Store()
         try:
             data = trust.read_project_file(anchor)
@@ -381,8 +379,6 @@ def load(project: Project | None = None, store: Store | None = None,
         try:
             validate(given, "command line")
         except ConfigError as e:
-            from agentsh.base.errors import UsageError
-
             raise UsageError(e.message, e.fix) from None
         cfg = merge(cfg, given)
     return Config(cfg, project_file=project.config_file if project else None, project_trust=trust_state,
@@ -473,7 +469,7 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
 
 def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
     """widened() as `label  value` lines for a terminal (control characters escaped); [] when nothing."""
-    def show(text):
+    def show(text: object) -> str:
         text = str(text)
         return text if control_character(text) is None else ascii(text)[1:-1]
 
@@ -518,7 +514,7 @@ _PEM_BLOCK = Pattern(rb"-----BEGIN CERTIFICATE-----([^-]*)-----END CERTIFICATE--
 _PEM_BODY = Pattern(rb"[ \t]*\r?\n(?:[A-Za-z0-9+/=]+[ \t]*\r?\n)+\Z")
 
 
-def _gap_ok(gap, first):
+def _gap_ok(gap: bytes, first: bool) -> bool:
     """Text between certificate blocks: blank lines and '#' comments only (each block on its own lines)."""
     lines = gap.split(b"\n")
     if len(lines) == 1 and not first:
@@ -538,7 +534,7 @@ def check_pem(data: bytes, where: str) -> int:
     Each block must decode as base64 to a DER SEQUENCE. The message names the
     first offending line, never its content (the file may be a secret).
     """
-    import binascii
+    import binascii  # lazy: only when a CA bundle is checked
 
     body = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
     pos, count = 0, 0
@@ -565,7 +561,7 @@ def check_pem(data: bytes, where: str) -> int:
     return count
 
 
-def _pem_problem(body, where):
+def _pem_problem(body: bytes, where: str) -> NoReturn:
     inside = None
     lines = body.split(b"\n")
     for n, raw in enumerate(lines[:-1] if lines[-1] == b"" else lines, 1):
@@ -598,8 +594,7 @@ def read_ca_bundle(path: str, setting: str) -> bytes:
     bundle), a regular file only, PEM certificates only: so no setting makes
     agentsh mount /etc/shadow, a device or a directory into a sandbox.
     """
-    import errno
-    import stat
+    import errno  # lazy: only when a CA bundle is read
 
     where = f"ca_bundle {setting!r}"
     try:
@@ -639,8 +634,6 @@ def ca_bundle_copy(path: str, setting: str) -> str:
     be set from user space). Whatever is remembered names a copy of bytes that
     were checked, so a stale answer can only mean an older checked bundle.
     """
-    from agentsh.base.digest import sha256_hex
-
     directory = os.path.join(paths.state_dir(), layout.CA_COPIES)
     try:
         st = os.stat(path)
@@ -676,8 +669,6 @@ def private_ca_copy(data: bytes) -> str:
     The sandbox and the image build then see exactly the bytes that were
     checked, whatever happens to the original file afterwards.
     """
-    from agentsh.base.digest import sha256_hex
-
     path = os.path.join(paths.state_dir(), layout.CA_COPIES, sha256_hex(data)[:32] + ".pem")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)

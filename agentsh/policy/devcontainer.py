@@ -17,9 +17,14 @@ command holding one is handed over the same way.
 from __future__ import annotations
 
 import os
+import re
 
 from agentsh.base.errors import ConfigError
-from agentsh.policy.devcontainer_vars import _inside, _printable, _scalar, _text  # noqa: F401 (also for callers)
+from agentsh.base.safefs import read_project_file
+from agentsh.policy.devcontainer_args import build_options, mount_fields, run_args
+from agentsh.policy.devcontainer_features import read_features
+from agentsh.policy.devcontainer_vars import Resolver, _inside, _printable, _scalar, _text  # noqa: F401 (also for callers)
+from agentsh.policy.values import ENV_NAME, check_image, check_sandbox_path
 
 TOP = ".devcontainer"
 LOCATIONS = (".devcontainer/devcontainer.json", ".devcontainer.json")
@@ -213,7 +218,6 @@ class Devcontainer:
     """
 
     def __init__(self, path: str, data: dict, workspace: str, environ=None) -> None:
-        from agentsh.policy.devcontainer_vars import Resolver
 
         self.path = path
         self.dir = os.path.dirname(path)
@@ -282,7 +286,6 @@ class Devcontainer:
         return self.vars.text(_text(value, where, multiline=True), where)
 
     def _image(self, value, data):
-        from agentsh.policy.values import check_image
 
         where = _key(self.path, "image")
         if not isinstance(value, str):
@@ -337,7 +340,6 @@ class Devcontainer:
         self._build_options(build.get("options"))
 
     def _cache_from(self, value):
-        from agentsh.policy.values import check_image
 
         if value is None:
             return
@@ -354,7 +356,6 @@ class Devcontainer:
         if not isinstance(value, list):
             raise ConfigError(f"{where} must be a list of strings")
         words = [str(self.sub(v, where)) for v in value]
-        from agentsh.policy.devcontainer_args import build_options
 
         kept, refused = build_options(words)
         self.build_options = kept
@@ -367,7 +368,6 @@ class Devcontainer:
 
     def _table(self, value, key):
         """An object of NAME: value, substituted, as {name: Resolved}."""
-        from agentsh.policy.values import ENV_NAME
 
         where = _key(self.path, key)
         if value is None:
@@ -391,7 +391,6 @@ class Devcontainer:
         self.honoured.append("name")
 
     def _user(self, value, data, key):
-        import re
 
         if value is None:
             self.honoured.append(key)  # null: the image's user
@@ -446,7 +445,6 @@ class Devcontainer:
         self.honoured.append("mounts")
 
     def _mount(self, entry, where, i):
-        from agentsh.policy.devcontainer_args import mount_fields
 
         if isinstance(entry, str):
             fields = mount_fields(str(self.sub(entry, where)), where)
@@ -462,7 +460,6 @@ class Devcontainer:
         self._mount_entry(fields, entry, where, i)
 
     def _mount_entry(self, fields, entry, where, i):
-        from agentsh.policy.values import check_sandbox_path
 
         label = f"mounts[{i}]"
         kind = fields.pop("type", "bind")
@@ -503,7 +500,6 @@ class Devcontainer:
                 return
             self.mounts.append(f"{src}:{dst}{':ro' if ro else ''}")
         elif kind == "volume":
-            import re
 
             if not src:
                 self.tmpfs.append((dst, ""))  # an anonymous volume: gone with the sandbox, like a tmpfs
@@ -540,7 +536,6 @@ class Devcontainer:
         self._ports(values, data, "appPort")
 
     def _run_args(self, value, data):
-        from agentsh.policy.devcontainer_args import run_args
 
         where = _key(self.path, "runArgs")
         if not isinstance(value, list):
@@ -627,7 +622,6 @@ class Devcontainer:
         self.honoured.append("hostRequirements")
 
     def _features(self, value, data):
-        from agentsh.policy.devcontainer_features import read_features
 
         if not isinstance(value, dict):
             raise ConfigError(f"{_key(self.path, 'features')} must be an object of FEATURE: options")
@@ -779,7 +773,6 @@ def from_bytes(path: str, data: bytes, project_root: str, environ=None) -> Devco
 
 def load(project_root: str, choice: str | None = None) -> Devcontainer | None:
     """The project's devcontainer, read without following a symlink; None when there is none."""
-    from agentsh.base.safefs import read_project_file
 
     path = find(project_root, choice)
     if path is None:

@@ -9,6 +9,7 @@ copied as words (a value cannot smuggle a second flag).
 from __future__ import annotations
 
 from agentsh.base.errors import ConfigError
+from agentsh.policy.values import ENV_NAME, check_sandbox_path, control_character
 
 HOST_NAMESPACE = "shares a host namespace with the sandbox"
 DEVICES = "gives the sandbox host devices"
@@ -109,7 +110,6 @@ def _words(words):
 
 def run_args(words, project_root):
     """Sort a devcontainer's runArgs (already substituted) into a RunArgs."""
-    from agentsh.policy.values import ENV_NAME, control_character
 
     out = RunArgs()
     for flag, value, shown in _words(words):
@@ -160,7 +160,6 @@ def run_args(words, project_root):
 
 
 def _tmpfs(value, shown, out):
-    from agentsh.policy.values import check_sandbox_path
 
     target, _, opts = value.partition(":")
     check_sandbox_path(target, f"runArgs {shown!r}")
@@ -196,7 +195,6 @@ BUILD_FLAGS = {
 
 def build_options(words):
     """(flags to pass as --flag[=value], [(flag, why) refused or ignored]) of build.options."""
-    from agentsh.policy.values import control_character
 
     kept, refused = [], []
     i = 0

@@ -15,9 +15,14 @@ _CONTAINER_USER and their homes. Order: `installsAfter` and `dependsOn`
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import stat
 
 from agentsh.base.errors import ConfigError
+from agentsh.base.safefs import read_project_file
+from agentsh.policy.devcontainer_vars import _inside, _printable, _scalar
 
 MAX_FILES = 200
 MAX_BYTES = 8 << 20
@@ -26,7 +31,6 @@ OCI = "OCI features (from a registry) are not fetched by agentsh yet; install th
 
 def option_env_name(option: str) -> str:
     """The spec's environment name of a feature option."""
-    import re
 
     name = re.sub(r"[^\w]", "_", option, flags=re.ASCII)
     name = re.sub(r"^[\d_]+", "_", name)
@@ -90,7 +94,6 @@ def read_features(dev, value):
 
 
 def _local(dev, ref, options):
-    from agentsh.policy.devcontainer_vars import _inside, _printable
 
     folder = os.path.normpath(os.path.join(dev.dir, ref))
     where = f"{dev.path}: key 'features' {_printable(ref)!r}"
@@ -106,7 +109,6 @@ def _local(dev, ref, options):
     names = {rel for rel, _, _ in files}
     if "devcontainer-feature.json" not in names or "install.sh" not in names:
         return "a feature folder needs devcontainer-feature.json and install.sh"
-    import json
 
     raw = next(data for rel, _, data in files if rel == "devcontainer-feature.json")
     try:
@@ -119,7 +121,6 @@ def _local(dev, ref, options):
 
 
 def _options(dev, where, meta, given):
-    from agentsh.policy.devcontainer_vars import _scalar
 
     declared = meta.get("options") if isinstance(meta.get("options"), dict) else {}
     if isinstance(given, str):
@@ -142,9 +143,7 @@ def _options(dev, where, meta, given):
 
 def _read_tree(folder, rel="", out=None):
     """[(relative path, mode, bytes)] of every regular file under folder; a symlink is an error."""
-    import stat
 
-    from agentsh.base.safefs import read_project_file
 
     out = [] if out is None else out
     with os.scandir(os.path.join(folder, rel) if rel else folder) as it:

@@ -22,10 +22,13 @@ the caller can keep host values out of the engine's files.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 
 from agentsh.base.errors import ConfigError
+from agentsh.policy.values import control_character
 
 VARIABLE = re.compile(r"\$\{(.*?)\}")
 HOST_VARIABLES = ("localEnv", "env")
@@ -33,8 +36,6 @@ HOST_VARIABLES = ("localEnv", "env")
 
 def devcontainer_id(local_folder: str, config_file: str) -> str:
     """The reference CLI's ${devcontainerId}: 52 base-32 digits of sha256 over its id labels."""
-    import hashlib
-    import json
 
     labels = {"devcontainer.config_file": config_file, "devcontainer.local_folder": local_folder}
     text = json.dumps(labels, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -131,7 +132,6 @@ def env_list(entries) -> dict:
 
 def _text(value, where, multiline=False):
     """A string value without control characters (newlines and tabs allowed in commands)."""
-    from agentsh.policy.values import control_character
 
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
@@ -152,7 +152,6 @@ def _scalar(value, where):
 
 def _printable(text):
     """A name from the file as it can be shown on a terminal (control characters escaped)."""
-    from agentsh.policy.values import control_character
 
     text = str(text)
     return text if control_character(text) is None else ascii(text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from agentsh.base import layout, paths
 from agentsh.policy.rules import ALLOW, LOCKDOWN_SETS
 
 TYPE_CHECKING = False  # typing stays off the hot paths
@@ -43,8 +44,6 @@ def is_locked(cfg: Mapping[str, Any]) -> bool:
 
 def overlay_dirs(project: Project) -> tuple[str, str]:
     """Host dirs holding a locked-down sandbox's writes to the project (upper) and overlay scratch (work)."""
-    from agentsh.base import layout, paths
-
     base = os.path.join(paths.data_dir(), layout.lockdown_dir(project.sandbox))
     return os.path.join(base, "upper"), os.path.join(base, "work")
 

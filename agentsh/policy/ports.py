@@ -25,7 +25,7 @@ _SPEC = re.compile(r"(?:(?P<ip>\[[0-9a-fA-F:.]+\]|[0-9]+(?:\.[0-9]+){3}):)?(?:(?
                    r"(?:/(?P<proto>[a-z]+))?\Z")
 
 
-def _port(text, spec):
+def _port(text: str, spec: str) -> int:
     value = int(text)
     if not 1 <= value <= 65535:
         raise UsageError(f"port {value} in {spec!r} is out of range (1-65535)")
@@ -47,7 +47,7 @@ def parse(spec: str, project_root: str) -> dict:
         raise UsageError(f"port {spec!r} is not [IP:][HOST:]CONTAINER[/PROTO] (e.g. 8080:80, 127.0.0.1:5173:5173, 3000)")
     ip = m["ip"] or DEFAULT_BIND
     if m["ip"]:
-        import ipaddress
+        import ipaddress  # lazy: only for a port bound to an address
 
         try:
             ipaddress.ip_address(ip.strip("[]"))

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
     IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+    # _table's rows: (shift, network >> shift, reason, (version, first address, prefix length))
+    TableRow = tuple[int, int, str, tuple[int, int, int]]
 
 FULL, NONE, ALLOW, LEARN = "full", "none", "allow", "learn"
 MODES = (FULL, NONE, ALLOW, LEARN)
@@ -87,7 +89,7 @@ def normalize_host(host: str) -> str:
 
 def ip_literal(host: str) -> IPAddress | None:
     """The address when `host` is an IP literal, else None."""
-    import ipaddress
+    import ipaddress  # lazy: warm ab-up loads this module but parses no address
 
     try:
         return ipaddress.ip_address(host)
@@ -102,7 +104,7 @@ def unmapped(addr: IPAddress) -> IPAddress:
     rules and checks see that one.
     """
     if addr.version == 6 and int(addr) >> 32 == 0xFFFF:
-        import ipaddress
+        import ipaddress  # lazy: warm ab-up loads this module but parses no address
 
         return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
     return addr
@@ -126,7 +128,7 @@ def parse_host(text: str) -> tuple[str, IPAddress | None]:
         raise ValueError("host name too long")
     if "%" in host:
         raise ValueError("IPv6 zone ids are not accepted")
-    import ipaddress
+    import ipaddress  # lazy: warm ab-up loads this module but parses no address
 
     if ":" in host:
         try:
@@ -138,7 +140,7 @@ def parse_host(text: str) -> tuple[str, IPAddress | None]:
             return host, ipaddress.IPv4Address(host)
         except ValueError:
             pass
-        import socket
+        import socket  # lazy: only for a short-form IPv4 literal
 
         try:
             packed = socket.inet_aton(host)
@@ -201,8 +203,8 @@ _EMBEDDING = {
 _tables = None
 
 
-def _table(blocks):
-    import ipaddress
+def _table(blocks: Iterable[tuple[str, str]]) -> tuple[TableRow, ...]:
+    import ipaddress  # lazy: warm ab-up loads this module but parses no address
 
     out = []
     for text, reason in blocks:
@@ -213,7 +215,7 @@ def _table(blocks):
     return tuple(out)
 
 
-def _lookup(table, value):
+def _lookup(table: Iterable[TableRow], value: int) -> tuple[str, tuple[int, int, int]] | None:
     for shift, key, reason, block in table:
         if value >> shift == key:
             return reason, block
@@ -274,9 +276,9 @@ def classify(addr: IPAddress) -> tuple[str, tuple[int, int, int]] | None:
 # -- rules and decisions -----------------------------------------------------------------
 
 
-def _rule_address(host):
+def _rule_address(host: str) -> IPNetwork | None:
     """The address range a rule's host names, or None for a host name (ValueError if malformed)."""
-    import ipaddress
+    import ipaddress  # lazy: warm ab-up loads this module but parses no address
 
     if "/" in host:
         try:
@@ -338,7 +340,7 @@ def parse_rule(text: str) -> Rule:
 
 def expand(items: Iterable[str]) -> list[str]:
     """Allowlist items ('@set' names and patterns) -> the patterns, sets expanded, in order, deduplicated."""
-    from agentsh.policy.netsets import SETS
+    from agentsh.policy.netsets import SETS  # lazy: only when an allowlist is expanded
 
     out = []
     for item in items:
@@ -454,7 +456,7 @@ def propose(entries: Iterable[dict]) -> tuple[list[str], list[dict]]:
     no host name or canonical IP address (what a hostile request may log)
     are left out. Returns (patterns, per-destination counts).
     """
-    from agentsh.policy.netsets import SETS
+    from agentsh.policy.netsets import SETS  # lazy: only for ab-net propose
 
     seen = {}
     for e in entries:

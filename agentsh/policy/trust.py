@@ -22,12 +22,14 @@ cd hook's or ab-exec's path, where it would cost a walk of the tree.
 from __future__ import annotations
 
 import os
+import posixpath
 import stat
 import time
 
 from agentsh.base import layout
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
+from agentsh.base.paths import home_dir
 from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: also for callers)
     _READ_FLAGS,
     MAX_PROJECT_FILE,
@@ -40,6 +42,7 @@ from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: 
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
+    import hashlib
     from collections.abc import Mapping
 
     from agentsh.base.state import Store
@@ -54,7 +57,7 @@ _SESSION_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 PROJECT_FILE = ".agentsh.toml"
 
 
-def _path_key(real_path):
+def _path_key(real_path: str) -> str:
     return sha256_hex(real_path)
 
 
@@ -67,7 +70,7 @@ def session_id(environ: Mapping[str, str] | None = None) -> str | None:
     return value if 8 <= len(value) <= 64 and _SESSION_CHARS.issuperset(value) else None
 
 
-def _session_rel(session, key):
+def _session_rel(session: str, key: str) -> str:
     return layout.trust_session_record(session, key)
 
 
@@ -88,7 +91,7 @@ def anchor(project: Project, choice: str | None = None) -> str | None:
     """
     if project.config_file:
         return project.config_file
-    from agentsh.policy.devcontainer import find
+    from agentsh.policy.devcontainer import find  # lazy: only for a project with no .agentsh.toml
 
     return find(project.root, choice)
 
@@ -114,7 +117,7 @@ class Covered:
 
 def cover(anchor_path: str, data: bytes | None = None, choice: str | None = None) -> Covered:
     """The Covered snapshot of an anchor (its bytes given, or read now); `choice` as for anchor()."""
-    from agentsh.policy import devcontainer
+    from agentsh.policy import devcontainer  # lazy: the devcontainer reader, only when covering an anchor
 
     if data is None:
         data = read_project_file(anchor_path)
@@ -206,7 +209,7 @@ def status_record(store: Store, real_path: str, data: bytes, session: str | None
     return BLOCKED, None
 
 
-def _relative_files(covered):
+def _relative_files(covered: Covered) -> list[tuple[str, bytes | None]]:
     base = os.path.dirname(covered.anchor)
     return [(os.path.relpath(p, base), d) for p, d in covered.files]
 
@@ -214,10 +217,8 @@ def _relative_files(covered):
 # -- linked worktrees ----------------------------------------------------------------
 
 
-def _checkout_top(start):
+def _checkout_top(start: str) -> str | None:
     """The nearest directory at or above `start` holding `.git` (never home or /), or None."""
-    from agentsh.base.paths import home_dir
-
     home = home_dir()
     d = start
     while d not in (home, "/", ""):
@@ -239,7 +240,7 @@ def linked_main_file(path: str) -> str | None:
     directory no sandbox can write; a gitfile and a `commondir` the agent wrote
     in its own tree prove nothing.
     """
-    from agentsh.host import gittopo
+    from agentsh.host import gittopo  # lazy: only for a linked worktree's project file
 
     top = _checkout_top(os.path.dirname(path))
     if top is None:
@@ -309,8 +310,7 @@ class IgnoreRules:
     """
 
     def __init__(self, text: str = "", source: str = ".dockerignore") -> None:
-        import posixpath
-        import re
+        import re  # lazy: only for a devcontainer build's .dockerignore
 
         self.patterns = []  # (exception, compiled regex, cleaned text)
         for n, line in enumerate(text.splitlines()):
@@ -341,7 +341,7 @@ class IgnoreRules:
         self.exceptions = [p for e, _, p in self.patterns if e]
 
     @staticmethod
-    def _regex(pattern):
+    def _regex(pattern: str) -> str:
         out = ["^"]
         i, n = 0, len(pattern)
         while i < n:
@@ -393,7 +393,7 @@ class IgnoreRules:
         return not any((p + "/").startswith(prefix) for p in self.exceptions)
 
 
-def _open_under(root, path, directory=True):
+def _open_under(root: str, path: str, directory: bool = True) -> int:
     """An fd for `path`, opened component by component from `root` without following a symlink."""
     rel = os.path.relpath(path, root)
     if rel == ".." or rel.startswith("../") or os.path.isabs(rel):
@@ -477,8 +477,9 @@ def build_digest(dockerfile: str, context: str, root: str, copy_to: str | None =
     return {"dockerfile": rel_file, "context": rel_context, "hash": h.hexdigest(), **stats}
 
 
-def _walk(h, dfd, prefix, rules, stats, copy_fd, context):
-    from hashlib import sha256
+def _walk(h: hashlib._Hash, dfd: int, prefix: str, rules: IgnoreRules, stats: dict[str, int], copy_fd: int | None,
+          context: str) -> None:
+    from hashlib import sha256  # lazy: OpenSSL's hashlib, only to hash a build context
 
     with os.scandir(dfd) as it:
         names = sorted(e.name for e in it)
@@ -552,7 +553,7 @@ def _walk(h, dfd, prefix, rules, stats, copy_fd, context):
         # sockets, FIFOs and devices: never sent to the engine, never read
 
 
-def _write_all(fd, data):
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
@@ -621,7 +622,7 @@ class BuildCopy:
         self.dir = self.dockerfile = self.context = None
 
     def __enter__(self) -> BuildCopy:
-        import tempfile
+        import tempfile  # lazy: only for a devcontainer build
 
         self.dir = tempfile.mkdtemp(prefix="agentsh-build-")
         try:
@@ -640,8 +641,8 @@ class BuildCopy:
     def __exit__(self, *exc: object) -> None:
         self._remove()
 
-    def _remove(self):
-        import shutil
+    def _remove(self) -> None:
+        import shutil  # lazy: only for a devcontainer build
 
         if self.dir:  # every directory of the copy keeps u+rwx, so nothing stops the removal
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -7,12 +7,14 @@ to check a value.
 
 from __future__ import annotations
 
+import posixpath
+
 from agentsh.base.errors import ConfigError
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
 if TYPE_CHECKING:
     import re
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from typing import Any
 
 
@@ -25,7 +27,7 @@ class Pattern:
 
     def match(self, value: str | bytes) -> re.Match | None:
         if self._compiled is None:
-            import re
+            import re  # lazy: see Pattern: re stays off the hot path
 
             self._compiled = re.compile(self.text)
         return self._compiled.match(value)
@@ -66,7 +68,7 @@ def control_character(text: str) -> str | None:
     return None
 
 
-def _no_control(value, where):
+def _no_control(value: object, where: str) -> None:
     """Refuse control characters in any string of a value (escape sequences, NUL, newlines)."""
     if isinstance(value, str):
         ch = control_character(value)
@@ -82,8 +84,8 @@ def _no_control(value, where):
             _no_control(v, where)
 
 
-def _str(choices=None):
-    def check(value, where):
+def _str(choices: Sequence[str] | None = None) -> Callable[[object, str], str]:
+    def check(value: object, where: str) -> str:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, not {_type(value)}")
         if choices and value not in choices:
@@ -115,8 +117,6 @@ def check_host_path(value: object, where: str, what: str = "path") -> str:
 
 def check_sandbox_path(value: object, where: str) -> str:
     """A path inside the sandbox a mount may cover: absolute, normalised, not agentsh's or the kernel's."""
-    import posixpath
-
     if not isinstance(value, str) or not value.startswith("/"):
         raise ConfigError(f"{where}: sandbox path {value!r} is not absolute", "give an absolute path such as /data")
     if posixpath.normpath(value) != value or value.startswith("//"):
@@ -130,7 +130,7 @@ def check_sandbox_path(value: object, where: str) -> str:
     return value
 
 
-def _type(value):
+def _type(value: object) -> str:
     return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
             list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 

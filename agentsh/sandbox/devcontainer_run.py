@@ -14,11 +14,19 @@ small script goes through a pipe into the secrets tmpfs, removes itself
 and runs the command.
 """
 
+import json
 import os
+import re
+import shutil
+import tempfile
 import threading
 
 from agentsh.base.errors import AgentshError
 from agentsh.base.layout import SECRETS_DIR
+from agentsh.creds import delivery
+from agentsh.policy.devcontainer_vars import container_substitute, env_list
+from agentsh.sandbox.image import PULL_TIMEOUT
+from agentsh.sandbox.spec import CA_ENV, LABEL_MANAGED
 
 CREATE = ("onCreateCommand", "updateContentCommand", "postCreateCommand")
 ORDER = (*CREATE, "postStartCommand", "postAttachCommand")
@@ -37,7 +45,6 @@ def shown(argv):
 
 
 def _container_env(engine, want):
-    from agentsh.policy.devcontainer_vars import env_list
 
     info = engine.inspect(want.name) or {}
     return env_list((info.get("Config") or {}).get("Env"))
@@ -47,7 +54,6 @@ def resolve_late_env(engine, want):
     """The devcontainer env values that read ${containerEnv:...}, resolved from the image's environment."""
     if not want.late_env:
         return {}
-    from agentsh.policy.devcontainer_vars import container_substitute, env_list
 
     info = engine.image_inspect(want.image) or {}
     env = env_list((info.get("Config") or {}).get("Env"))
@@ -67,7 +73,6 @@ def run(engine, want, names, notify):
         background = ORDER.index(name) > last  # after waitFor: ab-up does not wait for it
         if env is None and any("${containerEnv:" in a for _, argv, _ in entries for a in argv):
             env = _container_env(engine, want)
-        from agentsh.policy.devcontainer_vars import container_substitute
 
         jobs = [(label, [container_substitute(a, env or {}) for a in argv], host) for label, argv, host in entries]
         if background:
@@ -85,7 +90,6 @@ def _command(engine, want, argv, host):
     """The exec words for argv: as they are, or (host values, per-command env) a script in the tmpfs."""
     if not want.exec_env and not host:
         return list(argv)
-    from agentsh.creds import delivery
 
     token = os.urandom(6).hex()
     path = f"{SECRETS_DIR}/lifecycle-{token}"
@@ -133,7 +137,6 @@ def _run_parallel(engine, want, name, jobs, notify):
 
 
 def _start_background(engine, want, name, label, argv, host, notify):
-    import re
 
     log = f"/tmp/agentsh-{name}{'-' + re.sub(r'[^A-Za-z0-9_.-]', '_', label) if label else ''}.log"
     notify(f"{name}{'.' + label if label else ''}: {shown(argv)} (in the background, after waitFor "
@@ -154,7 +157,6 @@ def feature_recipe(base, features, user, base_user, ca=False):
     `ca`: the host's CA bundle reaches each install.sh as a build secret (with the usual variables
     pointing at it), so installs work behind a TLS-intercepting proxy; it is not kept in the image.
     """
-    from agentsh.sandbox.spec import CA_ENV
 
     remote = user.split(":")[0] if user else "root"
     home = "/root" if remote in ("root", "0") else f"/home/{remote}"
@@ -183,17 +185,13 @@ def feature_recipe(base, features, user, base_user, ca=False):
 
 
 def _json(text):
-    import json
 
     return json.dumps(text)
 
 
 def build_features(engine, build, base, notify):
     """Build the feature layer of a devcontainer on `base` into build["tag"]."""
-    import shutil
-    import tempfile
 
-    from agentsh.sandbox.spec import LABEL_MANAGED
 
     info = engine.image_inspect(base) or {}
     bundle = build.get("ca_bundle")
@@ -241,7 +239,6 @@ def ensure_image(engine, image, notify):
     """Pull `image` (named by a trusted devcontainer.json) when it is not local, showing progress."""
     if engine.image_exists(image):
         return
-    from agentsh.sandbox.image import PULL_TIMEOUT
 
     notify(f"pulling {image} (named by the devcontainer.json; config pull = \"never\" stops this)")
     engine.pull(image, on_line=lambda line: notify(f"  | {line}"), timeout=PULL_TIMEOUT)

@@ -25,9 +25,12 @@ is never tried a second way.
 
 import _socket
 import os
+import stat
 
+from agentsh.base.digest import sha256_hex
 from agentsh.base.fdio import write_all as _write_all  # noqa: F401 (spec_args uses EXECD)
-from agentsh.base.layout import EXECD, EXECD_SOCKET
+from agentsh.base.layout import EXECD, EXECD_SOCKET, IO_DIR
+from agentsh.base.paths import run_dir
 
 HELLO = b"agentsh-execd 1\n"
 CONNECT_TIMEOUT = 1.0
@@ -45,10 +48,9 @@ def build(lib_dir):
     The binary is kept in the user's cache dir under the hash of its source,
     so each version is compiled once per user, not once per state dir.
     """
-    import shutil
-    import subprocess
+    import shutil  # lazy: only when the exec server is compiled
+    import subprocess  # lazy: only when the exec server is compiled
 
-    from agentsh.base.digest import sha256_hex
 
     source = os.path.join(lib_dir, "execd.c")
     with open(source, "rb") as f:
@@ -88,23 +90,16 @@ def spec_args(lib_dir, sandbox):
     """(-v arguments, keep-alive command): the server when it is built, else a plain sleep."""
     if not available(lib_dir):
         return [], ["sleep", "infinity"]
-    from agentsh.base.layout import IO_DIR
-    from agentsh.base.paths import run_dir
-
     return ["-v", f"{run_dir(sandbox)}:{IO_DIR}"], [EXECD, EXECD_SOCKET]
 
 
 def prepare(sandbox):
     """The sandbox's host directory for its socket: the user's, mode 0700."""
-    from agentsh.base.paths import run_dir
-
     os.makedirs(run_dir(sandbox), mode=0o700, exist_ok=True)
     os.chmod(run_dir(sandbox), 0o700)
 
 
 def socket_path(sandbox):
-    from agentsh.base.paths import run_dir
-
     return os.path.join(run_dir(sandbox), SOCKET_NAME)
 
 
@@ -125,8 +120,6 @@ def _request(cmd, workdir, env, tty, size):
 
 def connect(sandbox):
     """A connected, greeted socket to the sandbox's exec server, or None (use the engine's exec)."""
-    from agentsh.base.paths import run_dir
-
     try:  # through a descriptor of the directory: a socket path may not exceed 107 bytes
         dir_fd = os.open(run_dir(sandbox), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
@@ -191,8 +184,6 @@ def _passable(fd):
     user may write it. A pipe reopened that way is the same pipe, and
     /dev/null is /dev/null.
     """
-    import stat
-
     try:
         st = os.fstat(fd)
     except OSError:
@@ -252,7 +243,7 @@ def _relay(conn, tty, stdin_pipe, outs, signal):
             status = 128 + int(e.args[0])
     finally:
         if saved_tty is not None:
-            import termios
+            import termios  # lazy: only after a terminal was made raw
 
             termios.tcsetattr(0, termios.TCSADRAIN, saved_tty)
         for signum, handler in previous.items():
@@ -272,7 +263,7 @@ class _Abandon(Exception):
 
 def _loop(conn, readers, outs, pipes):
     """Relay until the exit status arrives; returns it (125 when the server went away first)."""
-    import select
+    import select  # lazy: not loaded by ab-up, which imports this module
 
     poller = select.poll()
     for fd in readers:
@@ -350,8 +341,8 @@ def _loop(conn, readers, outs, pipes):
 
 
 def _raw(fd):
-    import termios
-    import tty
+    import termios  # lazy: only with a terminal
+    import tty  # lazy: only with a terminal
 
     try:
         saved = termios.tcgetattr(fd)

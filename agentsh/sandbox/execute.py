@@ -10,6 +10,9 @@ carries a marker in its environment, and a signal to us is re-sent to them.
 
 import os
 
+from agentsh.base.errors import UsageError
+from agentsh.policy.config import ENV_NAME
+
 try:  # the C module behind `signal`, without the enum import (~3 ms) on the hot path
     import _signal as signal
 except ImportError:  # pragma: no cover - other interpreters
@@ -39,9 +42,6 @@ def host_env_names(environ):
 
 def parse_env_args(items, environ):
     """-e NAME or -e NAME=VALUE -> (names, values to set in the engine's env)."""
-    from agentsh.base.errors import UsageError
-    from agentsh.policy.config import ENV_NAME
-
     names, values = [], {}
     for item in items:
         name, eq, value = item.partition("=")
@@ -79,7 +79,7 @@ def wrapped(cmd, token):
 
 def run_served(conn, cmd, workdir, env, tty, token):
     """Run cmd through the sandbox's exec server (sandbox.execd); returns its exit status."""
-    from agentsh.sandbox import execd
+    from agentsh.sandbox import execd  # lazy: socket; the engine's exec (AGENTSH_EXEC_SERVER=0) needs none
 
     return execd.run(conn, wrapped(cmd, token), workdir, env, tty, signal)
 
@@ -180,7 +180,7 @@ def _forward_signals(engine, name, marker):
     names = {int(getattr(signal, n)): n.removeprefix("SIG") for n in FORWARDED_SIGNALS}
 
     def forward(signum, _frame):
-        import subprocess
+        import subprocess  # lazy: only when a signal is forwarded
 
         subprocess.Popen(engine.argv("exec", name, "sh", "-c", _KILL_SCRIPT, "sh", names[int(signum)],
                                      f"{MARKER}={marker}"),

@@ -30,18 +30,19 @@ import re
 import shutil
 
 from agentsh.base import layout, paths, safefs
+from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError
 from agentsh.base.layout import HOST_GIT, LIB
 from agentsh.host import gittopo
+from agentsh.sandbox import execd
 
 EXPORT = layout.GIT_EXPORT
 MODULES_LIST = "agentsh-modules"
 BUNDLE_LIMIT = 4 << 30
 _SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?\Z")
 _ZERO = re.compile(r"0+\Z")
-_GIT_ENV = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT",
-            "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM")
+_GIT_ENV = (*gittopo.GIT_LOCATION_ENV, "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_CONFIG", "GIT_CONFIG_PARAMETERS",
+            "GIT_CONFIG_COUNT", "GIT_NAMESPACE", "GIT_CEILING_DIRECTORIES", "GIT_DISCOVERY_ACROSS_FILESYSTEM")
 
 
 def private_dir(sandbox, locked=False):
@@ -66,8 +67,6 @@ _LIB_DIGEST = []  # the sources' digest, read and hashed once per process (ab-up
 def lib_dir():
     """Where the in-sandbox scripts of this agentsh version live (named by their content)."""
     if not _LIB_DIGEST:
-        from agentsh.base.digest import sha256_hex
-
         sources = _lib_sources()
         _LIB_DIGEST.append(sha256_hex(b"\0".join(sources[n] for n in _LIB_FILES))[:12])
     return os.path.join(paths.data_dir(), layout.lib_dir(_LIB_DIGEST[0]))
@@ -123,8 +122,6 @@ def install_lib():
         with open(os.path.join(tmp, name), "wb") as f:
             f.write(data)
         os.chmod(os.path.join(tmp, name), 0o755)
-    from agentsh.sandbox import execd
-
     execd.build(tmp)  # the exec server; where it cannot be built, execs take the engine's path
     try:
         os.rename(tmp, target)
@@ -403,11 +400,13 @@ class _Git:
 
     def __init__(self, git_dir):
         self.git_dir = git_dir
-        self.env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV and not k.startswith("GIT_CONFIG_")}
-        self.env.update(LC_ALL="C", GIT_TERMINAL_PROMPT="0")
+        # Stricter than ab-wt's git (app.worktree): this git moves commits across the sandbox boundary on
+        # agentsh's own git dirs, so nothing in the environment may redirect it, add config or alternates,
+        # or change what it discovers; every GIT_CONFIG_* goes too.
+        self.env = gittopo.git_env(_GIT_ENV, "GIT_CONFIG_", LC_ALL="C", GIT_TERMINAL_PROMPT="0")
 
     def at(self, git_dir, *args):
-        import subprocess
+        import subprocess  # lazy: not loaded by warm ab-up, which imports this module
 
         proc = subprocess.run(["git", f"--git-dir={git_dir}", *args], stdin=subprocess.DEVNULL,
                               capture_output=True, env=self.env)

@@ -18,13 +18,23 @@ secret, so a build works behind TLS-intercepting proxies without the bundle
 ending up in the image.
 """
 
+import glob
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import time
+from collections import deque
 
 from agentsh.base import layout
-from agentsh.base.errors import AgentshError, EngineError, UsageError
+from agentsh.base.errors import AgentshError, EngineError, StateError, UsageError
+from agentsh.host import rootless
+from agentsh.host.engine import RootlessSetup, which
+from agentsh.policy import agents
+from agentsh.policy.agents import _q
 from agentsh.policy.config import DEFAULT_IMAGE
+from agentsh.sandbox.spec import ca_bundle_source
 
 REGISTRY_BASE = "docker.io/library/debian:bookworm-slim"
 LOCAL_BASE = "localhost/agentsh-base:bookworm"
@@ -78,14 +88,11 @@ def check_mirror(url):
 
 
 def have_debootstrap():
-    from agentsh.host.engine import which
-
     return which("debootstrap") or next(
         (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.access(p, os.X_OK)), None)
 
 
 def have_mmdebstrap():
-    from agentsh.host.engine import which
 
     return which("mmdebstrap") or next(
         (p for p in ("/usr/bin/mmdebstrap", "/usr/sbin/mmdebstrap") if os.access(p, os.X_OK)), None)
@@ -104,7 +111,6 @@ def bootstrap_tool():
 
 def bootstrap_problem():
     """(message, fix) when no Debian base can be made here (no tool, or no user namespace), else None."""
-    from agentsh.host import rootless
 
     tool = bootstrap_tool()
     if tool is None:
@@ -136,9 +142,6 @@ def stream_host(argv, on_line=None, keep=60):
 
     Returns (status, the last `keep` lines).
     """
-    import subprocess
-    from collections import deque
-
     tail = deque(maxlen=keep)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -234,8 +237,6 @@ class Builder:
 
     def mmdebstrap(self, mmdebstrap, mirror):
         """mmdebstrap straight into a tarball: in a user namespace of our own unless we are root."""
-        import shutil
-        import tempfile
 
         mode = "root" if os.geteuid() == 0 else "unshare"
         work = tempfile.mkdtemp(prefix="agentsh-base-", dir=_big_tmp())
@@ -253,8 +254,6 @@ class Builder:
 
     def debootstrap(self, debootstrap, mirror):
         """debootstrap into a directory (as root), tidy it, pack it, import it."""
-        import shutil
-        import tempfile
 
         work = tempfile.mkdtemp(prefix="agentsh-base-", dir=_big_tmp())
         try:
@@ -281,7 +280,6 @@ class Builder:
 
     def remember_start(self, tag, image_id):
         """Start the new image once (as ab-doctor would) and remember the pass, so ab-doctor need not."""
-        from agentsh.policy import agents
 
         programs = [p for p in (agents.profile(n, self.cfg).program for n in agents.names(self.cfg)
                                 if n != agents.SHELL) if p]
@@ -293,11 +291,6 @@ class Builder:
 
     def build(self, tag=DEFAULT_IMAGE, base=None, bootstrap=False, mirror=None, refresh=False, agents=True):
         """Build the image; returns its record (image, id, base, ...)."""
-        import shutil
-        import tempfile
-
-        from agentsh.sandbox.spec import ca_bundle_source
-
         if base and bootstrap:
             raise UsageError("--base and --bootstrap exclude each other",
                              "--bootstrap makes the base locally; --base names one to use")
@@ -308,7 +301,6 @@ class Builder:
             mirror = check_mirror(mirror)
         self.engine.exe  # a missing engine is the first thing to say
         if self.engine.is_podman and self.engine.rootless:
-            from agentsh.host import rootless
 
             found = rootless.problems()  # said now, not after minutes of bootstrapping and a failed RUN
             if found:
@@ -334,7 +326,6 @@ class Builder:
                             f"{LABEL_IMAGE}.agents": "true" if agents else "false"},
                     no_cache=refresh)
             except EngineError as e:
-                from agentsh.host.engine import RootlessSetup
 
                 tail = getattr(e, "tail", None)
                 if tail is None:
@@ -398,7 +389,6 @@ def probe(engine, image, programs=()):
     programs are there), so a check costs one start: on vfs storage a start
     from the 2 GB default image copies all of it.
     """
-    from agentsh.policy.agents import _q
 
     script = "; ".join([*(f"command -v {_q(p)} >/dev/null 2>&1 && echo {_q(p)}" for p in programs), "true"])
     status, out, err = engine.call("run", "--rm", "--pull=never", "--network=none", "--entrypoint", "sh",
@@ -413,7 +403,6 @@ def probe(engine, image, programs=()):
 
 def remembered_probe(store, image, key):
     """The probe record for `image` when it was made under `key`, else None."""
-    from agentsh.base.errors import StateError
 
     try:
         record = store.read(layout.image_probe_record(record_name(image)))
@@ -429,8 +418,6 @@ def remember_probe(store, image, key, present):
 
 def tidy_rootfs(rootfs, mirror):
     """Trim a fresh debootstrap tree and point apt at the mirror (plus updates, security)."""
-    import glob
-
     for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*",
                     "var/log/bootstrap.log", "etc/hostname", "etc/resolv.conf"):
         for path in glob.glob(os.path.join(rootfs, pattern)):
@@ -463,8 +450,6 @@ def release_mounts(path):
     True when nothing is mounted there any more, so the tree can be removed
     without reaching into the host's /dev or /proc.
     """
-    import subprocess
-
     for target in mounts_under(path):
         subprocess.run(["umount", "-l", target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return not mounts_under(path)

@@ -33,7 +33,7 @@ def mount_args():
 
 def targets(cfg=None):
     """Where the agents read user-level instructions (paths under ~ in the sandbox)."""
-    from agentsh.policy.agents import names, profile
+    from agentsh.policy.agents import names, profile  # lazy: only ab-agent asks; ab-up loads this module without it
 
     found = []
     for name in names(cfg):

@@ -15,6 +15,7 @@ from agentsh.base.errors import AgentshError, StateError
 from agentsh.base.layout import CA_PATH, SANDBOX_HOME  # noqa: F401 (also for callers)
 from agentsh.host import liveness
 from agentsh.host.engine import NameInUse, NoSuchContainer
+from agentsh.policy.trust import BuildCopy
 
 RUNNING = "running"
 
@@ -27,7 +28,7 @@ _FROM_SPEC = frozenset(("CA_ENV", "HOST_CA_BUNDLES", "KEEPALIVE", "LABEL_MANAGED
 
 def __getattr__(name):
     if name in _FROM_SPEC:
-        from agentsh.sandbox import spec as specs
+        from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
         return getattr(specs, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -39,14 +40,14 @@ def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
     `inputs`: SpecInputs already gathered (what `up` passes when ports change);
     `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
     """
-    from agentsh.sandbox import spec as specs
+    from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     return specs.build(project, cfg, engine, inputs or specs.gather(project, cfg, engine, topo), publish)
 
 
 def prepare_host(project, topo, locked=False):
     """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
-    from agentsh.sandbox import execd, gitbridge
+    from agentsh.sandbox import execd, gitbridge  # lazy: shutil, subprocess; ab-exec uses only ensure_running
 
     gitbridge.prepare(topo, project.sandbox, locked)
     execd.prepare(project.sandbox)
@@ -91,10 +92,10 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
 
     `attach`: an explicit `ab-up`, which runs a devcontainer's postAttachCommand.
     """
-    from agentsh.egress import network
-    from agentsh.host import gittopo
-    from agentsh.policy import lockdown
-    from agentsh.sandbox import gitbridge
+    from agentsh.egress import network  # lazy: re and the rules; ab-exec uses only ensure_running
+    from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
+    from agentsh.policy import lockdown  # lazy: re and the rules; ab-exec uses only ensure_running
+    from agentsh.sandbox import gitbridge  # lazy: shutil; ab-exec uses only ensure_running
 
     lockdown.prepare_host(project, cfg)
     gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
@@ -103,8 +104,10 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     network.attach(project, cfg, engine, store, notify)
     dev = getattr(cfg, "devcontainer", None)
     if attach and dev is not None and dev.lifecycle.get("postAttachCommand"):
-        from agentsh.sandbox import devcontainer_run
-        from agentsh.sandbox import spec as specs
+        from agentsh.sandbox import (
+            devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
+        )
+        from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
         want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo), record.get("publish", ()))
         devcontainer_run.run(engine, want, ("postAttachCommand",), notify or (lambda msg: None))
@@ -119,7 +122,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     call: the sandbox record names the container's init process, and /proc
     says whether that very process still runs. Anything else asks the engine.
     """
-    from agentsh.sandbox import spec as specs
+    from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     notify = notify or (lambda msg: None)
 
@@ -162,7 +165,9 @@ def _converge(engine, store, project, want, info, recreate, notify):
     if want.build and (info is None or recreate or not _matches(info, want)):
         build_image(engine, want.build, notify, force=recreate)
     elif want.pull and (info is None or recreate or not _matches(info, want)):
-        from agentsh.sandbox import devcontainer_run
+        from agentsh.sandbox import (
+            devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
+        )
 
         devcontainer_run.ensure_image(engine, want.image, notify)
     if info is not None and (recreate or not _matches(info, want)):
@@ -182,7 +187,9 @@ def _converge(engine, store, project, want, info, recreate, notify):
             engine.remove(want.name)
             info = None
         if started and getattr(want, "lifecycle", None):
-            from agentsh.sandbox import devcontainer_run
+            from agentsh.sandbox import (
+                devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
+            )
 
             devcontainer_run.run(engine, want, ("postStartCommand",), notify)
     elif info is not None and info["State"]["Status"] == "paused":
@@ -219,7 +226,7 @@ def remember(store, project, want, info):
 
 def kept_publish(info):
     """The `ab-up -p` ports an existing sandbox was made with ([] when none or no sandbox)."""
-    from agentsh.sandbox.spec import LABEL_PUBLISH
+    from agentsh.sandbox.spec import LABEL_PUBLISH  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     labels = ((info or {}).get("Config") or {}).get("Labels") or {}
     value = labels.get(LABEL_PUBLISH, "")
@@ -237,9 +244,10 @@ def build_image(engine, build, notify, force=False):
     """
     if not force and engine.image_exists(build["tag"]):
         return
-    from agentsh.policy.trust import BuildCopy
-    from agentsh.sandbox import devcontainer_run
-    from agentsh.sandbox.spec import LABEL_MANAGED
+    from agentsh.sandbox import (
+        devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
+    )
+    from agentsh.sandbox.spec import LABEL_MANAGED  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     pull = build.get("pull", "never") == "missing"
     features = build.get("features")
@@ -265,12 +273,12 @@ def build_image(engine, build, notify, force=False):
 
 
 def _create(engine, store, project, want, notify=None):
-    from agentsh.host import gittopo
+    from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
 
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
     # NameInUse: made by a process that held no lock, or under another state
     # dir; the caller inspects it and decides.
-    from agentsh.sandbox import devcontainer_run
+    from agentsh.sandbox import devcontainer_run  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
 
     notify = notify or (lambda msg: None)
     cid = engine.run_detached(want.full_run_args(devcontainer_run.resolve_late_env(engine, want)))
@@ -295,7 +303,7 @@ class _acquired:
         self.lock = lock
 
     def __enter__(self):
-        from agentsh.base.lock import Timeout
+        from agentsh.base.lock import Timeout  # lazy: fcntl; ab-exec's path takes no lock
 
         try:
             self.lock.acquire(timeout=0)
@@ -315,7 +323,7 @@ def require_image(engine, image):
 
 
 def _matches(info, want):
-    from agentsh.sandbox.spec import LABEL_SPEC
+    from agentsh.sandbox.spec import LABEL_SPEC  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     labels = (info.get("Config") or {}).get("Labels") or {}
     return labels.get(LABEL_SPEC) == want.hash
@@ -338,7 +346,7 @@ def down(engine, names, remove=False, volumes=(), store=None):
     for volume in volumes:
         engine.volume_remove(volume)
         if volume.endswith("-home"):  # the sandbox's state goes with its home: its private git dirs too
-            from agentsh.sandbox import gitbridge
+            from agentsh.sandbox import gitbridge  # lazy: shutil; ab-exec uses only ensure_running
 
             gitbridge.forget(volume[:-len("-home")])
     return done
@@ -346,7 +354,7 @@ def down(engine, names, remove=False, volumes=(), store=None):
 
 def listing(engine):
     """Every agentsh sandbox the engine knows: name, project, state, image, created."""
-    from agentsh.sandbox.spec import LABEL_MANAGED, LABEL_PROJECT
+    from agentsh.sandbox.spec import LABEL_MANAGED, LABEL_PROJECT  # lazy: json, re; ab-exec uses only ensure_running
 
     rows = []
     for c in engine.list({LABEL_MANAGED: "true"}):

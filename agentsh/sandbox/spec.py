@@ -12,9 +12,16 @@ it would be made from changes.
 import json
 import os
 
+from agentsh.base import layout, paths
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
 from agentsh.base.layout import CA_PATH, SANDBOX_HOME
+from agentsh.creds import delivery
+from agentsh.egress import network
+from agentsh.host import gittopo
+from agentsh.policy import caches, lockdown, ports
+from agentsh.policy.config import ca_bundle_copy
+from agentsh.sandbox import execd, gitbridge, instructions
 
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
@@ -88,8 +95,6 @@ class Spec:
 
 def host_ca_bundle():
     """The host's own CA bundle (its real path), if one of the usual files is a PEM bundle; else None."""
-    from agentsh.policy.config import ca_bundle_copy
-
     for path in HOST_CA_BUNDLES:
         if os.path.isfile(path):
             real = os.path.realpath(path)
@@ -109,8 +114,6 @@ def ca_bundle_source(setting):
     such as "/etc/shadow" is refused. What is returned is agentsh's own copy
     of exactly the bytes checked (config.ca_bundle_copy), never the file named.
     """
-    from agentsh.policy.config import ca_bundle_copy
-
     if setting == "image":
         return None
     if setting in ("auto", "host"):
@@ -133,12 +136,10 @@ def with_sandbox_ca(bundle, sandbox):
     """
     directory = os.path.dirname(bundle)
     combined = os.path.join(directory, f"{os.path.basename(bundle)[:-4]}-{sandbox}.pem")
-    from agentsh.base import layout, paths
-
     if os.path.isfile(combined) and os.path.isfile(os.path.join(paths.state_dir(), layout.sandbox_ca(sandbox),
                                                                 "ca.crt")):
         return combined
-    from agentsh.egress import ca
+    from agentsh.egress import ca  # lazy: cryptography, only when the sandbox's CA is made (not on warm ab-up)
 
     cert = ca.ensure(paths.state_dir(), sandbox)
     with open(bundle, "rb") as f:
@@ -188,11 +189,6 @@ def gather(project, cfg, engine, topo=None):
 
     `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
     """
-    from agentsh.creds import delivery
-    from agentsh.host import gittopo
-    from agentsh.policy import lockdown
-    from agentsh.sandbox import execd, gitbridge, instructions
-
     locked = lockdown.is_locked(cfg)
     topo = topo or gittopo.detect(project.root)
     git_args, git_env = gitbridge.spec_args(topo, project.sandbox, locked)
@@ -255,9 +251,6 @@ def build(project, cfg, engine, inputs, publish=()):
     `inputs`: what gather() read; `publish`: `ab-up -p` ports, kept with the
     sandbox (LABEL_PUBLISH) until the next `-p`.
     """
-    from agentsh.egress import network
-    from agentsh.policy import caches, lockdown, ports
-
     root = _mount_source(project.root)
     dev = cfg.devcontainer
     locked = lockdown.is_locked(cfg)

@@ -191,3 +191,17 @@ def test_remember_root_appends_once(tmp_path):
     path = store.path(gittopo.ROOTS)
     assert gittopo.known_roots(path) == ["/p/one", "/p/two"]
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+
+
+def test_git_env_drops_what_each_caller_names_and_sets_the_rest(monkeypatch):
+    for name in ("GIT_DIR", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT", "GIT_NAMESPACE", "GIT_AUTHOR_NAME"):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("KEEP_ME", "1")
+    wt = gittopo.git_env(LC_ALL="C")  # ab-wt: only the location names go
+    assert "GIT_DIR" not in wt and wt["GIT_CONFIG_GLOBAL"] == "x" and wt["GIT_NAMESPACE"] == "x"
+    assert wt["LC_ALL"] == "C" and wt["KEEP_ME"] == "1"
+    bridge = gittopo.git_env(("GIT_DIR", "GIT_NAMESPACE"), "GIT_CONFIG_")  # agentsh's git: no config either
+    assert not {"GIT_DIR", "GIT_NAMESPACE", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_COUNT"} & set(bridge)
+    assert bridge["GIT_AUTHOR_NAME"] == "x"
+    ident = gittopo.git_env((), "GIT_", keep=("GIT_CONFIG_GLOBAL",))  # identity: only the global config's name
+    assert [k for k in ident if k.startswith("GIT_")] == ["GIT_CONFIG_GLOBAL"] and ident["KEEP_ME"] == "1"

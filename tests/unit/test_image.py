@@ -536,11 +536,8 @@ def test_plain_progress_shows_only_steps_and_tty_progress_redraws_one_line():
 
 @pytest.fixture
 def fake_cli_engine(monkeypatch):
-    import agentsh.host.engine
-
     runner = FakeRunner(images={image.REGISTRY_BASE})
-    monkeypatch.setattr(agentsh.host.engine, "Engine",
-                        lambda name="podman", **kw: Engine(name, runner=runner, exe="/usr/bin/podman"))
+    monkeypatch.setattr(cli, "Engine", lambda name="podman", **kw: Engine(name, runner=runner, exe="/usr/bin/podman"))
     return runner
 
 
