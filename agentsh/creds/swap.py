@@ -17,6 +17,8 @@ the placeholder for the value in the bound header of requests to the bound
 hosts only.
 """
 
+from __future__ import annotations
+
 import os
 
 from agentsh.base import layout
@@ -24,19 +26,26 @@ from agentsh.base.errors import CredentialError
 from agentsh.base.state import atomic_write
 from agentsh.creds.vault import NONCE_BYTES, key_id
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from types import ModuleType
+
+    from agentsh.base.state import Store
+
 PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-proj-", "sk-svcacct-", "sk-",
             "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza")
 _DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MIN_RANDOM = 16  # characters of randomness at least (padded past the real length when shorter)
 
 
-def _json():
+def _json() -> ModuleType:
     import json  # lazy: json brings re along; only for the placeholder record
 
     return json
 
 
-def _random_like(text):
+def _random_like(text: str) -> str:
     import secrets  # lazy: secrets brings hashlib; only to make a placeholder
 
     out = []
@@ -46,13 +55,13 @@ def _random_like(text):
     return "".join(out)
 
 
-def _is_jwt(value):
+def _is_jwt(value: str) -> bool:
     parts = value.split(".")
     return len(parts) == 3 and value.startswith("eyJ") and all(
         p and all(c.isalnum() or c in "-_" for c in p) for p in parts)
 
 
-def _template(value):
+def _template(value: str) -> tuple[str, str]:
     """(prefix kept, body whose letters and digits are randomised)."""
     prefix = next((p for p in PREFIXES if value.startswith(p) and len(value) > len(p)), "")
     body = value[len(prefix):]
@@ -62,11 +71,11 @@ def _template(value):
     return prefix, body
 
 
-def _classes(text):
+def _classes(text: str) -> str:
     return "".join("d" if c in _DIGITS else "l" if c in _LOWER else "u" if c in _UPPER else c for c in text)
 
 
-def placeholder(value):
+def placeholder(value: str) -> str:
     """A random stand-in of the value's shape (str), never equal to it."""
     if _is_jwt(value):
         head, claims, signature = value.split(".")
@@ -79,7 +88,7 @@ def placeholder(value):
     raise CredentialError("cannot make a placeholder for a credential with no letters or digits")
 
 
-def same_shape(value, stand_in):
+def same_shape(value: str, stand_in: str) -> bool:
     """Whether an existing placeholder still fits the value (else a new one is made)."""
     if stand_in == value or value in stand_in:
         return False
@@ -92,20 +101,20 @@ def same_shape(value, stand_in):
 # -- the sealed mapping ---------------------------------------------------------------
 
 
-def record_path(store, sandbox):
+def record_path(store: Store, sandbox: str) -> str:
     return store.path(layout.swap_record(sandbox))
 
 
-def _aad(sandbox):
+def _aad(sandbox: str) -> bytes:
     return b"agentsh swap v1\0" + sandbox.encode()
 
 
-def read(store, sandbox, key):
+def read(store: Store, sandbox: str, key: bytes) -> dict:
     """The sandbox's entries: {credential name: {placeholder, value, hosts, header}} ({} when none)."""
     return load(record_path(store, sandbox), sandbox, key)
 
 
-def load(path, sandbox, key):
+def load(path: str, sandbox: str, key: bytes) -> dict:
     import base64  # lazy: only when a placeholder is sealed or opened
 
     from cryptography.exceptions import InvalidTag  # lazy: cryptography, only to open the record
@@ -130,7 +139,7 @@ def load(path, sandbox, key):
                               "remove it; the next ab-exec makes new placeholders") from None
 
 
-def write(store, sandbox, key, entries):
+def write(store: Store, sandbox: str, key: bytes, entries: dict) -> None:
     import base64  # lazy: only when a placeholder is sealed or opened
 
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # lazy: cryptography, only to seal the record
@@ -145,7 +154,8 @@ def write(store, sandbox, key, entries):
         atomic_write(record_path(store, sandbox), _json().dumps(body, sort_keys=True).encode() + b"\n")
 
 
-def stand_ins(store, sandbox, key, wanted):
+def stand_ins(store: Store, sandbox: str, key: bytes,
+              wanted: Mapping[str, tuple[str, Iterable[str], str]]) -> dict[str, str]:
     """Placeholders for {name: (value, hosts, header)}: the ones the sandbox had, new ones where needed.
 
     Rewrites the record only when something changed; returns {name: placeholder}.

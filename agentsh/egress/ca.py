@@ -7,6 +7,8 @@ made on first use and reused). EC P-256 throughout: a key costs a
 millisecond. `cryptography` is imported only to make a key or a certificate.
 """
 
+from __future__ import annotations
+
 import datetime
 import ipaddress
 import os
@@ -23,11 +25,11 @@ VALID_DAYS = 3650
 LEAF_DAYS = 397
 
 
-def ca_dir(state_root, sandbox):
+def ca_dir(state_root: str, sandbox: str) -> str:
     return os.path.join(state_root, layout.sandbox_ca(sandbox))
 
 
-def _write_private(path, data, mode=0o600):
+def _write_private(path: str, data: bytes, mode: int = 0o600) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), mode)
     try:
@@ -38,21 +40,21 @@ def _write_private(path, data, mode=0o600):
     os.replace(tmp, path)
 
 
-def _name(cn):
+def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "agentsh"),
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _key():
+def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key):
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
-def ensure(state_root, sandbox):
+def ensure(state_root: str, sandbox: str) -> str:
     """Path of the sandbox's CA certificate, making the CA on first use."""
     d = ca_dir(state_root, sandbox)
     cert = os.path.join(d, CA_CERT)
@@ -80,7 +82,7 @@ def ensure(state_root, sandbox):
     return cert
 
 
-def leaf(state_root, sandbox, host):
+def leaf(state_root: str, sandbox: str, host: str) -> tuple[str, str]:
     """(certificate path, key path) for `host`, signed by the sandbox's CA (made once, then reused)."""
     d = ca_dir(state_root, sandbox)
     ensure(state_root, sandbox)

@@ -16,6 +16,8 @@ warning. A head that is malformed or larger than HEAD_LIMIT is refused with
 400 or 431 and the connection closed.
 """
 
+from __future__ import annotations
+
 import base64
 import binascii
 import os
@@ -24,6 +26,12 @@ import sys
 import threading
 
 from agentsh.egress import ca
+
+TYPE_CHECKING = False  # typing stays off the proxy's start
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+    from typing import Any
 
 HEAD_LIMIT = 64 * 1024
 LINE_LIMIT = 8 * 1024  # a chunk-size or trailer line
@@ -35,7 +43,7 @@ _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefgh
 class Refusal(ValueError):
     """A request head the proxy will not pass on: (status, message)."""
 
-    def __init__(self, status, message):
+    def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
@@ -46,14 +54,14 @@ class Refusal(ValueError):
 class Swaps:
     """The sandbox's sealed placeholder record (creds.swap), re-read when it changes (one stat per check)."""
 
-    def __init__(self, path, sandbox, key=None):
+    def __init__(self, path: str, sandbox: str, key: bytes | None = None) -> None:
         self.path, self.sandbox, self._key = path, sandbox, key
         self._stamp = None
         self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes, name)]
         self.names = {}  # placeholder bytes -> (name, hosts)
         self._lock = threading.Lock()
 
-    def current(self):
+    def current(self) -> Swaps:
         try:
             st = os.stat(self.path)
             stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -64,7 +72,7 @@ class Swaps:
                 self._load(stamp)
         return self
 
-    def _load(self, stamp):
+    def _load(self, stamp: tuple[int, int, int] | None) -> None:
         by_host, names = {}, {}
         if stamp is not None:
             try:
@@ -86,10 +94,10 @@ class Swaps:
                     by_host.setdefault(host, []).append((ph, value, e["header"].encode(), name))
         self.by_host, self.names, self._stamp = by_host, names, stamp
 
-    def bound(self, host):
+    def bound(self, host: str) -> bool:
         return host in self.current().by_host
 
-    def leftovers(self, data):
+    def leftovers(self, data: bytes) -> list[str]:
         """Names of the placeholders present in `data` (bytes)."""
         return [name for ph, (name, _) in self.names.items() if ph in data]
 
@@ -106,7 +114,8 @@ class TLSConn:
     socket read brings many), so a body is forwarded in large pieces.
     """
 
-    def __init__(self, sock, context, first=b"", server_hostname=None):
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext, first: bytes = b"",
+                 server_hostname: str | None = None) -> None:
         self.sock = sock
         self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
         self.obj = context.wrap_bio(self._in, self._out, server_side=server_hostname is None,
@@ -115,12 +124,12 @@ class TLSConn:
             self._in.write(first)
         self._do(self.obj.do_handshake)
 
-    def _flush(self):
+    def _flush(self) -> None:
         data = self._out.read()
         if data:
             self.sock.sendall(data)
 
-    def _do(self, fn, *args):
+    def _do(self, fn: Callable[..., Any], *args: object) -> Any:
         while True:
             try:
                 result = fn(*args)
@@ -134,7 +143,7 @@ class TLSConn:
                 else:
                     self._in.write_eof()
 
-    def recv(self, n):
+    def recv(self, n: int) -> bytes:
         try:
             data = self._do(self.obj.read, n)
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -149,30 +158,30 @@ class TLSConn:
             size += len(data)
         return b"".join(chunks) if len(chunks) > 1 else chunks[0]
 
-    def sendall(self, data):
+    def sendall(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[self._do(self.obj.write, view):]
 
-    def selected_alpn_protocol(self):
+    def selected_alpn_protocol(self) -> str | None:
         return self.obj.selected_alpn_protocol()
 
 
 class Stream:
     """Buffered reads over anything with recv(n) and sendall(data)."""
 
-    def __init__(self, conn):
+    def __init__(self, conn: TLSConn | socket.socket) -> None:
         self.conn, self.buf = conn, b""
         self.sendall = conn.sendall
 
-    def _fill(self):
+    def _fill(self) -> bool:
         data = self.conn.recv(CHUNK)
         if not data:
             return False
         self.buf += data
         return True
 
-    def head(self, refuse=True):
+    def head(self, refuse: bool = True) -> bytes | None:
         """One message head (through the blank line); None at EOF before any byte of it."""
         while True:
             end = self.buf.find(b"\r\n\r\n")
@@ -186,7 +195,7 @@ class Stream:
                     raise Refusal(400, "connection closed inside a head") if refuse else ValueError("cut head")
                 return None
 
-    def line(self):
+    def line(self) -> bytes:
         while b"\r\n" not in self.buf:
             if len(self.buf) > LINE_LIMIT:
                 raise ValueError("chunk line too long")
@@ -196,7 +205,7 @@ class Stream:
         line, self.buf = self.buf[:end], self.buf[end:]
         return line
 
-    def copy(self, dst, count):
+    def copy(self, dst: Stream | TLSConn | socket.socket, count: int) -> int:
         """Exactly `count` bytes to dst; returns count."""
         left = count
         if self.buf:
@@ -212,7 +221,7 @@ class Stream:
             left -= len(data)
         return count
 
-    def rest(self, dst):
+    def rest(self, dst: Stream | TLSConn | socket.socket) -> int:
         """Everything until EOF to dst; returns the count."""
         total = 0
         while True:
@@ -227,7 +236,7 @@ class Stream:
 # -- HTTP/1.1 messages ------------------------------------------------------------------------
 
 
-def parse_head(head, request=True):
+def parse_head(head: bytes, request: bool = True) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     """(first line, [(name, value)]) of a head; Refusal(400) for anything malformed."""
     lines = head[:-4].split(b"\r\n")
     first = lines[0]
@@ -251,11 +260,11 @@ def parse_head(head, request=True):
     return first, headers
 
 
-def _get(headers, name):
+def _get(headers: list[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     return [v for n, v in headers if n.lower() == name]
 
 
-def framing(headers, request=True):
+def framing(headers: list[tuple[bytes, bytes]], request: bool = True) -> tuple[str, int | None]:
     """("chunked", None), ("length", N) or ("none", None); Refusal for what could smuggle a request."""
     te, cl = _get(headers, b"transfer-encoding"), _get(headers, b"content-length")
     if te:
@@ -273,7 +282,7 @@ def framing(headers, request=True):
     return ("none" if request else "close"), None
 
 
-def copy_body(src, dst, kind, count):
+def copy_body(src: Stream, dst: Stream | TLSConn | socket.socket, kind: str, count: int | None) -> int:
     if kind == "length":
         return src.copy(dst, count)
     if kind == "close":
@@ -302,7 +311,8 @@ def copy_body(src, dst, kind, count):
         total += src.copy(dst, size + 2)
 
 
-def swap(headers, bound):
+def swap(headers: list[tuple[bytes, bytes]],
+         bound: list[tuple[bytes, bytes, bytes, str]]) -> tuple[list[tuple[bytes, bytes]], list[str]]:
     """Headers with the bound placeholders replaced; returns (headers, names swapped)."""
     out, swapped = [], []
     for name, value in headers:
@@ -325,7 +335,7 @@ def swap(headers, bound):
     return out, swapped
 
 
-def _refuse(stream, status, message):
+def _refuse(stream: Stream, status: int, message: str) -> None:
     reason = {400: "Bad Request", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}.get(status, "Error")
     body = f"agentsh: {message}\n".encode()
     try:
@@ -335,7 +345,8 @@ def _refuse(stream, status, message):
         pass
 
 
-def relay(client, upstream, bound, swaps, warn):
+def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, bytes, str]], swaps: Swaps,
+          warn: Callable[[list[str]], object]) -> tuple[int, int, int, int]:
     """Serve requests from `client` (a Stream) to `upstream` (a Stream) until either side ends.
 
     Returns (bytes to upstream, bytes to client, requests, swaps made).
@@ -388,10 +399,11 @@ def relay(client, upstream, bound, swaps, warn):
     return sent, received, requests, swapped
 
 
-def _raw(client, upstream, sent, received, requests, swapped):
+def _raw(client: Stream, upstream: Stream, sent: int, received: int, requests: int,
+         swapped: int) -> tuple[int, int, int, int]:
     counts = [0]
 
-    def down():
+    def down() -> None:
         try:
             counts[0] = upstream.rest(client)
         except (OSError, ValueError, ssl.SSLError):
@@ -413,14 +425,14 @@ def _raw(client, upstream, sent, received, requests, swapped):
 class Contexts:
     """The upstream context (host trust store, plus AGENTSH_UPSTREAM_CA) and one server context per host."""
 
-    def __init__(self, state_root, sandbox, upstream_ca=None):
+    def __init__(self, state_root: str, sandbox: str, upstream_ca: str | None = None) -> None:
         self.state_root, self.sandbox = state_root, sandbox
         self.upstream_ca = upstream_ca if upstream_ca is not None else os.environ.get(UPSTREAM_CA_ENV)
         self._upstream = None
         self._servers = {}
         self._lock = threading.Lock()
 
-    def upstream(self):
+    def upstream(self) -> ssl.SSLContext:
         if self._upstream is None:
             ctx = ssl.create_default_context()
             if self.upstream_ca:
@@ -429,7 +441,7 @@ class Contexts:
             self._upstream = ctx
         return self._upstream
 
-    def server(self, host):
+    def server(self, host: str) -> ssl.SSLContext:
         ctx = self._servers.get(host)
         if ctx is None:
             with self._lock:

@@ -8,6 +8,8 @@ Problem says what is missing, and its fix is one command line, run once by
 someone with root.
 """
 
+from __future__ import annotations
+
 import os
 import pwd
 
@@ -37,14 +39,14 @@ HELPER_DIRS = ("/usr/libexec/podman", "/usr/lib/podman", "/usr/local/libexec/pod
 class Problem:
     """One thing missing: key (uidmap, subuid, userns, network, tun), what is wrong, the command that fixes it."""
 
-    def __init__(self, key, message, fix, network=False):
+    def __init__(self, key: str, message: str, fix: str, network: bool = False) -> None:
         self.key, self.message, self.fix, self.network = key, message, fix, network
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Problem({self.key!r}, {self.message!r}, {self.fix!r})"
 
 
-def _user():
+def _user() -> str:
 
     try:
         return pwd.getpwuid(os.getuid()).pw_name
@@ -52,11 +54,11 @@ def _user():
         return str(os.getuid())
 
 
-def _sudo():
+def _sudo() -> str:
     return "" if os.geteuid() == 0 else "sudo "
 
 
-def _which(program, extra=()):
+def _which(program: str, extra: tuple[str, ...] = ()) -> str | None:
     import shutil  # lazy: only when a rootless check runs (engine imports this module on its error path)
 
     found = shutil.which(program)
@@ -69,7 +71,7 @@ def _which(program, extra=()):
     return None
 
 
-def install_command(program):
+def install_command(program: str) -> str:
     """The command that installs `program`'s package here (sudo unless root)."""
     manager = next((m for m in INSTALL if _which(m)), None)
     if manager is None:
@@ -77,7 +79,7 @@ def install_command(program):
     return f"{_sudo()}{INSTALL[manager]} {PACKAGES.get(program, {}).get(manager, program)}"
 
 
-def read_ranges(path):
+def read_ranges(path: str) -> list[tuple[str, int, int]]:
     """[(owner, start, count)] from an /etc/subuid-style file ([] when it cannot be read)."""
     rows = []
     try:
@@ -91,18 +93,18 @@ def read_ranges(path):
     return rows
 
 
-def subid_count(path, user, uid):
+def subid_count(path: str, user: str, uid: int) -> int:
     """How many subordinate ids `user` (or its uid) has in `path`."""
     return sum(count for owner, _, count in read_ranges(path) if owner in (user, str(uid)))
 
 
-def free_range(paths=("/etc/subuid", "/etc/subgid")):
+def free_range(paths: tuple[str, ...] = ("/etc/subuid", "/etc/subgid")) -> int:
     """A start of SUBID_COUNT ids that no range in `paths` uses."""
     ends = [start + count for p in paths for _, start, count in read_ranges(p)]
     return max([SUBID_FIRST, *ends])
 
 
-def _subids_from_nss():
+def _subids_from_nss() -> bool:
     """Whether subordinate ids may come from NSS (sssd, LDAP) rather than the files: then we cannot tell."""
     try:
         with open("/etc/nsswitch.conf", encoding="utf-8", errors="replace") as f:
@@ -111,7 +113,7 @@ def _subids_from_nss():
         return False
 
 
-def _read(path):
+def _read(path: str) -> str | None:
     try:
         with open(path) as f:
             return f.read().strip()
@@ -119,7 +121,8 @@ def _read(path):
         return None
 
 
-def userns_problems(user=None, uid=None, subuid="/etc/subuid", subgid="/etc/subgid", proc="/proc/sys"):
+def userns_problems(user: str | None = None, uid: int | None = None, subuid: str = "/etc/subuid",
+                    subgid: str = "/etc/subgid", proc: str = "/proc/sys") -> list[Problem]:
     """What an unprivileged user namespace with a full id map needs (Podman, mmdebstrap --mode=unshare)."""
     user = user or _user()
     uid = os.getuid() if uid is None else uid
@@ -145,7 +148,7 @@ def userns_problems(user=None, uid=None, subuid="/etc/subuid", subgid="/etc/subg
     return found
 
 
-def network_problems(tun=TUN):
+def network_problems(tun: str = TUN) -> list[Problem]:
     """What rootless networking (slirp4netns or pasta, through /dev/net/tun) needs."""
     found = []
     if not (_which("slirp4netns", HELPER_DIRS) or _which("pasta", HELPER_DIRS)):
@@ -164,24 +167,24 @@ def network_problems(tun=TUN):
     return found
 
 
-def problems(**kw):
+def problems(**kw: str | int | None) -> list[Problem]:
     """Everything rootless Podman needs that this host lacks ([] when nothing)."""
     tun = kw.pop("tun", TUN)
     return userns_problems(**kw) + network_problems(tun)
 
 
-def summary(found):
+def summary(found: list[Problem]) -> tuple[str, str]:
     """(message, fix) for a list of Problems, each one line: the fixes joined with &&."""
     return "; ".join(p.message for p in found), " && ".join(dict.fromkeys(p.fix for p in found))
 
 
-def mentions(text):
+def mentions(text: str) -> bool:
     """Whether an engine's error text is about the user namespace or rootless networking."""
     low = text.lower()
     return any(m in low for m in MARKERS)
 
 
-def diagnose(text, found=None):
+def diagnose(text: str, found: list[Problem] | None = None) -> list[Problem]:
     """The Problems that explain an engine error text, or [] (then the engine's words stand)."""
     low = text.lower()
     if not any(m in low for m in MARKERS):
@@ -193,7 +196,7 @@ def diagnose(text, found=None):
         ([p for p in found if not p.network] if network else [])
 
 
-def engine_reason(text, limit=160):
+def engine_reason(text: str, limit: int = 160) -> str:
     """The engine's first line, cut where it starts quoting a helper's output (literal \\n)."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     first = next((line for line in lines if line.startswith("Error:")), None) or next(

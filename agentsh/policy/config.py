@@ -172,7 +172,7 @@ def _bool(value: object, where: str) -> bool:
     return value
 
 
-def _devcontainer_name(value, where):
+def _devcontainer_name(value: object, where: str) -> str:
     """A folder name under .devcontainer ("." for the top devcontainer.json)."""
     import re  # lazy: re (~2 ms), only to check a devcontainer config name
 

@@ -26,6 +26,12 @@ from agentsh.policy.devcontainer_features import read_features
 from agentsh.policy.devcontainer_vars import Resolver, _inside, _printable, _scalar, _text  # noqa: F401 (also for callers)
 from agentsh.policy.values import ENV_NAME, check_image, check_sandbox_path
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from agentsh.policy.devcontainer_vars import Resolved
+
 TOP = ".devcontainer"
 LOCATIONS = (".devcontainer/devcontainer.json", ".devcontainer.json")
 LIFECYCLE = ("onCreateCommand", "updateContentCommand", "postCreateCommand", "postStartCommand",
@@ -189,11 +195,11 @@ def parse(text: str, source: str) -> dict:
 # -- checking values ------------------------------------------------------------------
 
 
-def _key(source, key):
+def _key(source: str, key: str) -> str:
     return f"{source}: key '{key}'"
 
 
-def _port(value, where):
+def _port(value: object, where: str) -> int | None:
     """A forwardPorts entry (3000, "3000", "localhost:3000") -> its port; None for another host's port."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(f"{where}: {value!r} is not a port", "use a port number such as 3000")
@@ -217,7 +223,7 @@ class Devcontainer:
     `environ`: the host environment ${localEnv:...} reads (default os.environ).
     """
 
-    def __init__(self, path: str, data: dict, workspace: str, environ=None) -> None:
+    def __init__(self, path: str, data: dict, workspace: str, environ: Mapping[str, str] | None = None) -> None:
 
         self.path = path
         self.dir = os.path.dirname(path)
@@ -268,7 +274,7 @@ class Devcontainer:
 
     # -- the properties ---------------------------------------------------------------
 
-    def _handlers(self):
+    def _handlers(self) -> list[tuple[str, Callable[[object, dict], None]]]:
         return [("name", self._name), ("image", self._image), ("build", self._build),
                 ("containerUser", lambda v, d: self._user(v, d, "containerUser")),
                 ("remoteUser", lambda v, d: self._user(v, d, "remoteUser")), ("containerEnv", self._container_env),
@@ -281,11 +287,11 @@ class Devcontainer:
                 ("waitFor", self._wait_for),
                 *((name, self._command(name)) for name in LIFECYCLE)]
 
-    def sub(self, value, where):
+    def sub(self, value: object, where: str) -> Resolved:
         """A string value with the variables substituted (a Resolved: .host names the host variables used)."""
         return self.vars.text(_text(value, where, multiline=True), where)
 
-    def _image(self, value, data):
+    def _image(self, value: object, data: dict) -> None:
 
         where = _key(self.path, "image")
         if not isinstance(value, str):
@@ -293,7 +299,7 @@ class Devcontainer:
         self.image = check_image(str(self.sub(value, where)), where)
         self.honoured.append("image")
 
-    def _build(self, build, data):
+    def _build(self, build: object, data: dict) -> None:
         where = _key(self.path, "build")
         if build is None:
             build = {}
@@ -339,7 +345,7 @@ class Devcontainer:
         self._cache_from(build.get("cacheFrom"))
         self._build_options(build.get("options"))
 
-    def _cache_from(self, value):
+    def _cache_from(self, value: object) -> None:
 
         if value is None:
             return
@@ -349,7 +355,7 @@ class Devcontainer:
             raise ConfigError(f"{where} must be an image name or a list of them")
         self.cache_from = [check_image(str(self.sub(v, where)) if isinstance(v, str) else v, where) for v in values]
 
-    def _build_options(self, value):
+    def _build_options(self, value: object) -> None:
         if value is None:
             return
         where = _key(self.path, "build.options")
@@ -366,7 +372,7 @@ class Devcontainer:
             self.build_args.setdefault(name, arg)
         self.build_options = [w for w in kept if not w.startswith("--build-arg=")]
 
-    def _table(self, value, key):
+    def _table(self, value: object, key: str) -> dict[str, Resolved | None]:
         """An object of NAME: value, substituted, as {name: Resolved}."""
 
         where = _key(self.path, key)
@@ -384,13 +390,13 @@ class Devcontainer:
             out[k] = self.vars.text(_scalar(v, f"{where}.{k}"), f"{where}.{k}")
         return out
 
-    def _name(self, value, data):
+    def _name(self, value: object, data: dict) -> None:
         if not isinstance(value, str):
             raise ConfigError(f"{_key(self.path, 'name')} must be a string")
         self.name = _printable(value)
         self.honoured.append("name")
 
-    def _user(self, value, data, key):
+    def _user(self, value: object, data: dict, key: str) -> None:
 
         if value is None:
             self.honoured.append(key)  # null: the image's user
@@ -401,7 +407,7 @@ class Devcontainer:
         self.user = str(self.sub(value, _key(self.path, key)))  # remoteUser comes last: it wins
         self.honoured.append(key)
 
-    def _env_into(self, table, key):
+    def _env_into(self, table: Mapping[str, Resolved | None], key: str) -> None:
         for name, value in table.items():
             if value is None:  # remoteEnv NAME: null removes the variable
                 for where in (self.env, self.exec_env, self.late_env):
@@ -426,15 +432,15 @@ class Devcontainer:
             else:
                 self.env[name] = str(value)
 
-    def _container_env(self, value, data):
+    def _container_env(self, value: object, data: dict) -> None:
         self._env_into(self._table(value, "containerEnv"), "containerEnv")
         self.honoured.append("containerEnv")
 
-    def _remote_env(self, value, data):
+    def _remote_env(self, value: object, data: dict) -> None:
         self._env_into(self._table(value, "remoteEnv"), "remoteEnv")
         self.honoured.append("remoteEnv")
 
-    def _mounts(self, value, data):
+    def _mounts(self, value: object, data: dict) -> None:
         where = _key(self.path, "mounts")
         if value is None:
             value = []
@@ -444,7 +450,7 @@ class Devcontainer:
             self._mount(entry, where, i)
         self.honoured.append("mounts")
 
-    def _mount(self, entry, where, i):
+    def _mount(self, entry: object, where: str, i: int) -> None:
 
         if isinstance(entry, str):
             fields = mount_fields(str(self.sub(entry, where)), where)
@@ -459,7 +465,7 @@ class Devcontainer:
             raise ConfigError(f"{where}: entries must be strings or objects")
         self._mount_entry(fields, entry, where, i)
 
-    def _mount_entry(self, fields, entry, where, i):
+    def _mount_entry(self, fields: dict[str, str], entry: object, where: str, i: int) -> None:
 
         label = f"mounts[{i}]"
         kind = fields.pop("type", "bind")
@@ -513,7 +519,7 @@ class Devcontainer:
         else:
             self.not_applied.append((f"{label} type={_printable(kind)}", "only bind, volume and tmpfs mounts"))
 
-    def _ports(self, value, data, key="forwardPorts"):
+    def _ports(self, value: object, data: dict, key: str = "forwardPorts") -> None:
         where = _key(self.path, key)
         if value is None:
             value = []
@@ -527,7 +533,7 @@ class Devcontainer:
                 self.ports.append(port)
         self.honoured.append(key)
 
-    def _app_port(self, value, data):
+    def _app_port(self, value: object, data: dict) -> None:
         values = value if isinstance(value, list) else [value]
         for v in values:
             if isinstance(v, str) and v.count(":") == 1 and v.split(":")[0].isdigit():
@@ -535,7 +541,7 @@ class Devcontainer:
                                  " on a host port agentsh picks (ab-up -p HOST:CONTAINER sets one)")
         self._ports(values, data, "appPort")
 
-    def _run_args(self, value, data):
+    def _run_args(self, value: object, data: dict) -> None:
 
         where = _key(self.path, "runArgs")
         if not isinstance(value, list):
@@ -563,20 +569,20 @@ class Devcontainer:
             self.tmpfs.append((dst, opts))
         self.honoured.append("runArgs")
 
-    def _privileged(self, value, data):
+    def _privileged(self, value: object, data: dict) -> None:
         if value is True:
             self.not_applied.append(("privileged", "gives the sandbox every capability and the host's devices"))
         else:
             self.honoured.append("privileged")
 
-    def _cap_add(self, value, data):
+    def _cap_add(self, value: object, data: dict) -> None:
         if value:
             caps = ", ".join(_printable(c) for c in value) if isinstance(value, list) else _printable(value)
             self.not_applied.append((f"capAdd {caps}", "adds capabilities; config cap_add is yours to set"))
         else:
             self.honoured.append("capAdd")
 
-    def _security_opt(self, value, data):
+    def _security_opt(self, value: object, data: dict) -> None:
         if value:
             opts = ", ".join(_printable(c) for c in value) if isinstance(value, list) else _printable(value)
             self.not_applied.append((f"securityOpt {opts}", "loosens the sandbox's confinement "
@@ -584,20 +590,20 @@ class Devcontainer:
         else:
             self.honoured.append("securityOpt")
 
-    def _init(self, value, data):
+    def _init(self, value: object, data: dict) -> None:
         if value is False:
             self.not_applied.append(("init", "the sandbox always runs an init (--init)"))
         else:
             self.honoured.append("init")
 
-    def _override_command(self, value, data):
+    def _override_command(self, value: object, data: dict) -> None:
         if value is False:
             self.not_applied.append(("overrideCommand", "the sandbox runs agentsh's keep-alive, "
                                      "not the image's command"))
         else:
             self.honoured.append("overrideCommand")
 
-    def _workspace_folder(self, value, data):
+    def _workspace_folder(self, value: object, data: dict) -> None:
         where = _key(self.path, "workspaceFolder")
         folder = os.path.normpath(str(self.sub(value, where))) if isinstance(value, str) and value else ""
         if folder == self.root or folder.startswith(self.root.rstrip("/") + "/"):
@@ -607,10 +613,10 @@ class Devcontainer:
             self.not_applied.append((f"workspaceFolder {_printable(value)}",
                                      f"the project is mounted at its own path, {self.root}; commands start there"))
 
-    def _workspace_mount(self, value, data):
+    def _workspace_mount(self, value: object, data: dict) -> None:
         self.not_applied.append(("workspaceMount", f"agentsh mounts the project at its own path, {self.root}"))
 
-    def _host_requirements(self, value, data):
+    def _host_requirements(self, value: object, data: dict) -> None:
         if not isinstance(value, dict):
             raise ConfigError(f"{_key(self.path, 'hostRequirements')} must be an object")
         for k, v in value.items():
@@ -621,7 +627,7 @@ class Devcontainer:
             self.reported.append(f"hostRequirements ({shown}): not checked; config cpus and memory limit the sandbox")
         self.honoured.append("hostRequirements")
 
-    def _features(self, value, data):
+    def _features(self, value: object, data: dict) -> None:
 
         if not isinstance(value, dict):
             raise ConfigError(f"{_key(self.path, 'features')} must be an object of FEATURE: options")
@@ -632,28 +638,28 @@ class Devcontainer:
         if got.local or not got.refused:
             self.honoured.append("features")
 
-    def _feature_order(self, value, data):
+    def _feature_order(self, value: object, data: dict) -> None:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{_key(self.path, 'overrideFeatureInstallOrder')} must be a list of feature ids")
         self.feature_order = list(value)
         self.honoured.append("overrideFeatureInstallOrder")
 
-    def _wait_for(self, value, data):
+    def _wait_for(self, value: object, data: dict) -> None:
         if value not in LIFECYCLE:
             raise ConfigError(f"{_key(self.path, 'waitFor')}: {_printable(value)!r} is not a lifecycle command",
                               f"use one of {', '.join(LIFECYCLE)}")
         self.wait_for = value
         self.honoured.append("waitFor")
 
-    def _command(self, name):
-        def handler(value, data):
+    def _command(self, name: str) -> Callable[[object, dict], None]:
+        def handler(value: object, data: dict) -> None:
             steps = self._commands(value, _key(self.path, name))
             if steps:
                 self.lifecycle[name] = steps
             self.honoured.append(name)
         return handler
 
-    def _commands(self, cmd, where):
+    def _commands(self, cmd: object, where: str) -> list[tuple[str, list[str], frozenset[str]]]:
         """A lifecycle command as [(label, argv, host names)]: one entry, or an object's entries (run in parallel)."""
         if cmd is None or cmd == "" or cmd == []:
             return []
@@ -679,7 +685,7 @@ class Devcontainer:
             return out
         raise ConfigError(f"{where} must be a string, a list or an object")
 
-    def _compose(self, data):
+    def _compose(self, data: dict) -> None:
         files = data.get("dockerComposeFile")
         shown = ", ".join(map(_printable, files)) if isinstance(files, list) else _printable(files)
         why = ("agentsh does not run Docker Compose services yet, so nothing of this file is applied: "
@@ -705,7 +711,7 @@ class Devcontainer:
 
     def notices(self) -> list[str]:
         """One line: what of the file is not applied (with why), what is ignored, how host values go in."""
-        def grouped(items):  # the properties of one reason together: "a, b (why)"
+        def grouped(items: list[tuple[str, str]]) -> str:  # the properties of one reason together: "a, b (why)"
             groups = {}
             for p, why in items:
                 groups.setdefault(why, []).append(p)
@@ -762,7 +768,7 @@ class Devcontainer:
         return out
 
 
-def from_bytes(path: str, data: bytes, project_root: str, environ=None) -> Devcontainer:
+def from_bytes(path: str, data: bytes, project_root: str, environ: Mapping[str, str] | None = None) -> Devcontainer:
     """The Devcontainer of a devcontainer.json's bytes (read once by the caller, as trust hashed them)."""
     try:
         text = data.decode("utf-8")

@@ -11,6 +11,10 @@ from __future__ import annotations
 from agentsh.base.errors import ConfigError
 from agentsh.policy.values import ENV_NAME, check_sandbox_path, control_character
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 HOST_NAMESPACE = "shares a host namespace with the sandbox"
 DEVICES = "gives the sandbox host devices"
 NETWORK = "the sandbox's network is agentsh's ([network] mode in config)"
@@ -84,11 +88,11 @@ class RunArgs:
     """runArgs sorted: `args` to pass, `env` ({name: value, or None for the host's}), `ports`, `tmpfs`,
     `refused` and `ignored` as (flag, why)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.args, self.env, self.ports, self.tmpfs, self.refused, self.ignored = [], {}, [], [], [], []
 
 
-def _words(words):
+def _words(words: list[str]) -> Iterator[tuple[str | None, str | None, str]]:
     """(flag, value or None, shown) for each flag of an engine command line."""
     i = 0
     while i < len(words):
@@ -108,7 +112,7 @@ def _words(words):
         yield name, (value if (eq or takes) else None), word if not (takes and not eq) else f"{word} {value}"
 
 
-def run_args(words, project_root):
+def run_args(words: list[str], project_root: str) -> RunArgs:
     """Sort a devcontainer's runArgs (already substituted) into a RunArgs."""
 
     out = RunArgs()
@@ -159,7 +163,7 @@ def run_args(words, project_root):
     return out
 
 
-def _tmpfs(value, shown, out):
+def _tmpfs(value: str, shown: str, out: RunArgs) -> tuple[str, str]:
 
     target, _, opts = value.partition(":")
     check_sandbox_path(target, f"runArgs {shown!r}")
@@ -193,7 +197,7 @@ BUILD_FLAGS = {
 }
 
 
-def build_options(words):
+def build_options(words: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """(flags to pass as --flag[=value], [(flag, why) refused or ignored]) of build.options."""
 
     kept, refused = [], []
@@ -228,7 +232,7 @@ def build_options(words):
     return kept, refused
 
 
-def mount_fields(text, where):
+def mount_fields(text: str, where: str) -> dict[str, str]:
     """"type=bind,source=/a,target=/b,readonly" -> {"type": "bind", ..., "readonly": ""}."""
     fields = {}
     for part in text.split(","):

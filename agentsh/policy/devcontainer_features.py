@@ -24,6 +24,10 @@ from agentsh.base.errors import ConfigError
 from agentsh.base.safefs import read_project_file
 from agentsh.policy.devcontainer_vars import _inside, _printable, _scalar
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from agentsh.policy.devcontainer import Devcontainer
+
 MAX_FILES = 200
 MAX_BYTES = 8 << 20
 OCI = "OCI features (from a registry) are not fetched by agentsh yet; install the tool in a Dockerfile"
@@ -40,7 +44,8 @@ def option_env_name(option: str) -> str:
 class Feature:
     """One local feature: where it is, its metadata, its files' bytes, its options as env."""
 
-    def __init__(self, ref, folder, meta, files, options):
+    def __init__(self, ref: str, folder: str, meta: dict, files: list[tuple[str, int, bytes]],
+                 options: dict[str, str]) -> None:
         self.ref = ref
         self.folder = folder
         self.meta = meta
@@ -52,12 +57,12 @@ class Feature:
         env = meta.get("containerEnv")
         self.container_env = {k: str(v) for k, v in env.items()} if isinstance(env, dict) else {}
 
-    def plan(self):
+    def plan(self) -> dict:
         return {"id": self.id, "source": self.ref, "folder": self.folder, "options": dict(self.options),
                 "files": len(self.files)}
 
 
-def _ids(value):
+def _ids(value: object) -> list[str]:
     if isinstance(value, dict):
         return list(value)
     if isinstance(value, list):
@@ -66,11 +71,11 @@ def _ids(value):
 
 
 class Features:
-    def __init__(self):
+    def __init__(self) -> None:
         self.local, self.refused = [], []
 
 
-def read_features(dev, value):
+def read_features(dev: Devcontainer, value: dict) -> Features:
     """The features of a Devcontainer (`dev`): local ones read and ordered, others refused with why."""
     out = Features()
     for ref, options in value.items():
@@ -93,7 +98,7 @@ def read_features(dev, value):
     return out
 
 
-def _local(dev, ref, options):
+def _local(dev: Devcontainer, ref: str, options: object) -> Feature | str:
 
     folder = os.path.normpath(os.path.join(dev.dir, ref))
     where = f"{dev.path}: key 'features' {_printable(ref)!r}"
@@ -120,7 +125,7 @@ def _local(dev, ref, options):
     return Feature(ref, folder, meta, files, _options(dev, where, meta, options))
 
 
-def _options(dev, where, meta, given):
+def _options(dev: Devcontainer, where: str, meta: dict, given: object) -> dict[str, str]:
 
     declared = meta.get("options") if isinstance(meta.get("options"), dict) else {}
     if isinstance(given, str):
@@ -141,7 +146,8 @@ def _options(dev, where, meta, given):
     return out
 
 
-def _read_tree(folder, rel="", out=None):
+def _read_tree(folder: str, rel: str = "",
+               out: list[tuple[str, int, bytes]] | None = None) -> list[tuple[str, int, bytes]]:
     """[(relative path, mode, bytes)] of every regular file under folder; a symlink is an error."""
 
 
@@ -162,12 +168,12 @@ def _read_tree(folder, rel="", out=None):
     return out
 
 
-def _ordered(features, override, out):
+def _ordered(features: list[Feature], override: list[str], out: Features) -> list[Feature]:
     """Features in install order: installsAfter / dependsOn first, then the file's order; override wins."""
     by_id = {f.id: f for f in features}
     done, order = set(), []
 
-    def visit(f, path):
+    def visit(f: Feature, path: frozenset[str]) -> None:
         if f.id in done:
             return
         if f.id in path:

@@ -30,6 +30,10 @@ import re
 from agentsh.base.errors import ConfigError
 from agentsh.policy.values import control_character
 
+TYPE_CHECKING = False  # typing stays off the hot paths
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
 VARIABLE = re.compile(r"\$\{(.*?)\}")
 HOST_VARIABLES = ("localEnv", "env")
 
@@ -58,7 +62,7 @@ class Resolved(str):
 class Resolver:
     """Substitutes one devcontainer.json's variables; `environ` is the host's environment."""
 
-    def __init__(self, workspace: str, config_file: str, environ=None) -> None:
+    def __init__(self, workspace: str, config_file: str, environ: Mapping[str, str] | None = None) -> None:
         self.workspace = workspace
         self.config_file = config_file
         self.environ = os.environ if environ is None else environ
@@ -69,7 +73,7 @@ class Resolver:
         host = set()
         container = False
 
-        def replace(match):
+        def replace(match: re.Match[str]) -> str:
             nonlocal container
             name, *args = match.group(1).split(":")
             if name in HOST_VARIABLES:
@@ -104,9 +108,9 @@ class Resolver:
         return out
 
 
-def container_substitute(value: str, env) -> str:
+def container_substitute(value: str, env: Mapping[str, str]) -> str:
     """`value` with ${containerEnv:NAME[:default]} replaced from the container's environment `env`."""
-    def replace(match):
+    def replace(match: re.Match[str]) -> str:
         name, *args = match.group(1).split(":")
         if name != "containerEnv" or not args or not args[0]:
             return match.group(0)
@@ -117,7 +121,7 @@ def container_substitute(value: str, env) -> str:
     return VARIABLE.sub(replace, value) if "${" in value else value
 
 
-def env_list(entries) -> dict:
+def env_list(entries: Iterable[object] | None) -> dict:
     """An engine's ["NAME=value", ...] (inspect's Config.Env) as a dict."""
     out = {}
     for entry in entries or ():
@@ -130,7 +134,7 @@ def env_list(entries) -> dict:
 # -- value checks both devcontainer modules use ------------------------------------------
 
 
-def _text(value, where, multiline=False):
+def _text(value: object, where: str, multiline: bool = False) -> str:
     """A string value without control characters (newlines and tabs allowed in commands)."""
 
     if not isinstance(value, str):
@@ -141,7 +145,7 @@ def _text(value, where, multiline=False):
     return value
 
 
-def _scalar(value, where):
+def _scalar(value: object, where: str) -> str:
     """A JSON string, number or boolean as the string an engine receives."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -150,14 +154,14 @@ def _scalar(value, where):
     return _text(value, where)
 
 
-def _printable(text):
+def _printable(text: object) -> str:
     """A name from the file as it can be shown on a terminal (control characters escaped)."""
 
     text = str(text)
     return text if control_character(text) is None else ascii(text)
 
 
-def _inside(path, root, where, what):
+def _inside(path: str, root: str, where: str, what: str) -> str:
     """`path` (normalised) when it lies inside the project `root` through real directories only."""
     if not (path == root or path.startswith(root.rstrip("/") + "/")):
         raise ConfigError(f"{where}: the {what} {path} is outside the project {root}",
