@@ -274,11 +274,11 @@ def build_image(engine, build, notify, force=False):
 
 def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
+    from agentsh.sandbox import devcontainer_run  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
 
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
     # NameInUse: made by a process that held no lock, or under another state
     # dir; the caller inspects it and decides.
-    from agentsh.sandbox import devcontainer_run  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
 
     notify = notify or (lambda msg: None)
     cid = engine.run_detached(want.full_run_args(devcontainer_run.resolve_late_env(engine, want)))
