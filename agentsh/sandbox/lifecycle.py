@@ -274,7 +274,7 @@ def build_image(engine, build, notify, force=False):
 
 def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
-    from agentsh.sandbox import devcontainer_run  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
+    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
     # NameInUse: made by a process that held no lock, or under another state
