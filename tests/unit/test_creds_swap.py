@@ -361,6 +361,20 @@ def test_the_host_header_may_carry_the_port(setup, origin):
     assert json.loads(body)["headers"]["x-api-key"] == REAL
 
 
+def test_basic_credentials_get_the_value_inside_as_git_sends_them(setup, origin, tmp_path):
+    import base64
+
+    swap.write(setup.store, SANDBOX, creds.load_key(), {"K": {"placeholder": setup.placeholder, "value": REAL,
+                                                              "hosts": [BOUND], "header": "authorization"}})
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    basic = base64.b64encode(f"x-access-token:{setup.placeholder}".encode()).decode()
+    tls.sendall(f"GET /info/refs HTTP/1.1\r\nHost: {BOUND}\r\nAuthorization: Basic {basic}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    _, body = read_response(tls)
+    got = json.loads(body)["headers"]["Authorization"]
+    assert base64.b64decode(got.split()[1]).decode() == f"x-access-token:{REAL}"
+
+
 def test_an_upstream_failing_verification_gets_no_value(setup, origin, tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
