@@ -54,6 +54,10 @@ def bound(tmp_path_factory):
             "unbound": run(f'curl -sS --cacert test-ca.pem -H "x-api-key: $API_KEY" {url.format(UNBOUND)}'),
             # no proxy variables: the connection is steered (DNS answerer, transparent listener)
             "steered": run(f'{NO_PROXY_VARS} curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}/steered'),
+            # the agents are Node programs: fetch ignores proxy variables (steered) and trusts the bundle
+            # through NODE_EXTRA_CA_CERTS, which the sandbox sets
+            "node": run("node -e 'fetch(process.argv[1], {headers: {\"x-api-key\": process.env.API_KEY}})"
+                        ".then(r => r.text()).then(t => process.stdout.write(t))' " + url.format(BOUND) + "/node"),
         }
         environ = run("for f in /proc/[0-9]*/environ; do cat $f; echo; done 2>/dev/null; "
                       "cat /run/agentsh/secrets/* 2>/dev/null; true").stdout
@@ -157,6 +161,11 @@ class TestABoundCredential:
         assert seen["headers"]["x-api-key"] == REAL
         entries = json.loads(log(bound, "--json"))
         assert any(e["method"] == "TLS" and "credentials added: 1 of 1" in e["reason"] for e in entries)
+
+    def test_node_fetch_gets_the_value_added_too(self, bound):
+        assert bound.calls["node"].returncode == 0, bound.calls["node"].stderr
+        [seen] = [s for s in bound.origin.seen if s["path"].endswith("/node")]
+        assert seen["headers"]["x-api-key"] == REAL
 
     def test_the_unbound_host_gets_the_placeholder_even_in_the_bound_header(self, bound):
         assert bound.calls["unbound"].returncode == 0, bound.calls["unbound"].stderr
