@@ -12,7 +12,8 @@ through as they come, `101 Switching Protocols` relayed raw). In each request
 head the bound header's placeholder is replaced by the value (inside
 `Basic` credentials too); any placeholder left anywhere else in a head, and
 every placeholder in a plain-HTTP request, is sent unchanged and logged as a
-warning. A head that is malformed or larger than HEAD_LIMIT is refused with
+warning. A value echoed in a response head is turned back into its
+placeholder (bodies are passed as they are). A head that is malformed or larger than HEAD_LIMIT is refused with
 400 or 431, and one naming another host (Host header or absolute target:
 domain fronting on a shared front end) with 421; the connection is closed.
 """
@@ -404,6 +405,9 @@ def relay(client, upstream, bound, swaps, warn, host=None):
             rhead = upstream.head(refuse=False)
             if rhead is None:
                 return sent, received, requests, swapped
+            for placeholder, real, _, _ in bound:  # a value echoed in a response head goes back as its placeholder
+                if real in rhead:
+                    rhead = rhead.replace(real, placeholder)
             status_line, rheaders = parse_head(rhead, request=False)
             parts = status_line.split(b" ", 2)
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0

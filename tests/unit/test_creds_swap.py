@@ -375,6 +375,15 @@ def test_basic_credentials_get_the_value_inside_as_git_sends_them(setup, origin,
     assert base64.b64decode(got.split()[1]).decode() == f"x-access-token:{REAL}"
 
 
+def test_a_value_echoed_in_a_response_head_comes_back_as_the_placeholder(setup, origin):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(f"GET /echo-header HTTP/1.1\r\nHost: {BOUND}\r\nx-api-key: {setup.placeholder}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    head, body = read_response(tls)
+    assert origin.seen[-1]["headers"]["x-api-key"] == REAL  # the API did get the value
+    assert f"X-Seen-Key: {setup.placeholder}".encode() in head and REAL.encode() not in head
+
+
 def test_an_upstream_failing_verification_gets_no_value(setup, origin, tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
