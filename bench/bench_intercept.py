@@ -13,6 +13,9 @@ and re-opened by the proxy, the placeholder swapped in every request).
 Each round measures, on one kept-alive connection each, SMALL sequential
 small requests (ms per request) and DOWNLOADS x 20 MB bodies (MB/s).
 
+The proxy's CPU time per MB says what a machine with a core to spare for
+it would see (on 2 CPUs the client, the server and the proxy compete).
+
 Targets: an intercepted request adds <= 2 ms over the tunnel; intercepted
 throughput >= 0.8x direct (medians of the rounds).
 """
@@ -132,7 +135,14 @@ def get(tls, host, path, placeholder, buf):
     return length
 
 
-def measure(way, port, proxy_port, origin_ca, sandbox_ca, placeholder):
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(way, port, proxy_port, origin_ca, sandbox_ca, placeholder, proxy_pid):
     tls, host = open_conn(way, port, proxy_port, origin_ca, sandbox_ca)
     buf = bytearray(1 << 20)
     get(tls, host, "/small", placeholder, buf)  # warm
@@ -140,11 +150,12 @@ def measure(way, port, proxy_port, origin_ca, sandbox_ca, placeholder):
     for _ in range(SMALL):
         get(tls, host, "/small", placeholder, buf)
     small_ms = (time.perf_counter() - t) * 1000 / SMALL
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), cpu_seconds(proxy_pid)
     total = sum(get(tls, host, "/big", placeholder, buf) for _ in range(DOWNLOADS))
     mbps = total / (1 << 20) / (time.perf_counter() - t)
+    proxy_cpu_ms_per_mb = (cpu_seconds(proxy_pid) - cpu) * 1000 / (total / (1 << 20))
     tls.close()
-    return small_ms, mbps
+    return small_ms, mbps, proxy_cpu_ms_per_mb
 
 
 def main():
@@ -162,14 +173,15 @@ def main():
         try:
             for r in range(args.rounds):
                 for w in (ways if r % 2 == 0 else tuple(reversed(ways))):
-                    results[w].append(measure(w, port, proxy_port, origin_ca, sandbox_ca, placeholder))
+                    results[w].append(measure(w, port, proxy_port, origin_ca, sandbox_ca, placeholder, proxy_pid))
         finally:
             for pid in (proxy_pid, origin_pid):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-    med = {w: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for w, v in results.items()}
+    med = {w: tuple(statistics.median(x[i] for x in v) for i in range(3)) for w, v in results.items()}
     out = {"small_ms": {w: round(m[0], 3) for w, m in med.items()},
            "throughput_mb_s": {w: round(m[1], 1) for w, m in med.items()},
+           "proxy_cpu_ms_per_mb": {w: round(m[2], 2) for w, m in med.items()},
            "added_ms_over_tunnel": round(med["intercepted"][0] - med["tunnel"][0], 3),
            "ratio_to_direct": round(med["intercepted"][1] / med["direct"][1], 2),
            "tunnel_ratio_to_direct": round(med["tunnel"][1] / med["direct"][1], 2)}
@@ -178,7 +190,8 @@ def main():
         print(json.dumps(out, indent=1))
     else:
         for w in ways:
-            print(f"{w:<12} {out['small_ms'][w]:7.3f} ms/request  {out['throughput_mb_s'][w]:8.1f} MB/s")
+            print(f"{w:<12} {out['small_ms'][w]:7.3f} ms/request  {out['throughput_mb_s'][w]:8.1f} MB/s  "
+                  f"proxy CPU {out['proxy_cpu_ms_per_mb'][w]:5.2f} ms/MB")
         print(f"intercepted adds {out['added_ms_over_tunnel']} ms per request over the tunnel "
               f"(target <= {TARGET_ADDED_MS}); throughput {out['ratio_to_direct']}x direct "
               f"(target >= {TARGET_RATIO}; the tunnel: {out['tunnel_ratio_to_direct']}x)")

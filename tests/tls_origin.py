@@ -76,6 +76,8 @@ class Echo(BaseHTTPRequestHandler):
         self.server.seen.append(seen)
         data = json.dumps(seen).encode() if self.server.reflect else f"seen {len(self.server.seen)}\n".encode()
         self.send_response(200)
+        if self.path.startswith("/echo-header"):  # an API that reflects the key in a response header
+            self.send_header("X-Seen-Key", self.headers.get("x-api-key", ""))
         if self.path.startswith("/chunked"):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()

@@ -78,6 +78,7 @@ def run_checks(engine_factory=None, run_container=True, fresh=False, store=None)
     if engine.is_podman:
         checks.append(compat_check(engine))
     checks.append(exec_server_check())
+    checks.append(half_made_check(engine))
     checks.append(ca_check(cfg["ca_bundle"]))
     checks.append(state_check())
     checks.append(key_check())
@@ -149,6 +150,20 @@ def compat_check(engine):
     if os.environ.get("CONTAINERS_CONF"):
         return Check("engine settings", OK, f"CONTAINERS_CONF={os.environ['CONTAINERS_CONF']} (yours)")
     return Check("engine settings", OK, "Podman's own defaults")
+
+
+def half_made_check(engine):
+    """Sandboxes whose container exists only in the engine's storage (an ab-up killed half-way)."""
+
+    try:
+        names = [n for n in engine.storage_only("ab-") if n.startswith("ab-")]
+    except AgentshError as e:
+        return Check("sandboxes", WARN, f"cannot list the engine's storage: {e.message}")
+    if not names:
+        return Check("sandboxes", OK, "no half-made sandbox")
+    return Check("sandboxes", WARN, f"half-made (only in the engine's storage, after an interrupted ab-up): "
+                 f"{', '.join(names)}", "run 'ab-up' (it removes and remakes it) or 'ab-down --rm' in its project, "
+                 f"or: podman rm -f {' '.join(names)}")
 
 
 def exec_server_check():

@@ -17,6 +17,7 @@ what must happen around a command happens the same way for each:
 """
 
 import os
+import time
 
 from agentsh.base import layout
 from agentsh.base.paths import data_dir
@@ -77,25 +78,115 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
         inject.write_files(engine, proj.sandbox, files, recover)
     dot_git = os.path.join(proj.root, ".git")
     had_git = os.path.lexists(dot_git)
-    if conn is not None:  # the sandbox's exec server: no engine call at all
-        env = {n: environ[n] for n in execute.host_env_names(environ)}
-        env.update(plain)
-        env.update(secret)
-        env[execute.MARKER] = token
-        status = execute.run_served(conn, cmd, req.workdir, env, req.tty, token)
+    try:
+        if conn is not None:  # the sandbox's exec server: no engine call at all
+            env = {n: environ[n] for n in execute.host_env_names(environ)}
+            env.update(plain)
+            env.update(secret)
+            env[execute.MARKER] = token
+            status = execute.run_served(conn, cmd, req.workdir, env, req.tty, token)
+        else:
+            # A local engine's sandbox was checked (or started) just above: a "gone" answer now means it
+            # went away during the command, which is never run a second time.
+            status = execute.run(engine, proj.sandbox, cmd, req.workdir,
+                                 [*execute.host_env_names(environ), *plain], plain, req.tty,
+                                 None if engine.is_local else recover, token=token)
+    except execute.SandboxGone as e:
+        status, gone = _went_away(proj, cfg, engine, store, e.status, e.held, notify, settle=True), True
+    except execute.PidsLimit as e:
+        return _cannot_start(proj, cfg, engine, store, e.status, e.held, notify)
     else:
-        status = execute.run(engine, proj.sandbox, cmd, req.workdir, [*execute.host_env_names(environ), *plain],
-                             plain, req.tty, recover, token=token)
+        gone = status in KILLED and _state(engine, store, proj.sandbox) != "running"
+        if gone:
+            status = _went_away(proj, cfg, engine, store, status, None, notify)
     if getattr(cmd, "fell_back", False):
-        liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
+        try:
+            liveness.remember_shell(store, proj.sandbox, cmd.fallback[0])
+        except OSError:
+            pass  # a hint only: the next exec tries the preferred shell first again
     if not had_git and os.path.lexists(dot_git):
         from agentsh.host.gittopo import set_aside  # lazy: only when the command made a .git; not on ab-exec's path
 
         set_aside(proj.root, notify)  # a repo the agent made: host git would run its config and hooks
-    collect_git(proj, store, token, notify, req.locked)
-    if delivery is not None:
+    collect_git(proj, store, token, notify, req.locked)  # what it committed before it was cut short, too
+    if delivery is not None and not gone:  # refreshed credential files: read from the sandbox, so not when gone
         inject.write_back(engine, proj.sandbox, delivery, store, notify)
     return status
+
+
+KILLED = (137, 255)  # what an exec reports when its sandbox is killed, stopped or removed under it
+GONE_STATUS = 137  # ab-exec's status when the sandbox went away during the command (128 + SIGKILL)
+
+
+def _state(engine, store, sandbox):
+    """"running", "stopped" or "removed", after an exec that failed (so an engine call is fine here)."""
+
+    known = engine.is_local and os.path.exists(liveness.pid_file(store, sandbox))
+    if known and liveness.sandbox_running(store, sandbox):
+        return "running"
+    try:
+        info = engine.inspect(sandbox)
+    except Exception:  # the engine itself failing here says nothing more about the sandbox
+        return "unknown"
+    if info is None:
+        return "removed"
+    if known:  # its init process is gone, whatever the engine has caught up with so far
+        return "stopped"
+    status = (info.get("State") or {}).get("Status")
+    return "running" if status in ("running", "paused") else "stopped"
+
+
+def _init_pid(engine, store, sandbox):
+
+    try:
+        with open(liveness.pid_file(store, sandbox), "rb") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(((engine.inspect(sandbox) or {}).get("State") or {}).get("Pid") or 0) or None
+    except Exception:
+        return None
+
+
+def _went_away(proj, cfg, engine, store, status, held, notify, settle=False):
+    """The command was cut short: its sandbox was removed or stopped, or its exec server went away. One line.
+
+    `settle`: the connection or exec ended first; the sandbox's init may take a moment to be gone.
+    """
+
+    state = _state(engine, store, proj.sandbox)
+    for _ in range(10 if settle else 0):
+        if state != "running":
+            break
+        time.sleep(0.1)
+        state = _state(engine, store, proj.sandbox)
+    if state in ("removed", "stopped"):
+        notify(f"sandbox {proj.sandbox} was {state} while the command ran, which killed the command "
+               f"(exit {GONE_STATUS}); it was not run again")
+        return GONE_STATUS
+    if state == "running" and execute.pids_at_limit(_init_pid(engine, store, proj.sandbox)):
+        return _pids_message(proj, cfg, notify)
+    if held is not None:
+        os.write(2, held)
+    notify(f"the command in sandbox {proj.sandbox} ended without an exit status (the engine or the exec "
+           f"server went away); it may have run, and was not run again")
+    return GONE_STATUS if status in KILLED else 125
+
+
+def _cannot_start(proj, cfg, engine, store, status, held, notify):
+    """The engine could not start the command's process (runc: "read init-p")."""
+    if execute.pids_at_limit(_init_pid(engine, store, proj.sandbox)) is not False:
+        return _pids_message(proj, cfg, notify)
+    os.write(2, held)
+    return status
+
+
+def _pids_message(proj, cfg, notify):
+    notify(f"the sandbox hit its pids limit (pids = {cfg.get('pids')}): no process could be started in "
+           f"{proj.sandbox}; end some of its processes (ab-down, then ab-up, ends them all) or raise 'pids' "
+           "in the config")
+    return 125
 
 
 def _server(engine, sandbox):

@@ -108,6 +108,11 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
         info = eng.inspect(proj.sandbox)
         report["state"] = (info.get("State") or {}).get("Status", "unknown") if info else "absent"
         report["ports"] = published_ports(info)
+        if info is None and proj.sandbox in eng.storage_only(proj.sandbox):  # an ab-up killed half-way
+            report["state"] = "half-made"
+            report["error"] = report["error"] or (
+                f"sandbox {proj.sandbox} exists only in the engine's storage (an interrupted ab-up); "
+                "run 'ab-up' (it removes and remakes it) or 'ab-down --rm'")
         if info:
             report["stale"], report["exec"] = _staleness(proj, cfg, eng, info)
             if report["stale"]:  # how to bring the sandbox in line with the config

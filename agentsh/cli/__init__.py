@@ -1,5 +1,20 @@
 """One thin module per `ab-*` command: parse, call the core, print, exit."""
 
+import sys as _sys
+
+
+def _interrupted(kind, value, tb, _previous=_sys.excepthook):
+    """A Ctrl-C while a command's modules are still loading (before common.run): exit 130, no traceback."""
+    if issubclass(kind, KeyboardInterrupt):
+        import os  # lazy: only when an interrupt arrives while a command starts
+
+        os._exit(130)
+    _previous(kind, value, tb)
+
+
+if (_sys.argv[0] if _sys.argv else "").rpartition("/")[2].startswith("ab"):  # an ab-* process, not a test
+    _sys.excepthook = _interrupted
+
 # Every installed command and its entry point; scripts/bin holds one launcher each
 # (a test keeps the two in step), and completions read the list from here.
 ENTRY_POINTS = {

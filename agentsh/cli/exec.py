@@ -19,7 +19,8 @@ EXAMPLES = [
 COMMAND = Command(
     "ab-exec",
     "Run CMD in the sandbox of the project holding DIR (default: .), in the same directory, starting the "
-    "sandbox if needed. Exit status is CMD's (125: agentsh or the engine failed first; 127: CMD not found). "
+    "sandbox if needed. Exit status is CMD's (125: agentsh or the engine failed first; 127: CMD not found; "
+    "137: the sandbox was stopped or removed during CMD, which is never run twice). "
     "Only TERM, LANG, LC_*, COLORTERM and TZ pass from the host, plus config 'env' and -e.",
     EXAMPLES,
     options=(
@@ -57,6 +58,12 @@ def parse(argv):
 
 def body(argv):
     args = fast_parse(argv) or parse(argv)
+    if args.tty and not args.cmd and not os.isatty(0):  # an interactive shell would wait on a pipe
+        from agentsh.base.errors import UsageError  # lazy: only for this refusal (completion imports this module)
+
+        raise UsageError("-t with no command needs a terminal on stdin, and stdin is not one",
+                         "run it from a terminal, drop -t (the shell then reads commands from stdin), "
+                         "or give a command: ab-exec -t -- CMD")
     if args.wt:
         from agentsh.app.worktree import path_of  # lazy: re and git calls, only for --wt
 

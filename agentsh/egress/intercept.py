@@ -12,8 +12,10 @@ through as they come, `101 Switching Protocols` relayed raw). In each request
 head the bound header's placeholder is replaced by the value (inside
 `Basic` credentials too); any placeholder left anywhere else in a head, and
 every placeholder in a plain-HTTP request, is sent unchanged and logged as a
-warning. A head that is malformed or larger than HEAD_LIMIT is refused with
-400 or 431 and the connection closed.
+warning. A value echoed in a response head is turned back into its
+placeholder (bodies are passed as they are). A head that is malformed or larger than HEAD_LIMIT is refused with
+400 or 431, and one naming another host (Host header or absolute target:
+domain fronting on a shared front end) with 421; the connection is closed.
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class Stream:
     def head(self, refuse: bool = True) -> bytes | None:
         """One message head (through the blank line); None at EOF before any byte of it."""
         while True:
-            end = self.buf.find(b"\r\n\r\n")
+            end = self.buf.find(b"\r\n\r\n", 0, HEAD_LIMIT + 4)
             if end >= 0:
                 head, self.buf = self.buf[:end + 4], self.buf[end + 4:]
                 return head
@@ -194,6 +196,21 @@ class Stream:
                 if self.buf:
                     raise Refusal(400, "connection closed inside a head") if refuse else ValueError("cut head")
                 return None
+
+    def drain(self, limit: int = 1 << 20, seconds: float = 1.0) -> None:
+        """Read and drop what the peer still sends, up to `limit` bytes or `seconds` of quiet."""
+        sock = getattr(self.conn, "sock", None)
+        try:
+            if sock is not None:
+                sock.settimeout(seconds)
+            total = 0
+            while total < limit:
+                data = self.conn.recv(CHUNK)
+                if not data:
+                    return
+                total += len(data)
+        except (OSError, ValueError):
+            pass
 
     def line(self) -> bytes:
         while b"\r\n" not in self.buf:
@@ -336,7 +353,8 @@ def swap(headers: list[tuple[bytes, bytes]],
 
 
 def _refuse(stream: Stream, status: int, message: str) -> None:
-    reason = {400: "Bad Request", 431: "Request Header Fields Too Large", 502: "Bad Gateway"}.get(status, "Error")
+    reason = {400: "Bad Request", 421: "Misdirected Request", 431: "Request Header Fields Too Large",
+              502: "Bad Gateway"}.get(status, "Error")
     body = f"agentsh: {message}\n".encode()
     try:
         stream.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
@@ -345,11 +363,32 @@ def _refuse(stream: Stream, status: int, message: str) -> None:
         pass
 
 
+def same_host(headers: list[tuple[bytes, bytes]], first: bytes, host: str) -> None:
+    """Refusal(421) unless the request names `host` (Host header, and an absolute target if any).
+
+    The upstream may be a shared front end (a CDN) that routes by Host: a
+    request for another site on it must never carry the bound value.
+    """
+    hosts = _get(headers, b"host")
+    target = first.split(b" ")[1]
+    named = [h.decode("latin-1") for h in hosts]
+    if b"://" in target:
+        named.append(target.split(b"://", 1)[1].split(b"/", 1)[0].rsplit(b"@", 1)[-1].decode("latin-1"))
+    if len(hosts) != 1:
+        raise Refusal(400, "a request needs exactly one Host header")
+    for text in named:
+        text = text.strip().lower()
+        name = text[1:text.find("]")] if text.startswith("[") else text.rsplit(":", 1)[0] if ":" in text else text
+        if name.rstrip(".") != host:
+            raise Refusal(421, f"the request names {text[:100]!r}, not {host} (the host this connection is for)")
+
+
 def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, bytes, str]], swaps: Swaps,
-          warn: Callable[[list[str]], object]) -> tuple[int, int, int, int]:
+          warn: Callable[[list[str]], object], host: str | None = None) -> tuple[int, int, int, int]:
     """Serve requests from `client` (a Stream) to `upstream` (a Stream) until either side ends.
 
-    Returns (bytes to upstream, bytes to client, requests, swaps made).
+    Every request must name `host` (same_host). Returns (bytes to upstream,
+    bytes to client, requests, swaps made).
     """
     sent = received = requests = swapped = 0
     while True:
@@ -359,8 +398,11 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
                 break
             first, headers = parse_head(head)
             kind, count = framing(headers)
+            if host is not None:
+                same_host(headers, first, host)
         except Refusal as e:
             _refuse(client, e.status, str(e))
+            client.drain()  # what the client still sends: closing on unread bytes would reset the reply away
             break
         headers, names = swap(headers, bound)
         swapped += len(names)
@@ -379,6 +421,9 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             rhead = upstream.head(refuse=False)
             if rhead is None:
                 return sent, received, requests, swapped
+            for placeholder, real, _, _ in bound:  # a value echoed in a response head goes back as its placeholder
+                if real in rhead:
+                    rhead = rhead.replace(real, placeholder)
             status_line, rheaders = parse_head(rhead, request=False)
             parts = status_line.split(b" ", 2)
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0

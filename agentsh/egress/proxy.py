@@ -393,7 +393,7 @@ class Proxy:
             bound = self.swaps.current().by_host.get(host, [])
             sent, received, requests, swapped = intercept.relay(
                 intercept.Stream(tls), intercept.Stream(secure), bound, self.swaps,
-                lambda names: self._warn(names, host, port, "not its bound host or header"))
+                lambda names: self._warn(names, host, port, "not its bound host or header"), host=host)
             entry.update(bytes_sent=sent, bytes_received=received,
                          reason=f"{entry['reason']}; credentials added: {swapped} of {requests} requests")
         except (OSError, ValueError) as e:  # ssl.SSLError is an OSError

@@ -46,13 +46,55 @@ def which(program: str) -> str | None:
     return None
 
 
+_SETPRIV = []  # [path] once looked up ("" when there is none)
+
+
+def tied(argv: list[str]) -> list[str]:
+    """argv run so that the process gets SIGKILL when ours dies (util-linux setpriv --pdeathsig).
+
+    The engine runs in a process group of its own, so a kill of ours (or of
+    our group, as `timeout` sends) does not reach it; without this a killed
+    ab-exec would leave its `podman exec` running, holding the container.
+    Where setpriv is missing, argv is run as it is.
+    """
+    if not _SETPRIV:
+        _SETPRIV.append(which("setpriv") or "")
+    return [_SETPRIV[0], "--pdeathsig", "KILL", "--", *argv] if _SETPRIV[0] else list(argv)
+
+
+# How long an engine call other than a build, a pull or the user's own command may take: a wedged
+# engine (a container lock held by a stuck process) gets one clear line instead of a hang.
+TIMEOUT_VAR = "AGENTSH_ENGINE_TIMEOUT"
+DEFAULT_TIMEOUT = 300.0
+
+
+def default_timeout() -> float | None:
+    value = os.environ.get(TIMEOUT_VAR, "").strip()
+    try:
+        seconds = float(value) if value else DEFAULT_TIMEOUT
+    except ValueError:
+        seconds = DEFAULT_TIMEOUT
+    return seconds if seconds > 0 else None
+
+
+class EngineTimeout(EngineError):
+    """An engine call that did not finish in time (its process was killed)."""
+
+
+def timeout_error(argv: Sequence[str], timeout: float) -> EngineTimeout:
+    what = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(argv[:3]))
+    return EngineTimeout(f"'{what}' did not finish within {timeout:g} s (killed it); the engine may be stuck",
+                         f"check 'podman ps' and 'ab-doctor'; {TIMEOUT_VAR}=SECONDS changes the limit")
+
+
 def subprocess_runner(argv: list[str], input: bytes | None = None, capture: bool = True,
                       timeout: float | None = None) -> tuple[int, str, str]:
     import subprocess  # lazy: ab-exec starts the engine with posix_spawn, without subprocess
 
+    timeout = timeout or default_timeout()
     try:
         proc = subprocess.run(
-            argv,
+            tied(argv),
             input=input,
             stdout=subprocess.PIPE if capture else None,
             stderr=subprocess.PIPE if capture else None,
@@ -61,6 +103,8 @@ def subprocess_runner(argv: list[str], input: bytes | None = None, capture: bool
         )
     except FileNotFoundError:
         raise EngineError(f"{argv[0]}: not found") from None
+    except subprocess.TimeoutExpired:
+        raise timeout_error(argv, timeout) from None
     out = proc.stdout.decode("utf-8", "replace") if capture else ""
     err = proc.stderr.decode("utf-8", "replace") if capture else ""
     return proc.returncode, out, err
@@ -90,6 +134,10 @@ class NoSuchContainer(ContainerGone):
 
 class NotRunning(ContainerGone):
     """The container exists but is stopped (an exec, say, needs it running)."""
+
+
+class BrokenContainer(EngineError):
+    """The engine lists the container but its storage is gone (a `rm` killed half-way: state "removing")."""
 
 
 class NameInUse(EngineError):
@@ -124,7 +172,8 @@ ENGINE_UNAVAILABLE = ("cannot connect to the docker daemon", "cannot connect to 
 IMAGE_MISSING = ("image not known", "unable to find image", "manifest unknown", "no such image",
                  "repository does not exist", "initializing source")
 
-_ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper")
+_ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper",
+                b"has already been removed", b"does not exist in database")
 
 
 def is_gone_message(data: bytes) -> bool:
@@ -243,6 +292,9 @@ class Engine:
         low = text.lower()
         if any(s in low for s in NO_SUCH_CONTAINER):
             return NoSuchContainer(f"{what}: no such container")
+        if "container not known" in low:
+            return BrokenContainer(f"{what}: the container is half-removed ({text[-160:]})",
+                                   "remove it with 'ab-down --rm' (podman rm -f NAME)")
         if any(s in low for s in ENGINE_UNAVAILABLE):
             fix = ("start it: sudo systemctl start docker" if self.name == "docker"
                    else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")
@@ -297,18 +349,30 @@ class Engine:
     def run_detached(self, run_args: Argv) -> str:
         return self.call("run", "-d", *run_args, what="run").strip()
 
+    def create(self, run_args: Argv) -> str:
+        """`create` with `run` arguments: the container is made (and checked by the engine), not started."""
+        return self.call("create", *run_args, what="create").strip()
+
+    def rename(self, name: str, new_name: str) -> None:
+        self.call("rename", name, new_name)
+
     def start(self, name: str) -> None:
         self.call("start", name)
 
     def stop(self, name: str, timeout: int = 5) -> None:
         self.call("stop", "-t", str(timeout), name)
 
-    def remove(self, name: str) -> None:
-        status, _, err = self.call("rm", "-f", name, check=False)
-        if status != 0:
-            e = self.error(err, "rm")
-            if not isinstance(e, NoSuchContainer):
-                raise e
+    def remove(self, name: str, *more: str) -> None:
+        """Remove containers (running or not); a missing one is no error.
+
+        One call each: Podman 4's `rm -f A B` removes neither when A is missing, and says nothing.
+        """
+        for one in (name, *more):
+            status, _, err = self.call("rm", "-f", one, check=False)
+            if status != 0:
+                e = self.error(err, "rm")
+                if not isinstance(e, NoSuchContainer):
+                    raise e
 
     def exec_argv(self, name: str, cmd: Sequence[str], workdir: str | None = None, env_names: Iterable[str] = (),
                   tty: bool = False, interactive: bool = True, user: str | None = None) -> Argv:
@@ -335,6 +399,19 @@ class Engine:
             return _json_loads(self.call("ps", "-a", *filters, "--format", "json") or "[]")
         out = self.call("ps", "-a", "--no-trunc", *filters, "--format", "{{json .}}")
         return [_json_loads(line) for line in out.splitlines() if line.strip()]
+
+    def storage_only(self, name_filter: str) -> list[str]:
+        """Names of containers that exist only in the engine's storage (a `run` or `create` killed half-way).
+
+        Podman's `ps -a` does not show them, `ps -a --external` does, and
+        their names stay taken ("already in use") until `rm -f` removes them.
+        """
+        if not self.is_podman:
+            return []
+        # (`--filter` does not apply to storage-only containers in Podman 4: filtered here)
+        rows = _json_loads(self.call("ps", "-a", "--external", "--format", "json") or "[]")
+        return sorted(n for r in rows if str(r.get("State", "")).lower() == "storage"
+                      for n in (r.get("Names") or []) if name_filter in n)
 
     # -- volumes and images ------------------------------------------------
 
@@ -422,7 +499,7 @@ class Engine:
         args = ["import"]
         for change in changes:
             args += ["--change", change]
-        out = self.call(*args, tarball, ref, what="import")
+        out = self.call(*args, tarball, ref, what="import", timeout=3600)
         return out.strip().splitlines()[-1].removeprefix("sha256:") if out.strip() else ""
 
     def image_inspect(self, image: str) -> dict | None:
@@ -458,7 +535,7 @@ class Engine:
         import threading  # lazy: only for builds, pulls and postCreateCommand
 
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(tied(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT)
         except FileNotFoundError:
             raise EngineError(f"{argv[0]}: not found") from None
@@ -498,7 +575,7 @@ class Engine:
         import subprocess  # lazy: only for credential files sent through the engine's exec
 
         try:
-            proc = subprocess.run(argv, input=input, capture_output=True, timeout=timeout)
+            proc = subprocess.run(tied(argv), input=input, capture_output=True, timeout=timeout)
         except FileNotFoundError:
             raise EngineError(f"{argv[0]}: not found") from None
         except subprocess.TimeoutExpired:

@@ -15,7 +15,7 @@ import stat
 from agentsh import __version__
 from agentsh.base import layout, paths
 from agentsh.base.digest import sha256_hex
-from agentsh.base.errors import ConfigError, UsageError
+from agentsh.base.errors import ConfigError, FileError, UsageError
 from agentsh.base.state import Store
 from agentsh.policy import trust
 from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...: also for callers)
@@ -89,6 +89,24 @@ def _size(value: object, where: str) -> str:
     return value
 
 
+MIN_MEMORY = 6 << 20  # the engines refuse less (Podman: "minimum memory limit allowed is 6MB")
+
+
+def size_bytes(value: str) -> int:
+    """A checked size ("512m") in bytes."""
+    unit = value[-1].lower() if value[-1].isalpha() else "b"
+    number = int(value[:-1] if value[-1].isalpha() else value)
+    return number << {"b": 0, "k": 10, "m": 20, "g": 30}[unit]
+
+
+def _memory(value: object, where: str) -> object:
+    _size(value, where)
+    if size_bytes(value) < MIN_MEMORY:
+        raise ConfigError(f"{where} must be at least 6m (the engine refuses less), not {value!r}",
+                          "give a size such as \"512m\" or \"8g\", or remove the key for no limit")
+    return value
+
+
 def _cpus(value: object, where: str) -> int | float:
     import math  # lazy: only for a `cpus` value
 
@@ -131,6 +149,11 @@ def _mounts(value: object, where: str) -> list[str]:
             raise ConfigError(f"{where}: {v!r} is not HOST:SANDBOX[:ro|rw] with an absolute SANDBOX path")
         check_host_path(parts[0], f"{where}: {v!r}", "HOST side")
         check_sandbox_path(parts[1], f"{where}: {v!r}")
+    targets = [split_mount(v)[1] for v in value]
+    for i, target in enumerate(targets):
+        if target in targets[:i]:
+            raise ConfigError(f"{where}: two entries mount on {target}",
+                              "give each mount its own sandbox path (the engine refuses a duplicate)")
     return list(value)
 
 
@@ -190,7 +213,7 @@ SCHEMA = {
     "ca_bundle": (_ca_bundle, "auto"),
     "cap_add": (_cap_add, []),
     "pids": (_pids, 4096),
-    "memory": (_size, None),
+    "memory": (_memory, None),
     "cpus": (_cpus, None),
     "mounts": (_mounts, []),
     "shell": (_shell, None),
@@ -208,7 +231,7 @@ SCHEMA = {
     "pull": (_str(("missing", "never")), "missing"),
 }
 # Bumped whenever a checker refuses more: a file cached as valid under older rules is checked again.
-RULES = 3
+RULES = 4
 # Keys whose values add up across layers instead of replacing each other.
 ADDITIVE = {"env", "cap_add", "mounts", "credentials", "allow", "ports"}
 # Keys only the user config may set: a project must not reach beyond its own sandbox.
@@ -268,15 +291,22 @@ def parse_cached(data: bytes, source: str) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{source}: not UTF-8 text", "fix the file's encoding") from None
     parsed = parse(text, source)
+    tmp = f"{cache}.tmp.{os.getpid()}"
     try:
         os.makedirs(os.path.dirname(cache), mode=0o700, exist_ok=True)
-        tmp = f"{cache}.tmp.{os.getpid()}"
         with open(tmp, "wb") as f:
             marshal.dump(parsed, f)
         os.replace(tmp, cache)
     except (OSError, ValueError):
-        pass  # a cache we cannot write only costs the parse next time
+        _discard(tmp)  # a cache we cannot write only costs the parse next time
     return parsed
+
+
+def _discard(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict:
@@ -653,13 +683,13 @@ def ca_bundle_copy(path: str, setting: str) -> str:
             pass
     copy = private_ca_copy(read_ca_bundle(path, setting))
     if index is not None:
+        tmp = f"{index}.tmp.{os.getpid()}"
         try:
-            tmp = f"{index}.tmp.{os.getpid()}"
             with open(tmp, "wb") as f:
                 f.write(os.path.basename(copy)[:-4].encode("ascii"))
             os.replace(tmp, index)
         except OSError:
-            pass  # only costs the check next time
+            _discard(tmp)  # only costs the check next time
     return copy
 
 
@@ -671,10 +701,15 @@ def private_ca_copy(data: bytes) -> str:
     """
     path = os.path.join(paths.state_dir(), layout.CA_COPIES, sha256_hex(data)[:32] + ".pem")
     if not os.path.isfile(path):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+
         tmp = f"{path}.tmp.{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except OSError as e:
+            _discard(tmp)
+            raise FileError(path, e) from None
     return path

@@ -26,7 +26,18 @@ from agentsh.policy.devcontainer_vars import _inside, _printable, _scalar
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
-    from agentsh.policy.devcontainer import Devcontainer
+    from typing import Protocol
+
+    from agentsh.policy.devcontainer_vars import Resolver
+
+    class Devcontainer(Protocol):
+        """What this module reads of a policy.devcontainer.Devcontainer (named here, not imported: no cycle)."""
+
+        dir: str
+        path: str
+        root: str
+        vars: Resolver
+        feature_order: list[str]
 
 MAX_FILES = 200
 MAX_BYTES = 8 << 20

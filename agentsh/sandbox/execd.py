@@ -66,13 +66,16 @@ def build(lib_dir):
     if cc:
         proc = subprocess.run([cc, "-O2", "-static", "-o", target, source], capture_output=True, text=True)
         if proc.returncode == 0:
+            tmp = f"{cached}.{os.getpid()}"
             try:
                 os.makedirs(os.path.dirname(cached), mode=0o700, exist_ok=True)
-                tmp = f"{cached}.{os.getpid()}"
                 shutil.copy2(target, tmp)
                 os.replace(tmp, cached)
-            except OSError:
-                pass  # no cache: the next state dir compiles again
+            except OSError:  # no cache: the next state dir compiles again
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
             return True
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         why = f"cc could not build it: {(lines or ['exit status %d' % proc.returncode])[-1][:200]}"
@@ -146,7 +149,7 @@ def connect(sandbox):
 
 
 def run(conn, cmd, workdir, env, tty, signal_module):
-    """Run cmd through a connected server; returns its exit status (125: the server went away)."""
+    """Run cmd through a connected server; returns its exit status (ServerGone: it went away first)."""
     passed, made, stdin_pipe, outs = [], [], None, {}  # outs: our read end -> where its bytes go
     if not tty:
         for fd in (0, 1, 2):
@@ -257,12 +260,16 @@ def _relay(conn, tty, stdin_pipe, outs, signal):
     return status
 
 
+class ServerGone(Exception):
+    """The server closed the connection before the exit status came: the command may have run."""
+
+
 class _Abandon(Exception):
     """A second signal while the command (or a stand-in server) did not end on the first."""
 
 
 def _loop(conn, readers, outs, pipes):
-    """Relay until the exit status arrives; returns it (125 when the server went away first)."""
+    """Relay until the exit status arrives; returns it (ServerGone when the server went away first)."""
     import select  # lazy: not loaded by ab-up, which imports this module
 
     poller = select.poll()
@@ -276,9 +283,7 @@ def _loop(conn, readers, outs, pipes):
             if role == "conn":
                 chunk = conn.recv(65536)
                 if not chunk:
-                    os.write(2, b"agentsh: the sandbox's exec server went away; the command may have been "
-                                b"stopped with its sandbox\n")
-                    return 125
+                    raise ServerGone()  # the caller finds out why (sandbox removed or stopped, pids limit)
                 buf += chunk
                 while len(buf) >= 5:
                     n = int.from_bytes(buf[1:5], "big")

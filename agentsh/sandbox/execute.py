@@ -2,10 +2,17 @@
 
 stdin and stdout are handed to the engine untouched (byte for byte). stderr
 is relayed, only so that the engine's own "no such container" / "not
-running" error can be recognised and answered by starting the sandbox and
-trying once more, instead of being shown. The engine does not forward
-signals to an exec'd process, so we do: every process the command started
-carries a marker in its environment, and a signal to us is re-sent to them.
+running" error can be recognised instead of being shown. A command that may
+have started is never run a second time: only an engine whose containers
+are not local processes (where ab-exec could not check first that the
+sandbox runs) starts the sandbox and tries once more, and only when the
+engine failed before running anything (status 125). Otherwise the sandbox
+went away during the command: `SandboxGone` is raised, and the caller says
+so in one line. The engine does not forward signals to an exec'd process,
+so we do: every process the command started carries a marker in its
+environment, and a signal to us is re-sent to them. The engine process is
+tied to ours (a parent-death signal), so a killed ab-exec leaves no engine
+process behind.
 """
 
 import os
@@ -20,7 +27,7 @@ except ImportError:  # pragma: no cover - other interpreters
 import sys
 
 from agentsh.base.fdio import write_all as _write_all
-from agentsh.host.engine import is_gone_message
+from agentsh.host.engine import is_gone_message, tied
 
 HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
@@ -60,7 +67,13 @@ def new_token():
     return f"{os.getpid()}-{os.urandom(6).hex()}"
 
 
-from agentsh.base.layout import RUN_SCRIPT  # noqa: E402 (kept beside its use)
+from agentsh.base.layout import LIB, RUN_SCRIPT  # noqa: E402 (kept beside its use)
+
+# What bash in a sandbox does with a command it cannot find: `ab` and `ab-*` say where the shell is
+# (agentsh/data/sandbox/shrc). Given to bash as an exported function, which outlives /etc/profile.
+_BASH_NOT_FOUND = ("'BASH_FUNC_command_not_found_handle%%=() { case $1 in ab|ab-*) . " + LIB + "/shrc; "
+                   '_agentsh_not_here "$1";; *) printf "bash: %s: command not found\\n" "$1" >&2; return 127;; '
+                   "esac; }'")
 
 
 def wrapped(cmd, token):
@@ -73,7 +86,10 @@ def wrapped(cmd, token):
     fallback = getattr(cmd, "fallback", None)
     if fallback:
         first, then = " ".join(cmd), " ".join(fallback)
-        cmd = ["sh", "-c", f"command -v {cmd[0]} >/dev/null 2>&1 && exec {first}; exec {then}"]
+        start = f"exec {first}"
+        if cmd[0] == "bash":
+            start = f"{{ command -v env >/dev/null 2>&1 && exec env {_BASH_NOT_FOUND} {first}; {start}; }}"
+        cmd = ["sh", "-c", f"command -v {cmd[0]} >/dev/null 2>&1 && {start}; exec {then}"]
     return ["sh", RUN_SCRIPT, token, *cmd]
 
 
@@ -81,21 +97,48 @@ def run_served(conn, cmd, workdir, env, tty, token):
     """Run cmd through the sandbox's exec server (sandbox.execd); returns its exit status."""
     from agentsh.sandbox import execd  # lazy: socket; the engine's exec (AGENTSH_EXEC_SERVER=0) needs none
 
-    return execd.run(conn, wrapped(cmd, token), workdir, env, tty, signal)
+    try:
+        return execd.run(conn, wrapped(cmd, token), workdir, env, tty, signal)
+    except execd.ServerGone:
+        raise SandboxGone(125) from None
+
+
+class SandboxGone(Exception):
+    """The sandbox was removed or stopped while the command ran (or the exec server went away).
+
+    `status`: what the engine or the server reported. The caller finds out
+    which it was and says so in one line; the command is never run again.
+    """
+
+    def __init__(self, status, held=None):
+        super().__init__(status)
+        self.status, self.held = status, held
+
+
+class PidsLimit(Exception):
+    """The exec could not start a process in the sandbox (runc's "read init-p": the pids limit, usually)."""
+
+    def __init__(self, status, held):
+        super().__init__(status)
+        self.status, self.held = status, held
 
 
 def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=None):
     """Run cmd in sandbox `name` (through the in-sandbox `run` script); returns its exit status.
 
-    `recover()` is called when the sandbox is missing or stopped; it starts
-    it, and the command is tried once more. `env_values` are for names that
-    are not secret: the engine keeps them in its database.
+    `recover()` (None: never) is called when the engine says the sandbox is
+    missing or stopped before it ran anything (status 125); it starts it, and
+    the command is tried once more. Pass None where the caller checked that
+    the sandbox runs: a "gone" answer then means it went away during the
+    command (SandboxGone), and the command may have run. `env_values` are for
+    names that are not secret: the engine keeps them in its database.
     """
+
     marker = token or new_token()
     env = dict(os.environ, **env_values)
     env[MARKER] = marker
     names = list(dict.fromkeys([*env_names, MARKER]))
-    argv = engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty)
+    argv = tied(engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty))
 
     # Without a terminal, the engine gets its own process group so a Ctrl-C
     # or kill reaches only us, and we pass it on; the command's exit status
@@ -103,28 +146,47 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=N
     own_group = not tty and not os.isatty(0)
     recovered = False
     while True:
-        pid, err_fd = _spawn(argv, env, own_group)
-        previous = _forward_signals(engine, name, marker)
+        forwarder = _Forwarder(engine, name, marker)
+        previous = forwarder.install()  # before the spawn: no signal falls between the two
+        err_fd = None
         try:
+            if forwarder.received:  # a signal before the command started: it is not started at all
+                return 128 + forwarder.received[0]
+            pid, err_fd = _spawn(argv, env, own_group)
+            forwarder.started()
             held, kind = _relay_stderr(err_fd)
-            status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            status = _wait(pid)
         finally:
             _restore(previous)
-            os.close(err_fd)
-        if kind == _GONE and not recovered and status in (125, 255):
+            if err_fd is not None:
+                os.close(err_fd)
+        if kind == _GONE and recover is not None and not recovered and status == 125:
             recover()
             recovered = True
             continue
+        if kind == _GONE:
+            raise SandboxGone(status, held)
+        if kind == _PIDS:
+            raise PidsLimit(status, held)
         if kind == _MISSING and status == 127 and getattr(cmd, "fallback", None):
             cmd.fell_back = True  # the image lacks the preferred shell: the caller may remember it
             cmd = cmd.fallback
-            argv = engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty)
+            argv = tied(engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty))
             continue
         if kind == _MISSING:
             held = b"ab-exec: " + cmd[0].encode(errors="surrogateescape") + b": command not found in the sandbox\n"
         if held is not None:
             _write_all(2, held)
         return 128 - status if status < 0 else status
+
+
+def _wait(pid):
+    """The engine's exit status; a signal to us meanwhile is forwarded by its handler, not an error."""
+    while True:
+        try:
+            return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, but a handler may raise
+            continue
 
 
 def _spawn(argv, env, own_group):
@@ -145,15 +207,17 @@ def _spawn(argv, env, own_group):
     return pid, read_end
 
 
-_GONE, _MISSING = "gone", "missing"
+_GONE, _MISSING, _PIDS = "gone", "missing", "pids"
+_INIT_P = (b"read init-p", b"resource temporarily unavailable")  # runc could not start the process
 
 
 def _relay_stderr(fd):
     """Copy fd to our stderr until EOF.
 
     The engine's own first line is held back when it says the sandbox is
-    gone or the command does not exist (the caller acts on it): returns
-    (held bytes, _GONE / _MISSING), or (None, None).
+    gone, the command does not exist, or no process could be started (the
+    caller acts on it): returns (held bytes, _GONE / _MISSING / _PIDS), or
+    (None, None).
     """
     first = True
     held = kind = None
@@ -166,6 +230,8 @@ def _relay_stderr(fd):
         elif first and ((chunk.startswith(_RUN_NOT_FOUND) and b": command not found in the sandbox" in chunk)
                         or (chunk.startswith(b"Error: ") and _NOT_FOUND in chunk)):
             held, kind = chunk, _MISSING
+        elif first and chunk.startswith(b"Error: ") and any(m in chunk[:400].lower() for m in _INIT_P):
+            held, kind = chunk, _PIDS
         else:
             if held is not None:
                 _write_all(2, held)
@@ -174,24 +240,74 @@ def _relay_stderr(fd):
         first = False
 
 
+class _Forwarder:
+    """Signal handlers that pass a signal on to every process of the command (by its marker).
 
+    A handler may run again while it runs (two quick Ctrl-Cs): it only
+    spawns, imports nothing and takes no lock, so that is harmless.
+    """
 
-def _forward_signals(engine, name, marker):
-    names = {int(getattr(signal, n)): n.removeprefix("SIG") for n in FORWARDED_SIGNALS}
+    def __init__(self, engine, name, marker):
+        self.engine, self.name, self.marker = engine, name, marker
+        self.received = []
+        self.running = False
 
-    def forward(signum, _frame):
-        import subprocess  # lazy: only when a signal is forwarded
+    def install(self):
+        names = {int(getattr(signal, n)): n.removeprefix("SIG") for n in FORWARDED_SIGNALS}
+        self.names = names
+        return {signum: signal.signal(signum, self._handle) for signum in names}
 
-        subprocess.Popen(engine.argv("exec", name, "sh", "-c", _KILL_SCRIPT, "sh", names[int(signum)],
-                                     f"{MARKER}={marker}"),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def started(self):
+        self.running = True
+        for signum in self.received:  # arrived between the spawn and now
+            self._send(signum)
 
-    return {signum: signal.signal(signum, forward) for signum in names}
+    def _handle(self, signum, _frame):
+        signum = int(signum)
+        self.received.append(signum)
+        if self.running:
+            self._send(signum)
+
+    def _send(self, signum):
+        argv = self.engine.argv("exec", self.name, "sh", "-c", _KILL_SCRIPT, "sh", self.names[signum],
+                                f"{MARKER}={self.marker}")
+        try:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            try:
+                os.posix_spawn(argv[0], argv, os.environ, setpgroup=0,
+                               file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+                                             (os.POSIX_SPAWN_DUP2, null, 2)])
+            finally:
+                os.close(null)
+        except OSError:
+            pass  # the engine is gone: the command ends with its sandbox
 
 
 def _restore(previous):
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+
+
+def pids_at_limit(pid):
+    """Whether the pids cgroup of process `pid` (a sandbox's init) is at or near its limit, or None when unknown."""
+    try:
+        with open(f"/proc/{int(pid)}/cgroup") as f:
+            lines = f.read().splitlines()
+    except (OSError, ValueError, TypeError):
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "pids" or (controllers == "" and len(lines) == 1):
+            base = "/sys/fs/cgroup/pids" if controllers == "pids" else "/sys/fs/cgroup"
+            try:
+                with open(f"{base}{path}/pids.max") as f:
+                    limit = f.read().strip()
+                with open(f"{base}{path}/pids.current") as f:
+                    current = int(f.read())
+            except (OSError, ValueError):
+                return None
+            return limit != "max" and current >= int(limit) - 2
+    return None
 
 
 def stdio_is_terminal():

@@ -11,10 +11,11 @@ import os  # noqa: F401 (the invoking uid is read through os, which tests replac
 import time
 
 from agentsh.base import layout
-from agentsh.base.errors import AgentshError, StateError
+from agentsh.base.errors import AgentshError, ConfigError, FileError, StateError
 from agentsh.base.layout import CA_PATH, SANDBOX_HOME  # noqa: F401 (also for callers)
+from agentsh.base.paths import data_dir
 from agentsh.host import liveness
-from agentsh.host.engine import NameInUse, NoSuchContainer
+from agentsh.host.engine import BrokenContainer, NameInUse, NoSuchContainer
 from agentsh.policy.trust import BuildCopy
 
 RUNNING = "running"
@@ -49,8 +50,15 @@ def prepare_host(project, topo, locked=False):
     """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
     from agentsh.sandbox import execd, gitbridge  # lazy: shutil, subprocess; ab-exec uses only ensure_running
 
-    gitbridge.prepare(topo, project.sandbox, locked)
-    execd.prepare(project.sandbox)
+    try:
+        gitbridge.prepare(topo, project.sandbox, locked)
+        execd.prepare(project.sandbox)
+    except FileError:
+        raise
+    except OSError as e:  # names relative to a directory descriptor say too little: name the directory
+        where = os.path.join(data_dir(), layout.private_git_dir(project.sandbox, locked))
+        name = e.filename if isinstance(e.filename, str) else ""
+        raise FileError(name if name.startswith("/") else os.path.join(where, name), e) from None
 
 
 def ensure_running(project, cfg, engine, store, notify):
@@ -104,9 +112,7 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     network.attach(project, cfg, engine, store, notify)
     dev = getattr(cfg, "devcontainer", None)
     if attach and dev is not None and dev.lifecycle.get("postAttachCommand"):
-        from agentsh.sandbox import (
-            devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
-        )
+        from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
         from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
         want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo), record.get("publish", ()))
@@ -142,22 +148,51 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
                     "image": want.image, "state": RUNNING}
     # Without a record there is usually no container either: go straight to
     # creating it, and look only if the engine says the name is taken.
-    info = engine.inspect(project.sandbox) if record is not None or recreate else None
+    info = _inspect(engine, project.sandbox, notify) if record is not None or recreate else None
     wanted(kept_publish(info) if publish is None else publish)
-    if info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
+    pending = bool((record or {}).get("pending"))  # cut short before: settled under the lock below
+    if info and not recreate and not pending and _matches(info, want) and info["State"]["Status"] == RUNNING:
         remember(store, project, want, info)
         return describe(info, project, want.image)
     lock = store.lock(layout.sandbox_lock(want.name))
     with _acquired(lock) as waited:
-        if waited or info is not None:  # what we saw may be stale: look again
-            info = engine.inspect(want.name)
+        # A pending record: an ab-up was cut short making or replacing the container; what it left goes first.
+        cut_short = (_read_record(store, want.name) or {}).get("pending") and _remove_leftovers(engine, want.name)
+        if waited or info is not None or cut_short:  # what we saw may be stale: look again
+            info = _inspect(engine, want.name, notify)
+        if pending and info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
+            remember(store, project, want, info)
+            return describe(info, project, want.image)
         if info is None and not recreate:
             try:
                 return _converge(engine, store, project, want, None, False, notify)
             except NameInUse:
-                info = engine.inspect(want.name)
+                info = _inspect(engine, want.name, notify)
+                if info is None:  # the name is taken by a container only the engine's storage holds
+                    _remove_half_made(engine, want.name, notify)
+                    return _converge(engine, store, project, want, None, False, notify)
                 wanted(kept_publish(info) if publish is None else publish)
         return _converge(engine, store, project, want, info, recreate, notify)
+
+
+def _inspect(engine, name, notify):
+    """engine.inspect; a container left half-removed (a `rm` cut short) is removed and counts as none."""
+    try:
+        return engine.inspect(name)
+    except BrokenContainer:
+        notify(f"sandbox {name} was left half-removed (an interrupted removal); removing it")
+        engine.remove(name)
+        return None
+
+
+def _remove_half_made(engine, name, notify):
+    """Remove our sandbox `name` when it exists only in the engine's storage (an ab-up killed half-way)."""
+    if name not in engine.storage_only(name):
+        raise AgentshError(f"the name {name} is taken by a container the engine does not list",
+                           "run 'ab-down --rm' in the project, then 'ab-up' again")
+    notify(f"sandbox {name} was half-made (it exists only in the engine's storage, after an interrupted "
+           "ab-up); removing it")
+    engine.remove(name)
 
 
 def _converge(engine, store, project, want, info, recreate, notify):
@@ -165,16 +200,14 @@ def _converge(engine, store, project, want, info, recreate, notify):
     if want.build and (info is None or recreate or not _matches(info, want)):
         build_image(engine, want.build, notify, force=recreate)
     elif want.pull and (info is None or recreate or not _matches(info, want)):
-        from agentsh.sandbox import (
-            devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
-        )
+        from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
         devcontainer_run.ensure_image(engine, want.image, notify)
     if info is not None and (recreate or not _matches(info, want)):
         require_image(engine, want.image)  # never remove a sandbox we cannot replace
+        check_spec(want)
         notify(f"{'recreating' if recreate else 'spec changed; recreating'} sandbox {want.name}")
-        engine.remove(want.name)
-        info = None
+        return _replace(engine, store, project, want, info, notify)
     started = False
     if info is not None and info["State"]["Status"] not in (RUNNING, "paused"):
         try:
@@ -187,9 +220,7 @@ def _converge(engine, store, project, want, info, recreate, notify):
             engine.remove(want.name)
             info = None
         if started and getattr(want, "lifecycle", None):
-            from agentsh.sandbox import (
-                devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
-            )
+            from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
             devcontainer_run.run(engine, want, ("postStartCommand",), notify)
     elif info is not None and info["State"]["Status"] == "paused":
@@ -218,10 +249,14 @@ def remember(store, project, want, info):
              "publish": list(want.publish), "id": info.get("Id", ""), "pid": pid,
              "pid_start": liveness.start_time(pid),
              "created": record.get("created") or int(time.time())}
-    if {k: record.get(k) for k in fresh} != fresh or not liveness.sandbox_running(store, want.name):
-        with store.lock():
-            store.write(layout.sandbox_record(want.name), fresh)
-            liveness.remember(store, want.name, pid)
+    if {k: record.get(k) for k in fresh} != fresh or record.get("pending") \
+            or not liveness.sandbox_running(store, want.name):
+        try:
+            with store.lock():
+                store.write(layout.sandbox_record(want.name), fresh)
+                liveness.remember(store, want.name, pid)
+        except (AgentshError, OSError):
+            pass  # only a cache of what the engine knows: the next ab-up asks the engine again
 
 
 def kept_publish(info):
@@ -244,9 +279,7 @@ def build_image(engine, build, notify, force=False):
     """
     if not force and engine.image_exists(build["tag"]):
         return
-    from agentsh.sandbox import (
-        devcontainer_run,  # lazy: only for a devcontainer's lifecycle commands, pulls and feature builds
-    )
+    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
     from agentsh.sandbox.spec import LABEL_MANAGED  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     pull = build.get("pull", "never") == "missing"
@@ -272,28 +305,191 @@ def build_image(engine, build, notify, force=False):
         devcontainer_run.build_features(engine, build, base, notify)
 
 
+def _record(project, want, cid=None):
+    """The sandbox record; without `cid` it is "pending": written before the container is made or replaced,
+    so an ab-up cut short leaves a mark the next one acts on (_remove_leftovers)."""
+    record = {"name": want.name, "project": project.root, "image": want.image, "spec": want.hash,
+              "publish": list(want.publish), "id": cid or "", "created": int(time.time())}
+    if cid is None:
+        record["pending"] = True
+    return record
+
+
 def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
+    check_spec(want)
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    # The record before the container: a state dir that cannot be written fails here, with nothing made
+    # (a record without a pid never passes ab-up's no-engine check, so it cannot stand for a container).
+    store.write(layout.sandbox_record(want.name), _record(project, want))
     # NameInUse: made by a process that held no lock, or under another state
     # dir; the caller inspects it and decides.
-
     notify = notify or (lambda msg: None)
-    cid = engine.run_detached(want.full_run_args(devcontainer_run.resolve_late_env(engine, want)))
-    try:  # onCreate, updateContent and postCreate once per creation; a failure removes the sandbox again
-        devcontainer_run.run(engine, want, devcontainer_run.CREATE, notify)
-    except AgentshError:
-        engine.remove(want.name)  # the next ab-up makes it again and runs the commands again
+    args = want.full_run_args(devcontainer_run.resolve_late_env(engine, want))
+    try:
+        cid = engine.run_detached(args)
+    except NameInUse:
         raise
-    devcontainer_run.run(engine, want, ("postStartCommand",), notify)
-    store.write(layout.sandbox_record(want.name), {
-        "name": want.name, "project": project.root, "image": want.image,
-        "spec": want.hash, "publish": list(want.publish), "id": cid, "created": int(time.time()),
-    })
+    except AgentshError:
+        if not _remove_leftovers(engine, want.name):
+            raise
+        cid = engine.run_detached(args)  # a replacement interrupted half-way held its ports
+    _after_create(engine, want, notify)
+    _record_id(store, project, want, cid)
     return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING,
             "started": True, "new": True}
+
+
+def _after_create(engine, want, notify):
+    """A devcontainer's onCreate, updateContent and postCreate (once per creation), then postStart.
+
+    A failure removes the new sandbox: the next ab-up makes it again and runs the commands again.
+    """
+    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
+
+    try:
+        devcontainer_run.run(engine, want, devcontainer_run.CREATE, notify)
+    except AgentshError:
+        engine.remove(want.name)
+        raise
+    devcontainer_run.run(engine, want, ("postStartCommand",), notify)
+
+
+def _record_id(store, project, want, cid):
+    try:
+        store.write(layout.sandbox_record(want.name), _record(project, want, cid))
+    except (AgentshError, OSError):
+        pass  # the record written before the container stands; the id is only shown
+
+
+NEXT, PREVIOUS = ".next", ".prev"  # a replacement's temporary names: NAME.next (new), NAME.prev (old)
+
+
+def _remove_leftovers(engine, name):
+    """Settle what a replacement cut short left (NAME.next, NAME.prev); whether there was any.
+
+    NAME.prev is the sandbox that worked: unless a NAME runs (the new one
+    had started), it gets its name back, so nothing is lost; NAME.next
+    never ran and goes.
+    """
+    from agentsh.sandbox.spec import LABEL_MANAGED  # lazy: the spec (json, re); ab-exec uses only ensure_running
+
+    states = {}
+    for c in engine.list({LABEL_MANAGED: "true"}):
+        for n in c.get("Names") or []:
+            if n in (name, name + NEXT, name + PREVIOUS):
+                states[n] = str(c.get("State", "")).lower()
+    if not ({name + NEXT, name + PREVIOUS} & set(states)):
+        return False
+    if name + PREVIOUS in states and states.get(name) != RUNNING:
+        engine.remove(*[n for n in (name, name + NEXT) if n in states] or [name])
+        engine.rename(name + PREVIOUS, name)
+    else:
+        engine.remove(*[n for n in (name + NEXT, name + PREVIOUS) if n in states])
+    return True
+
+
+def _named(args, name):
+    """`run` arguments with the container's --name replaced."""
+    args = list(args)
+    i = args.index("--name")
+    args[i + 1] = name
+    return args
+
+
+def _replace(engine, store, project, want, info, notify):
+    """Recreate the sandbox so that a new spec the engine refuses changes nothing.
+
+    The new container is made under a temporary name (the engine checks
+    the whole spec then) while the old one runs; the two swap names, the
+    new one starts, and only then is the old one removed. A new one that
+    does not start is removed and the old one gets its name back (and is
+    started again, when it had to be stopped to free its published ports).
+    """
+    from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
+
+    name, new, old = want.name, want.name + NEXT, want.name + PREVIOUS
+    if _remove_leftovers(engine, name):  # an earlier replacement was cut short: start from what it left
+        info = engine.inspect(name)
+        if info is None:
+            return _create(engine, store, project, want, notify)
+    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    kept = _read_record(store, name)  # the running sandbox's record, put back if the new one fails
+    store.write(layout.sandbox_record(name), _record(project, want))  # before any change (see _create)
+    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
+
+    try:
+        cid = engine.create(_named(want.full_run_args(devcontainer_run.resolve_late_env(engine, want)), new))
+    except AgentshError as e:
+        engine.remove(new)
+        _put_back(store, name, kept)
+        raise AgentshError(f"the new spec cannot be used ({e.message}); sandbox {name} is unchanged",
+                           e.fix or "fix the config (see docs/config.md), then run 'ab-up' again") from None
+    was_running = (info.get("State") or {}).get("Status") in (RUNNING, "paused")
+    stopped = False
+    try:
+        engine.rename(name, old)
+    except AgentshError:  # an engine without rename: the old way (remove, then run)
+        engine.remove(new)
+        engine.remove(name)
+        return _create(engine, store, project, want, notify)
+    try:
+        engine.rename(new, name)
+        if was_running and "-p" in want.run_args:  # published ports are the old one's until it stops
+            engine.stop(old, timeout=2)
+            stopped = True
+        engine.start(name)
+    except AgentshError as e:
+        engine.remove(name if engine.inspect(new) is None else new)
+        engine.rename(old, name)
+        if stopped:
+            engine.start(name)
+        _put_back(store, name, kept)
+        raise AgentshError(f"the new sandbox does not start ({e.message}); sandbox {name} is kept as it was",
+                           e.fix or "fix the config (see docs/config.md), then run 'ab-up' again") from None
+    engine.remove(old)
+    _after_create(engine, want, notify)
+    _record_id(store, project, want, cid)
+    return {"name": name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING,
+            "started": True}
+
+
+def _put_back(store, name, record):
+    """The record of the sandbox that stays, as it was before a replacement that failed (none: removed)."""
+    try:
+        if record:
+            store.write(layout.sandbox_record(name), {k: v for k, v in record.items() if k != "schema"})
+        else:
+            store.remove(layout.sandbox_record(name))
+    except (AgentshError, OSError):
+        pass  # a pending record stays: the next ab-up asks the engine (and settles what is left)
+
+
+def check_spec(want):
+    """Refuse a spec the engine would refuse that the config checks cannot see: two mounts on one path."""
+
+    args, seen = want.run_args, {}
+    for i, arg in enumerate(args[:-1]):
+        if arg in ("-v", "--volume", "--tmpfs", "--mount"):
+            value = args[i + 1]
+            if arg == "--mount":
+                fields = dict(f.split("=", 1) for f in value.split(",") if "=" in f)
+                target = fields.get("target") or fields.get("destination") or fields.get("dst")
+            elif arg == "--tmpfs":
+                target = value.split(":", 1)[0]
+            else:
+                parts = value.split(":")
+                target = parts[1] if len(parts) > 1 else parts[0]
+            if not target:
+                continue
+            target = target.rstrip("/") or "/"
+            if target in seen:
+                raise ConfigError(f"two mounts have the same sandbox path {target} ({seen[target]} and {value})",
+                                  "give each entry of 'mounts' (and devcontainer mounts) its own sandbox path, "
+                                  "away from the project, the home and /run/agentsh")
+            seen[target] = value
 
 
 class _acquired:

@@ -9,6 +9,8 @@ sandbox reaches it as host.containers.internal (bound) and host.docker.internal
 import json
 import os
 import shutil
+import subprocess
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -52,11 +54,28 @@ def bound(tmp_path_factory):
             "unbound": run(f'curl -sS --cacert test-ca.pem -H "x-api-key: $API_KEY" {url.format(UNBOUND)}'),
             # no proxy variables: the connection is steered (DNS answerer, transparent listener)
             "steered": run(f'{NO_PROXY_VARS} curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}/steered'),
+            # the agents are Node programs: fetch ignores proxy variables (steered) and trusts the bundle
+            # through NODE_EXTRA_CA_CERTS, which the sandbox sets
+            "node": run("node -e 'fetch(process.argv[1], {headers: {\"x-api-key\": process.env.API_KEY}})"
+                        ".then(r => r.text()).then(t => process.stdout.write(t))' " + url.format(BOUND) + "/node"),
         }
         environ = run("for f in /proc/[0-9]*/environ; do cat $f; echo; done 2>/dev/null; "
                       "cat /run/agentsh/secrets/* 2>/dev/null; true").stdout
+        name = ab("ab-up", str(repo), check=True, env=env).stdout.decode().strip()
+        holder = subprocess.Popen(["ab-exec", "--", "sh", "-c", 'sleep 60; echo "$API_KEY"'], cwd=repo, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            memory = b""
+            for _ in range(100):  # until the long-lived process holding the variable is there
+                memory = process_memory(name)
+                if placeholder.encode() in memory:
+                    break
+                time.sleep(0.1)
+        finally:
+            holder.kill()
+            holder.wait()
         yield SimpleNamespace(repo=repo, env=env, origin=origin, placeholder=placeholder, calls=calls,
-                              environ=environ)
+                              environ=environ, memory=memory, name=name)
     finally:
         origin.close()
         stop_proxy(env, repo)
@@ -81,6 +100,46 @@ def stop_proxy(env, repo):
             time.sleep(0.1)
 
 
+def process_memory(name):
+    """Every readable mapping of every process of the sandbox, read from the host (rootful: as root)."""
+    pids = podman("top", name, "hpid").stdout.split()[1:]
+    blobs = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                maps = f.read().splitlines()
+            with open(f"/proc/{pid}/mem", "rb", 0) as mem:
+                for line in maps:
+                    fields = line.split()
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    if "r" not in fields[1] or end - start > (256 << 20) or line.endswith(("[vvar]", "[vsyscall]")):
+                        continue
+                    try:
+                        mem.seek(start)
+                        blobs.append(mem.read(end - start))
+                    except (OSError, ValueError, OverflowError):
+                        continue
+        except OSError:
+            continue
+    return b"".join(blobs)
+
+
+def files_holding(needle, *roots):
+    found = []
+    for root in roots:
+        for d, _, names in os.walk(root):
+            for n in names:
+                path = os.path.join(d, n)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    try:
+                        with open(path, "rb") as f:
+                            if needle in f.read():
+                                found.append(path)
+                    except OSError:
+                        continue
+    return found
+
+
 def log(bound, *flags):
     return ab("ab-log", *flags, str(bound.repo), check=True, env=bound.env).stdout.decode()
 
@@ -103,6 +162,11 @@ class TestABoundCredential:
         entries = json.loads(log(bound, "--json"))
         assert any(e["method"] == "TLS" and "credentials added: 1 of 1" in e["reason"] for e in entries)
 
+    def test_node_fetch_gets_the_value_added_too(self, bound):
+        assert bound.calls["node"].returncode == 0, bound.calls["node"].stderr
+        [seen] = [s for s in bound.origin.seen if s["path"].endswith("/node")]
+        assert seen["headers"]["x-api-key"] == REAL
+
     def test_the_unbound_host_gets_the_placeholder_even_in_the_bound_header(self, bound):
         assert bound.calls["unbound"].returncode == 0, bound.calls["unbound"].stderr
         assert bound.placeholder in [s["headers"].get("x-api-key") for s in bound.origin.seen]
@@ -118,6 +182,15 @@ class TestABoundCredential:
         assert bound.placeholder.encode() in bound.environ  # the read did see the variable
         assert REAL.encode() not in bound.environ
         assert REAL[13:40].encode() not in bound.environ
+
+    def test_the_value_is_in_no_process_memory_and_no_file_of_the_sandbox(self, bound):
+        assert bound.placeholder.encode() in bound.memory  # the scan did read the processes holding the variable
+        assert REAL.encode() not in bound.memory
+        info = json.loads(podman("container", "inspect", bound.name).stdout)[0]
+        upper = info["GraphDriver"]["Data"]["UpperDir"]
+        home = podman("volume", "inspect", "--format", "{{.Mountpoint}}", f"{bound.name}-home").stdout.strip()
+        assert files_holding(REAL.encode(), upper, home) == []
+        assert REAL not in podman("container", "inspect", bound.name).stdout
 
     def test_the_ca_key_is_not_inside_and_the_cert_is_trusted(self, bound):
         out = ab("ab-exec", "--", "sh", "-c", "grep -c 'BEGIN CERTIFICATE' $CURL_CA_BUNDLE; "

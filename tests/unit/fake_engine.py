@@ -54,16 +54,24 @@ class FakeRunner:
             return 0, json.dumps([info]), ""
         if cmd == "run" and "--rm" in args and "--name" not in args:  # a throwaway start (image.probe)
             return self.probe_status, self.probe_output, ""
-        if cmd == "run":
+        if cmd in ("run", "create"):
             name = args[args.index("--name") + 1]
             if name in self.containers:
                 return 125, "", f'Error: creating container storage: the container name "{name}" is already in use'
             labels = dict(a.split("=", 1) for i, a in enumerate(args) if i and args[i - 1] == "--label")
-            self.containers[name] = {"Id": "id-" + name, "State": {"Status": "running", "Pid": self.pid},
+            self.containers[name] = {"Id": "id-" + name,
+                                     "State": {"Status": "running" if cmd == "run" else "created", "Pid": self.pid},
                                      "Config": {"Labels": labels, "Image": ""}}
             return 0, "id-" + name + "\n", ""
+        if cmd == "rename":
+            if args[1] not in self.containers:
+                return 125, "", "Error: no container with name or ID found: no such container"
+            self.containers[args[2]] = self.containers.pop(args[1])
+            return 0, "", ""
         if cmd == "rm":
-            self.containers.pop(args[-1], None)
+            for name in args[1:]:
+                if not name.startswith("-"):
+                    self.containers.pop(name, None)
             return 0, "", ""
         if cmd in ("start", "unpause"):
             self.containers[args[-1]]["State"]["Status"] = "running"

@@ -331,6 +331,59 @@ def test_malformed_and_huge_heads_are_refused_cleanly(setup, origin, head, statu
     assert not origin.seen  # nothing reached the API
 
 
+@pytest.mark.parametrize("head", [
+    b"GET / HTTP/1.1\r\nHost: attacker.example\r\nx-api-key: {p}\r\n\r\n",
+    b"GET https://attacker.example/ HTTP/1.1\r\nHost: " + BOUND.encode() + b"\r\nx-api-key: {p}\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: " + BOUND.encode() + b"\r\nHost: attacker.example\r\nx-api-key: {p}\r\n\r\n",
+    b"GET / HTTP/1.1\r\nx-api-key: {p}\r\n\r\n",
+])
+def test_a_request_naming_another_host_gets_no_value(setup, origin, head):
+    """A shared front end routes by Host: fronting another site there must not carry the value."""
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(head.replace(b"{p}", setup.placeholder.encode()))
+    reply = b""
+    while True:
+        try:
+            chunk = tls.recv(65536)
+        except (ssl.SSLError, OSError):
+            break
+        if not chunk:
+            break
+        reply += chunk
+    assert reply.startswith((b"HTTP/1.1 421", b"HTTP/1.1 400")) and not origin.seen
+
+
+def test_the_host_header_may_carry_the_port(setup, origin):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(f"GET / HTTP/1.1\r\nHost: {BOUND.upper()}:{origin.port}\r\nx-api-key: {setup.placeholder}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    _, body = read_response(tls)
+    assert json.loads(body)["headers"]["x-api-key"] == REAL
+
+
+def test_basic_credentials_get_the_value_inside_as_git_sends_them(setup, origin, tmp_path):
+    import base64
+
+    swap.write(setup.store, SANDBOX, creds.load_key(), {"K": {"placeholder": setup.placeholder, "value": REAL,
+                                                              "hosts": [BOUND], "header": "authorization"}})
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    basic = base64.b64encode(f"x-access-token:{setup.placeholder}".encode()).decode()
+    tls.sendall(f"GET /info/refs HTTP/1.1\r\nHost: {BOUND}\r\nAuthorization: Basic {basic}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    _, body = read_response(tls)
+    got = json.loads(body)["headers"]["Authorization"]
+    assert base64.b64decode(got.split()[1]).decode() == f"x-access-token:{REAL}"
+
+
+def test_a_value_echoed_in_a_response_head_comes_back_as_the_placeholder(setup, origin):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(f"GET /echo-header HTTP/1.1\r\nHost: {BOUND}\r\nx-api-key: {setup.placeholder}\r\n"
+                f"Connection: close\r\n\r\n".encode())
+    head, body = read_response(tls)
+    assert origin.seen[-1]["headers"]["x-api-key"] == REAL  # the API did get the value
+    assert f"X-Seen-Key: {setup.placeholder}".encode() in head and REAL.encode() not in head
+
+
 def test_an_upstream_failing_verification_gets_no_value(setup, origin, tmp_path):
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -185,7 +185,9 @@ def test_up_creates_then_starts_then_recreates(proj, user_config):
     runner.calls.clear()
     sandbox.up(proj, config.load(), engine, store, notify=notes.append)
     assert notes == [f"spec changed; recreating sandbox {proj.sandbox}"]
-    assert runner.commands()[-2:] == ["rm", "run"]
+    # the new container is made and started before the old one is removed
+    assert runner.commands()[-6:] == ["ps", "create", "rename", "rename", "start", "rm"]
+    assert runner.containers[proj.sandbox]["State"]["Status"] == "running"
 
 
 def test_changed_spec_with_missing_image_keeps_the_old_sandbox(proj, user_config):

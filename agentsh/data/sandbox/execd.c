@@ -296,6 +296,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     chmod(argv[1], 0666); /* the host directory holding it is the user's, mode 0700 */
+    /* A replacement sandbox binds the same path while this one still runs (ab-up makes the new one before
+     * it removes the old): at exit, remove the socket only while it is still this server's own. */
+    struct stat own;
+    int have_own = stat(argv[1], &own) == 0;
     while (!stop) {
         int conn = accept4(srv, NULL, NULL, SOCK_CLOEXEC);
         if (conn < 0) continue;
@@ -309,6 +313,8 @@ int main(int argc, char **argv) {
         }
         close(conn);
     }
-    unlink(argv[1]);
+    struct stat now;
+    if (have_own && stat(argv[1], &now) == 0 && now.st_ino == own.st_ino && now.st_dev == own.st_dev)
+        unlink(argv[1]);
     return 0;
 }
