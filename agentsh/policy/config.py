@@ -17,7 +17,7 @@ from agentsh.base import layout, paths
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import ConfigError, FileError, UsageError
 from agentsh.base.state import Store
-from agentsh.policy import trust
+from agentsh.policy import devcontainer_files, trust
 from agentsh.policy.values import (  # noqa: F401 (DEFAULT_IMAGE, ENV_NAME, ...: also for callers)
     CAPABILITIES,
     CAPABILITY,
@@ -368,9 +368,8 @@ def load(project: Project | None = None, store: Store | None = None,
         _devcontainer_name(choice, "devcontainer")
     anchor = trust.anchor(project, choice) if project is not None else None
     if project is not None:
-        from agentsh.policy.devcontainer import ambiguity  # lazy: the devcontainer reader, only when a project is given
 
-        problem = ambiguity(project.root, choice)
+        problem = devcontainer_files.ambiguity(project.root, choice)
         if problem:
             notices.append(problem)
     if anchor:

@@ -39,6 +39,7 @@ from agentsh.base.safefs import (  # noqa: F401 (read_project_file, NotRegular: 
     read_file,
     read_project_file,
 )
+from agentsh.policy import devcontainer_files
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -91,9 +92,8 @@ def anchor(project: Project, choice: str | None = None) -> str | None:
     """
     if project.config_file:
         return project.config_file
-    from agentsh.policy.devcontainer import find  # lazy: only for a project with no .agentsh.toml
 
-    return find(project.root, choice)
+    return devcontainer_files.find(project.root, choice)
 
 
 class Covered:
