@@ -89,7 +89,8 @@ def test_tampered_ciphertext_through_the_cli_leaves_the_cache_alone():
     store_value("A", b"v")
     path = creds.record_path("A", creds.GLOBAL)
     record = json.load(open(path))
-    record["ciphertext"] = "A" + record["ciphertext"][1:]
+    first = record["ciphertext"][0]
+    record["ciphertext"] = ("B" if first == "A" else "A") + record["ciphertext"][1:]  # always a change
     data = json.dumps(record).encode()
     open(path, "wb").write(data)
     one_line_failure(ab_creds("get", "A"), "integrity check")
