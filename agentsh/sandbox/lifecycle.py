@@ -317,7 +317,6 @@ def _record(project, want, cid=None):
 
 def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
-    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
     check_spec(want)
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
@@ -327,7 +326,7 @@ def _create(engine, store, project, want, notify=None):
     # NameInUse: made by a process that held no lock, or under another state
     # dir; the caller inspects it and decides.
     notify = notify or (lambda msg: None)
-    args = want.full_run_args(devcontainer_run.resolve_late_env(engine, want))
+    args = want.full_run_args(_late_env(engine, want))
     try:
         cid = engine.run_detached(args)
     except NameInUse:
@@ -342,11 +341,22 @@ def _create(engine, store, project, want, notify=None):
             "started": True, "new": True}
 
 
+def _late_env(engine, want):
+    """The devcontainer env values resolved from the image (none without a devcontainer asking for them)."""
+    if not getattr(want, "late_env", None):
+        return {}
+    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
+
+    return devcontainer_run.resolve_late_env(engine, want)
+
+
 def _after_create(engine, want, notify):
     """A devcontainer's onCreate, updateContent and postCreate (once per creation), then postStart.
 
     A failure removes the new sandbox: the next ab-up makes it again and runs the commands again.
     """
+    if not getattr(want, "lifecycle", None):
+        return
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
     try:
