@@ -77,6 +77,16 @@ def test_cwd_env_allowlist_and_e_values(repo, monkeypatch):
     assert proc.stdout.decode().splitlines() == [str(repo / "sub"), "by-name by-value none /home/agent"]
 
 
+def test_files_a_command_makes_get_the_umask_the_engines_exec_gives(repo):
+    """Not the server's own umask 0 (which it needs only to make its socket): no world-writable files."""
+    _up(repo)
+    served = ab("ab-exec", "--", "sh", "-c", "umask; touch made-served", cwd=repo, check=True).stdout
+    engine = ab("ab-exec", "--", "sh", "-c", "umask; touch made-engine", cwd=repo, check=True,
+                env={**os.environ, "AGENTSH_EXEC_SERVER": "0"}).stdout
+    assert served == engine == b"0022\n"
+    assert (repo / "made-served").stat().st_mode & 0o777 == (repo / "made-engine").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_signal_to_ab_exec_reaches_the_command(repo):
     _up(repo)
     marker = repo / "got-term"
