@@ -229,6 +229,7 @@ SCHEMA = {
     "agents": (_agents, {}),
     "devcontainer": (_devcontainer_name, None),
     "pull": (_str(("missing", "never")), "missing"),
+    "isolation": (_str(("container", "gvisor")), "container"),
 }
 # Bumped whenever a checker refuses more: a file cached as valid under older rules is checked again.
 RULES = 4
@@ -332,12 +333,15 @@ def check_project_layer(layer: dict, source: str, user_file: str | None = None) 
 def merge_project(cfg: Mapping[str, Any], layer: dict, source: str, user_file: str | None = None) -> dict:
     """The config with an allowed project file's layer over it.
 
-    `lockdown` only ever turns on from a project file: a repository cannot
-    switch off the lockdown your own config asks for.
+    `lockdown` only ever turns on from a project file, and `isolation` only
+    ever rises to "gvisor": a repository cannot switch off the lockdown or
+    the second kernel your own config asks for.
     """
     check_project_layer(layer, source, user_file)
     out = merge(cfg, layer)
     out["lockdown"] = bool(cfg.get("lockdown")) or bool(layer.get("lockdown"))
+    if cfg.get("isolation") == "gvisor":  # nor the second kernel it asks for
+        out["isolation"] = "gvisor"
     return out
 
 

@@ -46,13 +46,19 @@ def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
     return specs.build(project, cfg, engine, inputs or specs.gather(project, cfg, engine, topo), publish)
 
 
-def prepare_host(project, topo, locked=False):
-    """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
-    from agentsh.sandbox import execd, gitbridge  # lazy: shutil, subprocess; ab-exec uses only ensure_running
+def prepare_host(project, topo, locked=False, runtime=None):
+    """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir (and
+    `runtime`, the wrapper of isolation = "gvisor")."""
+    from agentsh.sandbox import (  # lazy: shutil, subprocess; ab-exec uses only ensure_running
+        execd,
+        gitbridge,
+        isolation,
+    )
 
     try:
         gitbridge.prepare(topo, project.sandbox, locked)
         execd.prepare(project.sandbox)
+        isolation.install(runtime)
     except FileError:
         raise
     except OSError as e:  # names relative to a directory descriptor say too little: name the directory
@@ -319,7 +325,7 @@ def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
 
     check_spec(want)
-    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked, getattr(want, "runtime", None))
     # The record before the container: a state dir that cannot be written fails here, with nothing made
     # (a record without a pid never passes ab-up's no-engine check, so it cannot stand for a container).
     store.write(layout.sandbox_record(want.name), _record(project, want))
@@ -425,7 +431,7 @@ def _replace(engine, store, project, want, info, notify):
         info = engine.inspect(name)
         if info is None:
             return _create(engine, store, project, want, notify)
-    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked, getattr(want, "runtime", None))
     kept = _read_record(store, name)  # the running sandbox's record, put back if the new one fails
     store.write(layout.sandbox_record(name), _record(project, want))  # before any change (see _create)
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds

@@ -21,7 +21,7 @@ from agentsh.egress import network
 from agentsh.host import gittopo
 from agentsh.policy import caches, lockdown, ports
 from agentsh.policy.config import ca_bundle_copy
-from agentsh.sandbox import execd, gitbridge, instructions
+from agentsh.sandbox import execd, gitbridge, instructions, isolation
 
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
@@ -78,6 +78,7 @@ class Spec:
         self.image = image
         self.hash = sha256_hex(json.dumps(run_args))[:16]
         self.run_args = run_args
+        self.runtime = None  # (path, text) of the runtime wrapper isolation = "gvisor" names
 
     def full_run_args(self, late_env=None):
         """run arguments with the spec label, ready for `run -d`.
@@ -258,7 +259,9 @@ def build(project, cfg, engine, inputs, publish=()):
     # invoking user (keep-id where the engine maps it itself).
     user_args = []
     if engine.is_podman and engine.rootless:
-        user_args.append("--userns=keep-id")
+        # runsc cannot start in the user namespace keep-id makes: under gVisor the sandbox runs as the
+        # root of rootless Podman's namespace, which is the invoking user on the host (sandbox.isolation).
+        user_args.append("--user=0:0" if cfg.get("isolation") == isolation.GVISOR else "--userns=keep-id")
     elif not (dev is not None and dev.user):
         if engine.is_podman or not engine.rootless:
             user_args.append(f"--user={inputs.uid}:{inputs.gid}")
@@ -283,6 +286,9 @@ def build(project, cfg, engine, inputs, publish=()):
     args += user_args
     net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
     args += net_args
+    iso_args, runtime = isolation.run_args(cfg, engine, cfg["network"]["mode"],
+                                           ssh_agent="SSH_AUTH_SOCK" in inputs.secrets[1])
+    args += iso_args
     args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
     # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
     args += [_mount_arg(a) for a in inputs.git_args]
@@ -342,7 +348,7 @@ def build(project, cfg, engine, inputs, publish=()):
     args += ["-w", root, image, *keepalive]
     out = Spec(project.sandbox, root, image, args, keepalive)
     out.build, out.post_create, out.publish = image_build, post_create, list(publish)
-    out.topo, out.locked, out.pull = inputs.topo, locked, pull
+    out.topo, out.locked, out.pull, out.runtime = inputs.topo, locked, pull, runtime
     out.lifecycle = dict(dev.lifecycle) if dev is not None else {}
     out.wait_for = dev.wait_for if dev is not None else None
     out.workdir = dev.workdir if dev is not None else root
@@ -410,6 +416,7 @@ def plan(want, cfg):
         "sandbox": want.name,
         "project": want.project_root,
         "image": want.image,
+        "isolation": cfg.get("isolation", isolation.CONTAINER),
         "pull": bool(want.pull),
         "build": build,
         "user": user,
