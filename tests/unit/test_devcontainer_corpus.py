@@ -78,6 +78,7 @@ def test_every_file_is_resolved_or_refused(tmp_path, name):
     assert not any("ghp_example" in v for v in d.env.values())  # host values only per command
 
 
+LOCAL = {"digest": None, "resolved": None, "version": None, "pinned_by": None}
 EXPECTED = {
     "python-dockerfile-args.json": {
         "image": None, "user": "vscode", "ports": ["8000"], "not_applied": [],
@@ -113,9 +114,10 @@ EXPECTED = {
                       "postCreateCommand": [{"name": None, "argv": ["cargo", "build"], "host_values": []}]}},
     "local-feature.json": {
         "features": [{"id": "lint", "source": "./local-features/lint", "folder": "{root}/.devcontainer/local-features/lint",
-                      "options": {"VERSION": "1"}, "files": 2},
+                      "options": {"VERSION": "1"}, "files": 2, **LOCAL},
                      {"id": "tools", "source": "./local-features/tools",
-                      "folder": "{root}/.devcontainer/local-features/tools", "options": {"VERSION": "2"}, "files": 2}]},
+                      "folder": "{root}/.devcontainer/local-features/tools", "options": {"VERSION": "2"}, "files": 2,
+                      **LOCAL}]},
 }
 
 

@@ -14,6 +14,8 @@ def test_dirs_follow_xdg_and_match_platformdirs(isolated_dirs):
     assert paths.state_dir() == platformdirs.user_state_dir("agentsh", appauthor=False)
     assert paths.config_dir() == platformdirs.user_config_dir("agentsh", appauthor=False)
     assert paths.data_dir() == platformdirs.user_data_dir("agentsh", appauthor=False)
+    assert paths.cache_dir() == str(isolated_dirs["XDG_CACHE_HOME"] / "agentsh")
+    assert paths.cache_dir() == platformdirs.user_cache_dir("agentsh", appauthor=False)
 
 
 def test_unset_xdg_falls_back_like_platformdirs(monkeypatch):
