@@ -65,12 +65,14 @@ class FakeRegistry:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.host = f"127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
 
     def add(self, name, tag, layer):
         """Publish a feature layer under name:tag; returns the manifest digest."""
@@ -134,3 +136,50 @@ def push(base, name, tag, layer):
     urllib.request.urlopen(urllib.request.Request(f"{base}/v2/{name}/manifests/{tag}", data=body, method="PUT",
                                                   headers={"Content-Type": MANIFEST}), timeout=30)
     return digest(body)
+
+
+class MemoryRegistry:
+    """The client side of a registry, in memory: stands in for host.registry.Registry (Fetcher._registry)."""
+
+    def __init__(self):
+        self.manifests, self.blobs, self.calls = {}, {}, []
+
+    def publish(self, ref_base, tag, layer):
+        """Publish a layer as REGISTRY/REPOSITORY:tag (`ref_base` without the tag); its manifest digest."""
+        body, config = manifest_for(layer)
+        self.blobs[digest(layer)] = layer
+        self.blobs[digest(config)] = config
+        self.manifests[(ref_base, tag)] = self.manifests[(ref_base, digest(body))] = body
+        return digest(body)
+
+    def client(self, registry):
+        memory = self
+
+        class Client:
+            def manifest(self, repository, reference):
+                memory.calls.append(("manifest", f"{registry}/{repository}", reference))
+                body = memory.manifests.get((f"{registry}/{repository}", reference))
+                if body is None:
+                    from agentsh.host.registry import RegistryError
+
+                    raise RegistryError("missing", f"registry {registry} has no such manifest (HTTP 404)",
+                                        "check the feature's name and version")
+                return body, MANIFEST, digest(body)
+
+            def blob(self, repository, blob_digest, limit):
+                memory.calls.append(("blob", f"{registry}/{repository}", blob_digest))
+                return memory.blobs[blob_digest]
+
+        return Client()
+
+    def install(self, monkeypatch):
+        """Make every Fetcher ask this registry instead of the network."""
+        from agentsh.policy import devcontainer_oci
+
+        def registry(fetcher, ref):
+            if not fetcher.network:
+                raise devcontainer_oci.AgentshError("not fetched yet", "run 'ab-up'")
+            return self.client(ref.registry)
+
+        monkeypatch.setattr(devcontainer_oci.Fetcher, "_registry", registry)
+        return self
