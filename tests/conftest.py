@@ -36,9 +36,13 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path, monkeypatch):
-    """Relocate agentsh's state, config, data and cache dirs into the test's tmp dir."""
+    """Relocate agentsh's state, config and data dirs into the test's tmp dir.
+
+    The cache dir stays shared (the compiled exec server is kept there); a test
+    that fills it sets XDG_CACHE_HOME itself (own_cache).
+    """
     dirs = {}
-    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
         d = tmp_path / "xdg" / var.lower()
         d.mkdir(parents=True)
         monkeypatch.setenv(var, str(d))
@@ -49,6 +53,15 @@ def isolated_dirs(tmp_path, monkeypatch):
     return dirs
 
 
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """An XDG_CACHE_HOME of the test's own (agentsh caches registry features there); returns agentsh's cache dir."""
+    d = tmp_path / "xdg" / "xdg_cache_home"
+    d.mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(d))
+    return d / "agentsh"
+
+
 def own_dirs_env(base, image):
     """An environment with agentsh dirs of its own under `base`, its user config selecting `image`.
 
@@ -56,7 +69,7 @@ def own_dirs_env(base, image):
     (and the tests reading what they made) run with this environment.
     """
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+    for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
         env[var] = str(Path(base) / "xdg" / var.lower())
         os.makedirs(env[var], exist_ok=True)
     for var in ("AGENTSH_ENGINE", "AGENTSH_HOOK", "AGENTSH_SANDBOX"):
@@ -252,7 +265,6 @@ class RootlessUser:
             "XDG_STATE_HOME": str(self.home / "xdg/state"),
             "XDG_CONFIG_HOME": str(self.home / "xdg/config"),
             "XDG_DATA_HOME": str(self.home / "xdg/data"),
-            "XDG_CACHE_HOME": str(self.home / "xdg/cache"),
             "LANG": "C.UTF-8",
         }
         conf = os.environ.get("CONTAINERS_CONF")

@@ -75,7 +75,7 @@ def oci_project(tiny_image, tmp_path_factory):
             pytest.fail(f"{REGISTRY} is missing (scripts/test-setup installs docker-registry)")
         pytest.skip(f"{REGISTRY} is missing (apt-get install docker-registry)")
     base = tmp_path_factory.mktemp("dcoci")
-    env = own_dirs_env(base, tiny_image)
+    env = {**own_dirs_env(base, tiny_image), "XDG_CACHE_HOME": str(base / "xdg" / "xdg_cache_home")}
     registry = LoopbackRegistry(base)
     digest = push(f"http://{registry.host}", "ns/hello", "1", feature_tar(FEATURE, INSTALL))
     ref = f"{registry.host}/ns/hello:1"
@@ -164,6 +164,8 @@ def test_rootless_a_registry_feature_is_fetched_into_the_users_cache_and_install
         pytest.skip(f"{REGISTRY} is missing (apt-get install docker-registry)")
     registry = LoopbackRegistry(tmp_path)
     repo = rootless_user.mkdir(f"work/oci-{os.urandom(4).hex()}")
+    cache = repo.parent / f"{repo.name}-cache"
+    as_user = ("env", f"XDG_CACHE_HOME={cache}")  # a cache of this test's own, removed after
     image = None
     try:
         digest = push(f"http://{registry.host}", "ns/hello", "1", feature_tar(FEATURE, INSTALL))
@@ -173,17 +175,17 @@ def test_rootless_a_registry_feature_is_fetched_into_the_users_cache_and_install
         rootless_user.run("sh", "-c", f"cat > {repo}/.devcontainer/devcontainer.json", input=json.dumps(dc).encode(),
                           check=True)
         rootless_user.run("ab-allow", str(repo), check=True)
-        up = rootless_user.run("ab-up", "--json", str(repo))
+        up = rootless_user.run(*as_user, "ab-up", "--json", str(repo))
         assert up.returncode == 0, up.stderr.decode()
         image = json.loads(up.stdout)["image"]
         assert digest in up.stderr.decode()
         out = rootless_user.run("ab-exec", "--", "cat", "/hello-oci", cwd=repo, check=True)
         assert out.stdout == b"rootless-hi\n"
-        cache = rootless_user.home / "xdg/cache/agentsh/features/sha256" / digest.split(":")[1]
-        assert cache.is_file() and cache.stat().st_uid == rootless_user.uid  # the user's cache, not root's
+        blob = cache / "agentsh/features/sha256" / digest.split(":")[1]
+        assert blob.is_file() and blob.stat().st_uid == rootless_user.uid  # the user's cache, not root's
     finally:
         registry.stop()
         rootless_user.run("ab-down", "--rm", "--volumes", str(repo))
         if image:
             rootless_user.run("podman", "rmi", "-f", image)
-        rootless_user.run("rm", "-rf", str(repo))
+        rootless_user.run("rm", "-rf", str(repo), str(cache))

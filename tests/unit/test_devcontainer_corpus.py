@@ -59,7 +59,7 @@ def test_the_corpus_is_large_enough():
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_every_file_is_resolved_or_refused(tmp_path, name, monkeypatch):
+def test_every_file_is_resolved_or_refused(tmp_path, name, monkeypatch, own_cache):
     root = project(tmp_path, name)
     if name.startswith("refused-"):
         with pytest.raises(ConfigError) as e:
@@ -163,7 +163,7 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_expected_plans(tmp_path, name, monkeypatch):
+def test_expected_plans(tmp_path, name, monkeypatch, own_cache):
     root = project(tmp_path, name)
     d, _ = load(root)
     if d.registry_features():

@@ -23,6 +23,11 @@ HELLO = {"id": "hello", "version": "1.2.3", "options": {"greeting": {"type": "st
          "containerEnv": {"HELLO": "yes"}}
 
 
+@pytest.fixture(autouse=True)
+def cache(own_cache):
+    return own_cache
+
+
 @pytest.fixture
 def registry():
     reg = FakeRegistry()
@@ -108,13 +113,13 @@ def test_a_feature_is_fetched_verified_cached_and_then_asks_no_registry(tmp_path
     assert (again.features[0].digest, again.features[0].pinned_by) == (digest, "agentsh lock")
 
 
-def test_a_changed_cache_file_is_fetched_again(tmp_path, registry):
+def test_a_changed_cache_file_is_fetched_again(tmp_path, registry, cache):
     registry.add("ns/hello", "1", feature_tar(HELLO))
     data = {"image": "x/y:1", "features": {f"{registry.host}/ns/hello:1": {}}}
     resolve(load(tmp_path, data))
-    cache = os.path.join(os.environ["XDG_CACHE_HOME"], "agentsh", "features", "sha256")
-    for name in os.listdir(cache):
-        with open(os.path.join(cache, name), "ab") as f:
+    blobs = cache / "features" / "sha256"
+    for name in os.listdir(blobs):
+        with open(blobs / name, "ab") as f:
             f.write(b"tampered")
     seen = len(registry.requests)
     dev = load(tmp_path, data)
