@@ -33,12 +33,14 @@ from agentsh.policy.devcontainer_oci import (
     MAX_FILES,
     Fetcher,
     Ref,
+    check_container_env,
     extract,
     layer_of,
     lock_record,
     parse_ref,
 )
 from agentsh.policy.devcontainer_vars import _inside, _printable, _scalar
+from agentsh.policy.values import Pattern
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -147,6 +149,14 @@ def read_features(dev: Devcontainer, value: dict) -> Features:
             else:
                 out.features.append(placeholder(dev, ref, parsed, options, f"{dev.path}: key 'features' "
                                                                            f"{_printable(ref)!r}"))
+    known = {f.id for f in out.features}
+    for f in [g for g in out.features if g.oci is None]:  # a local feature's registry dependencies come too
+        deps = f.meta.get("dependsOn") if isinstance(f.meta.get("dependsOn"), dict) else {}
+        for dep, options in deps.items():
+            parsed = parse_ref(dep) if isinstance(dep, str) else "?"
+            if isinstance(parsed, Ref) and parsed.id not in known and len(out.features) < MAX_FEATURES:
+                out.features.append(placeholder(dev, dep, parsed, options, f"{f.folder}: dependsOn {_printable(dep)!r}"))
+                known.add(parsed.id)
     out.features = _ordered(out.features, dev.feature_order if hasattr(dev, "feature_order") else [], out)
     return out
 
@@ -252,7 +262,11 @@ def _materialize(dev: Devcontainer, f: Feature, files: list[tuple[str, int, byte
     if not isinstance(meta, dict):
         raise ConfigError(f"feature {f.ref}: its devcontainer-feature.json is not an object; nothing was installed",
                           "check the feature's reference")
-    meta = {**meta, "id": meta["id"] if isinstance(meta.get("id"), str) and _SAFE_ID.fullmatch(meta["id"])
+    try:
+        check_container_env(meta, f"feature {f.ref}")
+    except ConfigError as e:
+        raise ConfigError(f"{e.message}; nothing was installed", e.fix) from None
+    meta = {**meta, "id": meta["id"] if isinstance(meta.get("id"), str) and _SAFE_ID.match(meta["id"])
             else f.oci.id}
     f.describe(meta, files, _options(dev, f.where, meta, f.given))
     f.digest, f.pinned_by = digest, source
@@ -282,6 +296,7 @@ def _local(dev: Devcontainer, ref: str, options: object) -> Feature | str:
         raise ConfigError(f"{folder}/devcontainer-feature.json: invalid JSON: {str(e)[:200]}") from None
     if not isinstance(meta, dict):
         raise ConfigError(f"{folder}/devcontainer-feature.json: the top level must be an object")
+    check_container_env(meta, f"{folder}/devcontainer-feature.json")
     return Feature(ref, folder, meta, files, _options(dev, where, meta, options))
 
 
@@ -365,7 +380,7 @@ def _ordered(features: list[Feature], override: list[str], out: Features) -> lis
     return order
 
 
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SAFE_ID = Pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def _dep_id(dep: str) -> str:

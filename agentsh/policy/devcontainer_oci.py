@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
 from agentsh.policy.devcontainer_vars import _printable
+from agentsh.policy.values import ENV_NAME, Pattern
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -48,11 +48,12 @@ MAX_BYTES = 8 << 20
 MAX_FEATURES = 32  # listed ones and those dependsOn adds
 LOCK_RECORDS = "features/lock"  # in the state dir: the digest each tag resolved to first
 CACHE = "features"  # in the cache dir: sha256/<hex>, manifests and layers by digest
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-                   r"|\[[0-9A-Fa-f:.]+\]")
+# Compiled on first use (values.Pattern): reading a devcontainer.json on the cd hook's path needs none.
+_DIGEST = Pattern(r"sha256:[0-9a-f]{64}\Z")
+_COMPONENT = Pattern(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_TAG = Pattern(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+_HOST = Pattern(r"(?:(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                r"|\[[0-9A-Fa-f:.]+\])\Z")
 
 
 class Ref:
@@ -75,24 +76,24 @@ def parse_ref(text: str) -> Ref | str:
     rest, digest, tag = text, None, None
     if "@" in rest:
         rest, _, digest = rest.partition("@")
-        if not _DIGEST.fullmatch(digest):
+        if not _DIGEST.match(digest):
             return "a digest must be sha256: and 64 lower-case hex digits"
     registry, _, path = rest.partition("/")
     last = path.rsplit("/", 1)[-1]
     if ":" in last:
         path, _, tag = path.rpartition(":")
-        if not _TAG.fullmatch(tag):
+        if not _TAG.match(tag):
             return f"{_printable(tag)!r} is not a version tag"
     if registry.startswith("["):
         host, _, port = registry.partition("]")
         host, port = host + "]", port[1:] if port.startswith(":") else port or ""
     else:
         host, _, port = registry.partition(":")
-    if not _HOST.fullmatch(host) or (port and not (port.isdigit() and 0 < int(port) < 65536)) \
+    if not _HOST.match(host) or (port and not (port.isdigit() and 0 < int(port) < 65536)) \
             or ("." not in host and ":" not in host and not port and host != "localhost"):
         return why
     parts = path.split("/")
-    if len(parts) < 2 or not all(_COMPONENT.fullmatch(p) for p in parts):
+    if len(parts) < 2 or not all(_COMPONENT.match(p) for p in parts):
         return why
     return Ref(text, registry, path, tag, digest)
 
@@ -247,7 +248,7 @@ def layer_of(ref: Ref, manifest: bytes) -> tuple[str, int]:
     for layer in layers:
         if isinstance(layer, dict) and layer.get("mediaType") == LAYER:
             digest, size = layer.get("digest"), layer.get("size")
-            if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            if not isinstance(digest, str) or not _DIGEST.match(digest):
                 raise _Bad(ref, "its feature layer has no sha256 digest")
             if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_LAYER:
                 raise _Bad(ref, f"its feature layer's size must be 0 to {MAX_LAYER} bytes")
@@ -295,6 +296,11 @@ def extract(ref: Ref, data: bytes) -> list[tuple[str, int, bytes]]:
                                     "directory")
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
         raise _Bad(ref, f"its layer is not a readable tar ({str(e)[:120]})") from None
+    for name in [*files, *(n for n, _, _ in links)]:  # "a" a file and "a/b" too: no tree holds both
+        parts = name.split("/")
+        clash = next(("/".join(parts[:i]) for i in range(1, len(parts)) if "/".join(parts[:i]) in files), None)
+        if clash:
+            raise _Bad(ref, f"its archive has {_printable(clash)[:80]!r} as a file and as a directory")
     for name, target, _ in links:  # a link becomes a copy of the file it names inside the archive
         if target not in files:
             raise _Bad(ref, f"its archive links {_printable(name)[:80]!r} to something that is not a file in it")
@@ -303,3 +309,13 @@ def extract(ref: Ref, data: bytes) -> list[tuple[str, int, bytes]]:
             raise _Bad(ref, f"its archive holds more than {MAX_BYTES >> 20} MB")
         files[name] = (files[target][0], files[target][1])
     return [(name, mode, body) for name, (mode, body) in sorted(files.items())]
+
+
+def check_container_env(meta: dict, where: str) -> None:
+    """A feature's containerEnv becomes ENV lines of the build: its names must be variable names."""
+    env = meta.get("containerEnv")
+    if isinstance(env, dict):
+        for name in env:
+            if not isinstance(name, str) or not ENV_NAME.match(name):
+                raise ConfigError(f"{where}: containerEnv {_printable(str(name))[:80]!r} is not a variable name",
+                                  "fix the feature's devcontainer-feature.json")

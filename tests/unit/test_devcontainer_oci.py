@@ -170,6 +170,11 @@ def test_trust_covers_the_lock_file(tmp_path):
         {"features": {ref: {"resolved": "ghcr.io/o/hello@sha256:" + "2" * 64}}}))
     assert trust.status(Store(), str(path), path.read_bytes()) == trust.BLOCKED
     assert str(repo / ".devcontainer" / "devcontainer-lock.json") in trust.covered_files(str(path))
+    # the reference itself is in the devcontainer.json's bytes: another version is another trust
+    path = write(repo, {"image": "x/y:1", "features": {ref: {}}}, lock)
+    trust.allow(Store(), str(path))
+    write(repo, {"image": "x/y:1", "features": {"ghcr.io/o/hello:2": {}}})
+    assert trust.status(Store(), str(path), path.read_bytes()) == trust.BLOCKED
 
 
 @pytest.mark.parametrize("lock, message", [
@@ -258,6 +263,7 @@ def member(name, kind=tarfile.REGTYPE, data=b"x", link=""):
     ([member("big", data=b"0" * ((8 << 20) + 1))], "more than"),
     ([member(f"f{i}") for i in range(200)], "more than 200 files"),
     ([member("./install.sh")], "twice"),
+    ([member("lib", data=b"x"), member("lib/a.sh")], "as a file and as a directory"),
 ])
 def test_an_unsafe_archive_is_refused(tmp_path, registry, extra, why):
     registry.add("ns/hello", "1", feature_tar(HELLO, extra=extra))
@@ -274,6 +280,12 @@ def test_links_inside_the_archive_become_copies_and_gzip_is_read(tmp_path, regis
     resolve(dev)
     files = {rel: data for rel, _, data in dev.features[0].files}
     assert files["lib/alias.sh"] == files["hard.sh"] == b"echo common\n"
+
+
+def test_a_container_env_name_that_would_break_the_recipe_is_refused(tmp_path, registry):
+    registry.add("ns/hello", "1", feature_tar({"id": "hello", "containerEnv": {"A=1\nRUN touch /x\nENV B": "v"}}))
+    message = error_of(tmp_path, {"image": "x/y:1", "features": {f"{registry.host}/ns/hello:1": {}}})
+    assert "is not a variable name" in message and message.startswith(f"feature {registry.host}/ns/hello:1")
 
 
 def test_an_archive_without_install_sh(tmp_path, registry):
@@ -305,6 +317,19 @@ def test_order_and_depends_on_across_local_and_registry_features(tmp_path, regis
     assert [f.id for f in dev.features] == ["last", "base", "local", "tool"]
     assert dev.features[1].options == {"LEVEL": "3"}  # the options dependsOn gives
     assert not dev.not_applied
+
+
+def test_a_local_features_registry_dependency_is_added_and_installed_first(tmp_path, registry):
+    registry.add("ns/base", "1", feature_tar({"id": "base"}))
+    folder = tmp_path / ".devcontainer" / "local"
+    folder.mkdir(parents=True)
+    (folder / "devcontainer-feature.json").write_text(json.dumps(
+        {"id": "local", "dependsOn": {f"{registry.host}/ns/base:1": {}}}))
+    (folder / "install.sh").write_text("#!/bin/sh\n")
+    dev = load(tmp_path, {"image": "x/y:1", "features": {"./local": {}}})
+    assert [f.id for f in dev.features] == ["base", "local"] and not dev.not_applied
+    resolve(dev)
+    assert [(f.id, bool(f.digest)) for f in dev.features] == [("base", True), ("local", False)]
 
 
 def test_the_spec_builds_the_feature_layer_with_the_digest_in_its_tag(tmp_path, registry):
