@@ -141,6 +141,21 @@ class TestARegistryFeature:
         assert json.loads(up.stdout)["image"] == oci_project.record["image"]  # the same digest, the same tag
         assert run(oci_project, "cat /hello-oci").stdout == b"hi-from-registry\n"
 
+    def test_a_lock_file_the_agent_writes_makes_the_project_untrusted(self, oci_project):
+        """The sandbox can write the project: a devcontainer-lock.json pinning another digest is not obeyed."""
+        lock = {"features": {oci_project.ref: {"resolved": f"{oci_project.registry.host}/ns/hello@sha256:{'1' * 64}"}}}
+        wrote = run(oci_project, f"cat > .devcontainer/devcontainer-lock.json <<'EOF'\n{json.dumps(lock)}\nEOF")
+        assert wrote.returncode == 0, wrote.stderr.decode()
+        try:
+            dry = ab("ab-up", str(oci_project.repo), "--dry-run", "--json", env=oci_project.env, check=True)
+            assert b"is not trusted" in dry.stderr and b"devcontainer-lock.json" in dry.stderr
+            plan = json.loads(dry.stdout)
+            assert plan["devcontainer"] is None and plan["build"] is None and plan["image"] == TINY_IMAGE
+        finally:
+            (oci_project.repo / ".devcontainer" / "devcontainer-lock.json").unlink()
+        again = ab("ab-up", str(oci_project.repo), "--dry-run", "--json", env=oci_project.env, check=True)
+        assert json.loads(again.stdout)["build"]["features"][0]["digest"] == oci_project.digest  # trusted again
+
     def test_an_unreachable_registry_is_one_line_and_nothing_is_made(self, oci_project):
         oci_project.registry.stop()
         other = git_init(oci_project.base / "other")
