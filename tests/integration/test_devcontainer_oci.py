@@ -87,13 +87,17 @@ def oci_project(tiny_image, tmp_path_factory):
     try:
         ab("ab-allow", str(repo), env=env, check=True)
         dry = ab("ab-up", str(repo), "--dry-run", "--json", env=env, check=True, timeout=120)
+        tag = json.loads(dry.stdout)["build"]["tag"]
+        made_by_dry_run = (podman("ps", "-a", "--filter", f"label=io.agentsh.project={repo}", "--format",
+                                  "{{.Names}}").stdout.strip(),
+                           podman("image", "exists", tag, check=False).returncode == 0)
         up = ab("ab-up", str(repo), "--json", env=env, timeout=300)
         assert up.returncode == 0, up.stderr.decode()
         record = json.loads(up.stdout)
         images.add(record["image"])
         yield SimpleNamespace(repo=repo, env=env, registry=registry, digest=digest, ref=ref, record=record,
                               plan=json.loads(dry.stdout), dry_err=dry.stderr.decode(), err=up.stderr.decode(),
-                              images=images, base=base)
+                              images=images, base=base, made_by_dry_run=made_by_dry_run)
     finally:
         registry.stop()
         remove_sandboxes_under(str(base))
@@ -114,6 +118,8 @@ class TestARegistryFeature:
         assert f["options"] == {"GREETING": "hi-from-registry"} and f["pinned_by"] == "resolved now"
         assert oci_project.plan["features"][0]["digest"] == oci_project.digest
         assert f"resolving feature {oci_project.ref}" in oci_project.dry_err
+        assert oci_project.made_by_dry_run == ("", False)  # no container, no image
+        assert oci_project.plan["build"]["tag"] == oci_project.record["image"]
 
     def test_the_build_names_the_digest(self, oci_project):
         assert f"installing features hello ({oci_project.registry.host}/ns/hello@{oci_project.digest})" \

@@ -84,6 +84,15 @@ def test_bad_references_are_refused_with_the_reason(tmp_path, text):
     assert prop.startswith("features ") and why
 
 
+@pytest.mark.parametrize("config, lock", [
+    ("/p/.devcontainer/devcontainer.json", "/p/.devcontainer/devcontainer-lock.json"),
+    ("/p/.devcontainer.json", "/p/.devcontainer-lock.json"),
+    ("/p/.devcontainer/py/devcontainer.json", "/p/.devcontainer/py/devcontainer-lock.json"),
+])
+def test_the_lock_file_sits_beside_the_config_as_the_cli_puts_it(config, lock):
+    assert devcontainer_oci.lock_path(config) == lock
+
+
 # -- the fetch, against a registry served in this process ------------------------------------
 
 
