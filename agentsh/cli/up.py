@@ -121,7 +121,8 @@ def dry_run(proj, cfg, engine, store, args):
             publish = (store.read(layout.sandbox_record(proj.sandbox)) or {}).get("publish", [])
         except AgentshError:
             publish = []
-    want = specs.build(proj, cfg, engine, specs.gather(proj, cfg, engine), publish)  # topology: from the disk
+    # topology: from the disk; registry features are fetched into the cache (nothing of the sandbox is made)
+    want = specs.build(proj, cfg, engine, specs.gather(proj, cfg, engine, fetch=True, notify=notice), publish)
     plan = specs.plan(want, cfg)
     if args.json:
         print_json(plan)
@@ -139,7 +140,7 @@ def render_plan(plan):
         extra = "".join(f", {k} {v}" for k, v in (("target", b["target"]),) if v)
         lines.append(("build", f"{b['tag']} {what}{extra}"))
         for f in b["features"]:
-            lines.append(("feature", f"{f['id']} ({f['source']})" + (
+            lines.append(("feature", f"{f['id']} ({f['resolved'] or f['source']})" + (
                 f" {', '.join(f'{k}={v}' for k, v in f['options'].items())}" if f["options"] else "")))
     else:
         lines.append(("image", plan["image"] + (" (pulled if missing)" if plan["pull"] else "")))

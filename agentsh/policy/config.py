@@ -496,7 +496,8 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
         "limits": {k: layer[k] for k in ("pids", "memory", "cpus") if k in layer},
         "agents": agents,
         "build": build,
-        "features": [{"id": f.id, "source": f.ref, "files": len(f.files)} for f in (dev.features if dev else ())],
+        "features": [{"id": f.id, "source": f.ref, "files": len(f.files), "registry": f.oci is not None}
+                     for f in (dev.features if dev else ())],
     }
 
 
@@ -526,7 +527,9 @@ def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
     for name, got in w["agents"].items():
         lines.append((f"agent {name}", "; ".join(f"{k} {', '.join(v)}" for k, v in got.items())))
     for f in w.get("features", ()):
-        lines.append(("feature", f"{show(f['source'])} ({f['files']} files): its install.sh runs as root in a build "
+        what = ("from its registry at ab-up, pinned to one digest" if f.get("registry")
+                else f"{f['files']} files")
+        lines.append(("feature", f"{show(f['source'])} ({what}): its install.sh runs as root in a build "
                                  "layer, with network access"))
     b = w["build"]
     if b:

@@ -121,7 +121,8 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
         from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
         from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
-        want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo), record.get("publish", ()))
+        want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo, fetch=True, notify=notify),
+                           record.get("publish", ()))
         devcontainer_run.run(engine, want, ("postAttachCommand",), notify or (lambda msg: None))
     return record
 
@@ -141,7 +142,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     def wanted(ports):  # the spec for these -p ports; built again only when they change
         nonlocal want, inputs
         if want is None or want.publish != list(ports):
-            inputs = inputs or specs.gather(project, cfg, engine, topo)
+            inputs = inputs or specs.gather(project, cfg, engine, topo, fetch=True, notify=notify)
             want = specs.build(project, cfg, engine, inputs, ports)
         return want
 

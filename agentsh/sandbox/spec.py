@@ -185,10 +185,12 @@ def _resolved(entries):
     return out
 
 
-def gather(project, cfg, engine, topo=None):
+def gather(project, cfg, engine, topo=None, fetch=False, notify=None):
     """Read everything build() needs from the host and the state store (see SpecInputs).
 
     `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
+    `fetch`: a devcontainer's registry features not in the cache may be fetched (ab-up); without it
+    (the cd hook's and ab-status's staleness check) such a feature is an AgentshError.
     """
     locked = lockdown.is_locked(cfg)
     topo = topo or gittopo.detect(project.root)
@@ -200,6 +202,8 @@ def gather(project, cfg, engine, topo=None):
             ca_bundle = with_sandbox_ca(ca_bundle, project.sandbox)
     except ConfigError as e:
         ca_bundle = e  # raised by build(), where the spec would have failed
+    if dev is not None and "image" not in cfg.flag_keys and dev.registry_features():
+        resolve_features(dev, cfg, fetch, notify or (lambda message: None))
     recipe = None
     if dev is not None and dev.dockerfile and "image" not in cfg.flag_keys:
         try:
@@ -217,6 +221,24 @@ def gather(project, cfg, engine, topo=None):
         mounts=_resolved(cfg["mounts"]), dev_mounts=_resolved(dev.mounts) if dev is not None else [],
         ca_bundle=ca_bundle, secrets=secrets, instructions_args=instructions.mount_args(), recipe=recipe,
         execd=execd.spec_args(gitbridge.lib_dir(), project.sandbox))
+
+
+def resolve_features(dev, cfg, fetch, notify):
+    """A devcontainer's registry features pinned, fetched (or taken from the cache) and verified, in place.
+
+    The registry is trusted like the image builder trusts the network: the
+    host's store plus agentsh's checked copy of config ca_bundle.
+    """
+    from agentsh.base.state import Store  # lazy: only for a devcontainer with registry features
+    from agentsh.policy import devcontainer_features, devcontainer_oci  # lazy: tar and the registry client
+
+    try:
+        cafile = ca_bundle_source(cfg["ca_bundle"])
+    except ConfigError:
+        cafile = None  # build() refuses the setting itself; the host's store still verifies
+    fetcher = devcontainer_oci.Fetcher(fetch, cafile, notify)
+    for line in devcontainer_features.resolve(dev, fetcher, Store()):
+        notify(line)
 
 
 # -- the pure part ---------------------------------------------------------------
@@ -378,7 +400,8 @@ def _dev_image(dev, project, recipe, pull):
                                        sort_keys=True).encode(),
              (dev.context or "").encode("utf-8", "surrogateescape")]
     for f in dev.features:
-        parts.append(json.dumps([f.ref, f.options, [[r, m, sha256_hex(d)] for r, m, d in f.files]]).encode())
+        parts.append(json.dumps([f.ref, f.options, [[r, m, sha256_hex(d)] for r, m, d in f.files]]
+                                + ([f.digest] if f.oci else [])).encode())
     digest = sha256_hex(b"\0".join(parts))[:12]
     image = f"localhost/agentsh-dc-{project.key}:{digest}"
     build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args, "tag": image,
