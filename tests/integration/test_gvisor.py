@@ -114,6 +114,15 @@ def test_an_allowlist_through_the_proxy_and_its_log(repo, user_config, tiny_imag
     assert _sh(repo, "uname -r")[1].strip() != os.uname().release
 
 
+def test_learn_mode_logs_and_proposes(repo, user_config, tiny_image, server):
+    _gvisor(user_config, tiny_image, f'[network]\nmode = "learn"\nallow = ["host.containers.internal:{server}"]\n')
+    status, out, _ = _sh(repo, f"{_get('host.containers.internal', server, via='127.0.0.1 3128')}; "
+                               f"{_get('learned.example', 80, via='127.0.0.1 3128')}")
+    assert status == 0 and "hello from the host\n" in out
+    proposal = json.loads(ab("ab-net", "propose", "--json", str(repo), check=True).stdout)
+    assert "learned.example" in " ".join(proposal["allow"])
+
+
 def test_ab_doctor_starts_a_container_on_gvisor(user_config, tiny_image):
     _gvisor(user_config, tiny_image)
     checks = {c["name"]: c for c in json.loads(ab("ab-doctor", "--json", timeout=300).stdout)}
