@@ -46,6 +46,7 @@ from agentsh.base.state import Store
 from agentsh.egress import audit, dns, intercept, steer
 from agentsh.egress.dns import SYNTHETIC, Names
 from agentsh.egress.intercept import Contexts, Swaps
+from agentsh.egress.network import DNS_PORT, STEER_PORT_OFFSET
 from agentsh.egress.network import _start_time as start_time
 from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, expand, normalize_host, unmapped
 
@@ -626,8 +627,8 @@ def _start_time(pid: int) -> int | None:
 
 
 def names_path(store: Store, rel: str) -> str:
-    """The DNS answerer's name <-> address map, next to the proxy's record."""
-    return store.path(rel[:-5] + ".names.jsonl" if rel.endswith(".json") else rel + ".names.jsonl")
+    """The DNS answerer's name <-> address map, next to the proxy's record (rel: layout.proxy_record)."""
+    return store.path(layout.dns_names_file(os.path.basename(rel).removesuffix(".json")))
 
 
 def serve(state_root: str, rel: str, fd: int, steer_fd: int | None = None, dns_fds: Iterable[int] = ()) -> None:
@@ -722,8 +723,6 @@ def supervise(run: Callable[[], object], state_root: str, rel: str) -> None:
         time.sleep(0.1 if len(recent) < 5 else 2)  # a proxy that keeps dying is retried slowly
 
 
-STEER_PORT_OFFSET = 1  # the transparent listener: PORT + 1 (3129)
-DNS_PORT = 53
 
 
 def _tool(name: str) -> str | None:

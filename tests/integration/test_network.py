@@ -147,6 +147,67 @@ def test_net_allow_takes_effect_on_the_next_request(repo, server, user_config, t
     assert after["added"] == [f"host.docker.internal:{server}"]
 
 
+def proxy_alive(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"agentsh.egress.proxy" in f.read()
+    except OSError:
+        return False
+
+
+def test_down_rm_removes_every_file_the_proxy_and_its_answerer_kept(repo, server, user_config, tiny_image,
+                                                                     isolated_dirs):
+    """The name map, the record, the proxy's stderr, the CA: gone with the sandbox; the audit log until --volumes."""
+    from agentsh.base import layout
+
+    configure(user_config, tiny_image, f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{server}"]\n')
+    name = ab("ab-up", str(repo), check=True).stdout.decode().strip()
+    proc = sh(repo, "nslookup host.containers.internal 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}'; "
+                    f"wget -q -O- http://host.containers.internal:{server}/")
+    ip, hello = proc.stdout.decode().splitlines()
+    assert ip.startswith("198.18.") and hello == "hello from the host", proc.stdout
+    state = isolated_dirs["XDG_STATE_HOME"] / "agentsh"
+    names = state / layout.dns_names_file(name)
+    assert [json.loads(line) for line in names.read_text().splitlines()] == [
+        {"name": "host.containers.internal", "addr": ip}]
+    assert (state / layout.proxy_record(name)).is_file() and (state / layout.proxy_err_file(name)).exists()
+    assert wait_for_entry(repo, lambda e: e["allowed"])
+    made = [rel for rel in (layout.proxy_record(name), layout.proxy_err_file(name), layout.dns_names_file(name),
+                            layout.sandbox_ca(name), layout.audit_log(name)) if (state / rel).exists()]
+    pid = json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)["proxy"]["pid"]
+    assert proxy_alive(pid)
+
+    ab("ab-down", "--rm", str(repo), check=True)
+    left = sorted(str(p.relative_to(state)) for p in (state / "net").rglob("*") if name in p.name)
+    assert left == [layout.audit_log(name)], (made, left)  # the log stays: ab-log and ab-net propose read it
+    assert not proxy_alive(pid)
+    assert not [p for p in (state / layout.CA_COPIES).glob(f"*-{name}.pem")]  # bundles holding its CA
+    assert podman("container", "exists", name, check=False).returncode == 1
+
+    ab("ab-up", str(repo), check=True)  # a fresh sandbox starts a fresh map, then --volumes removes the log too
+    assert not names.exists() or "host.containers.internal" not in names.read_text()
+    ab("ab-down", "--rm", "--volumes", str(repo), check=True)
+    assert sorted(str(p.relative_to(state)) for p in (state / "net").rglob("*") if name in p.name) == []
+
+
+def test_net_show_reports_the_steering(repo, server, user_config, tiny_image):
+    configure(user_config, tiny_image, f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{server}"]\n')
+    before = json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)
+    assert before["steering"] == {"active": False, "dns": "127.0.0.1:53", "synthetic": "198.18.0.0/15",
+                                  "listener": "127.0.0.1:3129", "problem": None}
+    ab("ab-up", str(repo), check=True)
+    show = json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)
+    assert show["steering"] == {**before["steering"], "active": True}
+    # What it claims is so: the answerer gives a synthetic address, and TCP to it reaches the server by name.
+    script = ("ip=$(nslookup host.containers.internal 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}'); "
+              f"printf 'GET / HTTP/1.0\\r\\nHost: host.containers.internal\\r\\n\\r\\n' | nc $ip {server} | tail -n 1")
+    assert sh(repo, f"unset http_proxy HTTP_PROXY; {script}").stdout == b"hello from the host\n"
+    text = ab("ab-net", "show", str(repo), check=True).stdout.decode()
+    assert "steering  active: DNS 127.0.0.1:53 answers from 198.18.0.0/15" in text
+    ab("ab-down", str(repo), check=True)  # stopped: the proxy is gone, so nothing is steered
+    assert json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)["steering"]["active"] is False
+
+
 def test_learn_mode_logs_everything_and_propose_makes_an_allowlist(repo, server, user_config, tiny_image):
     configure(user_config, tiny_image, '[network]\nmode = "learn"\n')
     proc = sh(repo, f"wget -q -O- http://host.containers.internal:{server}/")
