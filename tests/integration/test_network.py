@@ -593,6 +593,59 @@ for addr in ("1.1.1.1", "10.88.0.1"):
         assert any(e["host"] == "198.19.255.254" and "no address this sandbox's DNS answered" in e["reason"]
                    for e in log_entries(steered.repo, "--denied", env=steered.env))
 
+    def test_programs_preferring_ipv6_get_out_over_ipv4_and_nothing_leaves_over_ipv6(self, steered, internet):
+        """AAAA is answered empty, so IPv6-first programs use the steered IPv4 address; IPv6 has no route at all."""
+        script = f"""
+import socket, struct
+name, denied, port = "{internet.name}", "{internet.denied}", {internet.http}
+infos = socket.getaddrinfo(name, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+print("families", sorted({{i[0].name for i in infos}}))
+try:
+    socket.getaddrinfo(name, port, socket.AF_INET6, socket.SOCK_STREAM)
+    print("v6 address")
+except socket.gaierror:
+    print("no v6 address")
+
+def query(host, qtype):
+    q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"".join(
+        bytes([len(p)]) + p.encode() for p in host.split(".")) + b"\\0" + struct.pack("!HH", qtype, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.sendto(q, ("127.0.0.1", 53))
+    r = u.recv(4096)
+    return "rcode", r[3] & 15, "answers", struct.unpack("!H", r[6:8])[0]
+print("AAAA", *query(name, 28))
+print("AAAA denied", *query(denied, 28))
+first = sorted(infos, key=lambda i: i[0] != socket.AF_INET6)[0]  # IPv6 first, as an IPv6-preferring program does
+with socket.create_connection(first[4][:2], timeout=20) as s:
+    s.sendall(b"GET / HTTP/1.0\\r\\nHost: " + name.encode() + b"\\r\\n\\r\\n")
+    print("v6-first got", b"".join(iter(lambda: s.recv(65536), b"")).split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+for addr in ("2606:4700:4700::1111", "64:ff9b::101:101", "2002:101:101::1", "fe80::1"):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET6, kind)
+        s.settimeout(5)
+        try:
+            s.connect((addr, 443)) if kind == socket.SOCK_STREAM else s.sendto(b"x", (addr, 53))
+            print("LEAK", addr, kind)
+        except OSError as e:
+            pass
+        finally:
+            s.close()
+routes = {{line.split()[-1] for line in open("/proc/net/ipv6_route")}}
+print("v6 routes via", sorted(routes))
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert out.splitlines() == [
+            "families ['AF_INET']", "no v6 address", "AAAA rcode 0 answers 0", "AAAA denied rcode 3 answers 0",
+            f"v6-first got hello from {internet.name}", "v6 routes via ['lo']"], out
+        # Node asked to put IPv6 first reaches the name all the same, and the denied AAAA query is logged by name.
+        node = ("fetch(process.argv[1]).then(r => r.text()).then(t => process.stdout.write(t), "
+                "e => console.log('refused', e.cause && e.cause.code))")
+        rc, out = outcome(steered.run(f"node --dns-result-order=ipv6first -e {shlex_quote(node)} "
+                                      f"http://{internet.name}:{internet.http}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n")
+        assert any(e["method"] == "DNS" and not e["allowed"] for e in self.entries(steered, internet.denied))
+
     def test_the_sandbox_cannot_change_the_steering(self, steered):
         """No capability: no CAP_NET_ADMIN (routes, nat rules, SO_MARK), no CAP_NET_BIND_SERVICE (port 53)."""
         script = """
