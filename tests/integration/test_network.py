@@ -764,6 +764,13 @@ def test_rootless_steering_and_dns(rootless_user, internet):
         entries = json.loads(user.run("ab-log", "--json", str(project_dir), check=True).stdout)
         assert {(e["host"], e["method"], e["allowed"]) for e in entries} == {
             (internet.name, "GET", True), (internet.denied, "DNS", False)}
+        show = json.loads(user.run("ab-net", "show", "--json", str(project_dir), check=True).stdout)
+        assert show["steering"]["active"] and show["steering"]["problem"] is None
+        net = user.home / "xdg/state/agentsh/net"
+        assert (net / f"{show['sandbox']}.names.jsonl").is_file()
+        user.run("ab-down", "--rm", str(project_dir), check=True)  # the map, record and CA go; the log stays
+        left = sorted(str(p.relative_to(net)) for p in net.rglob("*") if show["sandbox"] in p.name)
+        assert left == [f"log/{show['sandbox']}.jsonl"], left
     finally:
         user.run("ab-down", "--rm", "--volumes", str(project_dir))
         user.run("sh", "-c", f"printf 'image = \"localhost/agentsh-test-tiny:latest\"\\n' > {config}")
