@@ -16,8 +16,10 @@ with no proxy variables (steered): busybox nslookup asks the proxy's DNS
 answerer, and wget connects to the synthetic address, which the namespace's
 REDIRECT rule hands to the proxy.
 
-Targets (proxied and steered alike): bulk throughput >= 70% of direct
-(medians of the rounds); small requests add <= 2 ms each over direct.
+Targets (issue 15; proxied and steered alike): bulk throughput >= 0.9x
+direct (medians of the rounds); small requests add <= 0.5 ms each over
+direct. The machine is usually shared: run it several times and take the
+medians (docs/performance.md, "The egress proxy").
 """
 
 import argparse
@@ -39,8 +41,8 @@ BIG = os.urandom(1 << 20) * 50
 SMALL_BODY = b"ok\n"
 DOWNLOADS = 4
 SMALL = 200
-TARGET_RATIO = 0.70
-TARGET_ADDED_MS = 2.0
+TARGET_RATIO = 0.9
+TARGET_ADDED_MS = 0.5
 
 
 class Handler(BaseHTTPRequestHandler):
