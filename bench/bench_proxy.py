@@ -16,13 +16,16 @@ with no proxy variables (steered): busybox nslookup asks the proxy's DNS
 answerer, and wget connects to the synthetic address, which the namespace's
 REDIRECT rule hands to the proxy.
 
-Targets (proxied and steered alike): bulk throughput >= 70% of direct
-(medians of the rounds); small requests add <= 2 ms each over direct.
+Targets (issue 15; proxied and steered alike): bulk throughput >= 0.9x
+direct (medians of the rounds); small requests add <= 0.5 ms each over
+direct. The machine is usually shared: run it several times and take the
+medians (docs/performance.md, "The egress proxy").
 """
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +41,8 @@ BIG = os.urandom(1 << 20) * 50
 SMALL_BODY = b"ok\n"
 DOWNLOADS = 4
 SMALL = 200
-TARGET_RATIO = 0.70
-TARGET_ADDED_MS = 2.0
+TARGET_RATIO = 0.9
+TARGET_ADDED_MS = 0.5
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -94,6 +97,13 @@ proxy.Proxy(listener, policy, audit.Writer(sys.argv[2]), "bench").serve_forever(
 def _status(pid, key):
     with open(f"/proc/{pid}/status") as f:
         return int(next(line for line in f if line.startswith(key + ":")).split()[1])
+
+
+def proxy_idle_workers():
+    """Threads the proxy keeps for the next connections once a burst is over."""
+    from agentsh.egress import proxy
+
+    return proxy.IDLE_WORKERS
 
 
 def load(count):
@@ -156,7 +166,7 @@ def load(count):
                 for c in clients:
                     c.close()
                 for _ in range(100):
-                    if _status(proc.pid, "Threads") <= idle_threads + 1:
+                    if _status(proc.pid, "Threads") <= idle_threads + proxy_idle_workers() + 1:
                         break
                     time.sleep(0.1)
                 after_rss.append(_status(proc.pid, "VmRSS"))
@@ -180,7 +190,8 @@ def main():
     if opts.load:
         report = load(opts.load)
         first, second = report["rss_kb"]["after"]
-        report["ok"] = report["errors"] == 0 and report["threads"]["after"] <= report["threads"]["idle"] + 1 and \
+        report["ok"] = report["errors"] == 0 and \
+            report["threads"]["after"] <= report["threads"]["idle"] + proxy_idle_workers() + 1 and \
             second <= first * 1.25  # a second cycle keeps what the first did: no growth per connection
         print(json.dumps(report, indent=2) if opts.json else
               f"{report['connections']} tunnels held at once: {report['errors']} errors, {report['seconds']} s; "
@@ -238,6 +249,7 @@ def main():
         for path in projects.values():
             subprocess.run([os.path.join(BIN, "ab-down"), "--rm", "--volumes", path], env=env, capture_output=True)
         server.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
     mb = DOWNLOADS * len(BIG) / 1e6
     mbs = {m: mb / statistics.median(results[m]["big"]) for m in results}
     ms = {m: statistics.median(results[m]["small"]) * 1000 / SMALL for m in results}

@@ -107,7 +107,13 @@ def proxy_record(sandbox: str) -> str:
 
 
 def proxy_err_file(sandbox: str) -> str:
+    """The proxy's own stderr (its supervisor's restarts, a policy it could not reload)."""
     return f"net/{sandbox}.proxy.err"
+
+
+def dns_names_file(sandbox: str) -> str:
+    """The DNS answerer's synthetic address <-> name map, JSONL, appended to (egress.dns.Names)."""
+    return f"net/{sandbox}.names.jsonl"
 
 
 def swap_record(sandbox: str) -> str:

@@ -22,7 +22,7 @@ COMMAND = Command(
     subcommands=(
         Command("ab-net show", help="mode, allowlist and proxy state", args=(_DIR,),
                 options=(Option("--json", kind=FLAG,
-                                help="keys: project, sandbox, mode, lockdown, allow, added, proxy"),)),
+                                help="keys: project, sandbox, mode, lockdown, allow, added, proxy, steering"),)),
         Command("ab-net allow", help="allow HOST (host, *.domain, host:port, IP) for the project",
                 args=(Arg("host", metavar="HOST"), _DIR),
                 options=(Option("--json", kind=FLAG, help="keys: project, allowed, added"),)),
@@ -75,7 +75,8 @@ def body(argv):
            "allow": record.get("allow") if running else rules.config_patterns(cfg),
            "added": network.added(store, proj),
            "proxy": {"running": running, "pid": record.get("pid") if running else None,
-                     "port": network.PROXY_PORT}}
+                     "port": network.PROXY_PORT},
+           "steering": network.steering(record, running)}
     if args.json:
         print_json(out)
     else:
@@ -84,6 +85,13 @@ def body(argv):
         print("allow     " + (", ".join(printable(p) for p in out["allow"] or []) or "-"))
         print("added     " + (", ".join(printable(p) for p in out["added"]) or "-") + "   (ab-net allow)")
         print(f"proxy     {'running, pid ' + str(out['proxy']['pid']) if running else 'not running'}")
+        steer = out["steering"]
+        if steer["active"]:
+            print(f"steering  active: DNS {steer['dns']} answers from {steer['synthetic']}, "
+                  f"TCP to it goes to {steer['listener']}")
+        else:
+            print("steering  not active" + (f" ({printable(steer['problem'])}): only programs using "
+                                            "HTTP(S)_PROXY get out" if steer["problem"] else ""))
     return 0
 
 

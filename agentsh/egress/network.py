@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 PROXY_PORT = 3128
 PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
 NO_PROXY = "localhost,127.0.0.1,::1"
+STEER_PORT_OFFSET = 1  # the transparent listener: PROXY_PORT + 1 (3129)
+DNS_PORT = 53  # the DNS answerer, UDP and TCP, on the sandbox's loopback
 # The sandbox's resolver: the proxy's DNS answerer on its loopback (egress.dns); and a hosts file
 # naming only localhost (the engine's copy of the host's /etc/hosts would send its names around the answerer).
 RESOLV_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resolv.conf")  # no syscall at import
@@ -146,7 +148,7 @@ def attach(project: Project, cfg: Mapping[str, Any], engine: Engine, store: Stor
     finally:
         for fd in fds:
             os.close(fd)
-    record.update(pid=pid, pid_start=_start_time(pid), steered=not problem)
+    record.update(pid=pid, pid_start=_start_time(pid), steered=not problem, steer_problem=problem or None)
     store.write(rel, record)
     if notify:
         notify(f"egress proxy for {project.sandbox} started (mode {want['mode']}; see 'ab-log')")
@@ -154,6 +156,23 @@ def attach(project: Project, cfg: Mapping[str, Any], engine: Engine, store: Stor
             notify(f"only programs using HTTP(S)_PROXY get out of {project.sandbox}: cannot steer other "
                    f"connections ({problem})")
     return record
+
+
+def steering(record: Mapping[str, Any], running: bool) -> dict[str, Any]:
+    """What `ab-net show` says of transparent steering for a sandbox, from its proxy's record.
+
+    active: the proxy and the sandbox run, and the proxy's helper set the namespace's route and
+    REDIRECT rule (programs that ignore HTTP(S)_PROXY get out by name);
+    dns: the answerer's address in the sandbox; synthetic: the block its
+    answers come from; listener: where the rule sends TCP to that block;
+    problem: why the rule could not be set, or None.
+    """
+    from agentsh.egress.dns import SYNTHETIC  # lazy: ipaddress and json; only for ab-net show
+
+    running = running and alive(record.get("sandbox_pid"), record.get("sandbox_start"))  # a stopped sandbox: no
+    return {"active": bool(running and record.get("steered")), "dns": f"127.0.0.1:{DNS_PORT}",
+            "synthetic": str(SYNTHETIC), "listener": f"127.0.0.1:{PROXY_PORT + STEER_PORT_OFFSET}",
+            "problem": record.get("steer_problem") if running else None}
 
 
 def _terminate(pid: int) -> None:
@@ -170,6 +189,53 @@ def stop(store: Store, sandbox_name: str) -> None:
     record = store.read(proxy_rel(sandbox_name)) or {}
     if alive(record.get("pid"), record.get("pid_start")):
         _terminate(record["pid"])
+
+
+def sandbox_files(sandbox_name: str, with_log: bool = False) -> list[str]:
+    """Every per-sandbox path (relative to the state dir) the egress code writes, for `forget`.
+
+    The proxy's record, its stderr, the DNS answerer's name map and the
+    interception CA (a directory); with_log: the audit log and its rotated
+    copy too. Nothing under the runtime dir: the planted sockets live in the
+    sandbox's network namespace and the helper's Unix socket in a temporary
+    directory it removes.
+    """
+    rels = [layout.proxy_record(sandbox_name), layout.proxy_err_file(sandbox_name),
+            layout.dns_names_file(sandbox_name), layout.sandbox_ca(sandbox_name)]
+    if with_log:
+        rels += [audit_rel(sandbox_name), audit_rel(sandbox_name) + ".1"]  # egress.audit rotates to .1
+    return rels
+
+
+def forget(store: Store, sandbox_name: str, with_log: bool = False, wait: float = 5.0) -> None:
+    """Stop a removed sandbox's proxy and remove the files it kept (`ab-down --rm`).
+
+    The proxy is stopped first and waited for (up to `wait` seconds), so no
+    late DNS answer or log line recreates a file after it was removed. The
+    audit log stays unless `with_log` (`--rm --volumes`): it is the record
+    of what the sandbox tried, which `ab-log` and `ab-net propose` read
+    after the sandbox is gone.
+    """
+    import shutil  # lazy: only when a sandbox is removed
+    import time  # lazy: only when a sandbox is removed
+
+    record = store.read(proxy_rel(sandbox_name)) or {}
+    pid, start = record.get("pid"), record.get("pid_start")
+    if alive(pid, start):
+        _terminate(pid)
+        deadline = time.monotonic() + wait
+        while alive(pid, start) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with store.lock():
+        for rel in sandbox_files(sandbox_name, with_log):
+            path = store.path(rel)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def plant_listener(engine: Engine, sandbox_pid: int, port: int) -> tuple[list[int], str]:

@@ -8,8 +8,9 @@ no rule lists and internal addresses (loopback, private, link-local, and the
 IPv6 forms embedding them; see policy.rules.classify) that no rule names,
 connects to the very address it checked, then splices bytes both ways
 (os.splice through a pipe: the payload never enters Python) and appends one
-audit entry when the connection ends. One thread per connection: agents open
-tens of connections, not thousands, and blocking splice is the fastest path.
+audit entry when the connection ends. A thread per direction, blocking
+splice (measured no slower than a poll loop), the threads reused across
+connections (Workers) since starting one costs more than a small request.
 
 Programs that ignore HTTP(S)_PROXY are served too: the proxy answers the
 sandbox's DNS (egress.dns: synthetic addresses for names a rule allows), and
@@ -46,6 +47,7 @@ from agentsh.base.state import Store
 from agentsh.egress import audit, dns, intercept, steer
 from agentsh.egress.dns import SYNTHETIC, Names
 from agentsh.egress.intercept import Contexts, Swaps
+from agentsh.egress.network import DNS_PORT, STEER_PORT_OFFSET
 from agentsh.egress.network import _start_time as start_time
 from agentsh.policy.rules import HOST_ALIASES, NAME_IT, Policy, expand, normalize_host, unmapped
 
@@ -62,6 +64,54 @@ CONNECT_TIMEOUT = 15
 CHUNK = 1 << 20
 _HOP_HEADERS = (b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive")
 _METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+IDLE_WORKERS = 32  # threads kept waiting for the next connection (a new thread costs 0.1-0.3 ms here)
+
+
+class Workers:
+    """Threads reused across connections: a connection's handler and its second relay direction.
+
+    Starting a thread costs more than a small request through the proxy
+    otherwise does; a finished task's thread waits (on its own lock) for
+    the next one instead of exiting, up to IDLE_WORKERS idle. Past that it
+    exits, so a burst of 1,000 connections leaves at most IDLE_WORKERS
+    threads behind.
+    """
+
+    def __init__(self, idle_max: int = IDLE_WORKERS) -> None:
+        self.idle_max = idle_max
+        self._lock = threading.Lock()
+        self._idle = []
+
+    def run(self, fn: Callable[..., object], *args: object) -> None:
+        with self._lock:
+            slot = self._idle.pop() if self._idle else None
+        if slot is None:
+            slot = [threading.Lock(), None]
+            slot[0].acquire()
+            slot[1] = (fn, args)
+            threading.Thread(target=self._loop, args=(slot,), daemon=True).start()
+            return
+        slot[1] = (fn, args)
+        slot[0].release()
+
+    def _loop(self, slot: list[Any]) -> None:
+        while True:
+            fn, args = slot[1]
+            slot[1] = None
+            try:
+                fn(*args)
+            except Exception:  # noqa: S110 (a task reports its own errors; the thread stays usable)
+                pass
+            with self._lock:
+                if len(self._idle) >= self.idle_max:
+                    return
+                self._idle.append(slot)
+            slot[0].acquire()
+
+
+_WORKERS = Workers()
 
 
 class RecordPolicy:
@@ -172,7 +222,11 @@ class Proxy:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
-            threading.Thread(target=handler, args=(conn,), daemon=True).start()
+            try:
+                _WORKERS.run(handler, conn)
+            except RuntimeError:  # no thread to be had (a limit reached): this connection is dropped, not the proxy
+                conn.close()
+                time.sleep(0.05)
 
     def close(self) -> None:
         self.closed.set()
@@ -542,12 +596,16 @@ def _reply(sock: socket.socket, status: int, message: str) -> None:
 def _relay(client: socket.socket, upstream: socket.socket, first: bytes) -> tuple[int, int]:
     """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client)."""
     counts = [0, 0]
+    done = threading.Lock()
+    done.acquire()
 
     def down() -> None:
-        counts[1] = _pump(upstream, client)
+        try:
+            counts[1] = _pump(upstream, client)
+        finally:
+            done.release()
 
-    t = threading.Thread(target=down, daemon=True)
-    t.start()
+    _WORKERS.run(down)
     sent = 0
     try:
         if first:
@@ -556,7 +614,7 @@ def _relay(client: socket.socket, upstream: socket.socket, first: bytes) -> tupl
         sent += _pump(client, upstream)
     finally:
         counts[0] = sent
-    t.join()
+    done.acquire()
     return counts[0], counts[1]
 
 
@@ -626,12 +684,29 @@ def _start_time(pid: int) -> int | None:
 
 
 def names_path(store: Store, rel: str) -> str:
-    """The DNS answerer's name <-> address map, next to the proxy's record."""
-    return store.path(rel[:-5] + ".names.jsonl" if rel.endswith(".json") else rel + ".names.jsonl")
+    """The DNS answerer's name <-> address map, next to the proxy's record (rel: layout.proxy_record)."""
+    return store.path(layout.dns_names_file(os.path.basename(rel).removesuffix(".json")))
+
+
+def raise_fd_limit() -> None:
+    """The soft limit on open files up to the hard one: a tunnel holds six (two sockets, two pipes).
+
+    With a common soft limit of 1,024 the proxy would refuse connections
+    past about 170 at once.
+    """
+    import resource  # lazy: only at the proxy's start
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    except (OSError, ValueError):
+        pass
 
 
 def serve(state_root: str, rel: str, fd: int, steer_fd: int | None = None, dns_fds: Iterable[int] = ()) -> None:
     """Run until the sandbox's first process is gone (polled each second) or SIGTERM."""
+    raise_fd_limit()
     store = Store(state_root)
     policy = RecordPolicy(store, rel)
     policy.current()
@@ -722,8 +797,6 @@ def supervise(run: Callable[[], object], state_root: str, rel: str) -> None:
         time.sleep(0.1 if len(recent) < 5 else 2)  # a proxy that keeps dying is retried slowly
 
 
-STEER_PORT_OFFSET = 1  # the transparent listener: PORT + 1 (3129)
-DNS_PORT = 53
 
 
 def _tool(name: str) -> str | None:

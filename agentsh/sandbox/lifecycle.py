@@ -550,6 +550,7 @@ def down(engine, names, remove=False, volumes=(), store=None):
             engine.remove(name)
             if store is not None:
                 store.remove(layout.sandbox_record(name))
+                _forget_egress(store, name, with_log=name + "-home" in volumes)
         else:
             try:
                 engine.stop(name)
@@ -563,6 +564,25 @@ def down(engine, names, remove=False, volumes=(), store=None):
 
             gitbridge.forget(volume[:-len("-home")])
     return done
+
+
+def _forget_egress(store, name, with_log):
+    """A removed sandbox's egress files: the proxy's record and name map, its CA, the bundles holding it."""
+    from agentsh.egress import network  # lazy: only when a sandbox is removed
+
+    network.forget(store, name, with_log=with_log)
+    directory = store.path(layout.CA_COPIES)  # sandbox.spec's copies: "<hex>-<sandbox>.pem" hold its CA
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        digest, _, rest = entry.partition("-")
+        if rest == f"{name}.pem" and digest.isalnum():
+            try:
+                os.unlink(os.path.join(directory, entry))
+            except OSError:
+                pass
 
 
 def listing(engine):

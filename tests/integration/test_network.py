@@ -147,6 +147,67 @@ def test_net_allow_takes_effect_on_the_next_request(repo, server, user_config, t
     assert after["added"] == [f"host.docker.internal:{server}"]
 
 
+def proxy_alive(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"agentsh.egress.proxy" in f.read()
+    except OSError:
+        return False
+
+
+def test_down_rm_removes_every_file_the_proxy_and_its_answerer_kept(repo, server, user_config, tiny_image,
+                                                                     isolated_dirs):
+    """The name map, the record, the proxy's stderr, the CA: gone with the sandbox; the audit log until --volumes."""
+    from agentsh.base import layout
+
+    configure(user_config, tiny_image, f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{server}"]\n')
+    name = ab("ab-up", str(repo), check=True).stdout.decode().strip()
+    proc = sh(repo, "nslookup host.containers.internal 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}'; "
+                    f"wget -q -O- http://host.containers.internal:{server}/")
+    ip, hello = proc.stdout.decode().splitlines()
+    assert ip.startswith("198.18.") and hello == "hello from the host", proc.stdout
+    state = isolated_dirs["XDG_STATE_HOME"] / "agentsh"
+    names = state / layout.dns_names_file(name)
+    assert [json.loads(line) for line in names.read_text().splitlines()] == [
+        {"name": "host.containers.internal", "addr": ip}]
+    assert (state / layout.proxy_record(name)).is_file() and (state / layout.proxy_err_file(name)).exists()
+    assert wait_for_entry(repo, lambda e: e["allowed"])
+    made = [rel for rel in (layout.proxy_record(name), layout.proxy_err_file(name), layout.dns_names_file(name),
+                            layout.sandbox_ca(name), layout.audit_log(name)) if (state / rel).exists()]
+    pid = json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)["proxy"]["pid"]
+    assert proxy_alive(pid)
+
+    ab("ab-down", "--rm", str(repo), check=True)
+    left = sorted(str(p.relative_to(state)) for p in (state / "net").rglob("*") if name in p.name)
+    assert left == [layout.audit_log(name)], (made, left)  # the log stays: ab-log and ab-net propose read it
+    assert not proxy_alive(pid)
+    assert not [p for p in (state / layout.CA_COPIES).glob(f"*-{name}.pem")]  # bundles holding its CA
+    assert podman("container", "exists", name, check=False).returncode == 1
+
+    ab("ab-up", str(repo), check=True)  # a fresh sandbox starts a fresh map, then --volumes removes the log too
+    assert not names.exists() or "host.containers.internal" not in names.read_text()
+    ab("ab-down", "--rm", "--volumes", str(repo), check=True)
+    assert sorted(str(p.relative_to(state)) for p in (state / "net").rglob("*") if name in p.name) == []
+
+
+def test_net_show_reports_the_steering(repo, server, user_config, tiny_image):
+    configure(user_config, tiny_image, f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{server}"]\n')
+    before = json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)
+    assert before["steering"] == {"active": False, "dns": "127.0.0.1:53", "synthetic": "198.18.0.0/15",
+                                  "listener": "127.0.0.1:3129", "problem": None}
+    ab("ab-up", str(repo), check=True)
+    show = json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)
+    assert show["steering"] == {**before["steering"], "active": True}
+    # What it claims is so: the answerer gives a synthetic address, and TCP to it reaches the server by name.
+    script = ("ip=$(nslookup host.containers.internal 2>/dev/null | awk '/^Address/ {a=$NF} END {print a}'); "
+              f"printf 'GET / HTTP/1.0\\r\\nHost: host.containers.internal\\r\\n\\r\\n' | nc $ip {server} | tail -n 1")
+    assert sh(repo, f"unset http_proxy HTTP_PROXY; {script}").stdout == b"hello from the host\n"
+    text = ab("ab-net", "show", str(repo), check=True).stdout.decode()
+    assert "steering  active: DNS 127.0.0.1:53 answers from 198.18.0.0/15" in text
+    ab("ab-down", str(repo), check=True)  # stopped: the proxy is gone, so nothing is steered
+    assert json.loads(ab("ab-net", "show", "--json", str(repo), check=True).stdout)["steering"]["active"] is False
+
+
 def test_learn_mode_logs_everything_and_propose_makes_an_allowlist(repo, server, user_config, tiny_image):
     configure(user_config, tiny_image, '[network]\nmode = "learn"\n')
     proc = sh(repo, f"wget -q -O- http://host.containers.internal:{server}/")
@@ -537,6 +598,59 @@ for addr in ("1.1.1.1", "10.88.0.1"):
         assert any(e["host"] == "198.19.255.254" and "no address this sandbox's DNS answered" in e["reason"]
                    for e in log_entries(steered.repo, "--denied", env=steered.env))
 
+    def test_programs_preferring_ipv6_get_out_over_ipv4_and_nothing_leaves_over_ipv6(self, steered, internet):
+        """AAAA is answered empty, so IPv6-first programs use the steered IPv4 address; IPv6 has no route at all."""
+        script = f"""
+import socket, struct
+name, denied, port = "{internet.name}", "{internet.denied}", {internet.http}
+infos = socket.getaddrinfo(name, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
+print("families", sorted({{i[0].name for i in infos}}))
+try:
+    socket.getaddrinfo(name, port, socket.AF_INET6, socket.SOCK_STREAM)
+    print("v6 address")
+except socket.gaierror:
+    print("no v6 address")
+
+def query(host, qtype):
+    q = struct.pack("!HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"".join(
+        bytes([len(p)]) + p.encode() for p in host.split(".")) + b"\\0" + struct.pack("!HH", qtype, 1)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5)
+    u.sendto(q, ("127.0.0.1", 53))
+    r = u.recv(4096)
+    return "rcode", r[3] & 15, "answers", struct.unpack("!H", r[6:8])[0]
+print("AAAA", *query(name, 28))
+print("AAAA denied", *query(denied, 28))
+first = sorted(infos, key=lambda i: i[0] != socket.AF_INET6)[0]  # IPv6 first, as an IPv6-preferring program does
+with socket.create_connection(first[4][:2], timeout=20) as s:
+    s.sendall(b"GET / HTTP/1.0\\r\\nHost: " + name.encode() + b"\\r\\n\\r\\n")
+    print("v6-first got", b"".join(iter(lambda: s.recv(65536), b"")).split(b"\\r\\n\\r\\n", 1)[1].decode().strip())
+for addr in ("2606:4700:4700::1111", "64:ff9b::101:101", "2002:101:101::1", "fe80::1"):
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        s = socket.socket(socket.AF_INET6, kind)
+        s.settimeout(5)
+        try:
+            s.connect((addr, 443)) if kind == socket.SOCK_STREAM else s.sendto(b"x", (addr, 53))
+            print("LEAK", addr, kind)
+        except OSError as e:
+            pass
+        finally:
+            s.close()
+routes = {{line.split()[-1] for line in open("/proc/net/ipv6_route")}}  # gVisor lists none, not even lo's
+print("v6 routes off loopback", sorted(routes - {{"lo"}}))
+"""
+        rc, out = outcome(steered.run(f"python3 -c {shlex_quote(script)}"))
+        assert out.splitlines() == [
+            "families ['AF_INET']", "no v6 address", "AAAA rcode 0 answers 0", "AAAA denied rcode 3 answers 0",
+            f"v6-first got hello from {internet.name}", "v6 routes off loopback []"], out
+        # Node asked to put IPv6 first reaches the name all the same, and the denied AAAA query is logged by name.
+        node = ("fetch(process.argv[1]).then(r => r.text()).then(t => process.stdout.write(t), "
+                "e => console.log('refused', e.cause && e.cause.code))")
+        rc, out = outcome(steered.run(f"node --dns-result-order=ipv6first -e {shlex_quote(node)} "
+                                      f"http://{internet.name}:{internet.http}/"))
+        assert (rc, out) == (0, f"hello from {internet.name}\n")
+        assert any(e["method"] == "DNS" and not e["allowed"] for e in self.entries(steered, internet.denied))
+
     def test_the_sandbox_cannot_change_the_steering(self, steered):
         """No capability: no CAP_NET_ADMIN (routes, nat rules, SO_MARK), no CAP_NET_BIND_SERVICE (port 53)."""
         script = """
@@ -655,6 +769,13 @@ def test_rootless_steering_and_dns(rootless_user, internet):
         entries = json.loads(user.run("ab-log", "--json", str(project_dir), check=True).stdout)
         assert {(e["host"], e["method"], e["allowed"]) for e in entries} == {
             (internet.name, "GET", True), (internet.denied, "DNS", False)}
+        show = json.loads(user.run("ab-net", "show", "--json", str(project_dir), check=True).stdout)
+        assert show["steering"]["active"] and show["steering"]["problem"] is None
+        net = user.home / "xdg/state/agentsh/net"
+        assert (net / f"{show['sandbox']}.names.jsonl").is_file()
+        user.run("ab-down", "--rm", str(project_dir), check=True)  # the map, record and CA go; the log stays
+        left = sorted(str(p.relative_to(net)) for p in net.rglob("*") if show["sandbox"] in p.name)
+        assert left == [f"log/{show['sandbox']}.jsonl"], left
     finally:
         user.run("ab-down", "--rm", "--volumes", str(project_dir))
         user.run("sh", "-c", f"printf 'image = \"localhost/agentsh-test-tiny:latest\"\\n' > {config}")

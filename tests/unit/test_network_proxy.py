@@ -169,3 +169,46 @@ def test_audit_rotation_follow_and_torn_lines(tmp_path):
     assert got == ["later.example"]
     line = audit.format_entry({"time": "T", "host": "a.example", "port": 443, "allowed": False, "reason": "nope"})
     assert "DENY" in line and "a.example:443" in line and json.dumps(line)
+
+
+def test_workers_reuse_threads_and_keep_at_most_idle_max():
+    """A finished task's thread takes the next one; past idle_max idle threads, the extra ones exit."""
+    workers = proxy.Workers(idle_max=2)
+    before = threading.active_count()
+    seen, gate, done = [], threading.Event(), threading.Semaphore(0)
+
+    def task(i):
+        seen.append((i, threading.get_ident()))
+        gate.wait(10)
+        done.release()
+
+    for i in range(5):
+        workers.run(task, i)
+    assert threading.active_count() == before + 5  # five at once: five threads
+    gate.set()
+    for _ in range(5):
+        assert done.acquire(timeout=10)
+    for _ in range(100):
+        if threading.active_count() == before + 2 and len(workers._idle) == 2:
+            break
+        time.sleep(0.02)
+    assert threading.active_count() == before + 2
+    first_threads = {ident for _, ident in seen}
+    for i in range(5, 7):
+        workers.run(task, i)
+    for _ in range(2):
+        assert done.acquire(timeout=10)
+    assert {ident for i, ident in seen if i >= 5} <= first_threads  # the idle ones were reused
+    assert threading.active_count() == before + 2
+
+
+def test_a_failing_task_leaves_its_worker_usable():
+    workers = proxy.Workers(idle_max=1)
+    ran = threading.Event()
+    workers.run(lambda: 1 / 0)
+    for _ in range(100):
+        if workers._idle:
+            break
+        time.sleep(0.02)
+    workers.run(ran.set)
+    assert ran.wait(10)
