@@ -172,6 +172,28 @@ def stop(store: Store, sandbox_name: str) -> None:
         _terminate(record["pid"])
 
 
+def forget(store: Store, sandbox_name: str, wait: float = 2.0) -> None:
+    """Drop a removed sandbox's credential state: its placeholder map and its interception CA.
+
+    The proxy is stopped first (it stops by itself within a second of its
+    sandbox anyway) and given `wait` seconds to go, so no request of it
+    opens the map or a leaf certificate while they are removed; egress.ca
+    never makes a CA again for a running proxy. A sandbox made later under
+    the same name gets new placeholders and a new CA.
+    """
+    import shutil  # lazy: only when a sandbox is removed
+    import time  # lazy: only when a sandbox is removed
+
+    record = store.read(proxy_rel(sandbox_name)) or {}
+    if alive(record.get("pid"), record.get("pid_start")):
+        _terminate(record["pid"])
+        deadline = time.monotonic() + wait
+        while alive(record.get("pid"), record.get("pid_start")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    store.remove(layout.swap_record(sandbox_name))
+    shutil.rmtree(store.path(layout.sandbox_ca(sandbox_name)), ignore_errors=True)
+
+
 def plant_listener(engine: Engine, sandbox_pid: int, port: int) -> tuple[list[int], str]:
     """The proxy's sockets inside the sandbox's network namespace: ([fds], problem).
 

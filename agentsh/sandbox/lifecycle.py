@@ -533,6 +533,7 @@ def down(engine, names, remove=False, volumes=(), store=None):
             engine.remove(name)
             if store is not None:
                 store.remove(layout.sandbox_record(name))
+                _forget_credential_state(store, name)
         else:
             try:
                 engine.stop(name)
@@ -546,6 +547,15 @@ def down(engine, names, remove=False, volumes=(), store=None):
 
             gitbridge.forget(volume[:-len("-home")])
     return done
+
+
+def _forget_credential_state(store, name):
+    """A removed sandbox's placeholder map, interception CA and the bundles holding that CA."""
+    from agentsh.egress import network  # lazy: only when a sandbox is removed
+    from agentsh.sandbox import spec  # lazy: the spec (json, re); ab-exec uses only ensure_running
+
+    network.forget(store, name)
+    spec.forget_sandbox_ca(name)
 
 
 def listing(engine):

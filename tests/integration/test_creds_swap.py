@@ -11,10 +11,13 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from agentsh.host import project
+from agentsh.host.liveness import alive
 from tests.conftest import ab, git_init, own_dirs_env, podman, remove_sandboxes_under
 from tests.tls_origin import TLSOrigin
 
@@ -196,3 +199,53 @@ class TestABoundCredential:
         out = ab("ab-exec", "--", "sh", "-c", "grep -c 'BEGIN CERTIFICATE' $CURL_CA_BUNDLE; "
                  "grep -rl 'PRIVATE KEY' /run/agentsh 2>/dev/null; true", cwd=bound.repo, env=bound.env)
         assert int(out.stdout.split()[0]) > 1 and b"/run/agentsh" not in out.stdout
+
+
+# -- removal: a removed sandbox's placeholders and CA go with it ------------------------------------------
+
+
+def _credential_state(repo, name):
+    """(placeholder map, CA dir, combined CA bundles, proxy record) of a sandbox, in this test's state dir."""
+    state = Path(os.environ["XDG_STATE_HOME"]) / "agentsh"
+    record = json.loads((state / "net" / f"{name}.json").read_text())
+    return (state / "net" / "swap" / f"{name}.json", state / "net" / "ca" / name,
+            sorted((state / "ca").glob(f"*-{name}.pem")), record)
+
+
+def _bound_sandbox(user_config, tiny_image, repo):
+    """A sandbox in mode allow holding a bound credential's placeholder: (name, placeholder)."""
+    user_config(f'image = "{tiny_image}"\n[network]\nmode = "allow"\nallow = ["{BOUND}:443"]\n')
+    ab("ab-creds", "set", "API_KEY", "--bind-host", BOUND, input=REAL.encode(), check=True)
+    ab("ab-creds", "grant", "API_KEY", str(repo), check=True)
+    placeholder = ab("ab-exec", "--", "sh", "-c", 'printf %s "$API_KEY"', cwd=repo, check=True).stdout.decode()
+    assert placeholder.startswith("sk-ant-api03-") and placeholder != REAL
+    return project.find(str(repo)).sandbox, placeholder
+
+
+def test_ab_down_rm_removes_the_placeholder_map_and_the_ca(sandbox_env, user_config, tiny_image, repo):
+    name, placeholder = _bound_sandbox(user_config, tiny_image, repo)
+    swap_record, ca_dir, bundles, proxy = _credential_state(repo, name)
+    assert swap_record.is_file() and (ca_dir / "ca.key").is_file() and bundles
+    old_ca = (ca_dir / "ca.crt").read_bytes()
+    assert alive(proxy["pid"], proxy["pid_start"])
+    ab("ab-down", "--rm", str(repo), check=True)
+    assert podman("container", "exists", name, check=False).returncode != 0
+    assert not swap_record.exists() and not ca_dir.exists() and not any(b.exists() for b in bundles)
+    assert not alive(proxy["pid"], proxy["pid_start"])
+    # the next sandbox of the project gets a CA and placeholders of its own
+    again = ab("ab-exec", "--", "sh", "-c", 'printf %s "$API_KEY"', cwd=repo, check=True).stdout.decode()
+    assert again != placeholder and again.startswith("sk-ant-api03-")
+    assert (ca_dir / "ca.crt").read_bytes() != old_ca
+    inside = ab("ab-exec", "--", "cat", "/run/agentsh/ca-bundle.crt", cwd=repo, check=True).stdout
+    assert (ca_dir / "ca.crt").read_bytes().strip() in inside and old_ca.strip() not in inside
+
+
+@pytest.mark.committed
+def test_ab_wt_rm_removes_the_worktree_sandboxs_placeholder_map_and_ca(sandbox_env, user_config, tiny_image, repo):
+    user_config(f'image = "{tiny_image}"\n[network]\nmode = "allow"\nallow = ["{BOUND}:443"]\n')
+    path = ab("ab-wt", "new", "w", cwd=repo, check=True).stdout.decode().strip()
+    name, _ = _bound_sandbox(user_config, tiny_image, Path(path))
+    swap_record, ca_dir, bundles, _ = _credential_state(path, name)
+    assert swap_record.is_file() and ca_dir.is_dir() and bundles
+    ab("ab-wt", "rm", "w", cwd=repo, check=True)
+    assert not swap_record.exists() and not ca_dir.exists() and not any(b.exists() for b in bundles)

@@ -407,3 +407,11 @@ def test_the_ca_key_stays_private_and_leaves_are_cached(setup):
     mtime = os.stat(first[0]).st_mtime_ns
     assert ca.leaf(setup.store.root, SANDBOX, "api.example.com") == first
     assert os.stat(first[0]).st_mtime_ns == mtime
+
+
+def test_a_leaf_is_never_made_without_the_sandboxs_ca():
+    """A proxy outliving its removed sandbox gets no new CA (the sandbox would not trust it anyway)."""
+    root = Store().root
+    with pytest.raises(FileNotFoundError):
+        ca.leaf(root, "ab-gone-00000000", "api.example.com")
+    assert not os.path.exists(ca.ca_dir(root, "ab-gone-00000000"))
