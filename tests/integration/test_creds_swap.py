@@ -1,4 +1,5 @@
-"""Bound credentials in a real sandbox (rootful): a placeholder inside, the value added by the proxy on the way out.
+"""Bound credentials in a real sandbox, rootful and rootless: a placeholder inside, the value added by the proxy
+on the way out.
 
 A local HTTPS server with its own test CA stands in for the API; the proxy
 trusts that CA upstream (AGENTSH_UPSTREAM_CA), the sandbox does not. The
@@ -8,47 +9,145 @@ sandbox reaches it as host.containers.internal (bound) and host.docker.internal
 
 import json
 import os
-import shutil
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from agentsh.base.state import Store
+from agentsh.egress import network
 from agentsh.host import project
 from agentsh.host.liveness import alive
 from tests.conftest import ab, git_init, own_dirs_env, podman, remove_sandboxes_under
+from tests.integration.test_agents import default_image  # noqa: F401 (the fixture: built when missing)
 from tests.tls_origin import TLSOrigin
 
-DEFAULT_IMAGE = "localhost/agentsh:latest"
 REAL = "sk-ant-api03-" + "R3aLv4lu3-x_" * 7 + "AA"
 BOUND, UNBOUND = "host.containers.internal", "host.docker.internal"
 NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                                       "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
 
 
-@pytest.fixture(scope="class")
-def bound(tmp_path_factory):
-    if podman("image", "exists", DEFAULT_IMAGE, check=False).returncode != 0:
-        pytest.fail(f"{DEFAULT_IMAGE} is missing: build it with 'ab-image build'")
-    base = tmp_path_factory.mktemp("swap")
-    origin = TLSOrigin(base, [BOUND, UNBOUND], bind="0.0.0.0", reflect=False)
-    env = own_dirs_env(base, DEFAULT_IMAGE)
-    env["AGENTSH_UPSTREAM_CA"] = origin.ca
-    with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
-        f.write(f'[network]\nmode = "allow"\nallow = ["{BOUND}:{origin.port}", "{UNBOUND}:{origin.port}"]\n')
-    repo = git_init(base / "repo")
-    shutil.copy(origin.ca, repo / "test-ca.pem")  # for the unbound host only: the sandbox trusts the API directly
-    ab("ab-creds", "set", "API_KEY", "--bind-host", BOUND, "--bind-header", "x-api-key", input=REAL.encode(),
-       check=True, env=env)
-    ab("ab-creds", "grant", "API_KEY", str(repo), check=True, env=env)
+class Rootful:
+    """root's agentsh and Podman, with dirs of its own under `base`, running the default image (Node inside)."""
 
-    def run(script):
-        return ab("ab-exec", "--", "sh", "-c", script, cwd=repo, env=env, timeout=180)
+    kind, node = "rootful", True
 
-    url = f"https://{{}}:{origin.port}/v1/messages"
+    def __init__(self, base, image, upstream_ca):
+        self.base = base
+        self.env = own_dirs_env(base, image)
+        self.env["AGENTSH_UPSTREAM_CA"] = upstream_ca
+        self.state = Path(self.env["XDG_STATE_HOME"])
+        self.config = Path(self.env["XDG_CONFIG_HOME"]) / "agentsh" / "config.toml"
+
+    def ab(self, *args, cwd=None, input=None, check=False, timeout=180):
+        return ab(*args, cwd=cwd, input=input, check=check, env=self.env, timeout=timeout)
+
+    def argv(self, *args):
+        return list(args)
+
+    def podman(self, *args):
+        return podman(*args)
+
+    def repo(self):
+        return git_init(self.base / "repo")
+
+    def written_dir(self, name):
+        """The directory holding what the container wrote (overlay: its upper dir; vfs: its whole root)."""
+        info = json.loads(self.podman("container", "inspect", name).stdout)[0]
+        data = info["GraphDriver"].get("Data") or {}
+        if data.get("UpperDir"):
+            return data["UpperDir"]
+        return self.podman("unshare", "podman", "mount", name).stdout.strip()  # vfs: a plain directory
+
+    def write(self, path, text):
+        with open(path, "a") as f:
+            f.write(text)
+
+    def clean(self):
+        remove_sandboxes_under(str(self.base))
+
+
+class Rootless(Rootful):
+    """The rootless test user's agentsh and Podman (keep-id): own config and state dirs, its usual image store."""
+
+    kind, node = "rootless", False
+
+    def __init__(self, user, image, upstream_ca, base):
+        self.user, self.base = user, base
+        self.vars = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "state"),
+                     "AGENTSH_UPSTREAM_CA": upstream_ca}
+        self.state = base / "state"
+        self.config = base / "config" / "agentsh" / "config.toml"
+        user.run("mkdir", "-p", str(self.config.parent), str(self.state), check=True)
+        self.write(self.config, f'image = "{image}"\n')
+        self.env = None
+
+    def argv(self, *args):
+        return self.user.argv("env", *(f"{k}={v}" for k, v in self.vars.items()), *args)
+
+    def ab(self, *args, cwd=None, input=None, check=False, timeout=180):
+        proc = subprocess.run(self.argv(*args), cwd=cwd or self.user.home, input=input, capture_output=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{args} as {self.user.name} exited {proc.returncode}: {proc.stderr.decode()}")
+        return proc
+
+    def podman(self, *args):
+        proc = self.user.run("podman", *args)
+        assert proc.returncode == 0, proc.stderr.decode()
+        return SimpleNamespace(stdout=proc.stdout.decode())
+
+    def repo(self):
+        path = self.base / "repo"
+        self.user.run("git", "init", "-q", str(path), check=True)
+        return path
+
+    def write(self, path, text):
+        self.user.run("sh", "-c", f"cat >> {path}", input=text.encode(), check=True)
+
+    def clean(self):
+        self.ab("ab-down", "--rm", "--volumes", str(self.base / "repo"))
+        self.ab("ab-creds", "rm", "API_KEY", "--project", str(self.base / "repo"))
+        self.user.run("rm", "-rf", str(self.base))
+
+
+@pytest.fixture(scope="class", params=[pytest.param("rootful", marks=pytest.mark.default_image),
+                                        pytest.param("rootless", marks=pytest.mark.rootless)])
+def bound(request, tmp_path_factory):
+    """One sandbox holding a bound credential's placeholder, and what it did; rootful (the default image,
+    Node included) and rootless (the test user, an image with curl: the default image is gigabytes to copy
+    into a rootless store)."""
+    if request.param == "rootful":
+        image = request.getfixturevalue("default_image")
+        base = tmp_path_factory.mktemp("swap")
+        origin_dir = base
+    else:
+        user = request.getfixturevalue("rootless_user")
+        image = request.getfixturevalue("rootless_curl_image")
+        base = user.mkdir(f"work/swap-{uuid.uuid4().hex[:8]}")
+        origin_dir = base
+    origin = TLSOrigin(origin_dir, [BOUND, UNBOUND], bind="0.0.0.0", reflect=False)
+    who = Rootful(base, image, origin.ca) if request.param == "rootful" else Rootless(user, image, origin.ca, base)
     try:
+        who.write(who.config, f'[network]\nmode = "allow"\nallow = ["{BOUND}:{origin.port}", '
+                              f'"{UNBOUND}:{origin.port}"]\n')
+        repo = who.repo()
+        # for the unbound host only: the sandbox trusts the API directly
+        who.write(repo / "test-ca.pem", Path(origin.ca).read_text())
+        scope = ["--project", str(repo)] if who.kind == "rootless" else []  # the user's data dir is shared
+        who.ab("ab-creds", "set", "API_KEY", *scope, "--bind-host", BOUND, "--bind-header", "x-api-key",
+               input=REAL.encode(), check=True)
+        if not scope:
+            who.ab("ab-creds", "grant", "API_KEY", str(repo), check=True)
+
+        def run(script):
+            return who.ab("ab-exec", "--", "sh", "-c", script, cwd=repo)
+
+        url = f"https://{{}}:{origin.port}/v1/messages"
         placeholder = run('printf %s "$API_KEY"').stdout.decode()
         calls = {
             "bound": run(f'curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}'),
@@ -57,43 +156,39 @@ def bound(tmp_path_factory):
             "unbound": run(f'curl -sS --cacert test-ca.pem -H "x-api-key: $API_KEY" {url.format(UNBOUND)}'),
             # no proxy variables: the connection is steered (DNS answerer, transparent listener)
             "steered": run(f'{NO_PROXY_VARS} curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}/steered'),
+        }
+        if who.node:
             # the agents are Node programs: fetch ignores proxy variables (steered) and trusts the bundle
             # through NODE_EXTRA_CA_CERTS, which the sandbox sets
-            "node": run("node -e 'fetch(process.argv[1], {headers: {\"x-api-key\": process.env.API_KEY}})"
-                        ".then(r => r.text()).then(t => process.stdout.write(t))' " + url.format(BOUND) + "/node"),
-        }
+            calls["node"] = run("node -e 'fetch(process.argv[1], {headers: {\"x-api-key\": process.env.API_KEY}})"
+                                ".then(r => r.text()).then(t => process.stdout.write(t))' " + url.format(BOUND)
+                                + "/node")
         environ = run("for f in /proc/[0-9]*/environ; do cat $f; echo; done 2>/dev/null; "
                       "cat /run/agentsh/secrets/* 2>/dev/null; true").stdout
-        name = ab("ab-up", str(repo), check=True, env=env).stdout.decode().strip()
-        holder = subprocess.Popen(["ab-exec", "--", "sh", "-c", 'sleep 60; echo "$API_KEY"'], cwd=repo, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        name = who.ab("ab-up", str(repo), check=True).stdout.decode().strip()
+        holder = subprocess.Popen(who.argv("ab-exec", "--", "sh", "-c", 'sleep 60; echo "$API_KEY"'), cwd=repo,
+                                  env=who.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             memory = b""
             for _ in range(100):  # until the long-lived process holding the variable is there
-                memory = process_memory(name)
+                memory = process_memory(who, name)
                 if placeholder.encode() in memory:
                     break
                 time.sleep(0.1)
         finally:
             holder.kill()
             holder.wait()
-        yield SimpleNamespace(repo=repo, env=env, origin=origin, placeholder=placeholder, calls=calls,
+        yield SimpleNamespace(repo=repo, who=who, origin=origin, placeholder=placeholder, calls=calls,
                               environ=environ, memory=memory, name=name)
     finally:
         origin.close()
-        stop_proxy(env, repo)
-        remove_sandboxes_under(str(base))
+        stop_proxy(who.state)
+        who.clean()
 
 
-def stop_proxy(env, repo):
+def stop_proxy(state_home):
     """SIGTERM the sandbox's proxy and wait for it (it would stop by itself within a second of the sandbox)."""
-    import time
-
-    from agentsh.base.state import Store
-    from agentsh.egress import network
-    from agentsh.host.liveness import alive
-
-    store = Store(os.path.join(env["XDG_STATE_HOME"], "agentsh"))
+    store = Store(os.path.join(state_home, "agentsh"))
     for name in store.names("net"):
         record = store.read(f"net/{name}.json") or {}
         network.stop(store, name)
@@ -103,9 +198,9 @@ def stop_proxy(env, repo):
             time.sleep(0.1)
 
 
-def process_memory(name):
-    """Every readable mapping of every process of the sandbox, read from the host (rootful: as root)."""
-    pids = podman("top", name, "hpid").stdout.split()[1:]
+def process_memory(who, name):
+    """Every readable mapping of every process of the sandbox, read from the host (as root)."""
+    pids = who.podman("top", name, "hpid").stdout.split()[1:]
     blobs = []
     for pid in pids:
         try:
@@ -144,7 +239,7 @@ def files_holding(needle, *roots):
 
 
 def log(bound, *flags):
-    return ab("ab-log", *flags, str(bound.repo), check=True, env=bound.env).stdout.decode()
+    return bound.who.ab("ab-log", *flags, str(bound.repo), check=True).stdout.decode()
 
 
 class TestABoundCredential:
@@ -166,6 +261,8 @@ class TestABoundCredential:
         assert any(e["method"] == "TLS" and "credentials added: 1 of 1" in e["reason"] for e in entries)
 
     def test_node_fetch_gets_the_value_added_too(self, bound):
+        if not bound.who.node:
+            pytest.skip("the rootless run's image has no Node (the rootful run checks fetch)")
         assert bound.calls["node"].returncode == 0, bound.calls["node"].stderr
         [seen] = [s for s in bound.origin.seen if s["path"].endswith("/node")]
         assert seen["headers"]["x-api-key"] == REAL
@@ -189,15 +286,16 @@ class TestABoundCredential:
     def test_the_value_is_in_no_process_memory_and_no_file_of_the_sandbox(self, bound):
         assert bound.placeholder.encode() in bound.memory  # the scan did read the processes holding the variable
         assert REAL.encode() not in bound.memory
-        info = json.loads(podman("container", "inspect", bound.name).stdout)[0]
-        upper = info["GraphDriver"]["Data"]["UpperDir"]
-        home = podman("volume", "inspect", "--format", "{{.Mountpoint}}", f"{bound.name}-home").stdout.strip()
+        upper = bound.who.written_dir(bound.name)
+        home = bound.who.podman("volume", "inspect", "--format", "{{.Mountpoint}}",
+                                f"{bound.name}-home").stdout.strip()
+        assert os.path.isdir(upper) and os.path.isdir(home)
         assert files_holding(REAL.encode(), upper, home) == []
-        assert REAL not in podman("container", "inspect", bound.name).stdout
+        assert REAL not in bound.who.podman("container", "inspect", bound.name).stdout
 
     def test_the_ca_key_is_not_inside_and_the_cert_is_trusted(self, bound):
-        out = ab("ab-exec", "--", "sh", "-c", "grep -c 'BEGIN CERTIFICATE' $CURL_CA_BUNDLE; "
-                 "grep -rl 'PRIVATE KEY' /run/agentsh 2>/dev/null; true", cwd=bound.repo, env=bound.env)
+        out = bound.who.ab("ab-exec", "--", "sh", "-c", "grep -c 'BEGIN CERTIFICATE' $CURL_CA_BUNDLE; "
+                           "grep -rl 'PRIVATE KEY' /run/agentsh 2>/dev/null; true", cwd=bound.repo)
         assert int(out.stdout.split()[0]) > 1 and b"/run/agentsh" not in out.stdout
 
 
