@@ -137,7 +137,7 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
     if not names:
         return None
     delivery = None
-    proxied = {}  # env credentials the egress proxy adds: {name: (target, value, hosts, header)}
+    proxied = {}  # env credentials the egress proxy adds: {name: (target, value, hosts, where)}
     network_mode = (cfg.get("network") or {}).get("mode")
     for name in names:
         record = creds.find(name, project)
@@ -159,7 +159,9 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
             if network_mode not in ("allow", "learn"):
                 notify(f"credential {name} is added by the egress proxy, which network mode {network_mode} has "
                        "not; the sandbox gets only its placeholder (use mode allow or learn, or --inject env)")
-            proxied[name] = (clear["target"], os.fsdecode(value), clear["bind_hosts"], clear["bind_header"])
+            proxied[name] = (clear["target"], os.fsdecode(value), clear["bind_hosts"],
+                             {"header": clear.get("bind_header"), "query": clear.get("bind_query"),
+                              "body": bool(clear.get("bind_body"))})
         elif clear["type"] == creds.ENV:
             delivery.env_values[clear["target"]] = os.fsdecode(value)
         else:

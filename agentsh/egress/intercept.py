@@ -10,7 +10,10 @@ terminates the sandbox's TLS with a leaf certificate of the sandbox's own CA
 HTTP/1.1 request by request (keep-alive, chunked and sized bodies passed
 through as they come, `101 Switching Protocols` relayed raw). In each request
 head the bound header's placeholder is replaced by the value (inside
-`Basic` credentials too); any placeholder left anywhere else in a head, and
+`Basic` credentials too), and the bound query parameter's (percent-encoded);
+a credential bound to bodies is swapped in the request body, read whole up
+to BODY_LIMIT (Content-Length recomputed, a chunked body sent as one chunk;
+form bodies percent-encoded, JSON escaped); any placeholder left anywhere else in a head, and
 every placeholder in a plain-HTTP request, is sent unchanged and logged as a
 warning. A value echoed in a response head is turned back into its
 placeholder (bodies are passed as they are). A head that is malformed or larger than HEAD_LIMIT is refused with
@@ -59,7 +62,9 @@ class Swaps:
     def __init__(self, path: str, sandbox: str, key: bytes | None = None) -> None:
         self.path, self.sandbox, self._key = path, sandbox, key
         self._stamp = None
-        self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes, name)]
+        self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes or b"", name)]
+        self.query_by_host = {}  # host -> [(placeholder bytes, value bytes, query parameter bytes, name)]
+        self.body_by_host = {}  # host -> [(placeholder bytes, value bytes, name)]
         self.names = {}  # placeholder bytes -> (name, hosts)
         self._lock = threading.Lock()
 
@@ -75,7 +80,7 @@ class Swaps:
         return self
 
     def _load(self, stamp: tuple[int, int, int] | None) -> None:
-        by_host, names = {}, {}
+        by_host, query_by_host, body_by_host, names = {}, {}, {}, {}
         if stamp is not None:
             try:
                 from agentsh.creds import (  # not at the top: this module's own swap() would shadow creds.swap
@@ -93,8 +98,13 @@ class Swaps:
                 ph, value = e["placeholder"].encode(), e["value"].encode()
                 names[ph] = (name, tuple(e["hosts"]))
                 for host in e["hosts"]:
-                    by_host.setdefault(host, []).append((ph, value, e["header"].encode(), name))
-        self.by_host, self.names, self._stamp = by_host, names, stamp
+                    by_host.setdefault(host, []).append((ph, value, (e.get("header") or "").encode(), name))
+                    if e.get("query"):
+                        query_by_host.setdefault(host, []).append((ph, value, e["query"].encode(), name))
+                    if e.get("body"):
+                        body_by_host.setdefault(host, []).append((ph, value, name))
+        self.by_host, self.query_by_host, self.body_by_host = by_host, query_by_host, body_by_host
+        self.names, self._stamp = names, stamp
 
     def bound(self, host: str) -> bool:
         return host in self.current().by_host
@@ -221,6 +231,14 @@ class Stream:
         end = self.buf.index(b"\r\n") + 2
         line, self.buf = self.buf[:end], self.buf[end:]
         return line
+
+    def read(self, count: int) -> bytes:
+        """Exactly `count` bytes."""
+        while len(self.buf) < count:
+            if not self._fill():
+                raise ValueError("connection closed inside a body")
+        data, self.buf = self.buf[:count], self.buf[count:]
+        return data
 
     def copy(self, dst: Stream | TLSConn | socket.socket, count: int) -> int:
         """Exactly `count` bytes to dst; returns count."""
@@ -352,6 +370,152 @@ def swap(headers: list[tuple[bytes, bytes]],
     return out, swapped
 
 
+# -- placeholders in the URL and in request bodies ---------------------------------------------------
+
+BODY_LIMIT = 1 << 20  # a request body searched for placeholders is read whole first: at most this much
+
+
+def _quote(data: bytes) -> bytes:
+    import urllib.parse  # lazy: only for a credential bound to a query parameter or a form body
+
+    return urllib.parse.quote_from_bytes(data, safe="-._~").encode()
+
+
+def _forms(placeholder: bytes) -> tuple[bytes, ...]:
+    """The placeholder as it may appear in a URL or form: raw, and percent-encoded when that differs."""
+    quoted = _quote(placeholder)
+    return (placeholder,) if quoted == placeholder else (placeholder, quoted)
+
+
+def swap_query(first: bytes, bound: list[tuple[bytes, bytes, bytes, str]]) -> tuple[bytes, list[str]]:
+    """The request line with each bound query parameter's placeholder replaced by the value (percent-encoded).
+
+    Only the value of a parameter of the bound name is touched: a
+    placeholder anywhere else in the URL is left as it is (and warned about).
+    """
+    method, target, version = first.split(b" ")
+    path, mark, query = target.partition(b"?")
+    if not mark or not bound:
+        return first, []
+    import urllib.parse  # lazy: only for a credential bound to a query parameter
+
+    parts, swapped = query.split(b"&"), []
+    for i, part in enumerate(parts):
+        name, eq, value = part.partition(b"=")
+        if not eq:
+            continue
+        key = urllib.parse.unquote_to_bytes(name.replace(b"+", b" "))
+        for placeholder, real, param, cred in bound:
+            if key != param:
+                continue
+            for form in _forms(placeholder):
+                if form in value:
+                    value = value.replace(form, _quote(real))
+                    swapped.append(cred)
+                    break
+        parts[i] = name + b"=" + value
+    return b" ".join((method, path + b"?" + b"&".join(parts), version)), swapped
+
+
+def _body_form(headers: list[tuple[bytes, bytes]]) -> str:
+    """How a value is written into this body: "form" (percent-encoded), "json" (escaped) or "raw"."""
+    ctype = b",".join(_get(headers, b"content-type")).split(b";", 1)[0].strip().lower()
+    if ctype == b"application/x-www-form-urlencoded":
+        return "form"
+    if ctype.endswith((b"/json", b"+json")):
+        return "json"
+    return "raw"
+
+
+def swap_body(body: bytes, bound: list[tuple[bytes, bytes, str]], form: str) -> tuple[bytes, list[str]]:
+    """A request body with the bound placeholders replaced; returns (body, names swapped)."""
+    swapped = []
+    for placeholder, real, cred in bound:
+        if form == "form":
+            forms, value = _forms(placeholder), _quote(real)
+        elif form == "json":
+            import json  # lazy: only for a credential bound to JSON bodies
+
+            forms, value = (placeholder,), json.dumps(real.decode("utf-8", "surrogateescape"))[1:-1].encode()
+        else:
+            forms, value = (placeholder,), real
+        for f in forms:
+            if f in body:
+                body = body.replace(f, value)
+                swapped.append(cred)
+                break
+    return body, swapped
+
+
+def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    return [(n, str(length).encode() if n.lower() == b"content-length" else v) for n, v in headers]
+
+
+def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None]:
+    """(raw bytes read, decoded body, trailers through the blank line, or None when past `limit`).
+
+    Reads whole chunks only, so a body past the limit can go on being
+    copied from a chunk boundary with what was read sent as it came.
+    """
+    raw, body = [], []
+    size_so_far = 0
+    while True:
+        line = src.line()
+        raw.append(line)
+        size = line[:-2].split(b";", 1)[0].strip()
+        try:
+            if not size or len(size) > 16:
+                raise ValueError
+            size = int(size, 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        if size == 0:
+            trailers = []
+            while True:
+                line = src.line()
+                trailers.append(line)
+                if line == b"\r\n":
+                    return b"".join(raw), b"".join(body), b"".join(trailers)
+        data = src.read(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ValueError("a chunk not ended by CRLF")
+        raw.append(data)
+        body.append(data[:-2])
+        size_so_far += size
+        if size_so_far > limit:
+            return b"".join(raw), b"", None
+
+
+def send_swapped_body(client: Stream, upstream: Stream, head: Callable[[list[tuple[bytes, bytes]]], bytes],
+                      headers: list[tuple[bytes, bytes]], kind: str, count: int | None,
+                      bound: list[tuple[bytes, bytes, str]]) -> tuple[int, list[str]]:
+    """Read a request body whole (up to BODY_LIMIT), swap the bound placeholders, send head and body.
+
+    A sized body gets its Content-Length recomputed; a chunked one goes out
+    as one chunk and its trailers. A body past BODY_LIMIT is sent as it
+    came, unsearched. Returns (bytes sent, names swapped).
+    """
+    form = _body_form(headers)
+    if kind == "length":
+        if count > BODY_LIMIT:
+            out = head(headers)
+            upstream.sendall(out)
+            return len(out) + client.copy(upstream, count), []
+        body, swapped = swap_body(client.read(count), bound, form)
+        out = head(_with_length(headers, len(body))) + body
+        upstream.sendall(out)
+        return len(out), swapped
+    raw, body, trailers = _read_chunks(client, BODY_LIMIT)
+    if trailers is None:  # too large to search: what was read as it came, then the rest
+        out = head(headers) + raw
+        upstream.sendall(out)
+        return len(out) + copy_body(client, upstream, "chunked", None), []
+    body, swapped = swap_body(body, bound, form)
+    out = head(headers) + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailers
+    upstream.sendall(out)
+    return len(out), swapped
+
+
 def _refuse(stream: Stream, status: int, message: str) -> None:
     reason = {400: "Bad Request", 421: "Misdirected Request", 431: "Request Header Fields Too Large",
               502: "Bad Gateway"}.get(status, "Error")
@@ -391,6 +555,8 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
     bytes to client, requests, swaps made).
     """
     sent = received = requests = swapped = 0
+    in_query = swaps.query_by_host.get(host, []) if host is not None else []
+    in_body = swaps.body_by_host.get(host, []) if host is not None else []
     while True:
         try:
             head = client.head()
@@ -406,15 +572,28 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             break
         headers, names = swap(headers, bound)
         swapped += len(names)
+        if in_query:
+            first, names = swap_query(first, in_query)
+            swapped += len(names)
         if [v for v in _get(headers, b"expect") if v.lower() == b"100-continue"]:
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # answered here: the body follows at once
             headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
-        out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
-        left = swaps.leftovers(out)
-        if left:
-            warn(left)
-        upstream.sendall(out)
-        sent += len(out) + copy_body(client, upstream, kind, count)
+
+        def build(headers: list[tuple[bytes, bytes]], first: bytes = first) -> bytes:
+            out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
+            left = swaps.leftovers(out)
+            if left:
+                warn(left)
+            return out
+
+        if in_body and kind in ("length", "chunked"):
+            n, names = send_swapped_body(client, upstream, build, headers, kind, count, in_body)
+            sent += n
+            swapped += len(names)
+        else:
+            out = build(headers)
+            upstream.sendall(out)
+            sent += len(out) + copy_body(client, upstream, kind, count)
         requests += 1
         method = first.split(b" ", 1)[0]
         while True:

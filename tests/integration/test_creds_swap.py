@@ -26,6 +26,8 @@ from tests.integration.test_agents import default_image  # noqa: F401 (the fixtu
 from tests.tls_origin import TLSOrigin
 
 REAL = "sk-ant-api03-" + "R3aLv4lu3-x_" * 7 + "AA"
+REAL_QUERY = "AIzaSy" + "Qv4lu3inTh3URL" * 2
+REAL_BODY = "rt-b0dyT0k3n"  # shorter than its placeholder: the body changes length
 BOUND, UNBOUND = "host.containers.internal", "host.docker.internal"
 NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                                       "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
@@ -111,7 +113,8 @@ class Rootless(Rootful):
 
     def clean(self):
         self.ab("ab-down", "--rm", "--volumes", str(self.base / "repo"))
-        self.ab("ab-creds", "rm", "API_KEY", "--project", str(self.base / "repo"))
+        for name in ("API_KEY", "QUERY_KEY", "BODY_TOKEN"):
+            self.ab("ab-creds", "rm", name, "--project", str(self.base / "repo"))
         self.user.run("rm", "-rf", str(self.base))
 
 
@@ -141,8 +144,14 @@ def bound(request, tmp_path_factory):
         scope = ["--project", str(repo)] if who.kind == "rootless" else []  # the user's data dir is shared
         who.ab("ab-creds", "set", "API_KEY", *scope, "--bind-host", BOUND, "--bind-header", "x-api-key",
                input=REAL.encode(), check=True)
+        # a key passed in the URL (?key=, as Google's APIs take it) and a token sent in a JSON body
+        who.ab("ab-creds", "set", "QUERY_KEY", *scope, "--bind-host", BOUND, "--bind-query", "key",
+               input=REAL_QUERY.encode(), check=True)
+        who.ab("ab-creds", "set", "BODY_TOKEN", *scope, "--bind-host", BOUND, "--bind-body",
+               input=REAL_BODY.encode(), check=True)
         if not scope:
-            who.ab("ab-creds", "grant", "API_KEY", str(repo), check=True)
+            for name in ("API_KEY", "QUERY_KEY", "BODY_TOKEN"):
+                who.ab("ab-creds", "grant", name, str(repo), check=True)
 
         def run(script):
             return who.ab("ab-exec", "--", "sh", "-c", script, cwd=repo)
@@ -156,6 +165,10 @@ def bound(request, tmp_path_factory):
             "unbound": run(f'curl -sS --cacert test-ca.pem -H "x-api-key: $API_KEY" {url.format(UNBOUND)}'),
             # no proxy variables: the connection is steered (DNS answerer, transparent listener)
             "steered": run(f'{NO_PROXY_VARS} curl -sS -H "x-api-key: $API_KEY" {url.format(BOUND)}/steered'),
+            "query": run(f'curl -sS "{url.format(BOUND)}/query?alt=json&key=$QUERY_KEY"'),
+            "body": run(f'curl -sS -H "Content-Type: application/json" '
+                        f'--data "{{\\"refresh_token\\": \\"$BODY_TOKEN\\"}}" {url.format(BOUND)}/body'),
+            "stand_ins": run('printf "%s %s" "$QUERY_KEY" "$BODY_TOKEN"'),
         }
         if who.node:
             # the agents are Node programs: fetch ignores proxy variables (steered) and trusts the bundle
@@ -277,6 +290,19 @@ class TestABoundCredential:
         assert warnings and "placeholder of API_KEY sent unchanged" in warnings[0]
         entries = json.loads(log(bound, "--json"))
         assert any("credentials added: 1 of 1 requests" in e["reason"] for e in entries)
+
+    def test_a_value_bound_to_a_query_parameter_or_to_bodies_is_swapped_there(self, bound):
+        for name in ("query", "body", "stand_ins"):
+            assert bound.calls[name].returncode == 0, bound.calls[name].stderr
+        query_ph, body_ph = bound.calls["stand_ins"].stdout.decode().split()
+        assert query_ph != REAL_QUERY and body_ph != REAL_BODY and len(body_ph) != len(REAL_BODY)
+        [q] = [s for s in bound.origin.seen if "/query" in s["path"]]
+        assert q["path"].endswith(f"/query?alt=json&key={REAL_QUERY}")
+        [b] = [s for s in bound.origin.seen if s["path"].endswith("/body")]
+        assert json.loads(b["body"]) == {"refresh_token": REAL_BODY}
+        assert int(b["headers"]["Content-Length"]) == len(b["body"])
+        for real in (REAL_QUERY, REAL_BODY):
+            assert real.encode() not in bound.environ and real.encode() not in bound.memory
 
     def test_the_value_is_nowhere_in_the_sandbox_environment(self, bound):
         assert bound.placeholder.encode() in bound.environ  # the read did see the variable

@@ -415,3 +415,103 @@ def test_a_leaf_is_never_made_without_the_sandboxs_ca():
     with pytest.raises(FileNotFoundError):
         ca.leaf(root, "ab-gone-00000000", "api.example.com")
     assert not os.path.exists(ca.ca_dir(root, "ab-gone-00000000"))
+
+
+# -- placeholders in the URL and in bodies ---------------------------------------------------------------
+
+
+def _rebind(setup, value=REAL, **where):
+    """The setup's credential K bound to BOUND in the given places (header, query, body); its placeholder."""
+    placeholder = setup.placeholder if value == REAL else swap.placeholder(value)
+    swap.write(setup.store, SANDBOX, creds.load_key(),
+               {"K": swap.entry(placeholder, value, [BOUND], {"header": None, **where})})
+    return placeholder
+
+
+def _ask(setup, origin, request):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(request)
+    head, body = read_response(tls)
+    tls.close()
+    return json.loads(body)
+
+
+def test_a_query_bound_value_is_swapped_in_that_parameter_only(setup, origin):
+    p = _rebind(setup, query="key")
+    seen = _ask(setup, origin, f"GET /v1/models?alt=json&key={p}&other={p} HTTP/1.1\r\nHost: {BOUND}\r\n"
+                               f"x-api-key: {p}\r\nConnection: close\r\n\r\n".encode())
+    assert seen["path"] == f"/v1/models?alt=json&key={REAL}&other={p}"
+    assert seen["headers"]["x-api-key"] == p  # not bound to a header: unchanged
+    [warning] = wait_log(setup.log, lambda e: e.get("warning"))
+    assert "placeholder of K sent unchanged" in warning["reason"]
+    [entry] = wait_log(setup.log, lambda e: e["method"] == "CONNECT")
+    assert "credentials added: 1 of 1 requests" in entry["reason"]
+
+
+def test_a_query_bound_value_is_percent_encoded(setup, origin):
+    value = "AIza/Sy+b=" + "k" * 20
+    p = _rebind(setup, value, query="key")
+    seen = _ask(setup, origin, f"GET /v1?key={p} HTTP/1.1\r\nHost: {BOUND}\r\nConnection: close\r\n\r\n".encode())
+    assert seen["path"] == "/v1?key=AIza%2FSy%2Bb%3D" + "k" * 20
+
+
+def test_a_body_bound_value_is_swapped_and_content_length_recomputed(setup, origin):
+    value = "rt-" + "9" * 5  # shorter than its placeholder (padded to 16 random characters)
+    p = _rebind(setup, value, body=True)
+    assert len(p) != len(value)
+    body = json.dumps({"grant_type": "refresh_token", "refresh_token": p}).encode()
+    seen = _ask(setup, origin, f"POST /v1/oauth/token HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/json"
+                               f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert json.loads(seen["body"]) == {"grant_type": "refresh_token", "refresh_token": value}
+    assert int(seen["headers"]["Content-Length"]) == len(seen["body"])
+
+
+def test_a_form_body_gets_the_value_percent_encoded_and_a_chunked_one_stays_chunked(setup, origin):
+    value = "1//0g+tok/en=" + "Z" * 20
+    p = _rebind(setup, value, body=True)
+    form = f"grant_type=refresh_token&refresh_token={p}&client_id=x".encode()
+    half = len(form) // 2 - 10  # the placeholder straddles two chunks
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, form[:half], len(form) - half, form[half:])
+    seen = _ask(setup, origin, f"POST /token HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n"
+                               f"Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode() + chunks)
+    assert seen["body"] == "grant_type=refresh_token&refresh_token=1%2F%2F0g%2Btok%2Fen%3D" + "Z" * 20 + "&client_id=x"
+    assert seen["headers"]["Transfer-Encoding"] == "chunked" and "Content-Length" not in seen["headers"]
+
+
+def test_a_body_is_swapped_only_for_a_credential_bound_to_bodies(setup, origin):
+    body = f'{{"key": "{setup.placeholder}"}}'.encode()
+    seen = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(body)}\r\n"
+                               f"x-api-key: {setup.placeholder}\r\n\r\n".encode() + body)
+    assert seen["headers"]["x-api-key"] == REAL and seen["body"] == body.decode()  # header bound, body not
+
+
+def test_a_body_past_the_limit_passes_unsearched_and_intact(setup, origin, monkeypatch):
+    monkeypatch.setattr(intercept, "BODY_LIMIT", 150)
+    p = _rebind(setup, body=True)
+    body = (p + "-" + "x" * 300).encode()
+    sized = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                 + body)
+    chunked = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                   + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (200, body[:200], len(body) - 200, body[200:]))
+    assert sized["body"] == chunked["body"] == body.decode()
+    small = f'{{"k": "{p}"}}'.encode()
+    seen = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(small)}\r\n\r\n".encode()
+                + small)
+    assert seen["body"] == f'{{"k": "{REAL}"}}'
+
+
+def test_query_and_body_bindings_are_checked_and_listed():
+    clear = creds.meta(creds.ENV, "K", bind_hosts=["h.example"], bind_query="key")
+    assert clear["bind_query"] == "key" and clear["bind_header"] is None and "bind_body" not in clear
+    assert creds.meta(creds.ENV, "K", bind_hosts=["h.example"])["bind_header"] == "authorization"
+    both = creds.meta(creds.ENV, "K", bind_hosts=["h.example"], bind_header="x-k", bind_body=True)
+    assert both["bind_header"] == "x-k" and both["bind_body"] is True
+    assert creds.where_text(both) == "header x-k and request bodies"
+    for bad in ({"bind_query": "a b"}, {"bind_query": ""}, {"bind_hosts": [], "bind_body": True}):
+        with pytest.raises(creds.UsageError):
+            creds.meta(creds.ENV, "K", **{"bind_hosts": ["h.example"], **bad})
+    proc = subprocess.run(["ab-creds", "set", "K", "--bind-host", "h.example", "--bind-query", "key", "--json"],
+                          input=b"v", capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert (row["bind_query"], row["bind_body"], row["bind_header"]) == ("key", False, None)
