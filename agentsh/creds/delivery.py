@@ -59,6 +59,7 @@ class Delivery:
         self.key = key
         self.env_values = {}
         self.files = []
+        self.proxied = []  # names of the credentials delivered as placeholders (creds.swap)
 
     @property
     def env_names(self) -> list[str]:
@@ -173,6 +174,7 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
         stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()})
         for name, (target, *_) in proxied.items():
             delivery.env_values[target] = stand_ins[name]
+        delivery.proxied = list(proxied)
     return delivery
 
 

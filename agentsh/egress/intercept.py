@@ -59,8 +59,10 @@ class Refusal(ValueError):
 class Swaps:
     """The sandbox's sealed placeholder record (creds.swap), re-read when it changes (one stat per check)."""
 
-    def __init__(self, path: str, sandbox: str, key: bytes | None = None) -> None:
+    def __init__(self, path: str, sandbox: str, key: bytes | None = None,
+                 report: Callable[[str], object] | None = None) -> None:
         self.path, self.sandbox, self._key = path, sandbox, key
+        self.report = report  # told, once per version of the record, why it cannot be opened
         self._stamp = None
         self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes or b"", name)]
         self.query_by_host = {}  # host -> [(placeholder bytes, value bytes, query parameter bytes, name)]
@@ -92,7 +94,10 @@ class Swaps:
                     self._key = vault.load_key()
                 entries = swap.load(self.path, self.sandbox, self._key)
             except Exception as e:  # a torn record or no key: nothing is swapped, nothing breaks
-                sys.stderr.write(f"agentsh proxy: cannot read the placeholders: {e}\n")
+                problem = cache_problem(e)
+                sys.stderr.write(f"agentsh proxy: {problem}\n")
+                if self.report is not None:
+                    self.report(problem)
                 entries = {}
             for name, e in entries.items():
                 ph, value = e["placeholder"].encode(), e["value"].encode()
@@ -112,6 +117,18 @@ class Swaps:
     def leftovers(self, data: bytes) -> list[str]:
         """Names of the placeholders present in `data` (bytes)."""
         return [name for ph, (name, _) in self.names.items() if ph in data]
+
+
+def cache_problem(error: Exception) -> str:
+    """One line: why the proxy cannot open the placeholders, what that means, and the fix."""
+    from agentsh.creds import vault  # lazy: only when the record cannot be opened
+
+    message, fix = getattr(error, "message", None) or str(error), getattr(error, "fix", None)
+    if fix and vault.PASSPHRASE_ENV in fix:  # no passphrase where the proxy started, or a wrong one
+        fix = (f"set {vault.PASSPHRASE_ENV} in the environment the sandbox's proxy starts from (that of ab-up "
+               "or ab-exec), then restart it: ab-down && ab-up")
+    return f"cannot open the placeholders, so bound credentials go out as placeholders: {message}" \
+        + (f"; {fix}" if fix else "")
 
 
 # -- a TLS server side over a socket whose first bytes may be read already -------------------

@@ -373,3 +373,43 @@ def test_ab_wt_rm_removes_the_worktree_sandboxs_placeholder_map_and_ca(sandbox_e
     assert swap_record.is_file() and ca_dir.is_dir() and bundles
     ab("ab-wt", "rm", "w", cwd=repo, check=True)
     assert not swap_record.exists() and not ca_dir.exists() and not any(b.exists() for b in bundles)
+
+
+# -- passphrase mode: the proxy needs AGENTSH_PASSPHRASE where it starts --------------------------------------
+
+
+def test_a_proxy_started_without_the_passphrase_says_so_in_one_line(sandbox_env, user_config, tiny_image, repo):
+    from tests.egress_origin import Origin
+
+    origin = Origin(b"hello")
+    try:
+        user_config(f'image = "{tiny_image}"\n[network]\nmode = "allow"\nallow = ["{BOUND}:{origin.port}"]\n')
+        with_pass = {**os.environ, "AGENTSH_PASSPHRASE": "correct horse"}
+        ab("ab-creds", "init", "--passphrase", env=with_pass, check=True)
+        ab("ab-creds", "set", "API_KEY", "--bind-host", BOUND, input=REAL.encode(), env=with_pass, check=True)
+        ab("ab-creds", "grant", "API_KEY", str(repo), check=True)
+        ab("ab-up", str(repo), check=True)  # the proxy starts here, without the passphrase
+        proc = ab("ab-exec", "--", "sh", "-c", f'printf %s "$API_KEY"; wget -q -O- http://{BOUND}:{origin.port}/',
+                  cwd=repo, env=with_pass)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(b"sk-ant-api03-") and REAL.encode() not in proc.stdout
+        assert proc.stdout.endswith(b"hello")
+        lines = [line for line in proc.stderr.decode().splitlines() if "AGENTSH_PASSPHRASE" in line]
+        assert len(lines) == 1 and "Traceback" not in proc.stderr.decode()
+        assert "was started without AGENTSH_PASSPHRASE" in lines[0] and lines[0].endswith("ab-down && ab-up")
+        warned = []
+        for _ in range(50):  # the proxy tells the audit log once it tried to open the placeholders
+            warned = [line for line in ab("ab-log", str(repo), check=True).stdout.decode().splitlines()
+                      if " WARN " in line and "cannot open the placeholders" in line]
+            if warned:
+                break
+            time.sleep(0.1)
+        assert len(warned) == 1 and "passphrase-protected" in warned[0]
+        # restarted with the passphrase, it opens them: no more notice
+        ab("ab-down", str(repo), env=with_pass, check=True)
+        ab("ab-up", str(repo), env=with_pass, check=True)
+        again = ab("ab-exec", "--", "true", cwd=repo, env=with_pass)
+        assert again.returncode == 0 and b"AGENTSH_PASSPHRASE" not in again.stderr
+    finally:
+        origin.sock.close()
+        ab("ab-down", "--rm", str(repo))  # stops the proxy too, and waits for it

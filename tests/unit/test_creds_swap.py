@@ -515,3 +515,44 @@ def test_query_and_body_bindings_are_checked_and_listed():
     assert proc.returncode == 0, proc.stderr
     row = json.loads(proc.stdout)
     assert (row["bind_query"], row["bind_body"], row["bind_header"]) == ("key", False, None)
+
+
+# -- passphrase mode: the proxy needs AGENTSH_PASSPHRASE where it starts --------------------------------------
+
+
+def test_a_proxy_without_the_passphrase_reports_one_line_and_swaps_nothing(monkeypatch):
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "correct horse")
+    store, key = Store(), creds.load_key(create=True)
+    assert creds.key_mode() == "passphrase"
+    swap.write(store, SANDBOX, key, {"K": swap.entry(swap.placeholder(REAL), REAL, [BOUND], "x-api-key")})
+    monkeypatch.delenv(creds.PASSPHRASE_ENV)
+    told = []
+    swaps = intercept.Swaps(swap.record_path(store, SANDBOX), SANDBOX, report=told.append)
+    assert not swaps.bound(BOUND) and not swaps.bound(BOUND)  # nothing swapped; asked twice, told once
+    [line] = told
+    assert "\n" not in line and "Traceback" not in line
+    assert "bound credentials go out as placeholders" in line and "passphrase-protected" in line
+    assert line.endswith("set AGENTSH_PASSPHRASE in the environment the sandbox's proxy starts from (that of "
+                         "ab-up or ab-exec), then restart it: ab-down && ab-up")
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "wrong")
+    told.clear()
+    os.utime(swap.record_path(store, SANDBOX), ns=(1, 1))  # a new version of the record: read again
+    assert not intercept.Swaps(swap.record_path(store, SANDBOX), SANDBOX, report=told.append).bound(BOUND)
+    assert len(told) == 1 and "wrong passphrase" in told[0]
+
+
+def test_an_exec_handing_over_placeholders_names_a_proxy_started_without_the_passphrase(monkeypatch):
+    from agentsh.egress import network
+    from agentsh.host.liveness import start_time
+
+    store = Store()
+    record = {"sandbox": SANDBOX, "pid": os.getpid(), "pid_start": start_time(os.getpid()), "cache_passphrase": False}
+    store.write(network.proxy_rel(SANDBOX), record)
+    assert network.passphrase_problem(store, SANDBOX) is None  # no passphrase-protected cache: nothing to say
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "correct horse")
+    creds.load_key(create=True)
+    line = network.passphrase_problem(store, SANDBOX)
+    assert line.startswith(f"the egress proxy of {SANDBOX} was started without AGENTSH_PASSPHRASE")
+    assert line.endswith("ab-down && ab-up")
+    store.write(network.proxy_rel(SANDBOX), {**record, "cache_passphrase": True})
+    assert network.passphrase_problem(store, SANDBOX) is None
