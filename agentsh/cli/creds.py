@@ -77,8 +77,16 @@ def cmd_set(args):
         type_, target = creds.ENV, args.env or args.name
     source = creds.COMMAND if args.from_command else creds.VALUE
     ttl = creds.parse_duration(args.ttl) if args.ttl else None
-    clear = creds.meta(type_, target, source=source, writeback=args.writeback, project=project, ttl=ttl,
-                       bind_hosts=args.bind_host or (), bind_header=args.bind_header, inject=args.inject,
+    fmt, hosts = creds.RAW, args.bind_host or ()
+    if args.oauth:
+        from agentsh.creds import oauth  # lazy: only for an OAuth token file
+
+        if not args.file:
+            raise UsageError("--oauth is for a token file", "give --file PATH (e.g. ~/.claude/.credentials.json)")
+        fmt = f"{args.oauth}-oauth"
+        hosts = hosts or oauth.HOSTS[fmt]
+    clear = creds.meta(type_, target, source=source, fmt=fmt, writeback=args.writeback, project=project, ttl=ttl,
+                       bind_hosts=hosts, bind_header=args.bind_header, inject=args.inject,
                        bind_query=args.bind_query, bind_body=args.bind_body)
     key = creds.load_key(create=True)  # before reading a value: a wrong passphrase fails first
     value = _read_value(args, to_env=type_ == creds.ENV)
@@ -157,7 +165,7 @@ def cmd_import(args):
     for item in found:
         clear = creds.meta(item.type, item.target, source=item.source, fmt=item.format,
                            writeback=item.writeback, project=project, bind_hosts=item.bind_hosts,
-                           bind_header=item.bind_header)
+                           bind_header=item.bind_header if item.type == creds.ENV else None)
         record = creds.put(store, item.name, creds.scope_of(project), clear, item.value, key=key)
         record.update(_name=item.name, _scope=record["scope"])
         rows.append({**creds.describe(record), "origin": item.origin})
@@ -249,6 +257,9 @@ COMMAND = Command(
                            help="the URL query parameter carrying it to those hosts (like ?key=)"),
                     Option("--bind-body", kind=FLAG,
                            help="it travels in request bodies to those hosts (JSON or form fields, up to 1 MiB)"),
+                    Option("--oauth", metavar="AGENT", choices=("claude", "codex"),
+                           help="the file is that agent's OAuth login (with --file): behind the proxy its tokens "
+                                "are placeholders, refreshes included (default hosts: the agent's provider)"),
                     Option("--inject", metavar="HOW", choices=("proxy", "env"),
                            help="proxy: placeholder inside, value added by the proxy (default with --bind-host); "
                                 "env: the value itself inside"),

@@ -167,18 +167,22 @@ def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[
         made["query"] = where["query"]
     if where.get("body"):
         made["body"] = True
+    if where.get("oauth"):  # a token of an OAuth file (creds.oauth): credential, scope, format, role
+        made["oauth"] = dict(where["oauth"])
     return made
 
 
 def stand_ins(store: Store, sandbox: str, key: bytes,
-              wanted: Mapping[str, tuple[str, Iterable[str], str | Mapping[str, Any] | None]]) -> dict[str, str]:
+              wanted: Mapping[str, tuple[str, Iterable[str], str | Mapping[str, Any] | None]],
+              partial: bool = False) -> dict[str, str]:
     """Placeholders for {name: (value, hosts, where)}: the ones the sandbox had, new ones where needed.
 
-    `where` is entry()'s. Rewrites the record only when something changed;
-    returns {name: placeholder}.
+    `where` is entry()'s. Entries not wanted are dropped (a credential no
+    longer granted), unless `partial` (only some credentials were opened).
+    Rewrites the record only when something changed; returns {name: placeholder}.
     """
     old = read(store, sandbox, key)
-    entries = {}
+    entries = {n: e for n, e in old.items() if n not in wanted} if partial else {}
     for name, (value, hosts, where) in wanted.items():
         had = old.get(name) or {}
         stand_in = had.get("placeholder")
@@ -187,4 +191,4 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
         entries[name] = entry(stand_in, value, hosts, where)
     if entries != old:  # a credential no longer granted loses its entry: its placeholder stops working
         write(store, sandbox, key, entries)
-    return {name: entries[name]["placeholder"] for name in entries}
+    return {name: entries[name]["placeholder"] for name in wanted}

@@ -56,6 +56,7 @@ INJECT = (PROXY, ENV)
 AUTHORIZATION = "authorization"
 VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
+OAUTH_FORMATS = ("claude-oauth", "codex-oauth")  # the agents' OAuth token files (creds.oauth)
 
 
 def _json() -> ModuleType:
@@ -182,7 +183,8 @@ def inject_mode(clear: Mapping[str, Any], network_mode: str) -> str:
     inject = clear.get("inject")
     if inject:
         return inject
-    if clear.get("bind_hosts") and clear["type"] == ENV and network_mode in ("allow", "learn"):
+    if clear.get("bind_hosts") and network_mode in ("allow", "learn") \
+            and (clear["type"] == ENV or clear.get("format") in OAUTH_FORMATS):
         return PROXY
     return ENV
 

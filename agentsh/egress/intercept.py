@@ -67,6 +67,7 @@ class Swaps:
         self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes or b"", name)]
         self.query_by_host = {}  # host -> [(placeholder bytes, value bytes, query parameter bytes, name)]
         self.body_by_host = {}  # host -> [(placeholder bytes, value bytes, name)]
+        self.refreshing = {}  # entry name of an OAuth refresh token -> its "oauth" part (creds.oauth)
         self.names = {}  # placeholder bytes -> (name, hosts)
         self._lock = threading.Lock()
 
@@ -82,7 +83,7 @@ class Swaps:
         return self
 
     def _load(self, stamp: tuple[int, int, int] | None) -> None:
-        by_host, query_by_host, body_by_host, names = {}, {}, {}, {}
+        by_host, query_by_host, body_by_host, names, refreshing = {}, {}, {}, {}, {}
         if stamp is not None:
             try:
                 from agentsh.creds import (  # not at the top: this module's own swap() would shadow creds.swap
@@ -102,6 +103,8 @@ class Swaps:
             for name, e in entries.items():
                 ph, value = e["placeholder"].encode(), e["value"].encode()
                 names[ph] = (name, tuple(e["hosts"]))
+                if (e.get("oauth") or {}).get("role") == "refresh":
+                    refreshing[name] = e["oauth"]
                 for host in e["hosts"]:
                     by_host.setdefault(host, []).append((ph, value, (e.get("header") or "").encode(), name))
                     if e.get("query"):
@@ -109,7 +112,16 @@ class Swaps:
                     if e.get("body"):
                         body_by_host.setdefault(host, []).append((ph, value, name))
         self.by_host, self.query_by_host, self.body_by_host = by_host, query_by_host, body_by_host
-        self.names, self._stamp = names, stamp
+        self.names, self.refreshing, self._stamp = names, refreshing, stamp
+
+    def refreshed(self, meta: dict, answer: dict) -> dict[str, str]:
+        """New tokens from a token endpoint: sealed into the stored login; returns {token: new placeholder}."""
+        from agentsh.base.state import Store  # lazy: only for a refresh
+        from agentsh.creds import oauth  # lazy: only for a refresh
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))  # <state>/net/swap/<sandbox>.json
+        with self._lock:
+            return oauth.refreshed(Store(root), self.sandbox, self._key, meta, answer)
 
     def bound(self, host: str) -> bool:
         return host in self.current().by_host
@@ -503,7 +515,8 @@ def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None]:
             return b"".join(raw), b"", None
 
 
-def send_swapped_body(client: Stream, upstream: Stream, head: Callable[[list[tuple[bytes, bytes]]], bytes],
+def send_swapped_body(client: Stream, upstream: Stream,
+                      head: Callable[[list[tuple[bytes, bytes]], list[str]], bytes],
                       headers: list[tuple[bytes, bytes]], kind: str, count: int | None,
                       bound: list[tuple[bytes, bytes, str]]) -> tuple[int, list[str]]:
     """Read a request body whole (up to BODY_LIMIT), swap the bound placeholders, send head and body.
@@ -515,20 +528,20 @@ def send_swapped_body(client: Stream, upstream: Stream, head: Callable[[list[tup
     form = _body_form(headers)
     if kind == "length":
         if count > BODY_LIMIT:
-            out = head(headers)
+            out = head(headers, [])
             upstream.sendall(out)
             return len(out) + client.copy(upstream, count), []
         body, swapped = swap_body(client.read(count), bound, form)
-        out = head(_with_length(headers, len(body))) + body
+        out = head(_with_length(headers, len(body)), swapped) + body
         upstream.sendall(out)
         return len(out), swapped
     raw, body, trailers = _read_chunks(client, BODY_LIMIT)
     if trailers is None:  # too large to search: what was read as it came, then the rest
-        out = head(headers) + raw
+        out = head(headers, []) + raw
         upstream.sendall(out)
         return len(out) + copy_body(client, upstream, "chunked", None), []
     body, swapped = swap_body(body, bound, form)
-    out = head(headers) + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailers
+    out = head(headers, swapped) + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailers
     upstream.sendall(out)
     return len(out), swapped
 
@@ -596,7 +609,13 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # answered here: the body follows at once
             headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
 
-        def build(headers: list[tuple[bytes, bytes]], first: bytes = first) -> bytes:
+        refresh = []  # the OAuth credentials this request refreshes (a refresh token swapped into its body)
+
+        def build(headers: list[tuple[bytes, bytes]], names: list[str] = (), first: bytes = first,
+                  refresh: list[dict] = refresh) -> bytes:
+            refresh.extend(swaps.refreshing[n] for n in names if n in swaps.refreshing)
+            if refresh:  # the answer is read and rewritten here: uncompressed, please
+                headers = [(n, v) for n, v in headers if n.lower() != b"accept-encoding"]
             out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
             left = swaps.leftovers(out)
             if left:
@@ -623,21 +642,85 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             status_line, rheaders = parse_head(rhead, request=False)
             parts = status_line.split(b" ", 2)
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            client.sendall(rhead)
-            received += len(rhead)
             if not (100 <= status < 200) or status == 101:
                 break
+            client.sendall(rhead)
+            received += len(rhead)
         if status == 101:  # an upgrade (websocket): raw both ways from here
-            return _raw(client, upstream, sent, received, requests, swapped)
+            client.sendall(rhead)
+            return _raw(client, upstream, sent, received + len(rhead), requests, swapped)
         if method == b"HEAD" or status in (204, 304):
             rkind, rcount = "none", None
         else:
             rkind, rcount = framing(rheaders, request=False)
-        received += copy_body(upstream, client, rkind, rcount)
+        if refresh and rkind != "none":  # new tokens: sealed on the host, placeholders to the sandbox
+            answer, passed = answer_refresh(upstream, status_line, rheaders, status, rkind, rcount, refresh[0], bound,
+                                            swaps)
+            client.sendall(answer)
+            received += len(answer)
+            if not passed:
+                break
+            continue
+        client.sendall(rhead)
+        received += len(rhead) + copy_body(upstream, client, rkind, rcount)
         closing = b"close" in b",".join(_get(headers, b"connection") + _get(rheaders, b"connection")).lower()
         if rkind == "close" or closing or first.endswith(b"HTTP/1.0"):
             break
     return sent, received, requests, swapped
+
+
+def _read_body(src: Stream, kind: str, count: int | None, limit: int) -> bytes | None:
+    """A response body whole, or None past `limit`."""
+    if kind == "length":
+        return src.read(count) if count <= limit else None
+    if kind == "chunked":
+        _, body, trailers = _read_chunks(src, limit)
+        return body if trailers is not None else None
+    while len(src.buf) <= limit:  # "close": to the end
+        if not src._fill():
+            return src.buf
+    return None
+
+
+def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[bytes, bytes]], status: int, kind: str,
+                   count: int | None, meta: dict, bound: list[tuple[bytes, bytes, bytes, str]],
+                   swaps: Swaps) -> tuple[bytes, bool]:
+    """The token endpoint's answer to a refresh, as the sandbox gets it: (response, passed on).
+
+    A 2xx answer must be a JSON object: its tokens are sealed into the
+    stored login (creds.oauth.refreshed) and replaced by new placeholders.
+    Anything else in a 2xx (not JSON, compressed, too large, or no way to
+    store the tokens) is never passed on: the sandbox gets 502 and the
+    connection closes. An error answer (no tokens) passes with known values
+    turned back into their placeholders.
+    """
+    body = _read_body(upstream, kind, count, BODY_LIMIT)
+    problem = None
+    if body is None:
+        problem = "the token endpoint's answer is too large"
+    elif 200 <= status < 300:
+        import json  # lazy: only for a refresh
+
+        coding = b",".join(_get(headers, b"content-encoding")).strip().lower()
+        try:
+            if coding not in (b"", b"identity"):
+                raise ValueError("it is compressed")
+            answer = json.loads(body)
+            if not isinstance(answer, dict):
+                raise ValueError("it is no JSON object")
+            pairs = swaps.refreshed(meta, answer)
+            body = json.dumps({k: pairs.get(v, v) if isinstance(v, str) else v for k, v in answer.items()}).encode()
+        except Exception as e:  # whatever it is, the tokens in it never reach the sandbox
+            problem = f"the token endpoint's answer was not passed on: {str(e)[:200]}"
+    if problem is not None:
+        msg = f"agentsh: {problem}\n".encode()
+        return (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                b"X-Agentsh-Policy: error\r\nConnection: close\r\n\r\n%s" % (len(msg), msg)), False
+    for placeholder, real, _, _ in bound:
+        body = body.replace(real, placeholder)
+    kept = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"transfer-encoding")]
+    head = status_line + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in kept)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body, kind != "close"
 
 
 def _raw(client: Stream, upstream: Stream, sent: int, received: int, requests: int,

@@ -556,3 +556,133 @@ def test_an_exec_handing_over_placeholders_names_a_proxy_started_without_the_pas
     assert line.endswith("ab-down && ab-up")
     store.write(network.proxy_rel(SANDBOX), {**record, "cache_passphrase": True})
     assert network.passphrase_problem(store, SANDBOX) is None
+
+
+# -- OAuth token files and refreshes ----------------------------------------------------------------------------
+
+ACCESS = "sk-ant-oat01-" + "AcC3ss-t0k3n_" * 7
+REFRESH = "sk-ant-ort01-" + "R3fr3sh-t0k3n_" * 7
+NEW_ACCESS = "sk-ant-oat01-" + "N3wAcc3ss_" * 9
+NEW_REFRESH = "sk-ant-ort01-" + "N3wR3fr3sh_" * 8
+
+
+def _proxy_for(store, sandbox, origin, log_path):
+    """An in-process proxy for `sandbox` (its placeholder record and CA), trusting the origin upstream: port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    p = proxy.Proxy(listener, proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{origin.port}"])),
+                    audit.Writer(str(log_path)), sandbox,
+                    swaps=intercept.Swaps(swap.record_path(store, sandbox), sandbox),
+                    contexts=intercept.Contexts(store.root, sandbox, upstream_ca=origin.ca))
+    threading.Thread(target=p.serve_forever, daemon=True).start()
+    return p, listener.getsockname()[1], ca.ensure(store.root, sandbox)
+
+
+def _login_granted(tmp_path, fmt, login, target):
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    proj, store = project.find(str(repo)), Store()
+    creds.put(store, "LOGIN", creds.GLOBAL, creds.meta(creds.FILE, target, fmt=fmt, writeback=True,
+                                                       bind_hosts=[BOUND]), json.dumps(login).encode())
+    creds.grant(store, proj, "LOGIN")
+    return proj, store
+
+
+def _exchange(port, trust, origin, request):
+    _, tls = connect(port, BOUND, origin.port, trust)
+    tls.sendall(request)
+    head, body = read_response(tls)
+    tls.close()
+    return head, body
+
+
+def test_an_oauth_login_arrives_with_placeholders_and_a_refresh_round_trip_keeps_it_so(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    login = {"claudeAiOauth": {"accessToken": ACCESS, "refreshToken": REFRESH, "expiresAt": 1, "scopes": ["a"]}}
+    proj, store = _login_granted(tmp_path, oauth.CLAUDE, login, "/home/agent/.claude/.credentials.json")
+    d = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print)
+    [f] = d.files
+    assert ACCESS.encode() not in f.value and REFRESH.encode() not in f.value and f.real == json.dumps(login).encode()
+    inside = json.loads(f.value)["claudeAiOauth"]
+    assert inside["accessToken"].startswith("sk-ant-oat01-") and inside["refreshToken"].startswith("sk-ant-ort01-")
+    assert len(inside["accessToken"]) == len(ACCESS) and inside["expiresAt"] == 1 and inside["scopes"] == ["a"]
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        host = f"{BOUND}:{origin.port}"
+        _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                                       f"{inside['accessToken']}\r\nConnection: close\r\n\r\n".encode())
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {ACCESS}"
+        origin.server.tokens = {"token_type": "Bearer", "access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH,
+                                "expires_in": 28800, "scope": "a"}
+        body = json.dumps({"grant_type": "refresh_token", "refresh_token": inside["refreshToken"],
+                           "client_id": "c"}).encode()
+        head, answer = _exchange(port, trust, origin, (
+            f"POST /v1/oauth/token HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Accept-Encoding: gzip, br\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        sent = origin.seen[-1]
+        assert json.loads(sent["body"])["refresh_token"] == REFRESH and "Accept-Encoding" not in sent["headers"]
+        got = json.loads(answer)
+        assert NEW_ACCESS.encode() not in head + answer and NEW_REFRESH.encode() not in head + answer
+        assert got["access_token"].startswith("sk-ant-oat01-") and got["refresh_token"].startswith("sk-ant-ort01-")
+        assert (got["expires_in"], got["scope"]) == (28800, "a")
+        # the cache holds the new real tokens, sealed
+        stored = json.loads(creds.reveal(creds.find("LOGIN", proj)))["claudeAiOauth"]
+        assert (stored["accessToken"], stored["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+        assert abs(stored["expiresAt"] / 1000 - (time.time() + 28800)) < 60 and stored["scopes"] == ["a"]
+        assert NEW_REFRESH.encode() not in open(creds.record_path("LOGIN", creds.GLOBAL), "rb").read()
+        # the new access placeholder works; the old refresh placeholder no longer does
+        _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                                       f"{got['access_token']}\r\nConnection: close\r\n\r\n".encode())
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
+        # the file the agent writes back (new placeholders) is sealed as the real one
+        written = json.dumps({"claudeAiOauth": {"accessToken": got["access_token"],
+                                                "refreshToken": got["refresh_token"], "expiresAt": 2}}).encode()
+        entries = swap.read(store, proj.sandbox, creds.load_key())
+        real = json.loads(oauth.real_file(written, entries))["claudeAiOauth"]
+        assert (real["accessToken"], real["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+        # the next exec gets the new tokens' placeholders, stable
+        again = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
+                                            print).files[0].value)["claudeAiOauth"]
+        assert (again["accessToken"], again["refreshToken"]) == (got["access_token"], got["refresh_token"])
+    finally:
+        p.close()
+
+
+def test_a_refresh_answer_that_cannot_be_read_never_reaches_the_sandbox(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    login = {"tokens": {"access_token": "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9." + "s1g" * 30,
+                        "refresh_token": "rt_" + "r3fr3sh" * 8, "id_token": "eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ." + "i" * 40}}
+    proj, store = _login_granted(tmp_path, oauth.CODEX, login, "/home/agent/.codex/auth.json")
+    inside = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
+                                         print).files[0].value)["tokens"]
+    assert inside["access_token"].split(".")[:2] == login["tokens"]["access_token"].split(".")[:2]  # claims kept
+    assert all(inside[k] != login["tokens"][k] for k in inside)
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        origin.server.tokens = ["not", "an", "object", "rt_" + "N3w" * 20]
+        body = f"grant_type=refresh_token&refresh_token={inside['refresh_token']}".encode()
+        head, answer = _exchange(port, trust, origin, (
+            f"POST /oauth/token HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        assert origin.seen[-1]["body"] == f"grant_type=refresh_token&refresh_token={login['tokens']['refresh_token']}"
+        assert head.startswith(b"HTTP/1.1 502") and b"N3w" not in answer and b"not passed on" in answer
+        assert json.loads(creds.reveal(creds.find("LOGIN", proj)))["tokens"] == login["tokens"]  # unchanged
+    finally:
+        p.close()
+
+
+def test_codex_logins_get_their_refresh_applied():
+    from agentsh.creds import oauth
+
+    data = json.dumps({"OPENAI_API_KEY": None, "tokens": {"id_token": "i" * 20, "access_token": "a" * 20,
+                                                          "refresh_token": "r" * 20, "account_id": "acc"}}).encode()
+    assert oauth.tokens(oauth.CODEX, data) == {"access": "a" * 20, "refresh": "r" * 20, "id": "i" * 20}
+    after = json.loads(oauth.answered(oauth.CODEX, data, {"access_token": "A" * 20, "refresh_token": "R" * 20,
+                                                          "id_token": "I" * 20}, now=0))
+    assert after["tokens"] == {"id_token": "I" * 20, "access_token": "A" * 20, "refresh_token": "R" * 20,
+                               "account_id": "acc"}
+    assert after["last_refresh"] == "1970-01-01T00:00:00Z" and after["OPENAI_API_KEY"] is None
+    assert oauth.tokens(oauth.CODEX, b"not json") == {} and oauth.tokens(oauth.CLAUDE, b"[1]") == {}
