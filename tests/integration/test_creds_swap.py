@@ -28,6 +28,22 @@ from tests.tls_origin import TLSOrigin
 REAL = "sk-ant-api03-" + "R3aLv4lu3-x_" * 7 + "AA"
 REAL_QUERY = "AIzaSy" + "Qv4lu3inTh3URL" * 2
 REAL_BODY = "rt-b0dyT0k3n"  # shorter than its placeholder: the body changes length
+ACCESS, REFRESH = "sk-ant-oat01-" + "AcC3ssT0k3n-_" * 7, "sk-ant-ort01-" + "R3fr3shT0k3n_" * 7
+NEW_ACCESS, NEW_REFRESH = "sk-ant-oat01-" + "N3wAcc3ss_" * 9, "sk-ant-ort01-" + "N3wR3fr3sh_" * 8
+LOGIN = {"claudeAiOauth": {"accessToken": ACCESS, "refreshToken": REFRESH, "expiresAt": 1, "scopes": ["user:inference"]}}
+REFRESH_SCRIPT = r"""set -e
+f=~/.claude/.credentials.json
+field() {{ sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p"; }}
+cat "$f"; echo
+rt=$(field refreshToken < "$f")
+answer=$(curl -sS -H 'Content-Type: application/json' --data "{{\"grant_type\": \"refresh_token\", \"refresh_token\": \"$rt\"}}" {token_url})
+echo "$answer"
+at=$(echo "$answer" | field access_token)
+nrt=$(echo "$answer" | field refresh_token)
+printf '{{"claudeAiOauth": {{"accessToken": "%s", "refreshToken": "%s", "expiresAt": 2}}}}' "$at" "$nrt" > "$f.tmp"
+mv "$f.tmp" "$f"
+curl -sS -H "Authorization: Bearer $at" {api}
+"""
 BOUND, UNBOUND = "host.containers.internal", "host.docker.internal"
 NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                                       "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
@@ -113,7 +129,7 @@ class Rootless(Rootful):
 
     def clean(self):
         self.ab("ab-down", "--rm", "--volumes", str(self.base / "repo"))
-        for name in ("API_KEY", "QUERY_KEY", "BODY_TOKEN"):
+        for name in ("API_KEY", "QUERY_KEY", "BODY_TOKEN", "LOGIN"):
             self.ab("ab-creds", "rm", name, "--project", str(self.base / "repo"))
         self.user.run("rm", "-rf", str(self.base))
 
@@ -149,8 +165,13 @@ def bound(request, tmp_path_factory):
                input=REAL_QUERY.encode(), check=True)
         who.ab("ab-creds", "set", "BODY_TOKEN", *scope, "--bind-host", BOUND, "--bind-body",
                input=REAL_BODY.encode(), check=True)
+        # Claude Code's login file, refreshed at a token endpoint on the bound host
+        who.ab("ab-creds", "set", "LOGIN", *scope, "--file", "~/.claude/.credentials.json", "--oauth", "claude",
+               "--writeback", "--bind-host", BOUND, input=json.dumps(LOGIN).encode(), check=True)
+        origin.server.tokens = {"token_type": "Bearer", "access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH,
+                                "expires_in": 28800}
         if not scope:
-            for name in ("API_KEY", "QUERY_KEY", "BODY_TOKEN"):
+            for name in ("API_KEY", "QUERY_KEY", "BODY_TOKEN", "LOGIN"):
                 who.ab("ab-creds", "grant", name, str(repo), check=True)
 
         def run(script):
@@ -169,6 +190,10 @@ def bound(request, tmp_path_factory):
             "body": run(f'curl -sS -H "Content-Type: application/json" '
                         f'--data "{{\\"refresh_token\\": \\"$BODY_TOKEN\\"}}" {url.format(BOUND)}/body'),
             "stand_ins": run('printf "%s %s" "$QUERY_KEY" "$BODY_TOKEN"'),
+            # what an agent does: refresh with the file's refresh token, write the answer's tokens back
+            # (a temporary file renamed over it), use the new access token
+            "oauth": run(REFRESH_SCRIPT.format(token_url=url.format(BOUND).replace("/v1/messages", "/v1/oauth/token"),
+                                               api=url.format(BOUND) + "/after-refresh")),
         }
         if who.node:
             # the agents are Node programs: fetch ignores proxy variables (steered) and trusts the bundle
@@ -304,6 +329,30 @@ class TestABoundCredential:
         for real in (REAL_QUERY, REAL_BODY):
             assert real.encode() not in bound.environ and real.encode() not in bound.memory
 
+    def test_an_oauth_refresh_round_trip_shows_the_sandbox_only_placeholders(self, bound):
+        call = bound.calls["oauth"]
+        assert call.returncode == 0, call.stderr
+        out = call.stdout.decode()
+        for real in (ACCESS, REFRESH, NEW_ACCESS, NEW_REFRESH):
+            assert real not in out and real.encode() not in bound.environ and real.encode() not in bound.memory
+        file_seen, answer = (json.loads(line) for line in out.splitlines()[:2])
+        assert file_seen["claudeAiOauth"]["accessToken"].startswith("sk-ant-oat01-")
+        assert file_seen["claudeAiOauth"]["scopes"] == ["user:inference"]
+        assert answer["access_token"].startswith("sk-ant-oat01-") and answer["expires_in"] == 28800
+        [token] = [s for s in bound.origin.seen if s["path"].endswith("/v1/oauth/token")]
+        assert json.loads(token["body"])["refresh_token"] == REFRESH  # the endpoint got the real one
+        [after] = [s for s in bound.origin.seen if s["path"].endswith("/after-refresh")]
+        assert after["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"  # the new placeholder works
+
+    def test_after_a_refresh_the_cache_holds_the_new_real_tokens(self, bound):
+        scope = ["--project", str(bound.repo)] if bound.who.kind == "rootless" else []
+        stored = json.loads(bound.who.ab("ab-creds", "get", "LOGIN", *scope, check=True).stdout)["claudeAiOauth"]
+        assert (stored["accessToken"], stored["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+        assert stored["expiresAt"] == 2  # the file the agent wrote, its placeholders turned back into values
+        inside = bound.who.ab("ab-exec", "--", "cat", "/home/agent/.claude/.credentials.json", cwd=bound.repo,
+                              check=True).stdout.decode()
+        assert NEW_ACCESS not in inside and json.loads(inside)["claudeAiOauth"]["accessToken"].startswith("sk-ant-")
+
     def test_the_value_is_nowhere_in_the_sandbox_environment(self, bound):
         assert bound.placeholder.encode() in bound.environ  # the read did see the variable
         assert REAL.encode() not in bound.environ
@@ -316,7 +365,8 @@ class TestABoundCredential:
         home = bound.who.podman("volume", "inspect", "--format", "{{.Mountpoint}}",
                                 f"{bound.name}-home").stdout.strip()
         assert os.path.isdir(upper) and os.path.isdir(home)
-        assert files_holding(REAL.encode(), upper, home) == []
+        for real in (REAL, ACCESS, REFRESH, NEW_ACCESS, NEW_REFRESH):
+            assert files_holding(real.encode(), upper, home) == []
         assert REAL not in bound.who.podman("container", "inspect", bound.name).stdout
 
     def test_the_ca_key_is_not_inside_and_the_cert_is_trusted(self, bound):
