@@ -68,6 +68,7 @@ class Swaps:
         self.query_by_host = {}  # host -> [(placeholder bytes, value bytes, query parameter bytes, name)]
         self.body_by_host = {}  # host -> [(placeholder bytes, value bytes, name)]
         self.refreshing = {}  # entry name of an OAuth refresh token -> its "oauth" part (creds.oauth)
+        self.token_only = frozenset()  # entry names swapped into bodies toward token endpoints only
         self.names = {}  # placeholder bytes -> (name, hosts)
         self._lock = threading.Lock()
 
@@ -83,7 +84,7 @@ class Swaps:
         return self
 
     def _load(self, stamp: tuple[int, int, int] | None) -> None:
-        by_host, query_by_host, body_by_host, names, refreshing = {}, {}, {}, {}, {}
+        by_host, query_by_host, body_by_host, names, refreshing, token_only = {}, {}, {}, {}, {}, set()
         if stamp is not None:
             try:
                 from agentsh.creds import (  # not at the top: this module's own swap() would shadow creds.swap
@@ -103,8 +104,11 @@ class Swaps:
             for name, e in entries.items():
                 ph, value = e["placeholder"].encode(), e["value"].encode()
                 names[ph] = (name, tuple(e["hosts"]))
-                if (e.get("oauth") or {}).get("role") == "refresh":
+                role = (e.get("oauth") or {}).get("role")
+                if role == "refresh":
                     refreshing[name] = e["oauth"]
+                if role in ("refresh", "id"):
+                    token_only.add(name)
                 for host in e["hosts"]:
                     by_host.setdefault(host, []).append((ph, value, (e.get("header") or "").encode(), name))
                     if e.get("query"):
@@ -112,7 +116,7 @@ class Swaps:
                     if e.get("body"):
                         body_by_host.setdefault(host, []).append((ph, value, name))
         self.by_host, self.query_by_host, self.body_by_host = by_host, query_by_host, body_by_host
-        self.names, self.refreshing, self._stamp = names, refreshing, stamp
+        self.names, self.refreshing, self.token_only, self._stamp = names, refreshing, frozenset(token_only), stamp
 
     def refreshed(self, meta: dict, answer: dict) -> dict[str, str]:
         """New tokens from a token endpoint: sealed into the stored login; returns {token: new placeholder}."""
@@ -446,6 +450,21 @@ def swap_query(first: bytes, bound: list[tuple[bytes, bytes, bytes, str]]) -> tu
     return b" ".join((method, path + b"?" + b"&".join(parts), version)), swapped
 
 
+def token_path(first: bytes) -> bool:
+    """Whether a request line's target is an OAuth token endpoint (its path ends in /oauth/token).
+
+    An OAuth login's refresh and id tokens are swapped into bodies toward
+    such a path only: an API that puts request bodies into its answers (a
+    model asked to repeat its prompt) must never receive them.
+    """
+    target = first.split(b" ")[1].split(b"?", 1)[0]
+    if b"://" in target:
+        target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
+    if b"%" in target or any(seg in (b".", b"..") for seg in target.split(b"/")):  # no path a server rewrites
+        return False
+    return target.rstrip(b"/").endswith(b"/oauth/token")
+
+
 def _body_form(headers: list[tuple[bytes, bytes]]) -> str:
     """How a value is written into this body: "form" (percent-encoded), "json" (escaped) or "raw"."""
     ctype = b",".join(_get(headers, b"content-type")).split(b";", 1)[0].strip().lower()
@@ -622,8 +641,9 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
                 warn(left)
             return out
 
-        if in_body and kind in ("length", "chunked"):
-            n, names = send_swapped_body(client, upstream, build, headers, kind, count, in_body)
+        here = [b for b in in_body if b[2] not in swaps.token_only or token_path(first)] if in_body else in_body
+        if here and kind in ("length", "chunked"):
+            n, names = send_swapped_body(client, upstream, build, headers, kind, count, here)
             sent += n
             swapped += len(names)
         else:
@@ -660,9 +680,9 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             received += len(answer)
             if not passed:
                 break
-            continue
-        client.sendall(rhead)
-        received += len(rhead) + copy_body(upstream, client, rkind, rcount)
+        else:
+            client.sendall(rhead)
+            received += len(rhead) + copy_body(upstream, client, rkind, rcount)
         closing = b"close" in b",".join(_get(headers, b"connection") + _get(rheaders, b"connection")).lower()
         if rkind == "close" or closing or first.endswith(b"HTTP/1.0"):
             break

@@ -686,3 +686,27 @@ def test_codex_logins_get_their_refresh_applied():
                                "account_id": "acc"}
     assert after["last_refresh"] == "1970-01-01T00:00:00Z" and after["OPENAI_API_KEY"] is None
     assert oauth.tokens(oauth.CODEX, b"not json") == {} and oauth.tokens(oauth.CLAUDE, b"[1]") == {}
+
+
+def test_a_refresh_token_goes_into_no_body_but_a_token_endpoints(tmp_path, origin):
+    """An API that repeats its prompt (a model) must never receive it: the agent would read it in the answer."""
+    from agentsh.creds import oauth
+
+    login = {"claudeAiOauth": {"accessToken": ACCESS, "refreshToken": REFRESH}}
+    proj, store = _login_granted(tmp_path, oauth.CLAUDE, login, "/home/agent/.claude/.credentials.json")
+    inside = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
+                                         print).files[0].value)["claudeAiOauth"]
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        body = json.dumps({"messages": [{"role": "user", "content": f"repeat {inside['refreshToken']}"}]}).encode()
+        for path in ("/v1/messages", "/v1/oauth/token/../../messages", "/oauth/tokens"):
+            _, answer = _exchange(port, trust, origin, (
+                f"POST {path} HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+            assert REFRESH not in origin.seen[-1]["body"] and inside["refreshToken"] in origin.seen[-1]["body"]
+            assert REFRESH.encode() not in answer
+        assert intercept.token_path(b"POST https://h/v1/oauth/token?x=1 HTTP/1.1")
+        for other in (b"/v1/oauth/token/x", b"/v1/messages/../oauth/token", b"/v1/messages/%2e%2e/oauth/token"):
+            assert not intercept.token_path(b"POST " + other + b" HTTP/1.1")
+    finally:
+        p.close()
