@@ -96,9 +96,14 @@ def cmd_set(args):
         print_json(creds.describe(record))
         return 0
     who = f"project {project.root}" if project else "projects you grant it to ('ab-creds grant')"
-    bound = (f"; sent only to {', '.join(clear['bind_hosts'])} in {creds.where_text(clear)}"
-             + (" (the sandbox sees a placeholder)" if clear.get("inject") != creds.ENV and type_ == creds.ENV
-                else "") if clear.get("bind_hosts") else "")
+    if fmt in creds.OAUTH_FORMATS:
+        bound = (f"; its tokens sent only to {', '.join(clear['bind_hosts'])}"
+                 + (" (the sandbox sees placeholders in modes allow and learn)" if clear.get("inject") != creds.ENV
+                    else ""))
+    else:
+        bound = (f"; sent only to {', '.join(clear['bind_hosts'])} in {creds.where_text(clear)}"
+                 + (" (the sandbox sees a placeholder)" if clear.get("inject") != creds.ENV and type_ == creds.ENV
+                    else "") if clear.get("bind_hosts") else "")
     print(f"stored {args.name}: {_target_text(clear)} in the sandboxes of {who}{bound}")
     return 0
 

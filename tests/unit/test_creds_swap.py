@@ -710,3 +710,25 @@ def test_a_refresh_token_goes_into_no_body_but_a_token_endpoints(tmp_path, origi
             assert not intercept.token_path(b"POST " + other + b" HTTP/1.1")
     finally:
         p.close()
+
+
+def test_importers_and_set_oauth_bind_the_logins_to_their_providers(monkeypatch, tmp_path):
+    from agentsh.creds import oauth
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude" / ".credentials.json").write_text(json.dumps({"claudeAiOauth": {"accessToken": ACCESS}}))
+    (tmp_path / ".codex").mkdir()
+    (tmp_path / ".codex" / "auth.json").write_text(json.dumps({"tokens": {"access_token": "a" * 30}}))
+    for source, name, fmt in (("claude", "CLAUDE_CREDENTIALS", oauth.CLAUDE), ("codex", "CODEX_AUTH", oauth.CODEX)):
+        proc = subprocess.run(["ab-creds", "import", source, "--json"], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        row = {r["name"]: r for r in json.loads(proc.stdout)}[name]
+        assert row["bind_hosts"] == list(oauth.HOSTS[fmt]) and row["writeback"]
+        assert creds.find(name)["meta"]["format"] == fmt
+    proc = subprocess.run(["ab-creds", "set", "L", "--oauth", "codex"], input=b"x", capture_output=True)
+    assert proc.returncode == 2 and b"--oauth is for a token file" in proc.stderr and b"Traceback" not in proc.stderr
+    proc = subprocess.run(["ab-creds", "set", "L", "--file", "~/.codex/auth.json", "--oauth", "codex", "--bind-host",
+                           BOUND], input=b"{}", capture_output=True)
+    assert proc.returncode == 0 and creds.find("L")["meta"]["bind_hosts"] == [BOUND]
+    assert creds.find("L")["meta"]["format"] == oauth.CODEX
