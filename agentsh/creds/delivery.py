@@ -49,6 +49,7 @@ class FileCredential:
     def __init__(self, name: str, scope: str | None, target: str, value: bytes, writeback: bool) -> None:
         self.name, self.scope, self.target, self.value, self.writeback = name, scope, target, value, writeback
         self.real = None  # an OAuth token file delivered with placeholders: its real bytes (creds.oauth)
+        self.format = None  # and its format
         inside = target.startswith(SECRETS_DIR + "/")
         self.stored = target if inside else f"{SECRETS_DIR}/{name}"
 
@@ -140,7 +141,7 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
         return None
     delivery = None
     proxied = {}  # values the egress proxy adds: {name: (env target or None, value, hosts, where)}
-    oauth_files = []  # [(FileCredential, {role: token})]: OAuth token files whose tokens are placeholders
+    oauth_files = []  # [(FileCredential, {role: token}, format)]: OAuth token files whose tokens are placeholders
     network_mode = (cfg.get("network") or {}).get("mode")
     for name in names:
         record = creds.find(name, project)
@@ -177,7 +178,7 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
                     proxied[name + oauth.SEP + role] = (None, token, clear["bind_hosts"],
                                                         oauth.where(role, name, record["_scope"], clear["format"]))
                 if found:
-                    oauth_files.append((f, found))
+                    oauth_files.append((f, found, clear["format"]))
             delivery.files.append(f)
     if delivery is not None and (proxied or not files_only):  # with none proxied: a revoked one loses its entry
         from agentsh.creds import swap  # lazy: only once a credential is delivered
@@ -187,10 +188,10 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
         for name, (target, *_) in proxied.items():
             if target is not None:
                 delivery.env_values[target] = stand_ins[name]
-        for f, found in oauth_files:
+        for f, found, fmt in oauth_files:
             from agentsh.creds import oauth  # lazy: only for an OAuth token file behind the proxy
 
-            f.real = f.value
+            f.real, f.format = f.value, fmt
             f.value = oauth.replaced(f.value, {token: stand_ins[f.name + oauth.SEP + role]
                                                for role, token in found.items()})
         delivery.proxied = list(proxied)
@@ -330,7 +331,8 @@ def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Sto
             notify(f"could not read back refreshed credential files from {sandbox_name}: {e}")
             return []
         changed = [(f, v if f.real is None else oauth.real_file(
-                       v, {n: e for n, e in entries.items() if (e.get("oauth") or {}).get("credential") == f.name}))
+                       f.format, v, {n: e for n, e in entries.items()
+                                     if (e.get("oauth") or {}).get("credential") == f.name}))
                    for f, v in changed]
         changed = [(f, v) for f, v in changed if f.real is None or v != f.real]
     done = []

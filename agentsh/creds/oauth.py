@@ -80,9 +80,25 @@ def replaced(data: bytes, pairs: Mapping[str, str]) -> bytes:
     return data
 
 
-def real_file(data: bytes, entries: Mapping[str, Mapping]) -> bytes:
-    """A file read back from the sandbox with the placeholders of `entries` (a swap record) turned into values."""
-    return replaced(data, {e["placeholder"]: e["value"] for e in entries.values() if e.get("oauth")})
+def real_file(fmt: str, data: bytes, entries: Mapping[str, Mapping]) -> bytes:
+    """A file read back from the sandbox with the placeholders of `entries` (a swap record) turned into values.
+
+    Only at the format's token paths: a placeholder the agent copied
+    anywhere else stays a placeholder, so no value can be planted where the
+    next delivery would not replace it (delivery replaces the tokens found
+    at those paths). A file that is not the format's JSON is kept as it is.
+    """
+    doc = _load(data)
+    if doc is None:
+        return data
+    values = {e["placeholder"]: e["value"] for e in entries.values() if e.get("oauth")}
+    changed = False
+    for outer, inner in FIELDS[fmt].values():
+        section = doc.get(outer)
+        if isinstance(section, dict) and isinstance(section.get(inner), str) and section[inner] in values:
+            section[inner] = values[section[inner]]
+            changed = True
+    return (json.dumps(doc, indent=2) + "\n").encode() if changed else data
 
 
 def answered(fmt: str, data: bytes, answer: Mapping, now: float | None = None) -> bytes:

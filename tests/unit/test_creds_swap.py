@@ -640,8 +640,11 @@ def test_an_oauth_login_arrives_with_placeholders_and_a_refresh_round_trip_keeps
         written = json.dumps({"claudeAiOauth": {"accessToken": got["access_token"],
                                                 "refreshToken": got["refresh_token"], "expiresAt": 2}}).encode()
         entries = swap.read(store, proj.sandbox, creds.load_key())
-        real = json.loads(oauth.real_file(written, entries))["claudeAiOauth"]
+        real = json.loads(oauth.real_file(oauth.CLAUDE, written, entries))["claudeAiOauth"]
         assert (real["accessToken"], real["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+        # a placeholder copied elsewhere in the file stays one: no value is planted where delivery would not look
+        planted = json.dumps({"claudeAiOauth": {"accessToken": "short"}, "x": got["refresh_token"]}).encode()
+        assert oauth.real_file(oauth.CLAUDE, planted, entries) == planted
         # the next exec gets the new tokens' placeholders, stable
         again = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
                                             print).files[0].value)["claudeAiOauth"]
