@@ -414,6 +414,30 @@ def test_ab_down_rm_removes_the_placeholder_map_and_the_ca(sandbox_env, user_con
     assert (ca_dir / "ca.crt").read_bytes().strip() in inside and old_ca.strip() not in inside
 
 
+@pytest.mark.rootless
+def test_rootless_ab_down_rm_removes_the_placeholder_map_and_the_ca(rootless_user):
+    from tests.conftest import TINY_IMAGE
+
+    who = Rootless(rootless_user, TINY_IMAGE, "", rootless_user.mkdir(f"work/swap-rm-{uuid.uuid4().hex[:8]}"))
+    try:
+        who.write(who.config, f'[network]\nmode = "allow"\nallow = ["{BOUND}:443"]\n')
+        repo = who.repo()
+        who.ab("ab-creds", "set", "API_KEY", "--project", str(repo), "--bind-host", BOUND, input=REAL.encode(),
+               check=True)
+        placeholder = who.ab("ab-exec", "--", "sh", "-c", 'printf %s "$API_KEY"', cwd=repo, check=True).stdout
+        assert placeholder.startswith(b"sk-ant-api03-") and placeholder != REAL.encode()
+        name = who.ab("ab-up", str(repo), check=True).stdout.decode().strip()
+        state = who.state / "agentsh"
+        made = [state / "net" / "swap" / f"{name}.json", state / "net" / "ca" / name / "ca.key",
+                *sorted((state / "ca").glob(f"*-{name}.pem"))]
+        assert len(made) == 3 and all(p.exists() for p in made)
+        assert os.stat(made[1]).st_uid == rootless_user.uid  # the user's own state, not root's
+        who.ab("ab-down", "--rm", str(repo), check=True)
+        assert not any(p.exists() for p in made) and not (state / "net" / "ca" / name).exists()
+    finally:
+        who.clean()
+
+
 @pytest.mark.committed
 def test_ab_wt_rm_removes_the_worktree_sandboxs_placeholder_map_and_ca(sandbox_env, user_config, tiny_image, repo):
     user_config(f'image = "{tiny_image}"\n[network]\nmode = "allow"\nallow = ["{BOUND}:443"]\n')
