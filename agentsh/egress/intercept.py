@@ -499,11 +499,12 @@ def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[
     return [(n, str(length).encode() if n.lower() == b"content-length" else v) for n, v in headers]
 
 
-def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None]:
-    """(raw bytes read, decoded body, trailers through the blank line, or None when past `limit`).
+def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None, int]:
+    """(raw bytes read, decoded body, trailers through the blank line or None when past `limit`, pending).
 
-    Reads whole chunks only, so a body past the limit can go on being
-    copied from a chunk boundary with what was read sent as it came.
+    Past the limit, `pending` is what remains of the chunk whose size line
+    ends `raw` (its data and CRLF, unread): copy that, and the body goes on
+    from a chunk boundary. A chunk is never read whole past the limit.
     """
     raw, body = [], []
     size_so_far = 0
@@ -523,15 +524,15 @@ def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None]:
                 line = src.line()
                 trailers.append(line)
                 if line == b"\r\n":
-                    return b"".join(raw), b"".join(body), b"".join(trailers)
+                    return b"".join(raw), b"".join(body), b"".join(trailers), 0
+        if size_so_far + size > limit:
+            return b"".join(raw), b"", None, size + 2
         data = src.read(size + 2)
         if data[-2:] != b"\r\n":
             raise ValueError("a chunk not ended by CRLF")
         raw.append(data)
         body.append(data[:-2])
         size_so_far += size
-        if size_so_far > limit:
-            return b"".join(raw), b"", None
 
 
 def send_swapped_body(client: Stream, upstream: Stream,
@@ -554,11 +555,11 @@ def send_swapped_body(client: Stream, upstream: Stream,
         out = head(_with_length(headers, len(body)), swapped) + body
         upstream.sendall(out)
         return len(out), swapped
-    raw, body, trailers = _read_chunks(client, BODY_LIMIT)
+    raw, body, trailers, pending = _read_chunks(client, BODY_LIMIT)
     if trailers is None:  # too large to search: what was read as it came, then the rest
         out = head(headers, []) + raw
         upstream.sendall(out)
-        return len(out) + copy_body(client, upstream, "chunked", None), []
+        return len(out) + client.copy(upstream, pending) + copy_body(client, upstream, "chunked", None), []
     body, swapped = swap_body(body, bound, form)
     out = head(headers, swapped) + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailers
     upstream.sendall(out)
@@ -694,7 +695,7 @@ def _read_body(src: Stream, kind: str, count: int | None, limit: int) -> bytes |
     if kind == "length":
         return src.read(count) if count <= limit else None
     if kind == "chunked":
-        _, body, trailers = _read_chunks(src, limit)
+        _, body, trailers, _ = _read_chunks(src, limit)
         return body if trailers is not None else None
     while len(src.buf) <= limit:  # "close": to the end
         if not src._fill():

@@ -494,6 +494,9 @@ def test_a_body_past_the_limit_passes_unsearched_and_intact(setup, origin, monke
     chunked = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
                    + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (200, body[:200], len(body) - 200, body[200:]))
     assert sized["body"] == chunked["body"] == body.decode()
+    one_big = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                   + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))  # one chunk past the limit: never read whole
+    assert one_big["body"] == body.decode()
     small = f'{{"k": "{p}"}}'.encode()
     seen = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(small)}\r\n\r\n".encode()
                 + small)
