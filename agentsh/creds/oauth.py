@@ -143,6 +143,11 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
         hosts = next((e["hosts"] for e in entries.values() if (e.get("oauth") or {}).get("credential") == name),
                      list(HOSTS[fmt]))
         out = {}
+        previous = entries.get(name + SEP + ACCESS)
+        if ACCESS in new and previous is not None and previous["value"] != new[ACCESS]:
+            # requests already under way with the old access token (valid until it expires) keep working;
+            # the next ab-exec drops it
+            entries[name + SEP + ACCESS + "-previous"] = previous
         for role, value in new.items():
             stand_in = swap.placeholder(value)
             entries[name + SEP + role] = swap.entry(stand_in, value, hosts, where(role, name, scope, fmt))
