@@ -708,10 +708,10 @@ def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[byt
                    swaps: Swaps) -> tuple[bytes, bool]:
     """The token endpoint's answer to a refresh, as the sandbox gets it: (response, passed on).
 
-    A 2xx answer must be a JSON object: its tokens are sealed into the
+    A 2xx answer must be a JSON object with tokens: they are sealed into the
     stored login (creds.oauth.refreshed) and replaced by new placeholders.
-    Anything else in a 2xx (not JSON, compressed, too large, or no way to
-    store the tokens) is never passed on: the sandbox gets 502 and the
+    Anything else in a 2xx (not JSON, no tokens, compressed, too large, or no
+    way to store the tokens) is never passed on: the sandbox gets 502 and the
     connection closes. An error answer (no tokens) passes with known values
     turned back into their placeholders.
     """
@@ -730,6 +730,8 @@ def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[byt
             if not isinstance(answer, dict):
                 raise ValueError("it is no JSON object")
             pairs = swaps.refreshed(meta, answer)
+            if not pairs:  # a 2xx token answer without the tokens it should carry: nothing known to hide
+                raise ValueError("it holds no access_token or refresh_token")
             body = json.dumps({k: pairs.get(v, v) if isinstance(v, str) else v for k, v in answer.items()}).encode()
         except Exception as e:  # whatever it is, the tokens in it never reach the sandbox
             problem = f"the token endpoint's answer was not passed on: {str(e)[:200]}"

@@ -679,6 +679,11 @@ def test_a_refresh_answer_that_cannot_be_read_never_reaches_the_sandbox(tmp_path
         assert origin.seen[-1]["body"] == f"grant_type=refresh_token&refresh_token={login['tokens']['refresh_token']}"
         assert head.startswith(b"HTTP/1.1 502") and b"N3w" not in answer and b"not passed on" in answer
         assert json.loads(creds.reveal(creds.find("LOGIN", proj)))["tokens"] == login["tokens"]  # unchanged
+        origin.server.tokens = {"accessToken": "rt_" + "N3w" * 20}  # JSON, but not the tokens a refresh answers
+        head, answer = _exchange(port, trust, origin, (
+            f"POST /oauth/token HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        assert head.startswith(b"HTTP/1.1 502") and b"N3w" not in answer and b"no access_token" in answer
     finally:
         p.close()
 
