@@ -274,10 +274,12 @@ class RootlessUser:
             os.chown(copy, self.uid, self.gid)
             self.env["CONTAINERS_CONF"] = str(copy)
 
+    def argv(self, *args):
+        """The command line running `args` as this user, in this user's environment only."""
+        return ["runuser", "-u", self.name, "--", "env", "-i", *(f"{k}={v}" for k, v in self.env.items()), *args]
+
     def run(self, *args, cwd=None, input=None, check=False):
-        argv = ["runuser", "-u", self.name, "--", "env", "-i",
-                *(f"{k}={v}" for k, v in self.env.items()), *args]
-        proc = subprocess.run(argv, cwd=cwd or self.home, input=input, capture_output=True, timeout=300)
+        proc = subprocess.run(self.argv(*args), cwd=cwd or self.home, input=input, capture_output=True, timeout=300)
         if check and proc.returncode != 0:
             raise AssertionError(f"{args} as {self.name} exited {proc.returncode}: {proc.stderr.decode()}")
         return proc
@@ -317,7 +319,12 @@ GIT_IMAGE = "localhost/agentsh-test-git:latest"
 
 def host_git_files():
     """The host's git, its helpers and the shared libraries (and loader) it links."""
-    git = os.path.realpath(shutil.which("git") or "/usr/bin/git")
+    return host_program_files("git")
+
+
+def host_program_files(name):
+    """(the real path of the host's program `name`, [it and the shared libraries and loader it links])."""
+    git = os.path.realpath(shutil.which(name) or f"/usr/bin/{name}")
     libs = subprocess.run(["ldd", git], capture_output=True, text=True, check=True).stdout
     files = [git]
     for line in libs.splitlines():
@@ -356,6 +363,46 @@ def git_image(engine_ready):
     """An image with a working git (the tiny one has none), for git-inside-the-sandbox tests."""
     import_git_image()
     return GIT_IMAGE
+
+
+CURL_IMAGE = "localhost/agentsh-test-curl:latest"
+
+
+def curl_image_tar():
+    """The tiny busybox rootfs plus the host's curl (OpenSSL: TLS 1.3, EC certificates), as a tarball.
+
+    busybox's wget cannot talk TLS to the interception proxy's EC
+    certificates; this image can, and imports in about a second, also into
+    a rootless user's storage (the default image is gigabytes).
+    """
+    import io
+    import tarfile
+
+    curl, files = host_program_files("curl")
+    buf = io.BytesIO()
+    with tempfile.TemporaryDirectory() as d, tarfile.open(fileobj=buf, mode="w") as tar:
+        os.chmod(d, 0o755)
+        make_tiny_rootfs(d)
+        tar.add(d, arcname=".")
+        for path in files:
+            tar.add(os.path.realpath(path), arcname=path.lstrip("/"))
+        if curl != "/usr/bin/curl":
+            tar.add(curl, arcname="usr/bin/curl")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def curl_image(engine_ready):
+    """An image with a TLS-capable curl, in root's storage."""
+    replace_image(curl_image_tar(), CURL_IMAGE)
+    return CURL_IMAGE
+
+
+@pytest.fixture(scope="session")
+def rootless_curl_image(rootless_user):
+    """The same image in the rootless test user's storage."""
+    replace_image(curl_image_tar(), CURL_IMAGE, run=lambda argv, **kw: rootless_user.run(*argv, input=kw.get("input")))
+    return CURL_IMAGE
 
 
 # -- leave no trace ---------------------------------------------------------------------------

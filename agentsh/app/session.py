@@ -59,6 +59,12 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
         delivery = delivery_for(recover)
     else:
         delivery = None if req.locked else inject.prepare(proj, cfg, store, notify)
+    if delivery is not None and delivery.proxied:
+        from agentsh.egress import network  # lazy: only when placeholders are handed over
+
+        problem = network.passphrase_problem(store, proj.sandbox)
+        if problem:
+            notify(problem)
     token = execute.new_token()
     environ = os.environ
     dev = getattr(cfg, "devcontainer", None)  # its values made from host variables go like credentials, never at create time

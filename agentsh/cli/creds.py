@@ -77,8 +77,17 @@ def cmd_set(args):
         type_, target = creds.ENV, args.env or args.name
     source = creds.COMMAND if args.from_command else creds.VALUE
     ttl = creds.parse_duration(args.ttl) if args.ttl else None
-    clear = creds.meta(type_, target, source=source, writeback=args.writeback, project=project, ttl=ttl,
-                       bind_hosts=args.bind_host or (), bind_header=args.bind_header, inject=args.inject)
+    fmt, hosts = creds.RAW, args.bind_host or ()
+    if args.oauth:
+        from agentsh.creds import oauth  # lazy: only for an OAuth token file
+
+        if not args.file:
+            raise UsageError("--oauth is for a token file", "give --file PATH (e.g. ~/.claude/.credentials.json)")
+        fmt = f"{args.oauth}-oauth"
+        hosts = hosts or oauth.HOSTS[fmt]
+    clear = creds.meta(type_, target, source=source, fmt=fmt, writeback=args.writeback, project=project, ttl=ttl,
+                       bind_hosts=hosts, bind_header=args.bind_header, inject=args.inject,
+                       bind_query=args.bind_query, bind_body=args.bind_body)
     key = creds.load_key(create=True)  # before reading a value: a wrong passphrase fails first
     value = _read_value(args, to_env=type_ == creds.ENV)
     record = creds.put(Store(), args.name, creds.scope_of(project), clear, value, key=key)
@@ -87,9 +96,14 @@ def cmd_set(args):
         print_json(creds.describe(record))
         return 0
     who = f"project {project.root}" if project else "projects you grant it to ('ab-creds grant')"
-    bound = (f"; sent only to {', '.join(clear['bind_hosts'])} in header {clear['bind_header']}"
-             + (" (the sandbox sees a placeholder)" if clear.get("inject") != creds.ENV and type_ == creds.ENV
-                else "") if clear.get("bind_hosts") else "")
+    if fmt in creds.OAUTH_FORMATS:
+        bound = (f"; its tokens sent only to {', '.join(clear['bind_hosts'])}"
+                 + (" (the sandbox sees placeholders in modes allow and learn)" if clear.get("inject") != creds.ENV
+                    else ""))
+    else:
+        bound = (f"; sent only to {', '.join(clear['bind_hosts'])} in {creds.where_text(clear)}"
+                 + (" (the sandbox sees a placeholder)" if clear.get("inject") != creds.ENV and type_ == creds.ENV
+                    else "") if clear.get("bind_hosts") else "")
     print(f"stored {args.name}: {_target_text(clear)} in the sandboxes of {who}{bound}")
     return 0
 
@@ -156,7 +170,7 @@ def cmd_import(args):
     for item in found:
         clear = creds.meta(item.type, item.target, source=item.source, fmt=item.format,
                            writeback=item.writeback, project=project, bind_hosts=item.bind_hosts,
-                           bind_header=item.bind_header)
+                           bind_header=item.bind_header if item.type == creds.ENV else None)
         record = creds.put(store, item.name, creds.scope_of(project), clear, item.value, key=key)
         record.update(_name=item.name, _scope=record["scope"])
         rows.append({**creds.describe(record), "origin": item.origin})
@@ -242,7 +256,15 @@ COMMAND = Command(
                            help="a host the value may be sent to (repeatable); in network modes allow and learn "
                                 "the sandbox then sees a placeholder the egress proxy replaces toward HOST"),
                     Option("--bind-header", metavar="HEADER",
-                           help="the request header carrying it to those hosts (default Authorization)"),
+                           help="the request header carrying it to those hosts (default Authorization, unless "
+                                "--bind-query or --bind-body names another place)"),
+                    Option("--bind-query", metavar="PARAM",
+                           help="the URL query parameter carrying it to those hosts (like ?key=)"),
+                    Option("--bind-body", kind=FLAG,
+                           help="it travels in request bodies to those hosts (JSON or form fields, up to 1 MiB)"),
+                    Option("--oauth", metavar="AGENT", choices=("claude", "codex"),
+                           help="the file is that agent's OAuth login (with --file): behind the proxy its tokens "
+                                "are placeholders, refreshes included (default hosts: the agent's provider)"),
                     Option("--inject", metavar="HOW", choices=("proxy", "env"),
                            help="proxy: placeholder inside, value added by the proxy (default with --bind-host); "
                                 "env: the value itself inside"),

@@ -51,6 +51,8 @@ class FileCredential:
 
     def __init__(self, name: str, scope: str | None, target: str, value: bytes, writeback: bool) -> None:
         self.name, self.scope, self.target, self.value, self.writeback = name, scope, target, value, writeback
+        self.real = None  # an OAuth token file delivered with placeholders: its real bytes (creds.oauth)
+        self.format = None  # and its format
         inside = target.startswith(SECRETS_DIR + "/")
         self.stored = target if inside else f"{SECRETS_DIR}/{name}"
 
@@ -62,6 +64,7 @@ class Delivery:
         self.key = key
         self.env_values = {}
         self.files = []
+        self.proxied = []  # names of the credentials delivered as placeholders (creds.swap)
 
     @property
     def env_names(self) -> list[str]:
@@ -140,7 +143,8 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
     if not names:
         return None
     delivery = None
-    proxied = {}  # env credentials the egress proxy adds: {name: (target, value, hosts, header)}
+    proxied = {}  # values the egress proxy adds: {name: (env target or None, value, hosts, where)}
+    oauth_files = []  # [(FileCredential, {role: token}, format)]: OAuth token files whose tokens are placeholders
     network_mode = (cfg.get("network") or {}).get("mode")
     for name in names:
         record = creds.find(name, project)
@@ -162,18 +166,38 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
             if network_mode not in ("allow", "learn"):
                 notify(f"credential {name} is added by the egress proxy, which network mode {network_mode} has "
                        "not; the sandbox gets only its placeholder (use mode allow or learn, or --inject env)")
-            proxied[name] = (clear["target"], os.fsdecode(value), clear["bind_hosts"], clear["bind_header"])
+            proxied[name] = (clear["target"], os.fsdecode(value), clear["bind_hosts"],
+                             {"header": clear.get("bind_header"), "query": clear.get("bind_query"),
+                              "body": bool(clear.get("bind_body"))})
         elif clear["type"] == creds.ENV:
             delivery.env_values[clear["target"]] = os.fsdecode(value)
         else:
-            delivery.files.append(FileCredential(name, record["_scope"], clear["target"], value,
-                                                 clear.get("writeback", False)))
-    if not files_only and delivery is not None:  # also with none proxied now: a revoked one loses its entry
+            f = FileCredential(name, record["_scope"], clear["target"], value, clear.get("writeback", False))
+            if creds.inject_mode(clear, network_mode) == creds.PROXY:  # an OAuth token file: its tokens swapped
+                from agentsh.creds import oauth  # lazy: only for an OAuth token file behind the proxy
+
+                found = oauth.tokens(clear["format"], value)
+                for role, token in found.items():
+                    proxied[name + oauth.SEP + role] = (None, token, clear["bind_hosts"],
+                                                        oauth.where(role, name, record["_scope"], clear["format"]))
+                if found:
+                    oauth_files.append((f, found, clear["format"]))
+            delivery.files.append(f)
+    if delivery is not None and (proxied or not files_only):  # with none proxied: a revoked one loses its entry
         from agentsh.creds import swap  # lazy: only once a credential is delivered
 
-        stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()})
+        stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()},
+                                   partial=files_only)
         for name, (target, *_) in proxied.items():
-            delivery.env_values[target] = stand_ins[name]
+            if target is not None:
+                delivery.env_values[target] = stand_ins[name]
+        for f, found, fmt in oauth_files:
+            from agentsh.creds import oauth  # lazy: only for an OAuth token file behind the proxy
+
+            f.real, f.format = f.value, fmt
+            f.value = oauth.replaced(f.value, {token: stand_ins[f.name + oauth.SEP + role]
+                                               for role, token in found.items()})
+        delivery.proxied = list(proxied)
     return delivery
 
 
@@ -309,6 +333,19 @@ def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Sto
     changed = [(f, v) for f, v in zip(files, values) if v and v != f.value]
     if not changed:
         return []
+    if any(f.real is not None for f, _ in changed):  # placeholders back to values (the proxy may have refreshed)
+        from agentsh.creds import oauth, swap  # lazy: only for an OAuth token file behind the proxy
+
+        try:
+            entries = swap.read(store, sandbox_name, delivery.key)
+        except AgentshError as e:
+            notify(f"could not read back refreshed credential files from {sandbox_name}: {e}")
+            return []
+        changed = [(f, v if f.real is None else oauth.real_file(
+                       f.format, v, {n: e for n, e in entries.items()
+                                     if (e.get("oauth") or {}).get("credential") == f.name}))
+                   for f, v in changed]
+        changed = [(f, v) for f, v in changed if f.real is None or v != f.real]
     done = []
     try:
         with store.lock():

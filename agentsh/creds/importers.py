@@ -14,6 +14,7 @@ import os
 import subprocess
 
 from agentsh.base.errors import AgentshError
+from agentsh.creds import oauth
 from agentsh.creds import vault as creds
 from agentsh.creds.flags import sandbox_path
 
@@ -64,12 +65,18 @@ def _env(name: str) -> tuple[str, bytes] | None:
     return (name, value.encode()) if value else None
 
 
-def _token_file(name: str, host_path: str, sandbox_rel: str) -> Found | None:
-    """A tool's OAuth token file: imported with write-back (the tool refreshes it)."""
+def _token_file(name: str, host_path: str, sandbox_rel: str, fmt: str = creds.RAW) -> Found | None:
+    """A tool's OAuth token file: imported with write-back (the tool refreshes it).
+
+    Claude Code's and Codex's (`fmt`: creds.oauth's formats) are bound to
+    their provider's hosts: behind the egress proxy the sandbox gets their
+    tokens as placeholders.
+    """
     data = _read(host_path)
     if not data or not data.strip():
         return None
-    return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True)
+    return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True, fmt=fmt,
+                 bind_hosts=oauth.HOSTS.get(fmt, ()))
 
 
 def _bound(found: Found) -> Found:
@@ -96,12 +103,12 @@ def _run(argv: list[str]) -> bytes | None:
 
 def claude() -> list[Found]:
     return [f for f in (_token_file("CLAUDE_CREDENTIALS", _home(".claude", ".credentials.json"),
-                                    ".claude/.credentials.json"),
+                                    ".claude/.credentials.json", oauth.CLAUDE),
                         _api_key("ANTHROPIC_API_KEY")) if f]
 
 
 def codex() -> list[Found]:
-    return [f for f in (_token_file("CODEX_AUTH", _home(".codex", "auth.json"), ".codex/auth.json"),
+    return [f for f in (_token_file("CODEX_AUTH", _home(".codex", "auth.json"), ".codex/auth.json", oauth.CODEX),
                         _api_key("OPENAI_API_KEY")) if f]
 
 

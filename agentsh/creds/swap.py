@@ -30,6 +30,7 @@ TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from types import ModuleType
+    from typing import Any
 
     from agentsh.base.state import Store
 
@@ -110,7 +111,7 @@ def _aad(sandbox: str) -> bytes:
 
 
 def read(store: Store, sandbox: str, key: bytes) -> dict:
-    """The sandbox's entries: {credential name: {placeholder, value, hosts, header}} ({} when none)."""
+    """The sandbox's entries: {credential name: {placeholder, value, hosts, header[, query, body]}} ({} when none)."""
     return load(record_path(store, sandbox), sandbox, key)
 
 
@@ -154,20 +155,40 @@ def write(store: Store, sandbox: str, key: bytes, entries: dict) -> None:
         atomic_write(record_path(store, sandbox), _json().dumps(body, sort_keys=True).encode() + b"\n")
 
 
-def stand_ins(store: Store, sandbox: str, key: bytes,
-              wanted: Mapping[str, tuple[str, Iterable[str], str]]) -> dict[str, str]:
-    """Placeholders for {name: (value, hosts, header)}: the ones the sandbox had, new ones where needed.
+def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[str, Any] | None) -> dict:
+    """One record entry. `where`: a header name, or {"header", "query", "body"} (creds.vault.binding).
 
+    Keys beyond placeholder, value, hosts and header appear only when used:
+    "query" (a query parameter's name), "body" (true: request bodies).
+    """
+    where = {"header": where} if where is None or isinstance(where, str) else where
+    made = {"placeholder": stand_in, "value": value, "hosts": list(hosts), "header": where.get("header")}
+    if where.get("query"):
+        made["query"] = where["query"]
+    if where.get("body"):
+        made["body"] = True
+    if where.get("oauth"):  # a token of an OAuth file (creds.oauth): credential, scope, format, role
+        made["oauth"] = dict(where["oauth"])
+    return made
+
+
+def stand_ins(store: Store, sandbox: str, key: bytes,
+              wanted: Mapping[str, tuple[str, Iterable[str], str | Mapping[str, Any] | None]],
+              partial: bool = False) -> dict[str, str]:
+    """Placeholders for {name: (value, hosts, where)}: the ones the sandbox had, new ones where needed.
+
+    `where` is entry()'s. Entries not wanted are dropped (a credential no
+    longer granted), unless `partial` (only some credentials were opened).
     Rewrites the record only when something changed; returns {name: placeholder}.
     """
     old = read(store, sandbox, key)
-    entries = {}
-    for name, (value, hosts, header) in wanted.items():
+    entries = {n: e for n, e in old.items() if n not in wanted} if partial else {}
+    for name, (value, hosts, where) in wanted.items():
         had = old.get(name) or {}
         stand_in = had.get("placeholder")
         if not stand_in or not same_shape(value, stand_in):
             stand_in = placeholder(value)
-        entries[name] = {"placeholder": stand_in, "value": value, "hosts": list(hosts), "header": header}
+        entries[name] = entry(stand_in, value, hosts, where)
     if entries != old:  # a credential no longer granted loses its entry: its placeholder stops working
         write(store, sandbox, key, entries)
-    return {name: entries[name]["placeholder"] for name in entries}
+    return {name: entries[name]["placeholder"] for name in wanted}

@@ -56,6 +56,7 @@ INJECT = (PROXY, ENV)
 AUTHORIZATION = "authorization"
 VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
+OAUTH_FORMATS = ("claude-oauth", "codex-oauth")  # the agents' OAuth token files (creds.oauth)
 
 
 def _json() -> ModuleType:
@@ -103,11 +104,14 @@ def record_path(name: str, scope: str) -> str:
 
 def meta(type_: str, target: str, source: str = VALUE, fmt: str = RAW, writeback: bool = False,
          project: Project | None = None, ttl: int | None = None, now: float | None = None,
-         bind_hosts: Iterable[str] = (), bind_header: str | None = None, inject: str | None = None) -> dict[str, Any]:
+         bind_hosts: Iterable[str] = (), bind_header: str | None = None, inject: str | None = None,
+         bind_query: str | None = None, bind_body: bool = False) -> dict[str, Any]:
     """The clear (but authenticated) part of a record.
 
     `bind_hosts`: the hosts the value may be sent to, `bind_header` the
-    request header carrying it there (default Authorization); `inject`:
+    request header carrying it there, `bind_query` the URL query parameter,
+    `bind_body` whether request bodies carry it (with none of the three,
+    the Authorization header); `inject`:
     "proxy" (the sandbox sees a placeholder, the egress proxy puts the value
     into that header toward those hosts; the default for a bound env
     credential in network modes allow and learn) or "env" (the value itself
@@ -122,19 +126,21 @@ def meta(type_: str, target: str, source: str = VALUE, fmt: str = RAW, writeback
     clear = {"type": type_, "target": target, "source": source, "format": fmt, "writeback": bool(writeback),
              "project": project.root if project is not None else None,
              "updated": now, "expires": now + ttl if ttl else None}
-    if bind_hosts or bind_header or inject:
-        clear.update(binding(type_, bind_hosts, bind_header, inject))
+    if bind_hosts or bind_header or inject or bind_query or bind_body:
+        clear.update(binding(type_, bind_hosts, bind_header, inject, bind_query, bind_body))
     return clear
 
 
-def binding(type_: str, hosts: Iterable[str], header: str | None, inject: str | None) -> dict[str, Any]:
+def binding(type_: str, hosts: Iterable[str], header: str | None, inject: str | None,
+            query: str | None = None, body: bool = False) -> dict[str, Any]:
     """The checked binding fields of a record (see meta)."""
     from agentsh.policy.rules import normalize_host  # lazy: re and ipaddress, only for a credential bound to hosts
 
     if inject is not None and inject not in INJECT:
         raise UsageError(f"--inject {inject!r} is not a way to deliver a credential", "give --inject proxy or env")
-    if (header or inject == PROXY) and not hosts:
-        raise UsageError("--bind-header and --inject proxy need --bind-host", "name the host(s) the value is for")
+    if (header or inject == PROXY or query or body) and not hosts:
+        raise UsageError("--bind-header, --bind-query, --bind-body and --inject proxy need --bind-host",
+                         "name the host(s) the value is for")
     if type_ != ENV and inject == PROXY:
         raise UsageError("--inject proxy is for environment credentials only",
                          "drop --file, or give --inject env")
@@ -146,12 +152,30 @@ def binding(type_: str, hosts: Iterable[str], header: str | None, inject: str | 
             raise UsageError(f"--bind-host {host!r} is not a host name", "give e.g. api.example.com")
         if name not in checked:
             checked.append(name)
-    header = (header or AUTHORIZATION).strip().lower()
-    if not header or not all(c.isalnum() or c in "-_" for c in header) or len(header) > 64 \
-            or header in ("host", "content-length", "transfer-encoding", "connection"):
-        raise UsageError(f"--bind-header {header!r} is not a header that can carry a credential",
-                         "give e.g. Authorization or x-api-key")
-    return {"bind_hosts": checked, "bind_header": header, "inject": inject}
+    if header is not None or not (query or body):
+        header = (header or AUTHORIZATION).strip().lower()
+        if not header or not all(c.isalnum() or c in "-_" for c in header) or len(header) > 64 \
+                or header in ("host", "content-length", "transfer-encoding", "connection"):
+            raise UsageError(f"--bind-header {header!r} is not a header that can carry a credential",
+                             "give e.g. Authorization or x-api-key")
+    out = {"bind_hosts": checked, "bind_header": header, "inject": inject}
+    if query is not None:
+        if not query or len(query) > 64 or not all(c.isalnum() or c in "-_.~" for c in query):
+            raise UsageError(f"--bind-query {query!r} is not a query parameter name", "give e.g. key or api_key")
+        out["bind_query"] = query
+    if body:
+        out["bind_body"] = True
+    return out
+
+
+def where_text(clear: Mapping[str, Any]) -> str:
+    """Where a bound value travels, for people: "header x-api-key", "query parameter key", "request bodies"."""
+    where = [f"header {clear['bind_header']}"] if clear.get("bind_header") else []
+    if clear.get("bind_query"):
+        where.append(f"query parameter {clear['bind_query']}")
+    if clear.get("bind_body"):
+        where.append("request bodies")
+    return " and ".join(where) or "no place"
 
 
 def inject_mode(clear: Mapping[str, Any], network_mode: str) -> str:
@@ -159,7 +183,8 @@ def inject_mode(clear: Mapping[str, Any], network_mode: str) -> str:
     inject = clear.get("inject")
     if inject:
         return inject
-    if clear.get("bind_hosts") and clear["type"] == ENV and network_mode in ("allow", "learn"):
+    if clear.get("bind_hosts") and network_mode in ("allow", "learn") \
+            and (clear["type"] == ENV or clear.get("format") in OAUTH_FORMATS):
         return PROXY
     return ENV
 
@@ -458,6 +483,7 @@ def describe(record: Mapping[str, Any], granted: Iterable[str] = ()) -> dict[str
             "writeback": clear.get("writeback", False), "updated": iso(clear.get("updated")),
             "expires": iso(clear.get("expires")), "expired": expired(record), "granted": list(granted),
             "bind_hosts": list(clear.get("bind_hosts") or ()), "bind_header": clear.get("bind_header"),
+            "bind_query": clear.get("bind_query"), "bind_body": bool(clear.get("bind_body")),
             "inject": clear.get("inject")}
 
 
@@ -473,7 +499,7 @@ def listing(store: Store) -> list[dict[str, Any]]:
                 rows.append({"name": name, "scope": scope, "project": None, "type": "damaged", "target": "",
                              "source": "", "writeback": False, "updated": None, "expires": None,
                              "expired": False, "granted": [], "bind_hosts": [], "bind_header": None,
-                             "inject": None})
+                             "bind_query": None, "bind_body": False, "inject": None})
                 continue
             if record is None:
                 continue

@@ -83,9 +83,13 @@ def ensure(state_root: str, sandbox: str) -> str:
 
 
 def leaf(state_root: str, sandbox: str, host: str) -> tuple[str, str]:
-    """(certificate path, key path) for `host`, signed by the sandbox's CA (made once, then reused)."""
+    """(certificate path, key path) for `host`, signed by the sandbox's CA (made once, then reused).
+
+    The CA itself is made only by ensure() (the sandbox's ab-up, whose bundle
+    trusts it): with none, FileNotFoundError, never a new CA the sandbox
+    would not trust (a proxy outliving its removed sandbox must not remake one).
+    """
     d = ca_dir(state_root, sandbox)
-    ensure(state_root, sandbox)
     key_path = os.path.join(d, LEAF_KEY)
     path = os.path.join(d, f"leaf-{host}.crt")
     if os.path.isfile(path):

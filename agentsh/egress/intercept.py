@@ -10,7 +10,10 @@ terminates the sandbox's TLS with a leaf certificate of the sandbox's own CA
 HTTP/1.1 request by request (keep-alive, chunked and sized bodies passed
 through as they come, `101 Switching Protocols` relayed raw). In each request
 head the bound header's placeholder is replaced by the value (inside
-`Basic` credentials too); any placeholder left anywhere else in a head, and
+`Basic` credentials too), and the bound query parameter's (percent-encoded);
+a credential bound to bodies is swapped in the request body, read whole up
+to BODY_LIMIT (Content-Length recomputed, a chunked body sent as one chunk;
+form bodies percent-encoded, JSON escaped); any placeholder left anywhere else in a head, and
 every placeholder in a plain-HTTP request, is sent unchanged and logged as a
 warning. A value echoed in a response head is turned back into its
 placeholder (bodies are passed as they are). A head that is malformed or larger than HEAD_LIMIT is refused with
@@ -56,10 +59,16 @@ class Refusal(ValueError):
 class Swaps:
     """The sandbox's sealed placeholder record (creds.swap), re-read when it changes (one stat per check)."""
 
-    def __init__(self, path: str, sandbox: str, key: bytes | None = None) -> None:
+    def __init__(self, path: str, sandbox: str, key: bytes | None = None,
+                 report: Callable[[str], object] | None = None) -> None:
         self.path, self.sandbox, self._key = path, sandbox, key
+        self.report = report  # told, once per version of the record, why it cannot be opened
         self._stamp = None
-        self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes, name)]
+        self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes or b"", name)]
+        self.query_by_host = {}  # host -> [(placeholder bytes, value bytes, query parameter bytes, name)]
+        self.body_by_host = {}  # host -> [(placeholder bytes, value bytes, name)]
+        self.refreshing = {}  # entry name of an OAuth refresh token -> its "oauth" part (creds.oauth)
+        self.token_only = frozenset()  # entry names swapped into bodies toward token endpoints only
         self.names = {}  # placeholder bytes -> (name, hosts)
         self._lock = threading.Lock()
 
@@ -75,7 +84,7 @@ class Swaps:
         return self
 
     def _load(self, stamp: tuple[int, int, int] | None) -> None:
-        by_host, names = {}, {}
+        by_host, query_by_host, body_by_host, names, refreshing, token_only = {}, {}, {}, {}, {}, set()
         if stamp is not None:
             try:
                 from agentsh.creds import (  # not at the top: this module's own swap() would shadow creds.swap
@@ -87,14 +96,36 @@ class Swaps:
                     self._key = vault.load_key()
                 entries = swap.load(self.path, self.sandbox, self._key)
             except Exception as e:  # a torn record or no key: nothing is swapped, nothing breaks
-                sys.stderr.write(f"agentsh proxy: cannot read the placeholders: {e}\n")
+                problem = cache_problem(e)
+                sys.stderr.write(f"agentsh proxy: {problem}\n")
+                if self.report is not None:
+                    self.report(problem)
                 entries = {}
             for name, e in entries.items():
                 ph, value = e["placeholder"].encode(), e["value"].encode()
                 names[ph] = (name, tuple(e["hosts"]))
+                role = (e.get("oauth") or {}).get("role")
+                if role == "refresh":
+                    refreshing[name] = e["oauth"]
+                if role in ("refresh", "id"):
+                    token_only.add(name)
                 for host in e["hosts"]:
-                    by_host.setdefault(host, []).append((ph, value, e["header"].encode(), name))
-        self.by_host, self.names, self._stamp = by_host, names, stamp
+                    by_host.setdefault(host, []).append((ph, value, (e.get("header") or "").encode(), name))
+                    if e.get("query"):
+                        query_by_host.setdefault(host, []).append((ph, value, e["query"].encode(), name))
+                    if e.get("body"):
+                        body_by_host.setdefault(host, []).append((ph, value, name))
+        self.by_host, self.query_by_host, self.body_by_host = by_host, query_by_host, body_by_host
+        self.names, self.refreshing, self.token_only, self._stamp = names, refreshing, frozenset(token_only), stamp
+
+    def refreshed(self, meta: dict, answer: dict) -> dict[str, str]:
+        """New tokens from a token endpoint: sealed into the stored login; returns {token: new placeholder}."""
+        from agentsh.base.state import Store  # lazy: only for a refresh
+        from agentsh.creds import oauth  # lazy: only for a refresh
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))  # <state>/net/swap/<sandbox>.json
+        with self._lock:
+            return oauth.refreshed(Store(root), self.sandbox, self._key, meta, answer)
 
     def bound(self, host: str) -> bool:
         return host in self.current().by_host
@@ -102,6 +133,18 @@ class Swaps:
     def leftovers(self, data: bytes) -> list[str]:
         """Names of the placeholders present in `data` (bytes)."""
         return [name for ph, (name, _) in self.names.items() if ph in data]
+
+
+def cache_problem(error: Exception) -> str:
+    """One line: why the proxy cannot open the placeholders, what that means, and the fix."""
+    from agentsh.creds import vault  # lazy: only when the record cannot be opened
+
+    message, fix = getattr(error, "message", None) or str(error), getattr(error, "fix", None)
+    if fix and vault.PASSPHRASE_ENV in fix:  # no passphrase where the proxy started, or a wrong one
+        fix = (f"set {vault.PASSPHRASE_ENV} in the environment the sandbox's proxy starts from (that of ab-up "
+               "or ab-exec), then restart it: ab-down && ab-up")
+    return f"cannot open the placeholders, so bound credentials go out as placeholders: {message}" \
+        + (f"; {fix}" if fix else "")
 
 
 # -- a TLS server side over a socket whose first bytes may be read already -------------------
@@ -221,6 +264,14 @@ class Stream:
         end = self.buf.index(b"\r\n") + 2
         line, self.buf = self.buf[:end], self.buf[end:]
         return line
+
+    def read(self, count: int) -> bytes:
+        """Exactly `count` bytes."""
+        while len(self.buf) < count:
+            if not self._fill():
+                raise ValueError("connection closed inside a body")
+        data, self.buf = self.buf[:count], self.buf[count:]
+        return data
 
     def copy(self, dst: Stream | TLSConn | socket.socket, count: int) -> int:
         """Exactly `count` bytes to dst; returns count."""
@@ -352,6 +403,169 @@ def swap(headers: list[tuple[bytes, bytes]],
     return out, swapped
 
 
+# -- placeholders in the URL and in request bodies ---------------------------------------------------
+
+BODY_LIMIT = 1 << 20  # a request body searched for placeholders is read whole first: at most this much
+
+
+def _quote(data: bytes) -> bytes:
+    import urllib.parse  # lazy: only for a credential bound to a query parameter or a form body
+
+    return urllib.parse.quote_from_bytes(data, safe="-._~").encode()
+
+
+def _forms(placeholder: bytes) -> tuple[bytes, ...]:
+    """The placeholder as it may appear in a URL or form: raw, and percent-encoded when that differs."""
+    quoted = _quote(placeholder)
+    return (placeholder,) if quoted == placeholder else (placeholder, quoted)
+
+
+def swap_query(first: bytes, bound: list[tuple[bytes, bytes, bytes, str]]) -> tuple[bytes, list[str]]:
+    """The request line with each bound query parameter's placeholder replaced by the value (percent-encoded).
+
+    Only the value of a parameter of the bound name is touched: a
+    placeholder anywhere else in the URL is left as it is (and warned about).
+    """
+    method, target, version = first.split(b" ")
+    path, mark, query = target.partition(b"?")
+    if not mark or not bound:
+        return first, []
+    import urllib.parse  # lazy: only for a credential bound to a query parameter
+
+    parts, swapped = query.split(b"&"), []
+    for i, part in enumerate(parts):
+        name, eq, value = part.partition(b"=")
+        if not eq:
+            continue
+        key = urllib.parse.unquote_to_bytes(name.replace(b"+", b" "))
+        for placeholder, real, param, cred in bound:
+            if key != param:
+                continue
+            for form in _forms(placeholder):
+                if form in value:
+                    value = value.replace(form, _quote(real))
+                    swapped.append(cred)
+                    break
+        parts[i] = name + b"=" + value
+    return b" ".join((method, path + b"?" + b"&".join(parts), version)), swapped
+
+
+def token_path(first: bytes) -> bool:
+    """Whether a request line's target is an OAuth token endpoint (its path ends in /oauth/token).
+
+    An OAuth login's refresh and id tokens are swapped into bodies toward
+    such a path only: an API that puts request bodies into its answers (a
+    model asked to repeat its prompt) must never receive them.
+    """
+    target = first.split(b" ")[1].split(b"?", 1)[0]
+    if b"://" in target:
+        target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
+    if b"%" in target or any(seg in (b".", b"..") for seg in target.split(b"/")):  # no path a server rewrites
+        return False
+    return target.rstrip(b"/").endswith(b"/oauth/token")
+
+
+def _body_form(headers: list[tuple[bytes, bytes]]) -> str:
+    """How a value is written into this body: "form" (percent-encoded), "json" (escaped) or "raw"."""
+    ctype = b",".join(_get(headers, b"content-type")).split(b";", 1)[0].strip().lower()
+    if ctype == b"application/x-www-form-urlencoded":
+        return "form"
+    if ctype.endswith((b"/json", b"+json")):
+        return "json"
+    return "raw"
+
+
+def swap_body(body: bytes, bound: list[tuple[bytes, bytes, str]], form: str) -> tuple[bytes, list[str]]:
+    """A request body with the bound placeholders replaced; returns (body, names swapped)."""
+    swapped = []
+    for placeholder, real, cred in bound:
+        if form == "form":
+            forms, value = _forms(placeholder), _quote(real)
+        elif form == "json":
+            import json  # lazy: only for a credential bound to JSON bodies
+
+            forms, value = (placeholder,), json.dumps(real.decode("utf-8", "surrogateescape"))[1:-1].encode()
+        else:
+            forms, value = (placeholder,), real
+        for f in forms:
+            if f in body:
+                body = body.replace(f, value)
+                swapped.append(cred)
+                break
+    return body, swapped
+
+
+def _with_length(headers: list[tuple[bytes, bytes]], length: int) -> list[tuple[bytes, bytes]]:
+    return [(n, str(length).encode() if n.lower() == b"content-length" else v) for n, v in headers]
+
+
+def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None, int]:
+    """(raw bytes read, decoded body, trailers through the blank line or None when past `limit`, pending).
+
+    Past the limit, `pending` is what remains of the chunk whose size line
+    ends `raw` (its data and CRLF, unread): copy that, and the body goes on
+    from a chunk boundary. A chunk is never read whole past the limit.
+    """
+    raw, body = [], []
+    size_so_far = 0
+    while True:
+        line = src.line()
+        raw.append(line)
+        size = line[:-2].split(b";", 1)[0].strip()
+        try:
+            if not size or len(size) > 16:
+                raise ValueError
+            size = int(size, 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        if size == 0:
+            trailers = []
+            while True:
+                line = src.line()
+                trailers.append(line)
+                if line == b"\r\n":
+                    return b"".join(raw), b"".join(body), b"".join(trailers), 0
+        if size_so_far + size > limit:
+            return b"".join(raw), b"", None, size + 2
+        data = src.read(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ValueError("a chunk not ended by CRLF")
+        raw.append(data)
+        body.append(data[:-2])
+        size_so_far += size
+
+
+def send_swapped_body(client: Stream, upstream: Stream,
+                      head: Callable[[list[tuple[bytes, bytes]], list[str]], bytes],
+                      headers: list[tuple[bytes, bytes]], kind: str, count: int | None,
+                      bound: list[tuple[bytes, bytes, str]]) -> tuple[int, list[str]]:
+    """Read a request body whole (up to BODY_LIMIT), swap the bound placeholders, send head and body.
+
+    A sized body gets its Content-Length recomputed; a chunked one goes out
+    as one chunk and its trailers. A body past BODY_LIMIT is sent as it
+    came, unsearched. Returns (bytes sent, names swapped).
+    """
+    form = _body_form(headers)
+    if kind == "length":
+        if count > BODY_LIMIT:
+            out = head(headers, [])
+            upstream.sendall(out)
+            return len(out) + client.copy(upstream, count), []
+        body, swapped = swap_body(client.read(count), bound, form)
+        out = head(_with_length(headers, len(body)), swapped) + body
+        upstream.sendall(out)
+        return len(out), swapped
+    raw, body, trailers, pending = _read_chunks(client, BODY_LIMIT)
+    if trailers is None:  # too large to search: what was read as it came, then the rest
+        out = head(headers, []) + raw
+        upstream.sendall(out)
+        return len(out) + client.copy(upstream, pending) + copy_body(client, upstream, "chunked", None), []
+    body, swapped = swap_body(body, bound, form)
+    out = head(headers, swapped) + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailers
+    upstream.sendall(out)
+    return len(out), swapped
+
+
 def _refuse(stream: Stream, status: int, message: str) -> None:
     reason = {400: "Bad Request", 421: "Misdirected Request", 431: "Request Header Fields Too Large",
               502: "Bad Gateway"}.get(status, "Error")
@@ -391,6 +605,8 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
     bytes to client, requests, swaps made).
     """
     sent = received = requests = swapped = 0
+    in_query = swaps.query_by_host.get(host, []) if host is not None else []
+    in_body = swaps.body_by_host.get(host, []) if host is not None else []
     while True:
         try:
             head = client.head()
@@ -406,15 +622,35 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             break
         headers, names = swap(headers, bound)
         swapped += len(names)
+        if in_query:
+            first, names = swap_query(first, in_query)
+            swapped += len(names)
         if [v for v in _get(headers, b"expect") if v.lower() == b"100-continue"]:
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # answered here: the body follows at once
             headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
-        out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
-        left = swaps.leftovers(out)
-        if left:
-            warn(left)
-        upstream.sendall(out)
-        sent += len(out) + copy_body(client, upstream, kind, count)
+
+        refresh = []  # the OAuth credentials this request refreshes (a refresh token swapped into its body)
+
+        def build(headers: list[tuple[bytes, bytes]], names: list[str] = (), first: bytes = first,
+                  refresh: list[dict] = refresh) -> bytes:
+            refresh.extend(swaps.refreshing[n] for n in names if n in swaps.refreshing)
+            if refresh:  # the answer is read and rewritten here: uncompressed, please
+                headers = [(n, v) for n, v in headers if n.lower() != b"accept-encoding"]
+            out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
+            left = swaps.leftovers(out)
+            if left:
+                warn(left)
+            return out
+
+        here = [b for b in in_body if b[2] not in swaps.token_only or token_path(first)] if in_body else in_body
+        if here and kind in ("length", "chunked"):
+            n, names = send_swapped_body(client, upstream, build, headers, kind, count, here)
+            sent += n
+            swapped += len(names)
+        else:
+            out = build(headers)
+            upstream.sendall(out)
+            sent += len(out) + copy_body(client, upstream, kind, count)
         requests += 1
         method = first.split(b" ", 1)[0]
         while True:
@@ -427,21 +663,87 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             status_line, rheaders = parse_head(rhead, request=False)
             parts = status_line.split(b" ", 2)
             status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-            client.sendall(rhead)
-            received += len(rhead)
             if not (100 <= status < 200) or status == 101:
                 break
+            client.sendall(rhead)
+            received += len(rhead)
         if status == 101:  # an upgrade (websocket): raw both ways from here
-            return _raw(client, upstream, sent, received, requests, swapped)
+            client.sendall(rhead)
+            return _raw(client, upstream, sent, received + len(rhead), requests, swapped)
         if method == b"HEAD" or status in (204, 304):
             rkind, rcount = "none", None
         else:
             rkind, rcount = framing(rheaders, request=False)
-        received += copy_body(upstream, client, rkind, rcount)
+        if refresh and rkind != "none":  # new tokens: sealed on the host, placeholders to the sandbox
+            answer, passed = answer_refresh(upstream, status_line, rheaders, status, rkind, rcount, refresh[0], bound,
+                                            swaps)
+            client.sendall(answer)
+            received += len(answer)
+            if not passed:
+                break
+        else:
+            client.sendall(rhead)
+            received += len(rhead) + copy_body(upstream, client, rkind, rcount)
         closing = b"close" in b",".join(_get(headers, b"connection") + _get(rheaders, b"connection")).lower()
         if rkind == "close" or closing or first.endswith(b"HTTP/1.0"):
             break
     return sent, received, requests, swapped
+
+
+def _read_body(src: Stream, kind: str, count: int | None, limit: int) -> bytes | None:
+    """A response body whole, or None past `limit`."""
+    if kind == "length":
+        return src.read(count) if count <= limit else None
+    if kind == "chunked":
+        _, body, trailers, _ = _read_chunks(src, limit)
+        return body if trailers is not None else None
+    while len(src.buf) <= limit:  # "close": to the end
+        if not src._fill():
+            return src.buf
+    return None
+
+
+def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[bytes, bytes]], status: int, kind: str,
+                   count: int | None, meta: dict, bound: list[tuple[bytes, bytes, bytes, str]],
+                   swaps: Swaps) -> tuple[bytes, bool]:
+    """The token endpoint's answer to a refresh, as the sandbox gets it: (response, passed on).
+
+    A 2xx answer must be a JSON object with tokens: they are sealed into the
+    stored login (creds.oauth.refreshed) and replaced by new placeholders.
+    Anything else in a 2xx (not JSON, no tokens, compressed, too large, or no
+    way to store the tokens) is never passed on: the sandbox gets 502 and the
+    connection closes. An error answer (no tokens) passes with known values
+    turned back into their placeholders.
+    """
+    body = _read_body(upstream, kind, count, BODY_LIMIT)
+    problem = None
+    if body is None:
+        problem = "the token endpoint's answer is too large"
+    elif 200 <= status < 300:
+        import json  # lazy: only for a refresh
+
+        coding = b",".join(_get(headers, b"content-encoding")).strip().lower()
+        try:
+            if coding not in (b"", b"identity"):
+                raise ValueError("it is compressed")
+            answer = json.loads(body)
+            if not isinstance(answer, dict):
+                raise ValueError("it is no JSON object")
+            pairs = swaps.refreshed(meta, answer)
+            if not pairs:  # a 2xx token answer without the tokens it should carry: nothing known to hide
+                raise ValueError("it holds no access_token or refresh_token")
+            body = json.dumps({k: pairs.get(v, v) if isinstance(v, str) else v for k, v in answer.items()}).encode()
+        except Exception as e:  # whatever it is, the tokens in it never reach the sandbox
+            problem = f"the token endpoint's answer was not passed on: {str(e)[:200]}"
+    if problem is not None:
+        msg = f"agentsh: {problem}\n".encode()
+        return (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                b"X-Agentsh-Policy: error\r\nConnection: close\r\n\r\n%s" % (len(msg), msg)), False
+    for placeholder, real, _, _ in bound:
+        body = body.replace(real, placeholder)
+    kept = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"transfer-encoding")]
+    head = status_line + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in kept)
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body, kind != "close"
 
 
 def _raw(client: Stream, upstream: Stream, sent: int, received: int, requests: int,

@@ -148,7 +148,11 @@ def attach(project: Project, cfg: Mapping[str, Any], engine: Engine, store: Stor
     finally:
         for fd in fds:
             os.close(fd)
-    record.update(pid=pid, pid_start=_start_time(pid), steered=not problem, steer_problem=problem or None)
+    from agentsh.creds.vault import PASSPHRASE_ENV  # lazy: only when a proxy starts
+
+    # cache_passphrase: whether it can open a passphrase-protected credential cache (passphrase_problem)
+    record.update(pid=pid, pid_start=_start_time(pid), steered=not problem, steer_problem=problem or None,
+                  cache_passphrase=bool(os.environ.get(PASSPHRASE_ENV)))
     store.write(rel, record)
     if notify:
         notify(f"egress proxy for {project.sandbox} started (mode {want['mode']}; see 'ab-log')")
@@ -191,17 +195,37 @@ def stop(store: Store, sandbox_name: str) -> None:
         _terminate(record["pid"])
 
 
+def passphrase_problem(store: Store, sandbox_name: str) -> str | None:
+    """One line when the sandbox's running proxy cannot open the credential cache for want of its passphrase.
+
+    The proxy opens the placeholder map (creds.swap) with the cache's key;
+    in passphrase mode it derives that key from AGENTSH_PASSPHRASE in the
+    environment it was started from (ab-up's or ab-exec's), as it has no
+    terminal to ask on. Without it the proxy swaps nothing.
+    """
+    from agentsh.creds import vault  # lazy: only for an exec handing over placeholders
+
+    if vault.key_mode() != "passphrase":
+        return None
+    record = store.read(proxy_rel(sandbox_name)) or {}
+    if record.get("cache_passphrase") is not False or not alive(record.get("pid"), record.get("pid_start")):
+        return None
+    return (f"the egress proxy of {sandbox_name} was started without {vault.PASSPHRASE_ENV}, so it cannot open the "
+            "passphrase-protected credential cache and bound credentials reach their hosts as placeholders; "
+            f"set {vault.PASSPHRASE_ENV} and restart the proxy: ab-down && ab-up")
+
+
 def sandbox_files(sandbox_name: str, with_log: bool = False) -> list[str]:
     """Every per-sandbox path (relative to the state dir) the egress code writes, for `forget`.
 
-    The proxy's record, its stderr, the DNS answerer's name map and the
-    interception CA (a directory); with_log: the audit log and its rotated
+    The proxy's record, its stderr, the DNS answerer's name map, the
+    interception CA (a directory) and the placeholder map (creds.swap); with_log: the audit log and its rotated
     copy too. Nothing under the runtime dir: the planted sockets live in the
     sandbox's network namespace and the helper's Unix socket in a temporary
     directory it removes.
     """
     rels = [layout.proxy_record(sandbox_name), layout.proxy_err_file(sandbox_name),
-            layout.dns_names_file(sandbox_name), layout.sandbox_ca(sandbox_name)]
+            layout.dns_names_file(sandbox_name), layout.sandbox_ca(sandbox_name), layout.swap_record(sandbox_name)]
     if with_log:
         rels += [audit_rel(sandbox_name), audit_rel(sandbox_name) + ".1"]  # egress.audit rotates to .1
     return rels

@@ -714,11 +714,18 @@ def serve(state_root: str, rel: str, fd: int, steer_fd: int | None = None, dns_f
     listener = socket.socket(fileno=fd)
     log = audit.Writer(store.path(record.get("log") or layout.audit_log(record.get("sandbox", "sandbox"))))
     sandbox = record.get("sandbox", "")
+
+    def report(problem: str) -> None:  # why the placeholders cannot be opened: a WARN line in ab-log
+        now = time.time()
+        log.write({"time": audit.now_iso(now), "sandbox": sandbox, "host": "-", "port": 0, "method": "CRED",
+                   "allowed": True, "warning": True, "reason": problem, "bytes_sent": 0, "bytes_received": 0,
+                   "ms": 0})
+
     proxy = Proxy(listener, policy, log, sandbox,
                   transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
                   dns=[socket.socket(fileno=f) for f in dns_fds], names=Names(names_path(store, rel)),
                   local_names=[record["hostname"]] if record.get("hostname") else (),
-                  swaps=Swaps(store.path(layout.swap_record(sandbox)), sandbox) if sandbox else None,
+                  swaps=Swaps(store.path(layout.swap_record(sandbox)), sandbox, report=report) if sandbox else None,
                   contexts=Contexts(store.root, sandbox) if sandbox else None)
 
     def stop(*_: object) -> None:

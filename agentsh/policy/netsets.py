@@ -6,7 +6,8 @@ bare domain). Without a port, 443 and 80 are meant.
 """
 
 SETS = {
-    "anthropic": ["api.anthropic.com", "console.anthropic.com", "statsig.anthropic.com", "claude.ai"],
+    "anthropic": ["api.anthropic.com", "console.anthropic.com", "platform.claude.com", "statsig.anthropic.com",
+                  "claude.ai"],
     "openai": ["api.openai.com", "auth.openai.com", "chatgpt.com"],
     "google": ["generativelanguage.googleapis.com", "oauth2.googleapis.com", "cloudcode-pa.googleapis.com",
                "accounts.google.com", "www.googleapis.com"],

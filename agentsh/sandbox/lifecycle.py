@@ -567,22 +567,13 @@ def down(engine, names, remove=False, volumes=(), store=None):
 
 
 def _forget_egress(store, name, with_log):
-    """A removed sandbox's egress files: the proxy's record and name map, its CA, the bundles holding it."""
+    """A removed sandbox's egress files: the proxy's record and name map, its placeholder map, its
+    interception CA and the bundles holding that CA."""
     from agentsh.egress import network  # lazy: only when a sandbox is removed
+    from agentsh.sandbox import spec  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
     network.forget(store, name, with_log=with_log)
-    directory = store.path(layout.CA_COPIES)  # sandbox.spec's copies: "<hex>-<sandbox>.pem" hold its CA
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        digest, _, rest = entry.partition("-")
-        if rest == f"{name}.pem" and digest.isalnum():
-            try:
-                os.unlink(os.path.join(directory, entry))
-            except OSError:
-                pass
+    spec.forget_sandbox_ca(name)
 
 
 def listing(engine):

@@ -155,6 +155,23 @@ def with_sandbox_ca(bundle, sandbox):
     return combined
 
 
+def forget_sandbox_ca(sandbox):
+    """Remove the combined bundles with_sandbox_ca made for a sandbox (its CA is gone with it)."""
+    directory = os.path.join(paths.state_dir(), layout.CA_COPIES)
+    suffix = f"-{sandbox}.pem"
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        head = name[:-len(suffix)]
+        if name.endswith(suffix) and len(head) == 32 and all(c in "0123456789abcdef" for c in head):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except FileNotFoundError:
+                pass
+
+
 class SpecInputs:
     """What a spec depends on beyond project, config and engine: everything gather() read.
 

@@ -214,7 +214,8 @@ def test_set_sources_ttl_and_listing(tmp_path, monkeypatch):
     rows = {r["name"]: r for r in json.loads(ab_creds("ls", "--json").stdout)}
     assert set(rows) == {"E", "F"}
     assert set(rows["E"]) == {"name", "scope", "project", "type", "target", "source", "writeback", "updated",
-                              "expires", "expired", "granted", "bind_hosts", "bind_header", "inject"}
+                              "expires", "expired", "granted", "bind_hosts", "bind_header", "bind_query", "bind_body",
+                              "inject"}
     listed = ab_creds("ls").stdout.decode()
     assert "from-host-env" not in listed and "file:/home/agent/.tool/token.json" in listed
 

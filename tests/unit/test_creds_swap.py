@@ -407,3 +407,342 @@ def test_the_ca_key_stays_private_and_leaves_are_cached(setup):
     mtime = os.stat(first[0]).st_mtime_ns
     assert ca.leaf(setup.store.root, SANDBOX, "api.example.com") == first
     assert os.stat(first[0]).st_mtime_ns == mtime
+
+
+def test_a_leaf_is_never_made_without_the_sandboxs_ca():
+    """A proxy outliving its removed sandbox gets no new CA (the sandbox would not trust it anyway)."""
+    root = Store().root
+    with pytest.raises(FileNotFoundError):
+        ca.leaf(root, "ab-gone-00000000", "api.example.com")
+    assert not os.path.exists(ca.ca_dir(root, "ab-gone-00000000"))
+
+
+# -- placeholders in the URL and in bodies ---------------------------------------------------------------
+
+
+def _rebind(setup, value=REAL, **where):
+    """The setup's credential K bound to BOUND in the given places (header, query, body); its placeholder."""
+    placeholder = setup.placeholder if value == REAL else swap.placeholder(value)
+    swap.write(setup.store, SANDBOX, creds.load_key(),
+               {"K": swap.entry(placeholder, value, [BOUND], {"header": None, **where})})
+    return placeholder
+
+
+def _ask(setup, origin, request):
+    _, tls = connect(setup.port, BOUND, origin.port, setup.ca)
+    tls.sendall(request)
+    head, body = read_response(tls)
+    tls.close()
+    return json.loads(body)
+
+
+def test_a_query_bound_value_is_swapped_in_that_parameter_only(setup, origin):
+    p = _rebind(setup, query="key")
+    seen = _ask(setup, origin, f"GET /v1/models?alt=json&key={p}&other={p} HTTP/1.1\r\nHost: {BOUND}\r\n"
+                               f"x-api-key: {p}\r\nConnection: close\r\n\r\n".encode())
+    assert seen["path"] == f"/v1/models?alt=json&key={REAL}&other={p}"
+    assert seen["headers"]["x-api-key"] == p  # not bound to a header: unchanged
+    [warning] = wait_log(setup.log, lambda e: e.get("warning"))
+    assert "placeholder of K sent unchanged" in warning["reason"]
+    [entry] = wait_log(setup.log, lambda e: e["method"] == "CONNECT")
+    assert "credentials added: 1 of 1 requests" in entry["reason"]
+
+
+def test_a_query_bound_value_is_percent_encoded(setup, origin):
+    value = "AIza/Sy+b=" + "k" * 20
+    p = _rebind(setup, value, query="key")
+    seen = _ask(setup, origin, f"GET /v1?key={p} HTTP/1.1\r\nHost: {BOUND}\r\nConnection: close\r\n\r\n".encode())
+    assert seen["path"] == "/v1?key=AIza%2FSy%2Bb%3D" + "k" * 20
+
+
+def test_a_body_bound_value_is_swapped_and_content_length_recomputed(setup, origin):
+    value = "rt-" + "9" * 5  # shorter than its placeholder (padded to 16 random characters)
+    p = _rebind(setup, value, body=True)
+    assert len(p) != len(value)
+    body = json.dumps({"grant_type": "refresh_token", "refresh_token": p}).encode()
+    seen = _ask(setup, origin, f"POST /v1/oauth/token HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/json"
+                               f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert json.loads(seen["body"]) == {"grant_type": "refresh_token", "refresh_token": value}
+    assert int(seen["headers"]["Content-Length"]) == len(seen["body"])
+
+
+def test_a_form_body_gets_the_value_percent_encoded_and_a_chunked_one_stays_chunked(setup, origin):
+    value = "1//0g+tok/en=" + "Z" * 20
+    p = _rebind(setup, value, body=True)
+    form = f"grant_type=refresh_token&refresh_token={p}&client_id=x".encode()
+    half = len(form) // 2 - 10  # the placeholder straddles two chunks
+    chunks = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, form[:half], len(form) - half, form[half:])
+    seen = _ask(setup, origin, f"POST /token HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n"
+                               f"Content-Type: application/x-www-form-urlencoded\r\n\r\n".encode() + chunks)
+    assert seen["body"] == "grant_type=refresh_token&refresh_token=1%2F%2F0g%2Btok%2Fen%3D" + "Z" * 20 + "&client_id=x"
+    assert seen["headers"]["Transfer-Encoding"] == "chunked" and "Content-Length" not in seen["headers"]
+
+
+def test_a_body_is_swapped_only_for_a_credential_bound_to_bodies(setup, origin):
+    body = f'{{"key": "{setup.placeholder}"}}'.encode()
+    seen = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(body)}\r\n"
+                               f"x-api-key: {setup.placeholder}\r\n\r\n".encode() + body)
+    assert seen["headers"]["x-api-key"] == REAL and seen["body"] == body.decode()  # header bound, body not
+
+
+def test_a_body_past_the_limit_passes_unsearched_and_intact(setup, origin, monkeypatch):
+    monkeypatch.setattr(intercept, "BODY_LIMIT", 150)
+    p = _rebind(setup, body=True)
+    body = (p + "-" + "x" * 300).encode()
+    sized = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                 + body)
+    chunked = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                   + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (200, body[:200], len(body) - 200, body[200:]))
+    assert sized["body"] == chunked["body"] == body.decode()
+    one_big = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                   + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))  # one chunk past the limit: never read whole
+    assert one_big["body"] == body.decode()
+    small = f'{{"k": "{p}"}}'.encode()
+    seen = _ask(setup, origin, f"POST / HTTP/1.1\r\nHost: {BOUND}\r\nContent-Length: {len(small)}\r\n\r\n".encode()
+                + small)
+    assert seen["body"] == f'{{"k": "{REAL}"}}'
+
+
+def test_query_and_body_bindings_are_checked_and_listed():
+    clear = creds.meta(creds.ENV, "K", bind_hosts=["h.example"], bind_query="key")
+    assert clear["bind_query"] == "key" and clear["bind_header"] is None and "bind_body" not in clear
+    assert creds.meta(creds.ENV, "K", bind_hosts=["h.example"])["bind_header"] == "authorization"
+    both = creds.meta(creds.ENV, "K", bind_hosts=["h.example"], bind_header="x-k", bind_body=True)
+    assert both["bind_header"] == "x-k" and both["bind_body"] is True
+    assert creds.where_text(both) == "header x-k and request bodies"
+    for bad in ({"bind_query": "a b"}, {"bind_query": ""}, {"bind_hosts": [], "bind_body": True}):
+        with pytest.raises(creds.UsageError):
+            creds.meta(creds.ENV, "K", **{"bind_hosts": ["h.example"], **bad})
+    proc = subprocess.run(["ab-creds", "set", "K", "--bind-host", "h.example", "--bind-query", "key", "--json"],
+                          input=b"v", capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert (row["bind_query"], row["bind_body"], row["bind_header"]) == ("key", False, None)
+
+
+# -- passphrase mode: the proxy needs AGENTSH_PASSPHRASE where it starts --------------------------------------
+
+
+def test_a_proxy_without_the_passphrase_reports_one_line_and_swaps_nothing(monkeypatch):
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "correct horse")
+    store, key = Store(), creds.load_key(create=True)
+    assert creds.key_mode() == "passphrase"
+    swap.write(store, SANDBOX, key, {"K": swap.entry(swap.placeholder(REAL), REAL, [BOUND], "x-api-key")})
+    monkeypatch.delenv(creds.PASSPHRASE_ENV)
+    told = []
+    swaps = intercept.Swaps(swap.record_path(store, SANDBOX), SANDBOX, report=told.append)
+    assert not swaps.bound(BOUND) and not swaps.bound(BOUND)  # nothing swapped; asked twice, told once
+    [line] = told
+    assert "\n" not in line and "Traceback" not in line
+    assert "bound credentials go out as placeholders" in line and "passphrase-protected" in line
+    assert line.endswith("set AGENTSH_PASSPHRASE in the environment the sandbox's proxy starts from (that of "
+                         "ab-up or ab-exec), then restart it: ab-down && ab-up")
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "wrong")
+    told.clear()
+    os.utime(swap.record_path(store, SANDBOX), ns=(1, 1))  # a new version of the record: read again
+    assert not intercept.Swaps(swap.record_path(store, SANDBOX), SANDBOX, report=told.append).bound(BOUND)
+    assert len(told) == 1 and "wrong passphrase" in told[0]
+
+
+def test_an_exec_handing_over_placeholders_names_a_proxy_started_without_the_passphrase(monkeypatch):
+    from agentsh.egress import network
+    from agentsh.host.liveness import start_time
+
+    store = Store()
+    record = {"sandbox": SANDBOX, "pid": os.getpid(), "pid_start": start_time(os.getpid()), "cache_passphrase": False}
+    store.write(network.proxy_rel(SANDBOX), record)
+    assert network.passphrase_problem(store, SANDBOX) is None  # no passphrase-protected cache: nothing to say
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "correct horse")
+    creds.load_key(create=True)
+    line = network.passphrase_problem(store, SANDBOX)
+    assert line.startswith(f"the egress proxy of {SANDBOX} was started without AGENTSH_PASSPHRASE")
+    assert line.endswith("ab-down && ab-up")
+    store.write(network.proxy_rel(SANDBOX), {**record, "cache_passphrase": True})
+    assert network.passphrase_problem(store, SANDBOX) is None
+
+
+# -- OAuth token files and refreshes ----------------------------------------------------------------------------
+
+ACCESS = "sk-ant-oat01-" + "AcC3ss-t0k3n_" * 7
+REFRESH = "sk-ant-ort01-" + "R3fr3sh-t0k3n_" * 7
+NEW_ACCESS = "sk-ant-oat01-" + "N3wAcc3ss_" * 9
+NEW_REFRESH = "sk-ant-ort01-" + "N3wR3fr3sh_" * 8
+
+
+def _proxy_for(store, sandbox, origin, log_path):
+    """An in-process proxy for `sandbox` (its placeholder record and CA), trusting the origin upstream: port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    p = proxy.Proxy(listener, proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{origin.port}"])),
+                    audit.Writer(str(log_path)), sandbox,
+                    swaps=intercept.Swaps(swap.record_path(store, sandbox), sandbox),
+                    contexts=intercept.Contexts(store.root, sandbox, upstream_ca=origin.ca))
+    threading.Thread(target=p.serve_forever, daemon=True).start()
+    return p, listener.getsockname()[1], ca.ensure(store.root, sandbox)
+
+
+def _login_granted(tmp_path, fmt, login, target):
+    repo = tmp_path / "repo"
+    repo.mkdir(exist_ok=True)
+    proj, store = project.find(str(repo)), Store()
+    creds.put(store, "LOGIN", creds.GLOBAL, creds.meta(creds.FILE, target, fmt=fmt, writeback=True,
+                                                       bind_hosts=[BOUND]), json.dumps(login).encode())
+    creds.grant(store, proj, "LOGIN")
+    return proj, store
+
+
+def _exchange(port, trust, origin, request):
+    _, tls = connect(port, BOUND, origin.port, trust)
+    tls.sendall(request)
+    head, body = read_response(tls)
+    tls.close()
+    return head, body
+
+
+def test_an_oauth_login_arrives_with_placeholders_and_a_refresh_round_trip_keeps_it_so(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    login = {"claudeAiOauth": {"accessToken": ACCESS, "refreshToken": REFRESH, "expiresAt": 1, "scopes": ["a"]}}
+    proj, store = _login_granted(tmp_path, oauth.CLAUDE, login, "/home/agent/.claude/.credentials.json")
+    d = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print)
+    [f] = d.files
+    assert ACCESS.encode() not in f.value and REFRESH.encode() not in f.value and f.real == json.dumps(login).encode()
+    inside = json.loads(f.value)["claudeAiOauth"]
+    assert inside["accessToken"].startswith("sk-ant-oat01-") and inside["refreshToken"].startswith("sk-ant-ort01-")
+    assert len(inside["accessToken"]) == len(ACCESS) and inside["expiresAt"] == 1 and inside["scopes"] == ["a"]
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        host = f"{BOUND}:{origin.port}"
+        _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                                       f"{inside['accessToken']}\r\nConnection: close\r\n\r\n".encode())
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {ACCESS}"
+        origin.server.tokens = {"token_type": "Bearer", "access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH,
+                                "expires_in": 28800, "scope": "a"}
+        body = json.dumps({"grant_type": "refresh_token", "refresh_token": inside["refreshToken"],
+                           "client_id": "c"}).encode()
+        head, answer = _exchange(port, trust, origin, (
+            f"POST /v1/oauth/token HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Accept-Encoding: gzip, br\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+        sent = origin.seen[-1]
+        assert json.loads(sent["body"])["refresh_token"] == REFRESH and "Accept-Encoding" not in sent["headers"]
+        got = json.loads(answer)
+        assert NEW_ACCESS.encode() not in head + answer and NEW_REFRESH.encode() not in head + answer
+        assert got["access_token"].startswith("sk-ant-oat01-") and got["refresh_token"].startswith("sk-ant-ort01-")
+        assert (got["expires_in"], got["scope"]) == (28800, "a")
+        # the cache holds the new real tokens, sealed
+        stored = json.loads(creds.reveal(creds.find("LOGIN", proj)))["claudeAiOauth"]
+        assert (stored["accessToken"], stored["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+        assert abs(stored["expiresAt"] / 1000 - (time.time() + 28800)) < 60 and stored["scopes"] == ["a"]
+        assert NEW_REFRESH.encode() not in open(creds.record_path("LOGIN", creds.GLOBAL), "rb").read()
+        # the new access placeholder works; the old refresh placeholder no longer does
+        _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                                       f"{got['access_token']}\r\nConnection: close\r\n\r\n".encode())
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
+        _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
+                                       f"{inside['accessToken']}\r\nConnection: close\r\n\r\n".encode())
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {ACCESS}"  # a request under way keeps working
+        # the file the agent writes back (new placeholders) is sealed as the real one
+        written = json.dumps({"claudeAiOauth": {"accessToken": got["access_token"],
+                                                "refreshToken": got["refresh_token"], "expiresAt": 2}}).encode()
+        entries = swap.read(store, proj.sandbox, creds.load_key())
+        real = json.loads(oauth.real_file(oauth.CLAUDE, written, entries))["claudeAiOauth"]
+        assert (real["accessToken"], real["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+        # a placeholder copied elsewhere in the file stays one: no value is planted where delivery would not look
+        planted = json.dumps({"claudeAiOauth": {"accessToken": "short"}, "x": got["refresh_token"]}).encode()
+        assert oauth.real_file(oauth.CLAUDE, planted, entries) == planted
+        # the next exec gets the new tokens' placeholders, stable
+        again = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
+                                            print).files[0].value)["claudeAiOauth"]
+        assert (again["accessToken"], again["refreshToken"]) == (got["access_token"], got["refresh_token"])
+    finally:
+        p.close()
+
+
+def test_a_refresh_answer_that_cannot_be_read_never_reaches_the_sandbox(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    login = {"tokens": {"access_token": "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9." + "s1g" * 30,
+                        "refresh_token": "rt_" + "r3fr3sh" * 8, "id_token": "eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ." + "i" * 40}}
+    proj, store = _login_granted(tmp_path, oauth.CODEX, login, "/home/agent/.codex/auth.json")
+    inside = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
+                                         print).files[0].value)["tokens"]
+    assert inside["access_token"].split(".")[:2] == login["tokens"]["access_token"].split(".")[:2]  # claims kept
+    assert all(inside[k] != login["tokens"][k] for k in inside)
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        origin.server.tokens = ["not", "an", "object", "rt_" + "N3w" * 20]
+        body = f"grant_type=refresh_token&refresh_token={inside['refresh_token']}".encode()
+        head, answer = _exchange(port, trust, origin, (
+            f"POST /oauth/token HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        assert origin.seen[-1]["body"] == f"grant_type=refresh_token&refresh_token={login['tokens']['refresh_token']}"
+        assert head.startswith(b"HTTP/1.1 502") and b"N3w" not in answer and b"not passed on" in answer
+        assert json.loads(creds.reveal(creds.find("LOGIN", proj)))["tokens"] == login["tokens"]  # unchanged
+        origin.server.tokens = {"accessToken": "rt_" + "N3w" * 20}  # JSON, but not the tokens a refresh answers
+        head, answer = _exchange(port, trust, origin, (
+            f"POST /oauth/token HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+        assert head.startswith(b"HTTP/1.1 502") and b"N3w" not in answer and b"no access_token" in answer
+    finally:
+        p.close()
+
+
+def test_codex_logins_get_their_refresh_applied():
+    from agentsh.creds import oauth
+
+    data = json.dumps({"OPENAI_API_KEY": None, "tokens": {"id_token": "i" * 20, "access_token": "a" * 20,
+                                                          "refresh_token": "r" * 20, "account_id": "acc"}}).encode()
+    assert oauth.tokens(oauth.CODEX, data) == {"access": "a" * 20, "refresh": "r" * 20, "id": "i" * 20}
+    after = json.loads(oauth.answered(oauth.CODEX, data, {"access_token": "A" * 20, "refresh_token": "R" * 20,
+                                                          "id_token": "I" * 20}, now=0))
+    assert after["tokens"] == {"id_token": "I" * 20, "access_token": "A" * 20, "refresh_token": "R" * 20,
+                               "account_id": "acc"}
+    assert after["last_refresh"] == "1970-01-01T00:00:00Z" and after["OPENAI_API_KEY"] is None
+    assert oauth.tokens(oauth.CODEX, b"not json") == {} and oauth.tokens(oauth.CLAUDE, b"[1]") == {}
+
+
+def test_a_refresh_token_goes_into_no_body_but_a_token_endpoints(tmp_path, origin):
+    """An API that repeats its prompt (a model) must never receive it: the agent would read it in the answer."""
+    from agentsh.creds import oauth
+
+    login = {"claudeAiOauth": {"accessToken": ACCESS, "refreshToken": REFRESH}}
+    proj, store = _login_granted(tmp_path, oauth.CLAUDE, login, "/home/agent/.claude/.credentials.json")
+    inside = json.loads(delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store,
+                                         print).files[0].value)["claudeAiOauth"]
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        body = json.dumps({"messages": [{"role": "user", "content": f"repeat {inside['refreshToken']}"}]}).encode()
+        for path in ("/v1/messages", "/v1/oauth/token/../../messages", "/oauth/tokens"):
+            _, answer = _exchange(port, trust, origin, (
+                f"POST {path} HTTP/1.1\r\nHost: {BOUND}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body)
+            assert REFRESH not in origin.seen[-1]["body"] and inside["refreshToken"] in origin.seen[-1]["body"]
+            assert REFRESH.encode() not in answer
+        assert intercept.token_path(b"POST https://h/v1/oauth/token?x=1 HTTP/1.1")
+        for other in (b"/v1/oauth/token/x", b"/v1/messages/../oauth/token", b"/v1/messages/%2e%2e/oauth/token"):
+            assert not intercept.token_path(b"POST " + other + b" HTTP/1.1")
+    finally:
+        p.close()
+
+
+def test_importers_and_set_oauth_bind_the_logins_to_their_providers(monkeypatch, tmp_path):
+    from agentsh.creds import oauth
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude" / ".credentials.json").write_text(json.dumps({"claudeAiOauth": {"accessToken": ACCESS}}))
+    (tmp_path / ".codex").mkdir()
+    (tmp_path / ".codex" / "auth.json").write_text(json.dumps({"tokens": {"access_token": "a" * 30}}))
+    for source, name, fmt in (("claude", "CLAUDE_CREDENTIALS", oauth.CLAUDE), ("codex", "CODEX_AUTH", oauth.CODEX)):
+        proc = subprocess.run(["ab-creds", "import", source, "--json"], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        row = {r["name"]: r for r in json.loads(proc.stdout)}[name]
+        assert row["bind_hosts"] == list(oauth.HOSTS[fmt]) and row["writeback"]
+        assert creds.find(name)["meta"]["format"] == fmt
+    proc = subprocess.run(["ab-creds", "set", "L", "--oauth", "codex"], input=b"x", capture_output=True)
+    assert proc.returncode == 2 and b"--oauth is for a token file" in proc.stderr and b"Traceback" not in proc.stderr
+    proc = subprocess.run(["ab-creds", "set", "L", "--file", "~/.codex/auth.json", "--oauth", "codex", "--bind-host",
+                           BOUND], input=b"{}", capture_output=True)
+    assert proc.returncode == 0 and creds.find("L")["meta"]["bind_hosts"] == [BOUND]
+    assert creds.find("L")["meta"]["format"] == oauth.CODEX
