@@ -418,6 +418,40 @@ class Engine:
     def volume_remove(self, name: str) -> None:
         self.call("volume", "rm", "-f", name, check=False)
 
+    def volumes(self, prefix: str) -> list[str]:
+        """Names of the volumes whose name starts with `prefix`."""
+        out = self.call("volume", "ls", "-q", "--filter", f"name={prefix}")
+        return sorted(n for n in out.split() if n.startswith(prefix))
+
+    def volume_owned(self, name: str, image: str, uid: int, gid: int) -> None:
+        """Make the named volume (unless it is there) and give its root directory to uid:gid.
+
+        Docker makes a new volume root's, and has no option like Podman's `:U`;
+        a non-root user of a rootful daemon (the `docker` group) could not write
+        a home on it. A throwaway container from the sandbox's own image, with
+        CAP_CHOWN only and no network, changes the owner of the top directory.
+        """
+        self.call("volume", "create", name, what="volume create")
+        self.call("run", "--rm", "--network=none", "--user=0:0", "--cap-drop=all", "--cap-add=CHOWN",
+                  "--security-opt=no-new-privileges", "-v", f"{name}:/agentsh-volume", "--entrypoint", "chown",
+                  image, f"{int(uid)}:{int(gid)}", "/agentsh-volume", what="run (the home volume's owner)")
+
+    def overlay_volume(self, name: str, lower: str, upper: str, work: str) -> None:
+        """A volume that mounts an overlay of host dir `lower` (never written) with writes kept in `upper`.
+
+        Docker's local volume driver mounts it when a container starts (the
+        daemon does, as root): what Podman's `-v P:P:O,upperdir=U,workdir=W` is,
+        for an engine that has no `:O`. Made once; the same name means the same dirs.
+        """
+        for path in (lower, upper, work):
+            if any(c in path for c in ",:"):
+                raise EngineError(f"{path} contains ',' or ':', which an overlay mount cannot name",
+                                  "rename or move the directory")
+        if self.call("volume", "inspect", name, check=False)[0] == 0:
+            return
+        self.call("volume", "create", "--driver", "local", "--opt", "type=overlay", "--opt", "device=overlay",
+                  "--opt", f"o=lowerdir={lower},upperdir={upper},workdir={work}", name, what="volume create")
+
     def image_exists(self, image: str) -> bool:
         if self.is_podman:
             return self.call("image", "exists", image, check=False)[0] == 0
@@ -433,7 +467,8 @@ class Engine:
         return [_json_loads(line) for line in out.splitlines() if line.strip()]
 
     def info(self) -> dict:
-        return _json_loads(self.call("info", "--format", "json"))
+        # `{{json .}}`, not `json`: Docker's 20.10 client (Debian 12's) prints the word "json" for that
+        return _json_loads(self.call("info", "--format", "{{json .}}"))
 
     # -- image building (ab-image) ------------------------------------------
 

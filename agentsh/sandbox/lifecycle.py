@@ -61,6 +61,25 @@ def prepare_host(project, topo, locked=False):
         raise FileError(name if name.startswith("/") else os.path.join(where, name), e) from None
 
 
+def prepare_volumes(engine, project, want):
+    """What Docker needs made before `run` that Podman's mount options do themselves.
+
+    A home volume the sandbox user owns (Podman: keep-id, or the user is root), and in
+    lockdown the volume that mounts the project's copy-on-write overlay (Podman: `:O`).
+    """
+    if engine.is_podman:
+        return
+    from agentsh.policy import lockdown  # lazy: re and the rules; ab-exec uses only ensure_running
+
+    if want.locked:
+        upper, work = lockdown.overlay_dirs(project)
+        engine.overlay_volume(lockdown.overlay_volume(project), project.root, upper, work)
+        return
+    uid, gid = os.getuid(), os.getgid()
+    if uid != 0 and f"--user={uid}:{gid}" in want.run_args:
+        engine.volume_owned(project.home_volume, want.image, uid, gid)
+
+
 def ensure_running(project, cfg, engine, store, notify):
     """Before an exec: start the sandbox unless its init process is known to run.
 
@@ -328,6 +347,7 @@ def _create(engine, store, project, want, notify=None):
     # dir; the caller inspects it and decides.
     notify = notify or (lambda msg: None)
     args = want.full_run_args(devcontainer_run.resolve_late_env(engine, want))
+    prepare_volumes(engine, project, want)
     try:
         cid = engine.run_detached(args)
     except NameInUse:
@@ -349,12 +369,29 @@ def _after_create(engine, want, notify):
     """
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
+    if not engine.is_podman:
+        _require_sh(engine, want)
     try:
         devcontainer_run.run(engine, want, devcontainer_run.CREATE, notify)
     except AgentshError:
         engine.remove(want.name)
         raise
     devcontainer_run.run(engine, want, ("postStartCommand",), notify)
+
+
+def _require_sh(engine, want):
+    """A new Docker sandbox must have the `sh` every command runs through (agentsh/data/sandbox/run).
+
+    Docker's exec reports a program it cannot find with status 126 and its raw
+    OCI message on stdout, where ab-exec cannot tell it from the command's own
+    output; so the one exec that could fail that way is tried once, here.
+    """
+    status, out, err = engine.exec_bytes(want.name, ["sh", "-c", ":"], timeout=60)
+    said = out + err.encode()
+    if status in (126, 127) and (b"executable file not found" in said or b"no such file or directory" in said):
+        engine.remove(want.name)
+        raise AgentshError(f"image {want.image} has no sh, which agentsh runs every command with",
+                           "use an image with a POSIX shell (/bin/sh), or add one to it")
 
 
 def _record_id(store, project, want, cid):
@@ -416,6 +453,7 @@ def _replace(engine, store, project, want, info, notify):
         if info is None:
             return _create(engine, store, project, want, notify)
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    prepare_volumes(engine, project, want)
     kept = _read_record(store, name)  # the running sandbox's record, put back if the new one fails
     store.write(layout.sandbox_record(name), _record(project, want))  # before any change (see _create)
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
@@ -539,6 +577,12 @@ def down(engine, names, remove=False, volumes=(), store=None):
             except NoSuchContainer:
                 continue
         done.append(name)
+    if remove and not engine.is_podman:  # Docker: the volumes mounting a lockdown overlay (the upper dir stays)
+        from agentsh.policy.lockdown import OVERLAY_VOLUME  # lazy: re and the rules; only for ab-down --rm
+
+        for name in done:
+            for volume in engine.volumes(name + OVERLAY_VOLUME):
+                engine.volume_remove(volume)
     for volume in volumes:
         engine.volume_remove(volume)
         if volume.endswith("-home"):  # the sandbox's state goes with its home: its private git dirs too
@@ -546,6 +590,34 @@ def down(engine, names, remove=False, volumes=(), store=None):
 
             gitbridge.forget(volume[:-len("-home")])
     return done
+
+
+def utc_timestamp(value):
+    """An engine's creation time as ISO 8601 UTC to the second (2026-12-01T21:13:48Z), "" when unknown.
+
+    Podman's `ps` gives seconds since the epoch; Docker's gives "2026-12-01 21:13:48 +0000 UTC"
+    (the daemon's zone, which may be another), and an inspect "2026-12-01T21:13:48.123456789Z".
+    """
+    import datetime  # lazy: only for ab-ls
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    text = value.strip()
+    try:
+        if text[10:11] == "T":  # RFC 3339, with up to nanoseconds (more digits than fromisoformat takes)
+            head, _, frac = text.partition(".")
+            zone = frac.lstrip("0123456789") if frac else ""
+            when = datetime.datetime.fromisoformat((head + (zone or "")).replace("Z", "+00:00"))
+        else:  # "DATE TIME[.frac] +HHMM ZONE"
+            date, clock, offset = text.split()[:3]
+            when = datetime.datetime.strptime(f"{date} {clock.split('.')[0]} {offset}", "%Y-%m-%d %H:%M:%S %z")
+    except ValueError:
+        return text  # an engine's format not known here: shown as it is rather than hidden
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def listing(engine):
@@ -558,9 +630,7 @@ def listing(engine):
         if isinstance(labels, str):  # docker: "k=v,k=v"
             labels = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
         names = c.get("Names") or []
-        created = c.get("Created") or c.get("CreatedAt")
-        if isinstance(created, (int, float)):
-            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        created = utc_timestamp(c.get("Created") or c.get("CreatedAt"))
         rows.append({
             "name": names[0] if isinstance(names, list) and names else str(names),
             "id": c.get("Id") or c.get("ID", ""),

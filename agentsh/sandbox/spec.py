@@ -283,7 +283,10 @@ def build(project, cfg, engine, inputs, publish=()):
     args += user_args
     net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
     args += net_args
-    args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
+    if locked and not engine.is_podman:  # Docker has no `:O`: a volume of its local driver mounts the overlay
+        args += ["-v", f"{lockdown.overlay_volume(project)}:{root}"]
+    else:
+        args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
     # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
     args += [_mount_arg(a) for a in inputs.git_args]
     if locked:  # an ephemeral home: nothing persists, nothing of other runs is seen
