@@ -190,6 +190,23 @@ COMPAT_OPT_OUT = "AGENTSH_ENGINE_COMPAT"  # "0": never apply the compatibility s
 COMPAT_MARKER = "engine-compat"  # in the state dir: this host's Podman needs them (the podman path inside)
 
 
+def _docker_context() -> str | None:
+    """The context `docker context use` made current (DOCKER_CONFIG or ~/.docker), or None."""
+    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return None
+    if b"currentContext" not in data:  # the common case: no json import on the hot path
+        return None
+    try:
+        value = _json_loads(data).get("currentContext")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def compat_conf() -> str:
     """The shipped containers.conf for hosts whose Podman defaults cannot start containers."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "containers-compat.conf")
@@ -264,12 +281,32 @@ class Engine:
 
     @property
     def is_local(self) -> bool:
-        """Whether the engine's containers are processes of this host (their pids are in our /proc)."""
-        if not os.path.isdir("/proc/self"):
-            return False
+        """Whether the engine's containers are processes of this host (their pids are in our /proc).
+
+        False for an engine reached through a connection (see `remote`): its
+        sandboxes count as local only once a container's init is seen in our
+        /proc (liveness.is_container_process), sandbox by sandbox.
+        """
+        return os.path.isdir("/proc/self") and self.remote is None
+
+    @property
+    def remote(self) -> str | None:
+        """Where the engine is when it is reached through a connection, else None (the engine of this host).
+
+        Podman: CONTAINER_HOST (what `podman --url` sets) or CONTAINER_CONNECTION
+        (a `podman system connection` name). Docker: a DOCKER_HOST other than a
+        Unix socket, DOCKER_CONTEXT, or the current context `docker context use`
+        chose (in ~/.docker/config.json). No engine call: it is on ab-exec's path.
+        """
         if self.is_podman:
-            return not os.environ.get("CONTAINER_HOST")
-        return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+            return os.environ.get("CONTAINER_HOST") or (
+                f"connection {os.environ['CONTAINER_CONNECTION']}" if os.environ.get("CONTAINER_CONNECTION")
+                else None)
+        host = os.environ.get("DOCKER_HOST")
+        if host:
+            return None if host.startswith("unix://") else host
+        context = os.environ.get("DOCKER_CONTEXT") or _docker_context()
+        return f"context {context}" if context and context != "default" else None
 
     # -- plumbing -------------------------------------------------------
 

@@ -86,8 +86,8 @@ def ensure_running(project, cfg, engine, store, notify):
     The known case costs no engine call. Engines whose containers are not
     local processes keep the old way: exec, and start on failure.
     """
-    if not engine.is_local or liveness.sandbox_running(store, project.sandbox):
-        return
+    if liveness.sandbox_running(store, project.sandbox) or not engine.is_local:
+        return  # (a remote engine's sandbox not seen here: the exec starts it on failure)
     start(project, cfg, engine, store, notify)
 
 
@@ -160,7 +160,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
 
     want = inputs = None
     record = None if recreate else _read_record(store, project.sandbox, notify)
-    if record is not None and engine.is_local:
+    if record is not None and (engine.is_local or record.get("pid")):  # pid: seen as a process of this host
         wanted(record.get("publish", []) if publish is None else publish)
         if record.get("spec") == want.hash and liveness.alive(record.get("pid"), record.get("pid_start")):
             return {"name": want.name, "id": record.get("id", ""), "project": project.root,
@@ -171,7 +171,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     wanted(kept_publish(info) if publish is None else publish)
     pending = bool((record or {}).get("pending"))  # cut short before: settled under the lock below
     if info and not recreate and not pending and _matches(info, want) and info["State"]["Status"] == RUNNING:
-        remember(store, project, want, info)
+        remember(store, project, want, info, engine)
         return describe(info, project, want.image)
     lock = store.lock(layout.sandbox_lock(want.name))
     with _acquired(lock) as waited:
@@ -180,7 +180,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
         if waited or info is not None or cut_short:  # what we saw may be stale: look again
             info = _inspect(engine, want.name, notify)
         if pending and info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
-            remember(store, project, want, info)
+            remember(store, project, want, info, engine)
             return describe(info, project, want.image)
         if info is None and not recreate:
             try:
@@ -260,9 +260,15 @@ def _read_record(store, name, notify=None):
         return {}
 
 
-def remember(store, project, want, info):
-    """Record what ab-up's next no-engine check needs: spec, ports, init pid and its start time."""
+def remember(store, project, want, info, engine=None):
+    """Record what ab-up's next no-engine check needs: spec, ports, init pid and its start time.
+
+    An engine reached through a connection gets the pid recorded only when that process of
+    this host is the container's init (a service on a local socket): elsewhere a pid means nothing here.
+    """
     pid = (info.get("State") or {}).get("Pid") or 0
+    if engine is not None and not engine.is_local and not liveness.is_container_process(pid, info.get("Id", "")):
+        pid = 0
     record = _read_record(store, want.name) or {}
     fresh = {"name": want.name, "project": project.root, "image": want.image, "spec": want.hash,
              "publish": list(want.publish), "id": info.get("Id", ""), "pid": pid,
@@ -273,7 +279,8 @@ def remember(store, project, want, info):
         try:
             with store.lock():
                 store.write(layout.sandbox_record(want.name), fresh)
-                liveness.remember(store, want.name, pid)
+                if pid:
+                    liveness.remember(store, want.name, pid)
         except (AgentshError, OSError):
             pass  # only a cache of what the engine knows: the next ab-up asks the engine again
 
@@ -352,7 +359,8 @@ def _create(engine, store, project, want, notify=None):
         cid = engine.run_detached(args)
     except NameInUse:
         raise
-    except AgentshError:
+    except AgentshError as e:
+        _not_visible(engine, want, e)
         if not _remove_leftovers(engine, want.name):
             raise
         cid = engine.run_detached(args)  # a replacement interrupted half-way held its ports
@@ -369,7 +377,7 @@ def _after_create(engine, want, notify):
     """
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
-    if not engine.is_podman:
+    if not engine.is_podman or not engine.is_local:
         _require_sh(engine, want)
     try:
         devcontainer_run.run(engine, want, devcontainer_run.CREATE, notify)
@@ -379,19 +387,65 @@ def _after_create(engine, want, notify):
     devcontainer_run.run(engine, want, ("postStartCommand",), notify)
 
 
+def _not_visible(engine, want, error):
+    """A remote engine that cannot mount a path of ours (its machine has no such directory): say which, in one line."""
+    text = error.message
+    if engine.is_local or "no such file or directory" not in text.lower():
+        return
+    from agentsh.base.paths import data_dir  # lazy: only when a remote engine fails to make a sandbox
+
+    for path, what in ((want.project_root, "the project"), (data_dir(), "agentsh's data dir")):
+        if path in text:
+            raise AgentshError(f"{what} {path} is not visible to the {engine.name} engine at {engine.remote} "
+                               f"({text[-160:]})", _SHARE) from None
+
+
+_SHARE = ("share it with the engine's machine at the same path (Podman machine: its mounts; Docker Desktop: file "
+          "sharing), or run agentsh where the engine runs")
+_SEEN = ('printf "/sh\\0"; [ -f "$2" ] && printf "/lib\\0"; '
+         'for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\\0" "${f##*/}"; fi; done')
+
+
 def _require_sh(engine, want):
-    """A new Docker sandbox must have the `sh` every command runs through (agentsh/data/sandbox/run).
+    """A new sandbox must have the `sh` every command runs through, and (on a remote engine) see our files.
 
     Docker's exec reports a program it cannot find with status 126 and its raw
     OCI message on stdout, where ab-exec cannot tell it from the command's own
-    output; so the one exec that could fail that way is tried once, here.
+    output; so the one exec that could fail that way is tried once, here. An
+    engine reached through a connection mounts the project from its own
+    machine's filesystem: the same files must be there at the same path (a
+    shared folder), or the sandbox would work on something else. One exec
+    tells all three; a sandbox that fails is removed, with one line.
     """
-    status, out, err = engine.exec_bytes(want.name, ["sh", "-c", ":"], timeout=60)
+    from agentsh.base.layout import RUN_SCRIPT  # lazy: only when a sandbox is made
+
+    status, out, err = engine.exec_bytes(want.name, ["sh", "-c", _SEEN, "sh", want.project_root, RUN_SCRIPT],
+                                         timeout=60)
     said = out + err.encode()
+    fix = None
     if status in (126, 127) and (b"executable file not found" in said or b"no such file or directory" in said):
+        message, fix = (f"image {want.image} has no sh, which agentsh runs every command with",
+                        "use an image with a POSIX shell (/bin/sh), or add one to it")
+    elif not engine.is_local:
+        seen = out.split(b"\0")
+        where = f"the {engine.name} engine at {engine.remote}"
+        share = _SHARE
+        try:
+            here = sorted(os.fsencode(n) for n in os.listdir(want.project_root))
+        except OSError:
+            here = None
+        if status != 0 or b"/sh" not in seen:
+            message, fix = f"{where} could not run sh in the new sandbox ({said.decode(errors='replace')[-200:]})", \
+                "check the engine ('ab-doctor')"
+        elif here is not None and sorted(n for n in seen if n not in (b"/sh", b"/lib", b"")) != here:
+            message, fix = f"the project {want.project_root} is not visible to {where} (it sees other files there)", share
+        elif b"/lib" not in seen:
+            from agentsh.base.paths import data_dir  # lazy: only when a sandbox is made
+
+            message, fix = f"agentsh's data dir {data_dir()} is not visible to {where}", share
+    if fix is not None:
         engine.remove(want.name)
-        raise AgentshError(f"image {want.image} has no sh, which agentsh runs every command with",
-                           "use an image with a POSIX shell (/bin/sh), or add one to it")
+        raise AgentshError(message, fix)
 
 
 def _record_id(store, project, want, cid):

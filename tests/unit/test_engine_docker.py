@@ -1,6 +1,7 @@
 """What agentsh does differently on Docker, with the recording fake engine (real dockerd: tests/integration/test_docker.py)."""
 
 import json
+import os
 
 import pytest
 
@@ -47,7 +48,7 @@ def test_a_non_root_docker_user_gets_a_home_volume_it_owns(proj, as_user):
     assert "--network=none" in chown and f"{proj.home_volume}:/agentsh-volume" in chown
     assert chown[-2:] == ["1000:1000", "/agentsh-volume"]
     assert cmds[2][0] == "run" and "-d" in cmds[2]  # only then the sandbox
-    assert cmds[3][:2] == ["exec", "-i"] and cmds[3][-3:] == ["sh", "-c", ":"]  # its sh is checked
+    assert cmds[3][:2] == ["exec", "-i"] and cmds[3][3:5] == ["sh", "-c"]  # its sh is checked
 
 
 def test_root_and_podman_need_no_volume_step(proj, monkeypatch):
@@ -96,7 +97,7 @@ class NoVolumes(FakeRunner):
 
 class NoShell(FakeRunner):
     def __call__(self, argv, input=None, capture=True, timeout=None):
-        if argv[1] == "exec" and argv[-3:] == ["sh", "-c", ":"]:
+        if argv[1] == "exec" and argv[4:6] == ["sh", "-c"]:
             self.calls.append(list(argv[1:]))
             return 126, ('OCI runtime exec failed: exec failed: unable to start container process: exec: "sh": '
                          'executable file not found in $PATH: unknown\r\n'), ""
@@ -121,6 +122,58 @@ def test_an_image_without_sh_is_refused_and_its_container_removed(proj):
 ])
 def test_created_is_iso_8601_utc_whatever_the_engine_says(value, want):
     assert sandbox.utc_timestamp(value) == want
+
+
+class Elsewhere(FakeRunner):
+    """A remote engine whose machine has other files at the project's path."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self.seen = seen
+
+    def __call__(self, argv, input=None, capture=True, timeout=None):
+        if argv[1] == "exec" and argv[4:6] == ["sh", "-c"]:
+            self.calls.append(list(argv[1:]))
+            return 0, self.seen, ""
+        return super().__call__(argv, input, capture, timeout)
+
+
+@pytest.mark.parametrize("name, env", [("podman", {"CONTAINER_HOST": "unix:///run/elsewhere.sock"}),
+                                       ("podman", {"CONTAINER_CONNECTION": "machine"}),
+                                       ("docker", {"DOCKER_HOST": "ssh://build-host"}),
+                                       ("docker", {"DOCKER_CONTEXT": "desktop-linux"})])
+def test_a_remote_engine_that_cannot_see_the_project_is_refused_in_one_line(proj, monkeypatch, name, env):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    runner = Elsewhere(b"/sh\0/lib\0")  # an empty directory where the project should be
+    engine = Engine(name, runner=runner, rootless=False, exe=name)
+    assert not engine.is_local and engine.remote
+    with pytest.raises(AgentshError, match="is not visible to the") as e:
+        sandbox.up(proj, config.load(), engine, Store())
+    assert "same path" in e.value.fix and proj.sandbox not in runner.containers
+
+
+def test_a_remote_engine_that_sees_the_project_and_the_data_dir_is_used(proj, monkeypatch):
+    monkeypatch.setenv("CONTAINER_HOST", "unix:///run/elsewhere.sock")
+    names = b"".join(os.fsencode(n) + b"\0" for n in os.listdir(proj.root))
+    engine = Engine("podman", runner=Elsewhere(b"/sh\0/lib\0" + names), rootless=False, exe="podman")
+    assert sandbox.up(proj, config.load(), engine, Store())["state"] == "running"
+    blind = Engine("podman", runner=Elsewhere(b"/sh\0" + names), rootless=False, exe="podman")
+    with pytest.raises(AgentshError, match="data dir .* is not visible"):
+        sandbox.up(proj, config.load(), blind, Store(), recreate=True)
+
+
+def test_docker_on_a_local_socket_is_local_and_a_context_file_is_read(tmp_path, monkeypatch):
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/x/docker.sock")
+    assert Engine("docker", exe="docker").is_local
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    assert Engine("docker", exe="docker").remote is None
+    (tmp_path / "config.json").write_text('{"currentContext": "remote-box"}')
+    assert Engine("docker", exe="docker").remote == "context remote-box"
+    (tmp_path / "config.json").write_text('{"currentContext": "default"}')
+    assert Engine("docker", exe="docker").is_local
 
 
 def test_ls_gives_the_same_created_on_both_engines():
