@@ -173,7 +173,11 @@ IMAGE_MISSING = ("image not known", "unable to find image", "manifest unknown", 
                  "repository does not exist", "initializing source")
 
 _ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper",
-                b"has already been removed", b"does not exist in database")
+                b"has already been removed", b"does not exist in database", b"is not running")
+# The engine's own error lines: Podman's and Docker's 20.10 client ("Error: "), Docker's daemon answer as newer
+# clients show it ("Error response from daemon: ", status 1 rather than Podman's 125).
+_ENGINE_PREFIXES = (b"error: ", b"error response from daemon: ")
+GONE_STATUSES = (125, 1)
 
 
 def is_gone_message(data: bytes) -> bool:
@@ -183,7 +187,7 @@ def is_gone_message(data: bytes) -> bool:
     Engine.error gives the same answer as a NoSuchContainer or NotRunning.
     """
     head = data[:400].lower()
-    return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
+    return head.startswith(_ENGINE_PREFIXES) and any(m in head for m in _ENGINE_GONE)
 
 
 COMPAT_OPT_OUT = "AGENTSH_ENGINE_COMPAT"  # "0": never apply the compatibility settings by itself

@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - other interpreters
 import sys
 
 from agentsh.base.fdio import write_all as _write_all
-from agentsh.host.engine import is_gone_message, tied
+from agentsh.host.engine import GONE_STATUSES, is_gone_message, tied
 
 HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
@@ -165,7 +165,7 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=N
             _restore(previous)
             if err_fd is not None:
                 os.close(err_fd)
-        if kind == _GONE and recover is not None and not recovered and status == 125:
+        if kind == _GONE and recover is not None and not recovered and status in GONE_STATUSES:
             recover()
             recovered = True
             continue

@@ -10,6 +10,7 @@ that behave the same on both engines are parametrized over them elsewhere
 import json
 import os
 import re
+import subprocess
 import threading
 import uuid
 from http.server import ThreadingHTTPServer
@@ -190,3 +191,23 @@ def test_a_docker_group_user_gets_a_home_it_owns(rootless_user, docker_daemon):
         assert os.stat(project / "made.txt").st_uid == rootless_user.uid
     finally:
         run("ab-down", "--rm", "--volumes")
+
+
+def test_a_docker_context_is_a_remote_engine_that_agentsh_finds_local(repo, docker_env, tmp_path, monkeypatch):
+    """`docker context use` (in DOCKER_CONFIG's config.json) picks the daemon: agentsh treats it as remote,
+    checks that it sees the project, and finds the sandbox's init on this host, so warm paths stay warm."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("DOCKER_HOST")
+    context = f"ab-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "context", "create", context, "--docker", f"host={docker_env.host}"],
+                   check=True, capture_output=True)
+    subprocess.run(["docker", "context", "use", context], check=True, capture_output=True)
+    doctor = {c["name"]: c for c in json.loads(ab("ab-doctor", "--json", "--no-run", cwd=repo).stdout)}
+    assert f"remote: context {context}" in doctor["engine"]["detail"]
+    proc = sh(repo, "pwd; exit 4")
+    assert proc.returncode == 4 and proc.stdout == f"{repo}\n".encode(), proc.stderr
+    name = ab("ab-up", cwd=repo, check=True).stdout.decode().strip()
+    assert json.loads(ab("ab-status", "--json", cwd=repo, check=True).stdout)["exec"] == "server"
+    monkeypatch.setenv("DOCKER_CONTEXT", f"{context}-gone")  # an engine that cannot be reached
+    warm = ab("ab-up", cwd=repo)
+    assert warm.returncode == 0 and warm.stdout.decode().strip() == name, warm.stderr

@@ -194,3 +194,16 @@ def test_ls_gives_the_same_created_on_both_engines():
     on_docker = sandbox.listing(Engine("docker", runner=answer([docker_row], True), exe="docker"))
     assert on_podman == on_docker
     assert on_docker[0]["created"] == "2026-12-02T06:58:59Z"
+
+
+@pytest.mark.parametrize("line, gone", [
+    (b"Error response from daemon: No such container: ab-x-1\n", True),  # Docker 28's client
+    (b"Error: No such container: ab-x-1\n", True),  # Docker 20.10's
+    (b"Error response from daemon: Container 91443d9a is not running\n", True),
+    (b"Error: no container with name or ID \"ab-x-1\" found: no such container\n", True),  # Podman's
+    (b"some output that mentions no such container\n", False),  # the command's own words
+])
+def test_an_exec_that_found_no_sandbox_is_told_from_the_command_on_both_engines(line, gone):
+    from agentsh.host.engine import is_gone_message
+
+    assert is_gone_message(line) is gone
