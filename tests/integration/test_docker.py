@@ -189,6 +189,10 @@ def test_a_docker_group_user_gets_a_home_it_owns(rootless_user, docker_daemon):
         ids = f"{rootless_user.uid}:{rootless_user.gid}"
         assert proc.stdout.decode().split() == [ids, ids]
         assert os.stat(project / "made.txt").st_uid == rootless_user.uid
+        # The egress proxy's listener needs root over the sandbox's network namespace: refused, in one line.
+        refused = run("ab-up", "--network", "allow")
+        assert refused.returncode == 125 and refused.stderr.decode().count("\n") == 1
+        assert b'network modes "allow" and "learn" with a rootful engine need agentsh run as root' in refused.stderr
     finally:
         run("ab-down", "--rm", "--volumes")
 
