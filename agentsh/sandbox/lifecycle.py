@@ -124,6 +124,8 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     from agentsh.policy import lockdown  # lazy: re and the rules; ab-exec uses only ensure_running
     from agentsh.sandbox import gitbridge  # lazy: shutil; ab-exec uses only ensure_running
 
+    if cfg["network"]["mode"] in network.PROXIED:
+        network.require_plantable(engine)  # before any container changes: a refusal leaves the sandbox as it was
     lockdown.prepare_host(project, cfg)
     gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
     topo = gittopo.recorded(store, project, again=recreate)

@@ -190,9 +190,12 @@ def test_a_docker_group_user_gets_a_home_it_owns(rootless_user, docker_daemon):
         assert proc.stdout.decode().split() == [ids, ids]
         assert os.stat(project / "made.txt").st_uid == rootless_user.uid
         # The egress proxy's listener needs root over the sandbox's network namespace: refused, in one line.
+        before = json.loads(run("ab-up", "--json").stdout)["id"]
         refused = run("ab-up", "--network", "allow")
-        assert refused.returncode == 125 and refused.stderr.decode().count("\n") == 1
+        assert refused.returncode == 125 and refused.stderr.decode().count("\n") == 1, refused.stderr
+        assert b"recreating" not in refused.stderr  # the refusal comes before any change
         assert b'network modes "allow" and "learn" with a rootful engine need agentsh run as root' in refused.stderr
+        assert docker_daemon.inspect(json.loads(run("ab-up", "--json").stdout)["name"])["Id"] == before
     finally:
         run("ab-down", "--rm", "--volumes")
 
