@@ -189,6 +189,18 @@ def test_a_docker_group_user_gets_a_home_it_owns(rootless_user, docker_daemon):
         ids = f"{rootless_user.uid}:{rootless_user.gid}"
         assert proc.stdout.decode().split() == [ids, ids]
         assert os.stat(project / "made.txt").st_uid == rootless_user.uid
+        # A file credential lands in the home (its link) and is written back: the home must be the user's.
+        token = f"DOCK_TOKEN_{uuid.uuid4().hex[:8].upper()}"
+        secret = f"file-secret-{uuid.uuid4().hex}".encode()
+        rootless_user.run("ab-creds", "set", token, "--file", "/home/agent/.tool/token", "--writeback",
+                          input=secret, check=True)
+        rootless_user.run("ab-creds", "grant", token, str(project), check=True)
+        got = run("ab-exec", "--", "sh", "-c", "cat ~/.tool/token; printf refreshed > ~/.tool/token")
+        assert got.returncode == 0 and got.stdout == secret, got.stderr
+        assert rootless_user.run("ab-creds", "get", token, check=True).stdout == b"refreshed"
+        name = json.loads(run("ab-up", "--json").stdout)["name"]
+        assert secret not in docker_daemon.docker("container", "inspect", name).stdout
+        rootless_user.run("ab-creds", "rm", token)
         # The egress proxy's listener needs root over the sandbox's network namespace: refused, in one line.
         before = json.loads(run("ab-up", "--json").stdout)["id"]
         refused = run("ab-up", "--network", "allow")
