@@ -207,3 +207,12 @@ def test_an_exec_that_found_no_sandbox_is_told_from_the_command_on_both_engines(
     from agentsh.host.engine import is_gone_message
 
     assert is_gone_message(line) is gone
+
+
+def test_a_network_mode_that_cannot_be_enforced_is_refused_before_any_container_changes(proj, as_user, monkeypatch):
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # a docker-group user: the daemon is root's, agentsh is not
+    engine, runner = docker()
+    cfg = config.load(flags={"network": {"mode": "allow"}})
+    with pytest.raises(AgentshError, match="need agentsh run as root"):
+        sandbox.up(proj, cfg, engine, Store())
+    assert runner.calls == []
