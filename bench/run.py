@@ -150,7 +150,7 @@ def plain_install(tmp):
     with open(os.path.join(venv, rel, "agentsh-bench.pth"), "w") as f:
         f.write(f"{REPO}\n{purelib}\n")
     bindir = os.path.join(venv, "bin")
-    for tool in ("ab-exec", "ab-up"):
+    for tool in ("ab-exec", "ab-up", "ab-creds"):
         with open(os.path.join(os.path.dirname(sys.executable), tool)) as f:
             body = f.read().split("\n", 1)[1]
         path = os.path.join(bindir, tool)
@@ -489,6 +489,17 @@ def main():
             s = bench.compare("stub-up-cold", bench.ab("ab-up"), [stub, "run", "-d", bench.name], args.rounds,
                               env=cold_env)
             results["info"]["ab-up (cold), no-op engine"] = summary(s["ours"])
+        if "exec" in only:  # an agent's OAuth login: a file credential, read back after every command
+            bench.ensure_running()
+            for argv, data in ((bench.ab("ab-creds", "set", "BENCH_LOGIN", "--file", "~/.bench/login.json",
+                                         "--writeback"), b'{"token": "bench"}'),
+                               (bench.ab("ab-creds", "grant", "BENCH_LOGIN", bench.project), b"")):
+                subprocess.run(argv, input=data, env=bench.env, capture_output=True, check=True)
+            s = bench.compare("exec-file-credential", bench.ab("ab-exec", "--", "true"),
+                              [podman, "exec", bench.name, "true"], args.rounds,
+                              extra=[("fallback", ["env", "AGENTSH_EXEC_SERVER=0", *bench.ab("ab-exec", "--", "true")])])
+            results["info"]["ab-exec -- true, a file credential granted (--writeback)"] = summary(s["ours"])
+            results["info"]["the same through the engine's exec (AGENTSH_EXEC_SERVER=0)"] = summary(s["fallback"])
         # Floors, for the analysis: the interpreter alone, and with its site imports.
         s = bench.compare("python", [bench.python, "-I", "-S", "-c", "pass"], [bench.python, "-c", "pass"],
                           args.rounds)

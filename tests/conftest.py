@@ -36,7 +36,11 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(autouse=True)
 def isolated_dirs(tmp_path, monkeypatch):
-    """Relocate agentsh's state, config and data dirs into the test's tmp dir."""
+    """Relocate agentsh's state, config and data dirs into the test's tmp dir.
+
+    The cache dir stays shared (the compiled exec server is kept there); a test
+    that fills it sets XDG_CACHE_HOME itself (own_cache).
+    """
     dirs = {}
     for var in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
         d = tmp_path / "xdg" / var.lower()
@@ -47,6 +51,15 @@ def isolated_dirs(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     return dirs
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """An XDG_CACHE_HOME of the test's own (agentsh caches registry features there); returns agentsh's cache dir."""
+    d = tmp_path / "xdg" / "xdg_cache_home"
+    d.mkdir(parents=True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(d))
+    return d / "agentsh"
 
 
 def own_dirs_env(base, image):

@@ -16,7 +16,7 @@ from agentsh.creds import vault as creds
 from agentsh.host import project, rootless
 from agentsh.host.engine import COMPAT_OPT_OUT, Engine, compat_conf, which
 from agentsh.policy import agents, config
-from agentsh.sandbox import execd, gitbridge
+from agentsh.sandbox import execd, gitbridge, isolation
 from agentsh.sandbox import image as images
 from agentsh.sandbox.spec import host_ca_bundle
 
@@ -81,6 +81,7 @@ def run_checks(engine_factory=None, run_container=True, fresh=False, store=None)
     if engine.is_podman:
         checks.append(compat_check(engine))
     checks.append(exec_server_check())
+    checks.append(gvisor_check(engine, cfg, cfg["image"] if run_container and image_ok else None))
     checks.append(half_made_check(engine))
     checks.append(ca_check(cfg["ca_bundle"]))
     checks.append(state_check())
@@ -182,6 +183,27 @@ def exec_server_check():
     return Check("exec server", WARN, f"not available: {why}; ab-exec uses the engine's exec",
                  "install a C compiler with static libc (Debian: apt-get install gcc libc6-dev), "
                  f"then: rm -r {lib}; ab-up --recreate")
+
+
+def gvisor_check(engine, cfg, image=None):
+    """gVisor's runsc for isolation = "gvisor": present, its version and platform, and (given `image`) a real start."""
+    wanted = cfg.get("isolation") == isolation.GVISOR
+    path = isolation.runsc()
+    if path is None:
+        if wanted:
+            return Check("gvisor", FAIL, "isolation = \"gvisor\" but gVisor's runsc is not installed", isolation.RUNSC_FIX)
+        return Check("gvisor", OK, "runsc not installed (only isolation = \"gvisor\" needs it: apt-get install runsc)")
+    if not engine.is_podman:
+        return Check("gvisor", FAIL if wanted else OK, f"runsc at {path}, but {engine.name} runs only the runtimes its "
+                     "daemon registers: isolation = \"gvisor\" needs Podman", "set engine = \"podman\"" if wanted else "")
+    about = f"{isolation.version(path) or 'runsc (version unknown)'} at {path}, platform ptrace (runsc's default)"
+    if image is None or not wanted:  # a start costs a second or more: only where the config asks for gVisor
+        return Check("gvisor", OK, about + ("" if wanted else "; isolation = \"container\" (the default)"))
+    error, release = isolation.probe(engine, image)
+    if error is not None:
+        return Check("gvisor", FAIL if wanted else WARN, f"{about}; a container does not start under it: "
+                     f"{error.message}", error.fix or "see docs/security.md, \"A second kernel\"")
+    return Check("gvisor", OK, f"{about}; a container from {image} started on gVisor's kernel {release}")
 
 
 def image_check(image, info):

@@ -73,6 +73,12 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
     files = list(delivery.files) if delivery is not None else []
     local = here(engine, store, proj.sandbox)
     conn = _server(engine, proj.sandbox, local)
+    served = execute.server_runner(proj.sandbox) if conn is not None else None
+    if files and conn is not None:  # credential files through the server too: one connection each
+        conn.close()
+        inject.write_files(engine, proj.sandbox, files, recover, run=served)
+        files = []
+        conn = _server(engine, proj.sandbox, local)
     if secret and conn is None:  # the engine's exec: values go by stdin into the tmpfs, not by exec -e
         files.append(inject.env_file(token, secret))
     if files:
@@ -111,7 +117,7 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
         set_aside(proj.root, notify)  # a repo the agent made: host git would run its config and hooks
     collect_git(proj, store, token, notify, req.locked)  # what it committed before it was cut short, too
     if delivery is not None and not gone:  # refreshed credential files: read from the sandbox, so not when gone
-        inject.write_back(engine, proj.sandbox, delivery, store, notify)
+        inject.write_back(engine, proj.sandbox, delivery, store, notify, run=served)
     return status
 
 

@@ -33,6 +33,7 @@ SANDBOXES = "sandboxes"
 GRANTS = "grants"
 WORKTREES = "worktrees"  # also the data directory holding the checkouts
 PROJECT_ROOTS = "projects/roots"  # NUL-separated real paths of every project whose topology is recorded
+RUNTIMES_DIR = "runtimes"  # under the data dir: the runtime wrappers of isolation = "gvisor" (sandbox.isolation)
 
 
 def lock_file(name: str) -> str:

@@ -1,7 +1,7 @@
 """Where agentsh keeps its files.
 
 The directories are platformdirs' user dirs for "agentsh", so XDG_STATE_HOME,
-XDG_CONFIG_HOME and XDG_DATA_HOME relocate them (tests isolate that way).
+XDG_CONFIG_HOME, XDG_DATA_HOME and XDG_CACHE_HOME relocate them (tests isolate that way).
 On Linux the same rule is computed here without importing platformdirs,
 because these paths sit on every command's hot path; tests check both agree.
 Nothing is created on import.
@@ -49,6 +49,13 @@ def data_dir() -> str:
     if sys.platform.startswith("linux"):
         return _xdg("XDG_DATA_HOME", "~/.local/share")
     return _platformdirs("data")
+
+
+def cache_dir() -> str:
+    """What can be fetched again: devcontainer features from registries, by digest."""
+    if sys.platform.startswith("linux"):
+        return _xdg("XDG_CACHE_HOME", "~/.cache")
+    return _platformdirs("cache")
 
 
 def run_dir(sandbox: str) -> str:

@@ -6,7 +6,7 @@ from agentsh.app import session
 from agentsh.cli import options
 from agentsh.cli.common import load_context, notice, print_json, run
 from agentsh.cli.ls import print_table
-from agentsh.cli.options import AGENT, DIR, FLAG, OPTIONAL, WORKTREE, Arg, Command, Option
+from agentsh.cli.options import AGENT, DIR, FLAG, ISOLATIONS, OPTIONAL, WORKTREE, Arg, Command, Option
 from agentsh.creds import delivery as inject
 from agentsh.policy import agents, config
 from agentsh.sandbox import execute, instructions
@@ -29,7 +29,7 @@ COMMAND = Command(
     "run. Exit status is the agent's (125: agentsh or the engine failed first; 127: the agent is not "
     "installed).",
     EXAMPLES,
-    usage="ab-agent [-h] [--dir DIR] [--wt WT] [--new] [--safe] NAME [-- AGENT_ARGS...] | --list [--json]",
+    usage="ab-agent [-h] [--dir DIR] [--wt WT] [--new] [--safe] [--isolation I] NAME [-- AGENT_ARGS...] | --list [--json]",
     args=(Arg("name", nargs=OPTIONAL, metavar="NAME", help="the agent profile", value=AGENT),),
     options=(
         Option("--dir", help="run in the project holding DIR, in DIR (default: .)", value=DIR),
@@ -40,6 +40,9 @@ COMMAND = Command(
         Option("--lockdown", kind=FLAG,
                help="for untrusted repos: only this agent's credentials and API hosts, ephemeral home, "
                     "project behind a copy-on-write layer (see docs/security.md)"),
+        Option("--isolation", choices=ISOLATIONS,
+               help="container or gvisor (a second kernel) for the sandbox (overrides config 'isolation'; a "
+                    "change recreates it)"),
         Option("--list", kind=FLAG, help="list the profiles instead of running one"),
         Option("--json", kind=FLAG, help="with --list: a JSON list of profiles"),
     ),
@@ -62,7 +65,7 @@ def body(argv):
 
         args.dir = path_of(args.wt, args.dir)
 
-    proj, cfg, engine, store = load_context(args.dir)
+    proj, cfg, engine, store = load_context(args.dir, {"isolation": args.isolation})
     prof = agents.profile(args.name, cfg)
     here = os.path.realpath(args.dir if args.dir else os.getcwd())
     workdir = here if (here + "/").startswith(proj.root + "/") else proj.root

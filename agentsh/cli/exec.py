@@ -4,7 +4,20 @@ import os
 
 from agentsh.cli import options
 from agentsh.cli.common import load_context, notice, run
-from agentsh.cli.options import APPEND, DIR, FLAG, IMAGE, NETWORK_MODES, OFF, REST, WORKTREE, Arg, Command, Option
+from agentsh.cli.options import (
+    APPEND,
+    DIR,
+    FLAG,
+    IMAGE,
+    ISOLATIONS,
+    NETWORK_MODES,
+    OFF,
+    REST,
+    WORKTREE,
+    Arg,
+    Command,
+    Option,
+)
 
 EXAMPLES = [
     "ab-exec -- make test                 # in the sandbox, in the same directory",
@@ -34,6 +47,9 @@ COMMAND = Command(
         Option("--image", help="image to use if the sandbox must be created", value=IMAGE),
         Option("--network", choices=NETWORK_MODES,
                help="network mode if the sandbox must be created (overrides config [network] mode)"),
+        Option("--isolation", choices=ISOLATIONS,
+               help="container or gvisor (a second kernel) if the sandbox must be created (overrides config "
+                    "'isolation')"),
         Option("--lockdown", kind=FLAG,
                help="for untrusted repos: no credentials but -e ones, network only to the agents' APIs, "
                     "ephemeral home, project behind a copy-on-write layer (also config 'lockdown')"),
@@ -74,7 +90,8 @@ def body(argv):
     from agentsh.sandbox import execute  # lazy: not for --help or completion, which read only COMMAND
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
-                                                      "network": {"mode": args.network} if args.network else None})
+                                                      "network": {"mode": args.network} if args.network else None,
+                                                      "isolation": args.isolation})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
         from agentsh.policy.lockdown import lockdown  # lazy: re and the network rules, only when locked

@@ -21,6 +21,7 @@ DIR, FILE, CREDENTIAL, WORKTREE, SANDBOX, IMAGE, AGENT = (
 # Choices more than one command offers. The network modes are agentsh.policy.rules.MODES,
 # spelled here because that module imports re (a test keeps the two equal).
 NETWORK_MODES = ("full", "none", "allow", "learn")
+ISOLATIONS = ("container", "gvisor")  # config `isolation` (agentsh.sandbox.isolation.CHOICES)
 
 # How an option stores what it is given (argparse's actions of the same meaning).
 FLAG = "flag"      # store_true

@@ -3,7 +3,19 @@
 from agentsh.base.errors import AgentshError
 from agentsh.cli import options
 from agentsh.cli.common import load_context, notice, print_json, run
-from agentsh.cli.options import APPEND, DIR, FLAG, IMAGE, NETWORK_MODES, OPTIONAL, WORKTREE, Arg, Command, Option
+from agentsh.cli.options import (
+    APPEND,
+    DIR,
+    FLAG,
+    IMAGE,
+    ISOLATIONS,
+    NETWORK_MODES,
+    OPTIONAL,
+    WORKTREE,
+    Arg,
+    Command,
+    Option,
+)
 
 EXAMPLES = [
     "ab-up                      # sandbox for the current project; prints its name",
@@ -30,6 +42,9 @@ COMMAND = Command(
         Option("--json", kind=FLAG, help="print a JSON object instead of the name"),
         Option("--network", choices=NETWORK_MODES,
                help="network mode (overrides config [network] mode; see docs/config.md)"),
+        Option("--isolation", choices=ISOLATIONS,
+               help="container (the host's kernel) or gvisor (gVisor's runsc: a second kernel); overrides "
+                    "config 'isolation'; a change recreates the sandbox"),
         Option("--lockdown", kind=FLAG,
                help="for untrusted repos: no credentials, network only to the agents' APIs, ephemeral home, "
                     "project behind a copy-on-write layer (also config 'lockdown')"),
@@ -69,7 +84,8 @@ def body(argv):
 
     proj, cfg, engine, store = load_context(args.dir, {"image": args.image,
                                                       "network": {"mode": args.network} if args.network else None,
-                                                      "devcontainer": args.devcontainer})
+                                                      "devcontainer": args.devcontainer,
+                                                      "isolation": args.isolation})
     locked = args.lockdown or cfg.get("lockdown")
     if locked:
         from agentsh.policy.lockdown import lockdown  # lazy: not for --help or completion, which read only COMMAND
@@ -105,7 +121,8 @@ def dry_run(proj, cfg, engine, store, args):
             publish = (store.read(layout.sandbox_record(proj.sandbox)) or {}).get("publish", [])
         except AgentshError:
             publish = []
-    want = specs.build(proj, cfg, engine, specs.gather(proj, cfg, engine), publish)  # topology: from the disk
+    # topology: from the disk; registry features are fetched into the cache (nothing of the sandbox is made)
+    want = specs.build(proj, cfg, engine, specs.gather(proj, cfg, engine, fetch=True, notify=notice), publish)
     plan = specs.plan(want, cfg)
     if args.json:
         print_json(plan)
@@ -123,7 +140,7 @@ def render_plan(plan):
         extra = "".join(f", {k} {v}" for k, v in (("target", b["target"]),) if v)
         lines.append(("build", f"{b['tag']} {what}{extra}"))
         for f in b["features"]:
-            lines.append(("feature", f"{f['id']} ({f['source']})" + (
+            lines.append(("feature", f"{f['id']} ({f['resolved'] or f['source']})" + (
                 f" {', '.join(f'{k}={v}' for k, v in f['options'].items())}" if f["options"] else "")))
     else:
         lines.append(("image", plan["image"] + (" (pulled if missing)" if plan["pull"] else "")))

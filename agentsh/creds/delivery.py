@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from agentsh.policy.agents import Profile
 
     Notify = Callable[[str], object]
+    # Runs agentsh's own command in the sandbox with bytes on stdin: (status, stdout, stderr text), or None
+    # when it could not (the engine's exec is used instead). sandbox.execute.server_runner makes one.
+    Runner = Callable[[list[str], bytes], tuple[int, bytes, str] | None]
 
 TMPFS_OPTIONS = "rw,nosuid,nodev,noexec,size=16m,mode=0700"
 NO_TMPFS = 97  # the injection script's status when the sandbox has no secrets tmpfs
@@ -238,13 +241,21 @@ def _gone(engine: Engine, err: str) -> bool:
     return isinstance(engine.error(err, "exec"), ContainerGone)
 
 
+def _exec(engine: Engine, sandbox_name: str, cmd: list[str], data: bytes, run: Runner | None
+          ) -> tuple[int, bytes, str]:
+    """cmd in the sandbox with `data` on stdin: through `run` (the sandbox's exec server) when it answers,
+    else one engine exec. Either way the values go by stdin, never in the engine's exec environment."""
+    done = run(cmd, data) if run is not None else None
+    return done if done is not None else engine.exec_bytes(sandbox_name, cmd, input=data, timeout=EXEC_TIMEOUT)
+
+
 def write_files(engine: Engine, sandbox_name: str, files: Sequence[FileCredential],
-                recover: Callable[[], object] | None = None) -> None:
-    """One engine call: every file credential into the sandbox's tmpfs."""
+                recover: Callable[[], object] | None = None, run: Runner | None = None) -> None:
+    """One call: every file credential into the sandbox's tmpfs (`run`: through its exec server)."""
     script = write_script(files)
     data = b"".join(f.value for f in files)
     for attempt in (1, 2):
-        status, _, err = engine.exec_bytes(sandbox_name, ["sh", "-c", script], input=data, timeout=EXEC_TIMEOUT)
+        status, _, err = _exec(engine, sandbox_name, ["sh", "-c", script], data, run if attempt == 1 else None)
         if status == 0:
             return
         if attempt == 1 and recover is not None and _gone(engine, err):
@@ -276,7 +287,8 @@ def parse_frames(out: bytes, count: int) -> list[bytes | None]:
     return values
 
 
-def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Store, notify: Notify) -> list[str]:
+def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Store, notify: Notify,
+               run: Runner | None = None) -> list[str]:
     """Read back write-back files after the command; re-seal the ones it changed.
 
     Compared with what THIS run put in, not with the cache: a sandbox that
@@ -287,8 +299,7 @@ def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Sto
     if not files:
         return []
     try:
-        status, out, err = engine.exec_bytes(sandbox_name, ["sh", "-c", read_back_script(files)], input=b"",
-                                             timeout=EXEC_TIMEOUT)
+        status, out, err = _exec(engine, sandbox_name, ["sh", "-c", read_back_script(files)], b"", run)
         if status != 0:
             raise EngineError((err.strip().splitlines() or [f"exit status {status}"])[-1][:200])
         values = parse_frames(out, len(files))

@@ -782,6 +782,21 @@ def _bind(kind: int, port: int, listen: bool = True) -> socket.socket:
     return sock
 
 
+def _loopback_up() -> None:
+    """Bring the namespace's loopback up where it is down (runc does so for a new namespace; gVisor's runsc
+    with network=host leaves it down, and with it 127.0.0.1, where the proxy's sockets go)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s, 0x8913, req))[1]  # SIOCGIFFLAGS
+        if not flags & 1:  # IFF_UP
+            fcntl.ioctl(s, 0x8914, struct.pack("16sh14x", b"lo", flags | 1))  # SIOCSIFFLAGS
+    except OSError as e:
+        raise SystemExit(f"cannot bring up the sandbox's loopback: {e.strerror}") from None
+    finally:
+        s.close()
+
+
 def plant(pid: int, port: int, unix_path: str) -> None:
     """In the sandbox's network namespace, make the proxy's sockets and send their fds to unix_path.
 
@@ -796,6 +811,7 @@ def plant(pid: int, port: int, unix_path: str) -> None:
         err = ctypes.get_errno()
         raise SystemExit(f"cannot enter the sandbox's network namespace: {os.strerror(err)}")
     os.close(ns)
+    _loopback_up()
     socks = [_bind(socket.SOCK_STREAM, port), _bind(socket.SOCK_STREAM, port + STEER_PORT_OFFSET),
              _bind(socket.SOCK_DGRAM, DNS_PORT), _bind(socket.SOCK_STREAM, DNS_PORT)]
     problem = _steer(port + STEER_PORT_OFFSET)

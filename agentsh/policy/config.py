@@ -229,6 +229,7 @@ SCHEMA = {
     "agents": (_agents, {}),
     "devcontainer": (_devcontainer_name, None),
     "pull": (_str(("missing", "never")), "missing"),
+    "isolation": (_str(("container", "gvisor")), "container"),
 }
 # Bumped whenever a checker refuses more: a file cached as valid under older rules is checked again.
 RULES = 4
@@ -332,12 +333,15 @@ def check_project_layer(layer: dict, source: str, user_file: str | None = None) 
 def merge_project(cfg: Mapping[str, Any], layer: dict, source: str, user_file: str | None = None) -> dict:
     """The config with an allowed project file's layer over it.
 
-    `lockdown` only ever turns on from a project file: a repository cannot
-    switch off the lockdown your own config asks for.
+    `lockdown` only ever turns on from a project file, and `isolation` only
+    ever rises to "gvisor": a repository cannot switch off the lockdown or
+    the second kernel your own config asks for.
     """
     check_project_layer(layer, source, user_file)
     out = merge(cfg, layer)
     out["lockdown"] = bool(cfg.get("lockdown")) or bool(layer.get("lockdown"))
+    if cfg.get("isolation") == "gvisor":  # nor the second kernel it asks for
+        out["isolation"] = "gvisor"
     return out
 
 
@@ -492,7 +496,8 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
         "limits": {k: layer[k] for k in ("pids", "memory", "cpus") if k in layer},
         "agents": agents,
         "build": build,
-        "features": [{"id": f.id, "source": f.ref, "files": len(f.files)} for f in (dev.features if dev else ())],
+        "features": [{"id": f.id, "source": f.ref, "files": len(f.files), "registry": f.oci is not None}
+                     for f in (dev.features if dev else ())],
     }
 
 
@@ -522,7 +527,9 @@ def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
     for name, got in w["agents"].items():
         lines.append((f"agent {name}", "; ".join(f"{k} {', '.join(v)}" for k, v in got.items())))
     for f in w.get("features", ()):
-        lines.append(("feature", f"{show(f['source'])} ({f['files']} files): its install.sh runs as root in a build "
+        what = ("from its registry at ab-up, pinned to one digest" if f.get("registry")
+                else f"{f['files']} files")
+        lines.append(("feature", f"{show(f['source'])} ({what}): its install.sh runs as root in a build "
                                  "layer, with network access"))
     b = w["build"]
     if b:

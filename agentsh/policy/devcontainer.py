@@ -182,6 +182,7 @@ class Devcontainer:
         self.ports, self.run_args = [], []
         self.lifecycle, self.wait_for = {}, None
         self.features, self.feature_order = [], []
+        self.lock_file, self.lock_pins = None, {}  # devcontainer-lock.json, when trust read it (pins_from)
         self.host_requirements = {}
         self.workdir = workspace
         self.compose = any(k in data for k in COMPOSE)
@@ -568,10 +569,10 @@ class Devcontainer:
         if not isinstance(value, dict):
             raise ConfigError(f"{_key(self.path, 'features')} must be an object of FEATURE: options")
         got = read_features(self, value)
-        self.features = got.local
+        self.features = got.features
         for ref, why in got.refused:
             self.not_applied.append((f"features {_printable(ref)}", why))
-        if got.local or not got.refused:
+        if got.features or not got.refused:
             self.honoured.append("features")
 
     def _feature_order(self, value: object, data: dict) -> None:
@@ -635,7 +636,19 @@ class Devcontainer:
 
     def files(self) -> list[str]:
         """Every file that shapes what runs: trust is taken over all of them."""
-        return [self.path] + ([self.dockerfile] if self.dockerfile else [])
+        return [self.path] + ([self.dockerfile] if self.dockerfile else []) + (
+            [self.lock_file] if self.lock_file else [])
+
+    def registry_features(self) -> bool:
+        """Whether a feature comes from a registry (then its lock file counts too)."""
+        return any(f.oci is not None for f in self.features)
+
+    def pins_from(self, path: str, data: bytes) -> None:
+        """Take the digests of the spec's lock file (its bytes, as trust hashed them)."""
+        from agentsh.policy.devcontainer_oci import read_lock  # lazy: only for a file with registry features
+
+        self.lock_pins = read_lock(path, data)
+        self.lock_file = path
 
     def post_create_commands(self) -> list[list[str]]:
         """postCreateCommand as argv lists."""
@@ -682,6 +695,7 @@ class Devcontainer:
             "ports": [str(p) for p in self.ports],
             "run_args": list(self.run_args),
             "features": [f.plan() for f in self.features],
+            "lock_file": self.lock_file,
             "lifecycle": {name: [{"name": label or None, "argv": argv, "host_values": sorted(host)}
                                  for label, argv, host in steps] for name, steps in self.lifecycle.items()},
             "wait_for": self.wait_for,

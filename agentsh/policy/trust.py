@@ -144,9 +144,33 @@ def cover(anchor_path: str, data: bytes | None = None, choice: str | None = None
             if out.devcontainer.dockerfile:
                 out.files.append((out.devcontainer.dockerfile, _read_or_none(out.devcontainer.dockerfile)))
             for feature in out.devcontainer.features:  # the bytes read once, which a build installs
+                if feature.oci is not None:
+                    continue  # a registry feature: its reference is in the devcontainer.json, its digest pinned
                 for rel, mode, file_data in feature.files:
                     out.files.append((os.path.join(feature.folder, rel), b"%o\0" % mode + file_data))
+            if out.devcontainer.registry_features():
+                _cover_lock(out, dc_path)
     return out
+
+
+def _cover_lock(out: Covered, dc_path: str) -> None:
+    """The spec's devcontainer-lock.json, when there is one: it pins registry features, so trust covers it."""
+    from agentsh.policy.devcontainer_oci import lock_path  # lazy: only for a file with registry features
+
+    path = lock_path(dc_path)
+    if not os.path.lexists(path):
+        return
+    try:
+        data = read_project_file(path)
+    except AgentshError as e:
+        out.files.append((path, None))
+        out.error = e if isinstance(e, ConfigError) else ConfigError(e.message, e.fix)
+        return
+    out.files.append((path, data))
+    try:
+        out.devcontainer.pins_from(path, data)
+    except ConfigError as e:
+        out.error = e
 
 
 def covered_files(anchor_path: str) -> list[str]:

@@ -207,7 +207,8 @@ def build_features(engine, build, base, notify):
             os.chmod(path, (mode & 0o777) | 0o600)
         with open(os.path.join(context, "Containerfile"), "w") as out:
             out.write(recipe)
-        notify(f"installing features {', '.join(f.id for f in build['features'])} into {build['tag']}")
+        shown = ", ".join(f.id + (f" ({f.oci.at(f.digest)})" if f.oci else "") for f in build["features"])
+        notify(f"installing features {shown} into {build['tag']}")
         engine.build(context, build["tag"], file=os.path.join(context, "Containerfile"),
                      labels={LABEL_MANAGED: "true"}, on_line=lambda line: notify(f"  | {line}"),
                      secrets={"ca_bundle": bundle} if bundle else None)

@@ -34,6 +34,7 @@ from agentsh.base.paths import run_dir
 
 HELLO = b"agentsh-execd 1\n"
 CONNECT_TIMEOUT = 1.0
+CALL_TIMEOUT = 10.0  # agentsh's own commands through the server (credential files in and out)
 SOCKET_NAME = os.path.basename(EXECD_SOCKET)
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 
@@ -175,6 +176,95 @@ def run(conn, cmd, workdir, env, tty, signal_module):
     for fd in made:  # the server holds these now
         os.close(fd)
     return _relay(conn, tty, stdin_pipe, outs, signal_module)
+
+
+def call(conn, cmd, data=b"", timeout=CALL_TIMEOUT):
+    """Run agentsh's own short command through a connected server: `data` on its stdin, no terminal.
+
+    Returns (status, stdout bytes, stderr bytes). The three descriptors passed
+    are pipes made here, so nothing of the caller's crosses. ServerGone when the
+    connection ends before the exit status or `timeout` seconds pass first (a
+    stand-in server that never answers costs the timeout, not a hang).
+    """
+    import select  # lazy: not loaded by ab-up, which imports this module
+    import time  # lazy: only for a deadline
+
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        req = _frame(b"R", _request(cmd, "/", {}, False, (0, 0)))
+        rights = b"".join(fd.to_bytes(4, "little") for fd in (in_r, out_w, err_w))
+        conn.settimeout(timeout)
+        sent = conn.sendmsg([req], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)])
+        if sent < len(req):
+            conn.sendall(req[sent:])
+    except OSError:
+        for fd in (in_w, out_r, err_r):
+            os.close(fd)
+        raise ServerGone() from None
+    finally:
+        for fd in (in_r, out_w, err_w):
+            os.close(fd)
+    got = {out_r: [], err_r: []}
+    poller = select.poll()
+    for fd in got:
+        poller.register(fd, select.POLLIN)
+    poller.register(conn.fileno(), select.POLLIN)
+    os.set_blocking(in_w, False)
+    if data:
+        poller.register(in_w, select.POLLOUT)
+    else:
+        os.close(in_w)
+        in_w = None
+    deadline = time.monotonic() + timeout
+    buf, status = b"", None
+    try:
+        while status is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerGone()
+            for fd, _ev in poller.poll(left * 1000):
+                if fd == conn.fileno():
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        raise ServerGone()
+                    buf += chunk
+                    while len(buf) >= 5 and len(buf) >= 5 + int.from_bytes(buf[1:5], "big"):
+                        n = int.from_bytes(buf[1:5], "big")
+                        kind, body, buf = buf[:1], buf[5:5 + n], buf[5 + n:]
+                        if kind == b"X" and n == 4:
+                            status = int.from_bytes(body, "big", signed=True)
+                elif fd == in_w:
+                    try:
+                        data = data[os.write(in_w, data[:65536]):]
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # the command closed its stdin: the rest is not wanted
+                        data = b""
+                    if not data:
+                        poller.unregister(in_w)
+                        os.close(in_w)
+                        in_w = None
+                else:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        got[fd].append(chunk)
+                    else:
+                        poller.unregister(fd)
+        for fd in got:  # what the command wrote before it ended (a child it left may hold the pipe: no wait)
+            os.set_blocking(fd, False)
+            try:
+                while chunk := os.read(fd, 65536):
+                    got[fd].append(chunk)
+            except OSError:
+                pass
+    finally:
+        conn.close()
+        for fd in (in_w, out_r, err_r):
+            if fd is not None:
+                os.close(fd)
+    return status, b"".join(got[out_r]), b"".join(got[err_r])
 
 
 def _passable(fd):

@@ -108,6 +108,27 @@ def run_served(conn, cmd, workdir, env, tty, token):
         raise SandboxGone(125) from None
 
 
+def server_runner(sandbox):
+    """Runs agentsh's own short commands (credential files in and out) through the sandbox's exec server.
+
+    The runner returns (status, stdout, stderr text), or None when the server
+    does not answer or goes away first; creds.delivery then uses the engine's exec.
+    """
+    def run(cmd, data):
+        from agentsh.sandbox import execd  # lazy: socket; only when a credential file is delivered
+
+        conn = execd.connect(sandbox)
+        if conn is None:
+            return None
+        try:
+            status, out, err = execd.call(conn, cmd, data)
+        except execd.ServerGone:
+            return None
+        return status, out, err.decode("utf-8", "replace")
+
+    return run
+
+
 class SandboxGone(Exception):
     """The sandbox was removed or stopped while the command ran (or the exec server went away).
 

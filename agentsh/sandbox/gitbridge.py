@@ -27,7 +27,6 @@ relative to a descriptor it opened itself and with O_NOFOLLOW (safefs).
 
 import os
 import re
-import shutil
 
 from agentsh.base import layout, paths, safefs
 from agentsh.base.digest import sha256_hex
@@ -109,6 +108,14 @@ def submodule_gitfiles(topo):
 # -- host side: before a sandbox is made ---------------------------------------
 
 
+def _rmtree(path):
+    """Remove a directory tree if it is there (shutil only when it is: ab-up's cold path)."""
+    if os.path.lexists(path):
+        import shutil  # lazy: bz2 and lzma come with it; a cold ab-up rarely has anything to remove
+
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def install_lib():
     """Put the in-sandbox scripts where the sandbox mounts them read-only (once per version)."""
     target = lib_dir()
@@ -116,7 +123,7 @@ def install_lib():
         return
     os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
     tmp = f"{target}.new.{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    _rmtree(tmp)
     os.mkdir(tmp, 0o755)
     for name, data in _lib_sources().items():
         with open(os.path.join(tmp, name), "wb") as f:
@@ -126,7 +133,7 @@ def install_lib():
     try:
         os.rename(tmp, target)
     except OSError:  # installed meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rmtree(tmp)
 
 
 def prepare(topo, sandbox, locked=False):
@@ -140,7 +147,7 @@ def prepare(topo, sandbox, locked=False):
         parent = os.path.dirname(target)
         os.makedirs(parent, mode=0o700, exist_ok=True)
         tmp = f"{target}.new.{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        _rmtree(tmp)
         os.mkdir(tmp, 0o700)
         _init(tmp, topo.common, HOST_GIT, topo.own_rel)
         for rel in mods:
@@ -148,7 +155,7 @@ def prepare(topo, sandbox, locked=False):
         try:
             os.rename(tmp, target)
         except OSError:  # made meanwhile by a concurrent ab-up
-            shutil.rmtree(tmp, ignore_errors=True)
+            _rmtree(tmp)
     fd = safefs.open_dir(target)
     try:
         for rel in mods:  # submodules the host has gained since: made through descriptors, links refused
@@ -162,7 +169,7 @@ def prepare(topo, sandbox, locked=False):
                 raise AgentshError(f"{target}/{rel} is not a directory agentsh made ({e})",
                                    f"remove {target} (the sandbox's own git dir) and run 'ab-up' again") from None
             staging = os.path.join(os.path.dirname(target), f".module.{os.getpid()}")
-            shutil.rmtree(staging, ignore_errors=True)
+            _rmtree(staging)
             os.mkdir(staging, 0o700)
             _init(staging, os.path.join(topo.common, rel), f"{HOST_GIT}/{rel}", "")
             parent = safefs.open_dir(target, os.path.dirname(rel), create=True)
@@ -181,6 +188,8 @@ def _copy(src, dst):
         fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return
+    import shutil  # lazy: bz2 and lzma come with it; a cold ab-up with its private git dir made needs neither
+
     with os.fdopen(fd, "rb") as f, open(dst, "wb") as out:
         shutil.copyfileobj(f, out)
 
@@ -213,7 +222,7 @@ def _init(dst, host_dir, inside, own_rel):
 def forget(sandbox):
     """Remove a sandbox's private git dirs (what it committed is already in the host repo)."""
     for locked in (False, True):
-        shutil.rmtree(private_dir(sandbox, locked), ignore_errors=True)
+        _rmtree(private_dir(sandbox, locked))
 
 
 # -- host side: after a command ------------------------------------------------

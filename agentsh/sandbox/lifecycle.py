@@ -46,13 +46,19 @@ def spec(project, cfg, engine, publish=(), topo=None, inputs=None):
     return specs.build(project, cfg, engine, inputs or specs.gather(project, cfg, engine, topo), publish)
 
 
-def prepare_host(project, topo, locked=False):
-    """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir."""
-    from agentsh.sandbox import execd, gitbridge  # lazy: shutil, subprocess; ab-exec uses only ensure_running
+def prepare_host(project, topo, locked=False, runtime=None):
+    """What the mounts need on the host: the in-sandbox scripts and the sandbox's private git dir (and
+    `runtime`, the wrapper of isolation = "gvisor")."""
+    from agentsh.sandbox import (  # lazy: shutil, subprocess; ab-exec uses only ensure_running
+        execd,
+        gitbridge,
+        isolation,
+    )
 
     try:
         gitbridge.prepare(topo, project.sandbox, locked)
         execd.prepare(project.sandbox)
+        isolation.install(runtime)
     except FileError:
         raise
     except OSError as e:  # names relative to a directory descriptor say too little: name the directory
@@ -136,7 +142,8 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
         from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
         from agentsh.sandbox import spec as specs  # lazy: the spec (json, re); ab-exec uses only ensure_running
 
-        want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo), record.get("publish", ()))
+        want = specs.build(project, cfg, engine, specs.gather(project, cfg, engine, topo, fetch=True, notify=notify),
+                           record.get("publish", ()))
         devcontainer_run.run(engine, want, ("postAttachCommand",), notify or (lambda msg: None))
     return record
 
@@ -156,7 +163,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     def wanted(ports):  # the spec for these -p ports; built again only when they change
         nonlocal want, inputs
         if want is None or want.publish != list(ports):
-            inputs = inputs or specs.gather(project, cfg, engine, topo)
+            inputs = inputs or specs.gather(project, cfg, engine, topo, fetch=True, notify=notify)
             want = specs.build(project, cfg, engine, inputs, ports)
         return want
 
@@ -345,17 +352,16 @@ def _record(project, want, cid=None):
 
 def _create(engine, store, project, want, notify=None):
     from agentsh.host import gittopo  # lazy: ab-exec uses only ensure_running
-    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
     check_spec(want)
-    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked, getattr(want, "runtime", None))
     # The record before the container: a state dir that cannot be written fails here, with nothing made
     # (a record without a pid never passes ab-up's no-engine check, so it cannot stand for a container).
     store.write(layout.sandbox_record(want.name), _record(project, want))
     # NameInUse: made by a process that held no lock, or under another state
     # dir; the caller inspects it and decides.
     notify = notify or (lambda msg: None)
-    args = want.full_run_args(devcontainer_run.resolve_late_env(engine, want))
+    args = want.full_run_args(_late_env(engine, want))
     prepare_volumes(engine, project, want)
     try:
         cid = engine.run_detached(args)
@@ -372,11 +378,22 @@ def _create(engine, store, project, want, notify=None):
             "started": True, "new": True}
 
 
+def _late_env(engine, want):
+    """The devcontainer env values resolved from the image (none without a devcontainer asking for them)."""
+    if not getattr(want, "late_env", None):
+        return {}
+    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
+
+    return devcontainer_run.resolve_late_env(engine, want)
+
+
 def _after_create(engine, want, notify):
     """A devcontainer's onCreate, updateContent and postCreate (once per creation), then postStart.
 
     A failure removes the new sandbox: the next ab-up makes it again and runs the commands again.
     """
+    if not getattr(want, "lifecycle", None):
+        return
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
     if not engine.is_podman or not engine.is_local:
@@ -508,7 +525,7 @@ def _replace(engine, store, project, want, info, notify):
         info = engine.inspect(name)
         if info is None:
             return _create(engine, store, project, want, notify)
-    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked)
+    prepare_host(project, want.topo or gittopo.detect(project.root), want.locked, getattr(want, "runtime", None))
     prepare_volumes(engine, project, want)
     kept = _read_record(store, name)  # the running sandbox's record, put back if the new one fails
     store.write(layout.sandbox_record(name), _record(project, want))  # before any change (see _create)

@@ -21,7 +21,7 @@ from agentsh.egress import network
 from agentsh.host import gittopo
 from agentsh.policy import caches, lockdown, ports
 from agentsh.policy.config import ca_bundle_copy
-from agentsh.sandbox import execd, gitbridge, instructions
+from agentsh.sandbox import execd, gitbridge, instructions, isolation
 
 LABEL_MANAGED = "io.agentsh.managed"
 LABEL_PROJECT = "io.agentsh.project"
@@ -78,6 +78,7 @@ class Spec:
         self.image = image
         self.hash = sha256_hex(json.dumps(run_args))[:16]
         self.run_args = run_args
+        self.runtime = None  # (path, text) of the runtime wrapper isolation = "gvisor" names
 
     def full_run_args(self, late_env=None):
         """run arguments with the spec label, ready for `run -d`.
@@ -184,10 +185,12 @@ def _resolved(entries):
     return out
 
 
-def gather(project, cfg, engine, topo=None):
+def gather(project, cfg, engine, topo=None, fetch=False, notify=None):
     """Read everything build() needs from the host and the state store (see SpecInputs).
 
     `topo`: the project's recorded git topology (gittopo.recorded); default: what the disk says.
+    `fetch`: a devcontainer's registry features not in the cache may be fetched (ab-up); without it
+    (the cd hook's and ab-status's staleness check) such a feature is an AgentshError.
     """
     locked = lockdown.is_locked(cfg)
     topo = topo or gittopo.detect(project.root)
@@ -199,6 +202,8 @@ def gather(project, cfg, engine, topo=None):
             ca_bundle = with_sandbox_ca(ca_bundle, project.sandbox)
     except ConfigError as e:
         ca_bundle = e  # raised by build(), where the spec would have failed
+    if dev is not None and "image" not in cfg.flag_keys and dev.registry_features():
+        resolve_features(dev, cfg, fetch, notify or (lambda message: None))
     recipe = None
     if dev is not None and dev.dockerfile and "image" not in cfg.flag_keys:
         try:
@@ -216,6 +221,24 @@ def gather(project, cfg, engine, topo=None):
         mounts=_resolved(cfg["mounts"]), dev_mounts=_resolved(dev.mounts) if dev is not None else [],
         ca_bundle=ca_bundle, secrets=secrets, instructions_args=instructions.mount_args(), recipe=recipe,
         execd=execd.spec_args(gitbridge.lib_dir(), project.sandbox))
+
+
+def resolve_features(dev, cfg, fetch, notify):
+    """A devcontainer's registry features pinned, fetched (or taken from the cache) and verified, in place.
+
+    The registry is trusted like the image builder trusts the network: the
+    host's store plus agentsh's checked copy of config ca_bundle.
+    """
+    from agentsh.base.state import Store  # lazy: only for a devcontainer with registry features
+    from agentsh.policy import devcontainer_features, devcontainer_oci  # lazy: tar and the registry client
+
+    try:
+        cafile = ca_bundle_source(cfg["ca_bundle"])
+    except ConfigError:
+        cafile = None  # build() refuses the setting itself; the host's store still verifies
+    fetcher = devcontainer_oci.Fetcher(fetch, cafile, notify)
+    for line in devcontainer_features.resolve(dev, fetcher, Store()):
+        notify(line)
 
 
 # -- the pure part ---------------------------------------------------------------
@@ -258,7 +281,9 @@ def build(project, cfg, engine, inputs, publish=()):
     # invoking user (keep-id where the engine maps it itself).
     user_args = []
     if engine.is_podman and engine.rootless:
-        user_args.append("--userns=keep-id")
+        # runsc cannot start in the user namespace keep-id makes: under gVisor the sandbox runs as the
+        # root of rootless Podman's namespace, which is the invoking user on the host (sandbox.isolation).
+        user_args.append("--user=0:0" if cfg.get("isolation") == isolation.GVISOR else "--userns=keep-id")
     elif not (dev is not None and dev.user):
         if engine.is_podman or not engine.rootless:
             user_args.append(f"--user={inputs.uid}:{inputs.gid}")
@@ -283,6 +308,9 @@ def build(project, cfg, engine, inputs, publish=()):
     args += user_args
     net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
     args += net_args
+    iso_args, runtime = isolation.run_args(cfg, engine, cfg["network"]["mode"],
+                                           ssh_agent="SSH_AUTH_SOCK" in inputs.secrets[1])
+    args += iso_args
     if locked and not engine.is_podman:  # Docker has no `:O`: a volume of its local driver mounts the overlay
         args += ["-v", f"{lockdown.overlay_volume(project)}:{root}"]
     else:
@@ -345,7 +373,7 @@ def build(project, cfg, engine, inputs, publish=()):
     args += ["-w", root, image, *keepalive]
     out = Spec(project.sandbox, root, image, args, keepalive)
     out.build, out.post_create, out.publish = image_build, post_create, list(publish)
-    out.topo, out.locked, out.pull = inputs.topo, locked, pull
+    out.topo, out.locked, out.pull, out.runtime = inputs.topo, locked, pull, runtime
     out.lifecycle = dict(dev.lifecycle) if dev is not None else {}
     out.wait_for = dev.wait_for if dev is not None else None
     out.workdir = dev.workdir if dev is not None else root
@@ -375,7 +403,8 @@ def _dev_image(dev, project, recipe, pull):
                                        sort_keys=True).encode(),
              (dev.context or "").encode("utf-8", "surrogateescape")]
     for f in dev.features:
-        parts.append(json.dumps([f.ref, f.options, [[r, m, sha256_hex(d)] for r, m, d in f.files]]).encode())
+        parts.append(json.dumps([f.ref, f.options, [[r, m, sha256_hex(d)] for r, m, d in f.files]]
+                                + ([f.digest] if f.oci else [])).encode())
     digest = sha256_hex(b"\0".join(parts))[:12]
     image = f"localhost/agentsh-dc-{project.key}:{digest}"
     build = {"context": dev.context, "file": dev.dockerfile, "args": dev.build_args, "tag": image,
@@ -413,6 +442,7 @@ def plan(want, cfg):
         "sandbox": want.name,
         "project": want.project_root,
         "image": want.image,
+        "isolation": cfg.get("isolation", isolation.CONTAINER),
         "pull": bool(want.pull),
         "build": build,
         "user": user,

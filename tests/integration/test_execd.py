@@ -77,6 +77,16 @@ def test_cwd_env_allowlist_and_e_values(repo, monkeypatch):
     assert proc.stdout.decode().splitlines() == [str(repo / "sub"), "by-name by-value none /home/agent"]
 
 
+def test_files_a_command_makes_get_the_umask_the_engines_exec_gives(repo):
+    """Not the server's own umask 0 (which it needs only to make its socket): no world-writable files."""
+    _up(repo)
+    served = ab("ab-exec", "--", "sh", "-c", "umask; touch made-served", cwd=repo, check=True).stdout
+    engine = ab("ab-exec", "--", "sh", "-c", "umask; touch made-engine", cwd=repo, check=True,
+                env={**os.environ, "AGENTSH_EXEC_SERVER": "0"}).stdout
+    assert served == engine == b"0022\n"
+    assert (repo / "made-served").stat().st_mode & 0o777 == (repo / "made-engine").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_signal_to_ab_exec_reaches_the_command(repo):
     _up(repo)
     marker = repo / "got-term"
@@ -196,3 +206,59 @@ def test_twenty_concurrent_execs_in_one_sandbox(repo):
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE) for i in range(20)]
     results = [(p.communicate(timeout=60)[0], p.returncode) for p in procs]
     assert results == [(f"{i}\n".encode(), i % 7) for i in range(20)]
+
+
+def _engine_logged(tmp_path):
+    """An environment whose `podman` logs each subcommand to the returned file, then runs the real one."""
+    import shutil
+
+    log, wrap = tmp_path / "engine.log", tmp_path / "logged-bin"
+    wrap.mkdir()
+    (wrap / "podman").write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {shutil.which("podman")} "$@"\n')
+    (wrap / "podman").chmod(0o755)
+    return {**os.environ, "PATH": f"{wrap}{os.pathsep}{os.environ['PATH']}"}, log
+
+
+def test_credential_files_go_in_and_come_back_through_the_server(repo, tmp_path):
+    """A file credential is written into the sandbox, and a refreshed one read back, with no engine exec."""
+    _up(repo)
+    ab("ab-creds", "set", "SRV_TOKEN", "--file", "~/.tool/token.json", "--writeback", input=b"v1-" * 30000,
+       check=True)  # 90 kB: more than a pipe holds, so the stdin is written as the command reads it
+    ab("ab-creds", "grant", "SRV_TOKEN", str(repo), check=True)
+    env, log = _engine_logged(tmp_path)
+    proc = ab("ab-exec", "--", "sh", "-c", "wc -c < ~/.tool/token.json; printf v2 > ~/.tool/token.json",
+              cwd=repo, env=env)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, b"90000", b"")
+    assert ab("ab-creds", "get", "SRV_TOKEN", check=True).stdout == b"v2"
+    calls = log.read_text().split() if log.exists() else []
+    assert "exec" not in calls and _served(repo)
+
+
+def test_a_stand_in_server_that_stalls_credential_files_costs_its_timeout_then_the_engine_writes_them(repo, tmp_path):
+    """A socket that greets and then says nothing: credential files still arrive (by the engine), within the timeout."""
+    name = _up(repo)
+    ab("ab-creds", "set", "STALL_TOKEN", "--file", "~/.tool/stall", input=b"s3cret", check=True)
+    ab("ab-creds", "grant", "STALL_TOKEN", str(repo), check=True)
+    srv, held = _fake_server(name, answer_hello=True)
+    try:
+        env, log = _engine_logged(tmp_path)
+        start = time.monotonic()
+        proc = subprocess.Popen(["ab-exec", "--", "cat", "/home/agent/.tool/stall"], cwd=repo, env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # The files go by the engine after the server's 10 s; the command itself then goes to the same
+        # stand-in, which never answers: ab-exec is left with two Ctrl-Cs, as a stalled command is.
+        time.sleep(13)
+        assert "exec" in log.read_text().split()  # the engine wrote the files once the stand-in stalled
+        proc.send_signal(2)
+        time.sleep(0.5)
+        proc.send_signal(2)
+        proc.wait(timeout=10)
+        assert time.monotonic() - start < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for conn in held:
+            conn.close()
+        srv.close()
+        podman("restart", "-t", "0", name)
+    assert ab("ab-exec", "--", "cat", "/home/agent/.tool/stall", cwd=repo, check=True).stdout == b"s3cret"

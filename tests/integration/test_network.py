@@ -354,6 +354,11 @@ def internet(tmp_path_factory):
 @pytest.fixture(scope="class")
 def steered(internet, tmp_path_factory):
     """A sandbox of the default image allowed NAME on the two ports; every program run with no proxy variables."""
+    yield from steered_sandbox(internet, tmp_path_factory)
+
+
+def steered_sandbox(internet, tmp_path_factory, config=""):
+    """The `steered` fixture's body; `config`: more of the user config (test_gvisor runs the class again)."""
     if podman("image", "exists", DEFAULT_IMAGE, check=False).returncode != 0:
         pytest.fail(f"{DEFAULT_IMAGE} is missing: build it with 'ab-image build'")
     base = tmp_path_factory.mktemp("steered")
@@ -361,7 +366,7 @@ def steered(internet, tmp_path_factory):
     jvm = [d for d in (JDK, "/etc/java-17-openjdk") if os.path.isdir(d)]
     with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
         # The host's JDK, read-only, for a JVM test (the default image has none; no registry is reachable to add one).
-        f.write(f"mounts = {json.dumps([f'{d}:{d}:ro' for d in jvm])}\n")
+        f.write(f"mounts = {json.dumps([f'{d}:{d}:ro' for d in jvm])}\n{config}")
         f.write(f'[network]\nmode = "allow"\nallow = ["{internet.name}:{internet.https}", '
                 f'"{internet.name}:{internet.http}"]\n')
     repo = git_init(base / "repo")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from agentsh.sandbox.isolation import runsc
 from tests.conftest import GIT_ID, GIT_IMAGE, git_image_tar, remove_sandboxes_under, replace_image
 
 GIT_ENV = GIT_ID
@@ -79,15 +80,24 @@ def _root_runner(env):
     return run
 
 
-@pytest.fixture(params=["rootful", "rootless"])
+@pytest.fixture(params=["rootful", "rootless", "rootful-gvisor", "rootless-gvisor"])
 def side(request, tmp_path):
-    if request.param == "rootful":
+    """Both kinds of engine user, each on the host's kernel and on gVisor's (isolation = "gvisor")."""
+    extra = ""
+    if request.param.endswith("-gvisor"):
+        if runsc() is None:
+            pytest.skip("gVisor's runsc is not installed (scripts/test-setup installs it)")
+        extra = 'isolation = "gvisor"\n'
+    if request.param.startswith("rootful"):
         request.getfixturevalue("engine_ready")
-        request.getfixturevalue("user_config")(f'image = "{GIT_IMAGE}"\n')
+        request.getfixturevalue("user_config")(f'image = "{GIT_IMAGE}"\n{extra}')
         request.getfixturevalue("git_image")
         s = Side("rootful", tmp_path, {}, _root_runner({}))
         yield s
-        remove_sandboxes_under(str(tmp_path))
+        try:
+            _on_gvisor_kernel(s, extra)
+        finally:
+            remove_sandboxes_under(str(tmp_path))
         return
     user = request.getfixturevalue("rootless_user")
     _user_git_image(user)
@@ -100,14 +110,22 @@ def side(request, tmp_path):
 
     s = Side("rootless", base, user.env, run)
     config = user.home / "xdg/config/agentsh/config.toml"
-    user.run("sh", "-c", f"printf 'image = \"{GIT_IMAGE}\"\\n' > {config}", check=True)
+    user.run("sh", "-c", f"printf 'image = \"{GIT_IMAGE}\"\\n{extra}' > {config}", check=True)
     try:
         yield s
+        _on_gvisor_kernel(s, extra)
     finally:
         for repo in s.made:
             user.run("ab-down", "--rm", "--volumes", str(repo))
         user.run("sh", "-c", f"printf 'image = \"localhost/agentsh-test-tiny:latest\"\\n' > {config}")
         user.run("rm", "-rf", str(base))
+
+
+def _on_gvisor_kernel(side, extra):
+    """A gvisor side's sandboxes really ran on gVisor's kernel (not silently on the host's)."""
+    if extra and side.made:
+        release = side.inside(side.made[0], "uname -r").stdout.decode().strip()
+        assert release != os.uname().release, f"isolation = \"gvisor\" ran on the host's kernel {release}"
 
 
 _USER_IMAGE = {}

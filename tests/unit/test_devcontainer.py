@@ -37,8 +37,9 @@ def test_real_world_file(tmp_path):
     assert dc.ports == [8000]  # db:5432 is another service's port
     assert dc.post_create_commands() == [["/bin/sh", "-c", "pip3 install --user -r requirements.txt"]]
     assert dc.ignored == [("customizations", "editor settings")]
-    assert [p for p, _ in dc.not_applied] == ["forwardPorts db:5432", "features ghcr.io/devcontainers/features/github-cli:1",
-                                             "initializeCommand"]
+    assert [p for p, _ in dc.not_applied] == ["forwardPorts db:5432", "initializeCommand"]
+    assert [(f.ref, f.oci.registry, f.oci.repository, f.digest) for f in dc.features] == [
+        ("ghcr.io/devcontainers/features/github-cli:1", "ghcr.io", "devcontainers/features/github-cli", None)]  # at ab-up
     assert dc.files() == [dc.path, dc.dockerfile]
     notices = dc.notices()
     assert len(notices) == 1

@@ -3,6 +3,8 @@
 Each file is fully resolved or refused: every property it has is honoured,
 not applied with the reason, or ignored, and nothing else; a file named
 refused-* is refused in one line. A handful have their whole plan checked.
+Registry (OCI) features resolve against a registry held in memory that
+publishes each one named: each ends with a digest, its files and options.
 """
 
 import json
@@ -12,7 +14,9 @@ import shutil
 import pytest
 
 from agentsh.base.errors import ConfigError
-from agentsh.policy import devcontainer
+from agentsh.base.state import Store
+from agentsh.policy import devcontainer, devcontainer_features, devcontainer_oci
+from tests.oci_registry import MemoryRegistry, feature_tar
 
 CORPUS = os.path.join(os.path.dirname(__file__), "data", "devcontainer")
 FILES = sorted(f for f in os.listdir(CORPUS) if f.endswith(".json"))
@@ -55,7 +59,7 @@ def test_the_corpus_is_large_enough():
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_every_file_is_resolved_or_refused(tmp_path, name):
+def test_every_file_is_resolved_or_refused(tmp_path, name, monkeypatch, own_cache):
     root = project(tmp_path, name)
     if name.startswith("refused-"):
         with pytest.raises(ConfigError) as e:
@@ -76,6 +80,30 @@ def test_every_file_is_resolved_or_refused(tmp_path, name):
     for m in plan["mounts"]:
         assert "${" not in (m["source"] or "") and "${" not in m["target"]
     assert not any("ghp_example" in v for v in d.env.values())  # host values only per command
+    if d.registry_features():
+        resolve(d, monkeypatch)
+        assert all(f.files and (f.oci is None or f.digest) for f in d.features)
+        assert not [p for p, _ in d.not_applied if p.startswith("features ") and "/" in p and "://" not in p]
+
+
+def resolve(d, monkeypatch):
+    """Publish every registry feature `d` names (its options declared with defaults), then resolve them."""
+    memory = MemoryRegistry().install(monkeypatch)
+    for f in d.features:
+        if f.oci is not None:
+            options = {"version": {"type": "string", "default": "latest"}, "flag": {"type": "boolean", "default": True}}
+            memory.publish(f.oci.base, f.oci.tag or "latest", feature_tar({"id": f.oci.id, "version": "1.0.0",
+                                                                          "options": options}))
+    devcontainer_features.resolve(d, devcontainer_oci.Fetcher(True), Store())
+
+
+LOCAL = {"digest": None, "resolved": None, "version": None, "pinned_by": None}
+
+
+def oci(ref, options):
+    """The plan entry of a registry feature as `resolve` publishes it."""
+    return {"id": ref.rsplit("/", 1)[-1].split(":")[0], "source": ref, "folder": None, "options": options, "files": 2,
+            "version": "1.0.0", "pinned_by": "resolved now"}
 
 
 EXPECTED = {
@@ -111,18 +139,42 @@ EXPECTED = {
                       "updateContentCommand": [{"name": None, "argv": ["/bin/sh", "-c", "cargo fetch"],
                                                 "host_values": []}],
                       "postCreateCommand": [{"name": None, "argv": ["cargo", "build"], "host_values": []}]}},
+    "terraform-features.json": {
+        "features": [oci("ghcr.io/devcontainers/features/terraform:1", {"VERSION": "1.8", "FLAG": "true"}),
+                     oci("ghcr.io/devcontainers/features/azure-cli:1", {"VERSION": "latest", "FLAG": "true"})],
+        "not_applied": []},
+    "oci-feature-order.json": {
+        "features": [oci("ghcr.io/devcontainers/features/common-utils:2",
+                         {"VERSION": "latest", "FLAG": "true", "USERNAME": "vscode", "UPGRADEPACKAGES": "false"}),
+                     {"id": "lint", "source": "./local-features/lint", "folder": "{root}/.devcontainer/local-features/lint",
+                      "options": {"VERSION": "1"}, "files": 2, **LOCAL},
+                     oci("ghcr.io/devcontainers/features/python:1",
+                         {"VERSION": "3.12", "FLAG": "true", "INSTALLTOOLS": "false"}),
+                     oci("ghcr.io/devcontainers/features/git:1", {"VERSION": "latest", "FLAG": "true"})],
+        "not_applied": [{"property": "features https://example.com/features/legacy.tgz",
+                         "why": "features from a URL are not fetched by agentsh; install the tool in a Dockerfile"}]},
     "local-feature.json": {
         "features": [{"id": "lint", "source": "./local-features/lint", "folder": "{root}/.devcontainer/local-features/lint",
-                      "options": {"VERSION": "1"}, "files": 2},
+                      "options": {"VERSION": "1"}, "files": 2, **LOCAL},
                      {"id": "tools", "source": "./local-features/tools",
-                      "folder": "{root}/.devcontainer/local-features/tools", "options": {"VERSION": "2"}, "files": 2}]},
+                      "folder": "{root}/.devcontainer/local-features/tools", "options": {"VERSION": "2"}, "files": 2,
+                      **LOCAL}]},
 }
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_expected_plans(tmp_path, name):
+def test_expected_plans(tmp_path, name, monkeypatch, own_cache):
     root = project(tmp_path, name)
     d, _ = load(root)
+    if d.registry_features():
+        resolve(d, monkeypatch)
     plan = d.plan()
     want = json.loads(json.dumps(EXPECTED[name]).replace("{root}", str(root)))
+    for f in plan["features"]:  # digests are the registry's: checked to be the ones resolved
+        if f["digest"]:
+            assert f.pop("resolved") == f"{f['source'].rsplit(':', 1)[0]}@{f.pop('digest')}"
+        else:
+            f.pop("digest"), f.pop("resolved")
+    for f in want.get("features", ()):
+        f.pop("digest", None), f.pop("resolved", None)
     assert {k: plan[k] for k in want} == want

@@ -195,7 +195,7 @@ def test_dry_run_plan_has_the_documented_keys(repo):
     cfg = config.load(proj)
     engine, runner = fake_engine()
     plan = specs.plan(sandbox.spec(proj, cfg, engine), cfg)
-    assert set(plan) == {"sandbox", "project", "image", "pull", "build", "user", "env", "env_per_command", "mounts",
+    assert set(plan) == {"sandbox", "project", "image", "isolation", "pull", "build", "user", "env", "env_per_command", "mounts",
                          "ports", "features", "lifecycle", "wait_for", "workdir", "devcontainer", "not_applied",
                          "ignored", "notices", "run_args"}
     assert plan["image"] == "ghcr.io/o/dev:1" and plan["pull"] is True

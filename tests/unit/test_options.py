@@ -118,10 +118,15 @@ def test_every_value_kind_is_completed():
 def test_tables_spell_the_same_choices_as_the_core():
     from agentsh.cli import creds
     from agentsh.creds.importers import SOURCES
+    from agentsh.policy.config import SCHEMA
     from agentsh.policy.rules import MODES
+    from agentsh.sandbox.isolation import CHOICES
 
     assert options.NETWORK_MODES == MODES
     assert creds.SOURCES == SOURCES
+    assert options.ISOLATIONS == CHOICES
+    for choice in CHOICES:  # the config key takes the same words
+        SCHEMA["isolation"][0](choice, "isolation")
 
 
 def test_the_hot_paths_import_no_argparse_re_json_or_enum():

@@ -7,13 +7,15 @@ from agentsh.base import paths, state
 from agentsh.base.errors import StateError
 
 
-def test_dirs_follow_xdg_and_match_platformdirs(isolated_dirs):
+def test_dirs_follow_xdg_and_match_platformdirs(isolated_dirs, own_cache):
     assert paths.state_dir() == str(isolated_dirs["XDG_STATE_HOME"] / "agentsh")
     assert paths.config_dir() == str(isolated_dirs["XDG_CONFIG_HOME"] / "agentsh")
     assert paths.data_dir() == str(isolated_dirs["XDG_DATA_HOME"] / "agentsh")
     assert paths.state_dir() == platformdirs.user_state_dir("agentsh", appauthor=False)
     assert paths.config_dir() == platformdirs.user_config_dir("agentsh", appauthor=False)
     assert paths.data_dir() == platformdirs.user_data_dir("agentsh", appauthor=False)
+    assert paths.cache_dir() == str(own_cache)
+    assert paths.cache_dir() == platformdirs.user_cache_dir("agentsh", appauthor=False)
 
 
 def test_unset_xdg_falls_back_like_platformdirs(monkeypatch):

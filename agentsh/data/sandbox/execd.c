@@ -288,8 +288,10 @@ int main(int argc, char **argv) {
     strcpy(addr.sun_path, argv[1]);
     srv = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     unlink(argv[1]);
-    umask(0);
-    if (srv < 0 || bind(srv, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(srv, 128) < 0) {
+    mode_t umask_was = umask(0); /* the socket's mode, below; commands get the container's umask back */
+    int bound = srv >= 0 && bind(srv, (struct sockaddr *)&addr, sizeof addr) == 0;
+    umask(umask_was);
+    if (!bound || listen(srv, 128) < 0) {
         /* no socket (a host dir the sandbox's user cannot write): stay the keep-alive only */
         if (srv >= 0) close(srv);
         while (!stop) pause();
