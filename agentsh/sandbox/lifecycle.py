@@ -392,12 +392,12 @@ def _after_create(engine, want, notify):
 
     A failure removes the new sandbox: the next ab-up makes it again and runs the commands again.
     """
+    if not engine.is_podman or not engine.is_local:
+        _require_sh(engine, want)
     if not getattr(want, "lifecycle", None):
         return
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
-    if not engine.is_podman or not engine.is_local:
-        _require_sh(engine, want)
     try:
         devcontainer_run.run(engine, want, devcontainer_run.CREATE, notify)
     except AgentshError:
