@@ -336,6 +336,11 @@ class Engine:
         if "container not known" in low:
             return BrokenContainer(f"{what}: the container is half-removed ({text[-160:]})",
                                    "remove it with 'ab-down --rm' (podman rm -f NAME)")
+        if "permission denied while trying to connect to the docker daemon socket" in low:
+            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            return EngineUnavailable(f"this user may not use the Docker daemon at {where} (permission denied on "
+                                     "its socket)", "add the user to the socket's group (sudo usermod -aG docker "
+                                     "$USER, then log in again), or use rootless Podman (engine = \"podman\")")
         if any(s in low for s in ENGINE_UNAVAILABLE):
             fix = ("start it: sudo systemctl start docker" if self.name == "docker"
                    else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")

@@ -175,13 +175,17 @@ def test_doctor_reads_the_engine_with_either_client(repo, docker_env, client, tm
 
 def test_a_docker_group_user_gets_a_home_it_owns(rootless_user, docker_daemon):
     """The usual `docker` group set-up: rootful daemon, non-root user; Docker makes a new volume root's."""
-    docker_daemon.add_user(rootless_user.name)
     env = {"DOCKER_HOST": docker_daemon.host, "AGENTSH_ENGINE": "docker"}
     project = rootless_user.mkdir(f"work/dock-{uuid.uuid4().hex[:8]}")
     rootless_user.run("git", "init", "-q", str(project), check=True)
 
     def run(*args):
         return rootless_user.run("env", *(f"{k}={v}" for k, v in env.items()), *args, cwd=project)
+
+    outside = run("ab-up")  # not yet in the socket's group: one line that says how to join it
+    assert outside.returncode == 125 and outside.stderr.decode().count("\n") == 1, outside.stderr
+    assert b"may not use the Docker daemon" in outside.stderr and b"usermod -aG docker" in outside.stderr
+    docker_daemon.add_user(rootless_user.name)
 
     try:
         proc = run("ab-exec", "--", "sh", "-c", "touch ~/.login && stat -c %u:%g ~ ~/.login && touch made.txt")

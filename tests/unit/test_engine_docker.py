@@ -216,3 +216,13 @@ def test_a_network_mode_that_cannot_be_enforced_is_refused_before_any_container_
     with pytest.raises(AgentshError, match="need agentsh run as root"):
         sandbox.up(proj, cfg, engine, Store())
     assert runner.calls == []
+
+
+def test_a_user_outside_the_docker_group_is_told_how_to_join_it(monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    engine, _ = docker()
+    error = engine.error("permission denied while trying to connect to the Docker daemon socket at "
+                         "unix:///var/run/docker.sock: Get \"http://%2Fvar%2Frun%2Fdocker.sock/v1.24/containers/json\": "
+                         "dial unix /var/run/docker.sock: connect: permission denied", "ps")
+    assert "may not use the Docker daemon at unix:///var/run/docker.sock" in error.message
+    assert "usermod -aG docker" in error.fix
