@@ -234,3 +234,13 @@ def test_a_docker_context_is_a_remote_engine_that_agentsh_finds_local(repo, dock
     monkeypatch.setenv("DOCKER_CONTEXT", f"{context}-gone")  # an engine that cannot be reached
     warm = ab("ab-up", cwd=repo)
     assert warm.returncode == 0 and warm.stdout.decode().strip() == name, warm.stderr
+
+
+def test_concurrent_ups_make_one_container(repo, docker_env):
+    procs = [subprocess.Popen(["ab-up", "--json"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(5)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert len({json.loads(o)["id"] for o, _ in outs}) == 1
+    listed = docker_env.docker("ps", "-aq", "--filter", f"label=io.agentsh.project={repo}").stdout.split()
+    assert len(listed) == 1
