@@ -6,13 +6,15 @@ same run and interleaved round by round (ours first on even rounds, raw first
 on odd ones), so machine drift and cache effects hit both sides alike. The
 verdict compares median(ours) / median(raw) with the target ratio.
 
-    .venv/bin/python bench/run.py [--rounds N] [--json] [--profile] [--install plain]
+    .venv/bin/python bench/run.py [--rounds N] [--json] [--profile] [--install plain] [--engine docker]
 
 Self-contained: a temporary XDG state/config/data home, a tiny busybox image
 (localhost/agentsh-bench-tiny:latest, imported if missing and kept), a user
 config.toml naming it, and a temporary git repository as the project. Its
-container and home volume are removed at the end. Needs Podman; set
-CONTAINERS_CONF first where the engine needs it (see docs/performance.md).
+container and home volume are removed at the end. Needs Podman (or, with
+--engine docker, a Docker daemon: DOCKER_HOST, e.g. scripts/test-dockerd's);
+set CONTAINERS_CONF first where the engine needs it (see docs/performance.md).
+The raw commands are then Docker's own (`docker exec`, `docker run -d`...).
 
 Also measured, for the analysis: the same ab-* commands against a stub
 engine that answers at once (agentsh's own cost), the bare interpreter, and
@@ -64,7 +66,8 @@ def main():
     d = workdir
     while d != "/" and not os.path.lexists(os.path.join(d, ".git")):
         d = os.path.dirname(d)
-    engine = next(c for c in (os.path.join(p, "podman") for p in os.environ["PATH"].split(os.pathsep))
+    engine = next(c for c in (os.path.join(p, os.environ.get("BENCH_ENGINE", "podman"))
+                              for p in os.environ["PATH"].split(os.pathsep))
                   if os.access(c, os.X_OK))
     env = dict(os.environ, AGENTSH_EXEC_ID=f"{os.getpid()}-{os.urandom(6).hex()}")
     args = [engine, "exec", "-i", "-w", workdir, "-e", "AGENTSH_EXEC_ID", os.environ["BENCH_SANDBOX"], *argv]
@@ -117,12 +120,13 @@ def busybox_rootfs_tar(busybox="/bin/busybox"):
 
 
 def ensure_image(podman):
-    if subprocess.run([podman, "image", "exists", IMAGE]).returncode == 0:
+    if subprocess.run([podman, "image", "inspect", IMAGE], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL).returncode == 0:
         return False
     if not os.access("/bin/busybox", os.X_OK):
         sys.exit(f"bench: {IMAGE} is missing and there is no /bin/busybox to make it from "
                  "(Debian/Ubuntu: apt-get install busybox-static)")
-    subprocess.run([podman, "import", "-q", "-", IMAGE], input=busybox_rootfs_tar(), check=True,
+    subprocess.run([podman, "import", "-", IMAGE], input=busybox_rootfs_tar(), check=True,
                    stdout=subprocess.DEVNULL)
     return True
 
@@ -159,9 +163,11 @@ def plain_install(tmp):
 class Bench:
     def __init__(self, args):
         self.args = args
-        self.podman = shutil.which("podman")
+        self.engine = args.engine
+        self.podman = shutil.which(args.engine)  # (the engine's binary, Podman's or Docker's)
         if not self.podman:
-            sys.exit("bench: podman not found on PATH")
+            sys.exit(f"bench: {args.engine} not found on PATH")
+        self.rm = [self.podman, "rm", "-f", *(["-t", "0"] if args.engine == "podman" else [])]
         self.bin = os.path.dirname(sys.executable)  # the dev venv's ab-* scripts
         self.tmp = os.path.realpath(tempfile.mkdtemp(prefix="agentsh-bench-"))
         self.env = dict(os.environ)
@@ -169,6 +175,8 @@ class Bench:
             self.env[var] = os.path.join(self.tmp, sub)
             os.makedirs(self.env[var])
         self.env.pop("AGENTSH_ENGINE", None)
+        if args.engine != "podman":
+            self.env["AGENTSH_ENGINE"] = args.engine
         if not args.no_bytecode_cache:
             # An installed package runs from compiled bytecode; a checkout under
             # PYTHONDONTWRITEBYTECODE would recompile every module on every
@@ -195,6 +203,8 @@ class Bench:
         self.python = os.path.join(self.bin, "python")
         # The run flags exactly as ab-up computes them, from the same config.
         os.environ.update({k: self.env[k] for k in ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME")})
+        if self.engine != "podman":
+            os.environ["AGENTSH_ENGINE"] = self.engine
         sys.path.insert(0, REPO)
         from agentsh.base.state import Store
         from agentsh.host import project
@@ -207,13 +217,13 @@ class Bench:
         want = sandbox.spec(proj, cfg, Engine(cfg["engine"]))
         self.name = want.name
         self.env["BENCH_SANDBOX"] = self.name  # for the reference launcher
+        self.env["BENCH_ENGINE"] = self.engine
         self.volume = proj.home_volume
         self.run_args = want.full_run_args()
 
     def cleanup(self):
         if self.name:
-            subprocess.run([self.podman, "rm", "-f", "-t", "0", self.name], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
+            subprocess.run([*self.rm, self.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if self.volume:
             subprocess.run([self.podman, "volume", "rm", "-f", self.volume], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -241,8 +251,7 @@ class Bench:
         (A container removed behind agentsh's back leaves the record, and
         ab-up then spends one inspect finding out; that is the rarer case.)
         """
-        subprocess.run([self.podman, "rm", "-f", "-t", "0", self.name], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, check=True)
+        subprocess.run([*self.rm, self.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
         record = os.path.join(self.env["XDG_STATE_HOME"], "agentsh", "sandboxes", self.name + ".json")
         if os.path.exists(record):
             os.unlink(record)
@@ -277,7 +286,7 @@ class Bench:
         with open(canned, "wb") as f:
             f.write(subprocess.run([self.podman, "container", "inspect", self.name], check=True,
                                    capture_output=True).stdout)
-        stub = os.path.join(stub_dir, "podman")
+        stub = os.path.join(stub_dir, self.engine)
         with open(stub, "w") as f:
             f.write("#!/bin/sh\n"
                     'case "$1" in\n'
@@ -394,7 +403,7 @@ def print_profile(title, rows, steps=(), top=15):
 # -- main -----------------------------------------------------------------------
 
 
-def machine(podman):
+def machine(podman, engine="podman"):
     def out(*argv):
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout.strip()
@@ -408,8 +417,12 @@ def machine(podman):
         "kernel": platform.release(),
         "python": platform.python_version(),
         "podman": out(podman, "version", "--format", "{{.Client.Version}}"),
-        "runtime": (out(podman, "info", "--format", "{{.Host.OCIRuntime.Version}}").splitlines() or [""])[0],
-        "cgroups": out(podman, "info", "--format", "{{.Host.CgroupsVersion}}"),
+        "engine": engine,
+        "server": out(podman, "version", "--format", "{{.Server.Version}}") if engine == "docker" else "",
+        "runtime": (out(podman, "info", "--format", "{{.Host.OCIRuntime.Version}}" if engine == "podman"
+                        else "{{.DefaultRuntime}}").splitlines() or [""])[0],
+        "cgroups": out(podman, "info", "--format", "{{.Host.CgroupsVersion}}" if engine == "podman"
+                       else "{{.CgroupVersion}}"),
         "rootless": os.geteuid() != 0,
     }
 
@@ -424,6 +437,8 @@ def main():
                         "without the editable-install import hook, as a regular install starts")
     p.add_argument("--no-bytecode-cache", action="store_true",
                    help="keep the caller's PYTHONDONTWRITEBYTECODE / PYTHONPYCACHEPREFIX as they are")
+    p.add_argument("--engine", choices=("podman", "docker"), default="podman",
+                   help="the engine to measure (docker: the daemon DOCKER_HOST names)")
     p.add_argument("--only", action="append", choices=sorted(TARGETS), help="run only this target (repeatable)")
     args = p.parse_args()
     only = args.only or list(TARGETS)
@@ -431,7 +446,7 @@ def main():
     bench = Bench(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still clean up (finally below)
     load_before = os.getloadavg()
-    results = {"machine": machine(bench.podman), "rounds": args.rounds, "targets": {}, "info": {}}
+    results = {"machine": machine(bench.podman, args.engine), "rounds": args.rounds, "targets": {}, "info": {}}
     try:
         bench.setup()
         bench.ensure_running()
@@ -442,19 +457,20 @@ def main():
                                                   ("reference", bench.reference_launcher()),
                                                   ("fallback", ["env", "AGENTSH_EXEC_SERVER=0",
                                                                 *bench.ab("ab-exec", "--", "true")])])
-            results["targets"]["exec"] = (s, "ab-exec -- true", "podman exec NAME true")
+            results["targets"]["exec"] = (s, "ab-exec -- true", f"{args.engine} exec NAME true")
             results["info"]["ab-exec through the engine's exec (AGENTSH_EXEC_SERVER=0)"] = summary(s["fallback"])
-            results["info"]["podman exec with ab-exec's flags"] = summary(s["raw-same-flags"])
+            results["info"][f"{args.engine} exec with ab-exec's flags"] = summary(s["raw-same-flags"])
             results["info"]["reference launcher (os, sys, re only)"] = summary(s["reference"])
         if "up-warm" in only:
             bench.ensure_running()
             s = bench.compare("up-warm", bench.ab("ab-up"), [podman, "container", "inspect", bench.name],
                               args.rounds)
-            results["targets"]["up-warm"] = (s, "ab-up (running, unchanged)", "podman container inspect NAME")
+            results["targets"]["up-warm"] = (s, "ab-up (running, unchanged)",
+                                             f"{args.engine} container inspect NAME")
         if "up-cold" in only:
             s = bench.compare("up-cold", bench.ab("ab-up"), [podman, "run", "-d", *bench.run_args],
                               args.rounds, before=bench.remove_container)
-            results["targets"]["up-cold"] = (s, "ab-up (no container)", "podman run -d <same flags>")
+            results["targets"]["up-cold"] = (s, "ab-up (no container)", f"{args.engine} run -d <same flags>")
         # agentsh's own cost: the same commands against an engine that answers at once.
         bench.ensure_running()
         stub, stub_env = bench.stub_engine()
@@ -526,7 +542,8 @@ def main():
 
 def report(out):
     m = out["machine"]
-    print(f"machine: {m['nproc']} cpu ({m['cpu']}), kernel {m['kernel']}, podman {m['podman']}, "
+    engine = f"docker {m['podman']} (daemon {m['server']})" if m.get("engine") == "docker" else f"podman {m['podman']}"
+    print(f"machine: {m['nproc']} cpu ({m['cpu']}), kernel {m['kernel']}, {engine}, "
           f"runtime {m['runtime']}, cgroups {m['cgroups']}, {'rootless' if m['rootless'] else 'rootful'}, "
           f"python {m['python']}; {out['rounds']} rounds, interleaved; install: {out['install']}"
           f"{'' if out['bytecode_cache'] else ', bytecode not cached'}; "

@@ -447,3 +447,63 @@ def pytest_terminal_summary(terminalreporter, config):
           + ", ".join(f"{k} {before[k]}/{after[k]}" for k in before))
     for line in swept:
         write(f"  left by a test, removed at the end: {line}")
+
+
+# -- Docker: a private daemon of this run's own (tests/docker.py) --------------------------------
+
+
+def tiny_image_tar(without=()):
+    """The tiny busybox rootfs as a tarball; `without`: paths under it to leave out (bin/sh, say)."""
+    with tempfile.TemporaryDirectory() as d:
+        os.chmod(d, 0o755)
+        make_tiny_rootfs(d)
+        for rel in without:
+            os.unlink(os.path.join(d, rel))
+        return subprocess.run(["tar", "-C", d, "-c", "."], capture_output=True, check=True).stdout
+
+
+@pytest.fixture(scope="session")
+def docker_daemon(engine_ready):
+    """A private dockerd (scripts/test-dockerd) with the tiny and git images; stopped, and its dir removed, after.
+
+    Skipped where it cannot start (not root, no dockerd); in CI (AGENTSH_REQUIRE_ENGINE=1) a missing
+    dockerd fails instead, since scripts/test-setup installs it.
+    """
+    from tests import docker
+
+    problem = docker.problem()
+    if problem:
+        if os.environ.get("AGENTSH_REQUIRE_ENGINE") == "1" and os.geteuid() == 0:
+            pytest.fail(f"the Docker tests need a private dockerd: {problem}")
+        pytest.skip(problem)
+    daemon = docker.Daemon().start()
+    try:
+        daemon.import_image(tiny_image_tar(), TINY_IMAGE)
+        daemon.import_image(git_image_tar(), GIT_IMAGE)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture
+def docker_env(docker_daemon, user_config, monkeypatch):
+    """This test's agentsh runs on the private dockerd, with the tiny image."""
+    monkeypatch.setenv("DOCKER_HOST", docker_daemon.host)
+    monkeypatch.setenv("AGENTSH_ENGINE", "docker")
+    user_config(f'image = "{TINY_IMAGE}"\n')
+    return docker_daemon
+
+
+@pytest.fixture(params=["podman", "docker"])
+def any_engine(request, user_config, monkeypatch):
+    """Each engine in turn (for tests cheap enough to run on both): its name; Podman's sandboxes removed after."""
+    if request.param == "docker":
+        daemon = request.getfixturevalue("docker_daemon")
+        monkeypatch.setenv("DOCKER_HOST", daemon.host)
+        monkeypatch.setenv("AGENTSH_ENGINE", "docker")
+    else:
+        request.getfixturevalue("tiny_image")
+    user_config(f'image = "{TINY_IMAGE}"\n')
+    yield request.param
+    if request.param == "podman":
+        remove_sandboxes_under(str(request.getfixturevalue("tmp_path")))

@@ -60,8 +60,11 @@ def run_checks(engine_factory=None, run_container=True, fresh=False, store=None)
         return checks
     host = info.get("host", info.get("Host", {})) if isinstance(info, dict) else {}
     rootless = (host.get("security") or {}).get("rootless", engine.rootless)
+    if not engine.is_podman and isinstance(info, dict):  # Docker says so among its security options
+        rootless = any("rootless" in str(o) for o in info.get("SecurityOptions") or ()) or engine.rootless
+    where = f", remote: {engine.remote}" if engine.remote else ""
     checks.append(Check("engine", OK if rootless else WARN,
-                        f"{engine.name} {version or ''} at {engine.exe}, {'rootless' if rootless else 'rootful'}"
+                        f"{engine.name} {version or ''} at {engine.exe}, {'rootless' if rootless else 'rootful'}{where}"
                         .replace("  ", " "),
                         "" if rootless else "run as an ordinary user for rootless Podman (see docs/security.md)"))
     if engine.is_podman and rootless:

@@ -77,13 +77,14 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
         secret.update(delivery.env_values)
     secret.update(req.env_values)  # an explicit -e NAME=VALUE wins
     files = list(delivery.files) if delivery is not None else []
-    conn = _server(engine, proj.sandbox)
+    local = here(engine, store, proj.sandbox)
+    conn = _server(engine, proj.sandbox, local)
     served = execute.server_runner(proj.sandbox) if conn is not None else None
     if files and conn is not None:  # credential files through the server too: one connection each
         conn.close()
         inject.write_files(engine, proj.sandbox, files, recover, run=served)
         files = []
-        conn = _server(engine, proj.sandbox)
+        conn = _server(engine, proj.sandbox, local)
     if secret and conn is None:  # the engine's exec: values go by stdin into the tmpfs, not by exec -e
         files.append(inject.env_file(token, secret))
     if files:
@@ -102,7 +103,7 @@ def run(proj, cfg, engine, store, req, notify, delivery_for=None, fallback_hint=
             # went away during the command, which is never run a second time.
             status = execute.run(engine, proj.sandbox, cmd, req.workdir,
                                  [*execute.host_env_names(environ), *plain], plain, req.tty,
-                                 None if engine.is_local else recover, token=token)
+                                 None if local else recover, token=token)
     except execute.SandboxGone as e:
         status, gone = _went_away(proj, cfg, engine, store, e.status, e.held, notify, settle=True), True
     except execute.PidsLimit as e:
@@ -133,7 +134,7 @@ GONE_STATUS = 137  # ab-exec's status when the sandbox went away during the comm
 def _state(engine, store, sandbox):
     """"running", "stopped" or "removed", after an exec that failed (so an engine call is fine here)."""
 
-    known = engine.is_local and os.path.exists(liveness.pid_file(store, sandbox))
+    known = here(engine, store, sandbox) and os.path.exists(liveness.pid_file(store, sandbox))
     if known and liveness.sandbox_running(store, sandbox):
         return "running"
     try:
@@ -201,9 +202,14 @@ def _pids_message(proj, cfg, notify):
     return 125
 
 
-def _server(engine, sandbox):
+def here(engine, store, sandbox):
+    """Whether the sandbox's processes are this host's: a local engine, or a remote one's sandbox seen here."""
+    return engine.is_local or liveness.sandbox_running(store, sandbox)
+
+
+def _server(engine, sandbox, local=None):
     """A greeted connection to the sandbox's exec server, or None (the engine's exec is used)."""
-    if not engine.is_local or os.environ.get("AGENTSH_EXEC_SERVER") == "0":  # "0": always the engine's exec
+    if not (engine.is_local if local is None else local) or os.environ.get("AGENTSH_EXEC_SERVER") == "0":
         return None
     from agentsh.sandbox import execd  # lazy: socket; the engine's exec (AGENTSH_EXEC_SERVER=0) needs none
 

@@ -262,6 +262,20 @@ def forget(store: Store, sandbox_name: str, with_log: bool = False, wait: float 
                 pass
 
 
+def require_plantable(engine: Engine) -> None:
+    """Refuse (one line) where agentsh cannot enter a sandbox's network namespace to plant the proxy's listener.
+
+    `ab-up` asks before it changes any container, so a refused mode leaves the sandbox as it was.
+    """
+    if engine.rootless:
+        if not engine.is_podman:
+            raise AgentshError("network modes \"allow\" and \"learn\" need Podman (or a rootful engine run as root)",
+                               "set engine = \"podman\", or [network] mode = \"full\" or \"none\"")
+    elif os.geteuid() != 0:
+        raise AgentshError("network modes \"allow\" and \"learn\" with a rootful engine need agentsh run as root",
+                           "use rootless Podman, or [network] mode = \"full\" or \"none\"")
+
+
 def plant_listener(engine: Engine, sandbox_pid: int, port: int) -> tuple[list[int], str]:
     """The proxy's sockets inside the sandbox's network namespace: ([fds], problem).
 
@@ -281,14 +295,9 @@ def plant_listener(engine: Engine, sandbox_pid: int, port: int) -> tuple[list[in
     import tempfile  # lazy: only to plant the listeners (not on warm ab-up's path)
 
     helper = [sys.executable, "-m", "agentsh.egress.proxy", "plant", str(sandbox_pid), str(port)]
+    require_plantable(engine)
     if engine.rootless:
-        if not engine.is_podman:
-            raise AgentshError("network modes \"allow\" and \"learn\" need Podman (or a rootful engine run as root)",
-                               "set engine = \"podman\", or [network] mode = \"full\" or \"none\"")
         helper = engine.unshare_argv(helper)
-    elif os.geteuid() != 0:
-        raise AgentshError("network modes \"allow\" and \"learn\" with a rootful engine need agentsh run as root",
-                           "use rootless Podman, or [network] mode = \"full\" or \"none\"")
     with tempfile.TemporaryDirectory(prefix="agentsh-net-") as d:
         path = os.path.join(d, "fd.sock")
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -173,7 +173,11 @@ IMAGE_MISSING = ("image not known", "unable to find image", "manifest unknown", 
                  "repository does not exist", "initializing source")
 
 _ENGINE_GONE = (b"no such container", b"no container with name or id", b"container state improper",
-                b"has already been removed", b"does not exist in database")
+                b"has already been removed", b"does not exist in database", b"is not running")
+# The engine's own error lines: Podman's and Docker's 20.10 client ("Error: "), Docker's daemon answer as newer
+# clients show it ("Error response from daemon: ", status 1 rather than Podman's 125).
+_ENGINE_PREFIXES = (b"error: ", b"error response from daemon: ")
+GONE_STATUSES = (125, 1)
 
 
 def is_gone_message(data: bytes) -> bool:
@@ -183,11 +187,28 @@ def is_gone_message(data: bytes) -> bool:
     Engine.error gives the same answer as a NoSuchContainer or NotRunning.
     """
     head = data[:400].lower()
-    return head.startswith(b"error: ") and any(m in head for m in _ENGINE_GONE)
+    return head.startswith(_ENGINE_PREFIXES) and any(m in head for m in _ENGINE_GONE)
 
 
 COMPAT_OPT_OUT = "AGENTSH_ENGINE_COMPAT"  # "0": never apply the compatibility settings by itself
 COMPAT_MARKER = "engine-compat"  # in the state dir: this host's Podman needs them (the podman path inside)
+
+
+def _docker_context() -> str | None:
+    """The context `docker context use` made current (DOCKER_CONFIG or ~/.docker), or None."""
+    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return None
+    if b"currentContext" not in data:  # the common case: no json import on the hot path
+        return None
+    try:
+        value = _json_loads(data).get("currentContext")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) and value else None
 
 
 def compat_conf() -> str:
@@ -264,12 +285,32 @@ class Engine:
 
     @property
     def is_local(self) -> bool:
-        """Whether the engine's containers are processes of this host (their pids are in our /proc)."""
-        if not os.path.isdir("/proc/self"):
-            return False
+        """Whether the engine's containers are processes of this host (their pids are in our /proc).
+
+        False for an engine reached through a connection (see `remote`): its
+        sandboxes count as local only once a container's init is seen in our
+        /proc (liveness.is_container_process), sandbox by sandbox.
+        """
+        return os.path.isdir("/proc/self") and self.remote is None
+
+    @property
+    def remote(self) -> str | None:
+        """Where the engine is when it is reached through a connection, else None (the engine of this host).
+
+        Podman: CONTAINER_HOST (what `podman --url` sets) or CONTAINER_CONNECTION
+        (a `podman system connection` name). Docker: a DOCKER_HOST other than a
+        Unix socket, DOCKER_CONTEXT, or the current context `docker context use`
+        chose (in ~/.docker/config.json). No engine call: it is on ab-exec's path.
+        """
         if self.is_podman:
-            return not os.environ.get("CONTAINER_HOST")
-        return os.environ.get("DOCKER_HOST", "unix://").startswith("unix://")
+            return os.environ.get("CONTAINER_HOST") or (
+                f"connection {os.environ['CONTAINER_CONNECTION']}" if os.environ.get("CONTAINER_CONNECTION")
+                else None)
+        host = os.environ.get("DOCKER_HOST")
+        if host:
+            return None if host.startswith("unix://") else host
+        context = os.environ.get("DOCKER_CONTEXT") or _docker_context()
+        return f"context {context}" if context and context != "default" else None
 
     # -- plumbing -------------------------------------------------------
 
@@ -295,6 +336,11 @@ class Engine:
         if "container not known" in low:
             return BrokenContainer(f"{what}: the container is half-removed ({text[-160:]})",
                                    "remove it with 'ab-down --rm' (podman rm -f NAME)")
+        if "permission denied while trying to connect to the docker daemon socket" in low:
+            where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            return EngineUnavailable(f"this user may not use the Docker daemon at {where} (permission denied on "
+                                     "its socket)", "add the user to the socket's group (sudo usermod -aG docker "
+                                     "$USER, then log in again), or use rootless Podman (engine = \"podman\")")
         if any(s in low for s in ENGINE_UNAVAILABLE):
             fix = ("start it: sudo systemctl start docker" if self.name == "docker"
                    else "start it: systemctl --user start podman.socket, or unset CONTAINER_HOST")
@@ -418,6 +464,40 @@ class Engine:
     def volume_remove(self, name: str) -> None:
         self.call("volume", "rm", "-f", name, check=False)
 
+    def volumes(self, prefix: str) -> list[str]:
+        """Names of the volumes whose name starts with `prefix`."""
+        out = self.call("volume", "ls", "-q", "--filter", f"name={prefix}")
+        return sorted(n for n in out.split() if n.startswith(prefix))
+
+    def volume_owned(self, name: str, image: str, uid: int, gid: int) -> None:
+        """Make the named volume (unless it is there) and give its root directory to uid:gid.
+
+        Docker makes a new volume root's, and has no option like Podman's `:U`;
+        a non-root user of a rootful daemon (the `docker` group) could not write
+        a home on it. A throwaway container from the sandbox's own image, with
+        CAP_CHOWN only and no network, changes the owner of the top directory.
+        """
+        self.call("volume", "create", name, what="volume create")
+        self.call("run", "--rm", "--network=none", "--user=0:0", "--cap-drop=all", "--cap-add=CHOWN",
+                  "--security-opt=no-new-privileges", "-v", f"{name}:/agentsh-volume", "--entrypoint", "chown",
+                  image, f"{int(uid)}:{int(gid)}", "/agentsh-volume", what="run (the home volume's owner)")
+
+    def overlay_volume(self, name: str, lower: str, upper: str, work: str) -> None:
+        """A volume that mounts an overlay of host dir `lower` (never written) with writes kept in `upper`.
+
+        Docker's local volume driver mounts it when a container starts (the
+        daemon does, as root): what Podman's `-v P:P:O,upperdir=U,workdir=W` is,
+        for an engine that has no `:O`. Made once; the same name means the same dirs.
+        """
+        for path in (lower, upper, work):
+            if any(c in path for c in ",:"):
+                raise EngineError(f"{path} contains ',' or ':', which an overlay mount cannot name",
+                                  "rename or move the directory")
+        if self.call("volume", "inspect", name, check=False)[0] == 0:
+            return
+        self.call("volume", "create", "--driver", "local", "--opt", "type=overlay", "--opt", "device=overlay",
+                  "--opt", f"o=lowerdir={lower},upperdir={upper},workdir={work}", name, what="volume create")
+
     def image_exists(self, image: str) -> bool:
         if self.is_podman:
             return self.call("image", "exists", image, check=False)[0] == 0
@@ -433,7 +513,8 @@ class Engine:
         return [_json_loads(line) for line in out.splitlines() if line.strip()]
 
     def info(self) -> dict:
-        return _json_loads(self.call("info", "--format", "json"))
+        # `{{json .}}`, not `json`: Docker's 20.10 client (Debian 12's) prints the word "json" for that
+        return _json_loads(self.call("info", "--format", "{{json .}}"))
 
     # -- image building (ab-image) ------------------------------------------
 

@@ -33,6 +33,23 @@ def alive(pid: int | None, start: int | None) -> bool:
     return bool(pid and start) and start_time(pid) == start
 
 
+def is_container_process(pid: int | None, container_id: str) -> bool:
+    """Whether process `pid` of this host is the init of container `container_id` (its cgroup names the id).
+
+    For an engine reached through a socket (CONTAINER_HOST, DOCKER_HOST, a
+    context): its containers may run on this very host (a service on a local
+    socket) or on another machine, where a pid means nothing here. Podman's
+    and Docker's cgroups carry the container's full id (libpod-ID, docker/ID).
+    """
+    if not pid or len(container_id) < 32:
+        return False
+    try:
+        with open(f"/proc/{int(pid)}/cgroup") as f:
+            return container_id in f.read()
+    except (OSError, ValueError):
+        return False
+
+
 def pid_file(store: Store, name: str) -> str:
     return store.path(layout.sandbox_pid_file(name))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from agentsh.base import layout, paths
+from agentsh.base.digest import sha256_hex
 from agentsh.policy.rules import ALLOW, LOCKDOWN_SETS
 
 TYPE_CHECKING = False  # typing stays off the hot paths
@@ -54,6 +55,18 @@ def project_mount_suffix(project: Project, cfg: Mapping[str, Any]) -> str:
         return ""
     upper, work = overlay_dirs(project)
     return f":O,upperdir={upper},workdir={work}"
+
+
+OVERLAY_VOLUME = "-lockdown-"  # Docker: the volume holding the overlay is SANDBOX-lockdown-HASH
+
+
+def overlay_volume(project: Project) -> str:
+    """The name of the volume that mounts the overlay where the engine has no `:O` (Docker).
+
+    Named after its dirs too, so a volume made for other dirs (another data dir) is never reused.
+    """
+    upper, work = overlay_dirs(project)
+    return f"{project.sandbox}{OVERLAY_VOLUME}{sha256_hex(f'{project.root}:{upper}:{work}')[:8]}"
 
 
 def prepare_host(project: Project, cfg: Mapping[str, Any]) -> None:

@@ -27,12 +27,17 @@ except ImportError:  # pragma: no cover - other interpreters
 import sys
 
 from agentsh.base.fdio import write_all as _write_all
-from agentsh.host.engine import is_gone_message, tied
+from agentsh.host.engine import GONE_STATUSES, is_gone_message, tied
 
 HOST_ENV = ("TERM", "LANG", "COLORTERM", "TZ")
 FORWARDED_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2")
 MARKER = "AGENTSH_EXEC_ID"
 _NOT_FOUND = b"executable file not found"
+# How the engine's exec says it found no program to run: Podman's "Error: ..." (status 127) and Docker's
+# "OCI runtime exec failed: ... executable file not found in $PATH: unknown" (status 126), or, for a path,
+# "stat /x: no such file or directory".
+_ENGINE_ERRORS = (b"Error: ", b"OCI runtime exec failed")
+_NO_FILE = b"no such file or directory"
 _RUN_NOT_FOUND = b"ab-exec: "  # the in-sandbox run script's own "command not found" line
 # Sent into the sandbox on a signal: re-send it to every process carrying the marker.
 _KILL_SCRIPT = (
@@ -181,7 +186,7 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=N
             _restore(previous)
             if err_fd is not None:
                 os.close(err_fd)
-        if kind == _GONE and recover is not None and not recovered and status == 125:
+        if kind == _GONE and recover is not None and not recovered and status in GONE_STATUSES:
             recover()
             recovered = True
             continue
@@ -189,16 +194,31 @@ def run(engine, name, cmd, workdir, env_names, env_values, tty, recover, token=N
             raise SandboxGone(status, held)
         if kind == _PIDS:
             raise PidsLimit(status, held)
-        if kind == _MISSING and status == 127 and getattr(cmd, "fallback", None):
+        if kind == _MISSING and status in (126, 127) and getattr(cmd, "fallback", None):
             cmd.fell_back = True  # the image lacks the preferred shell: the caller may remember it
             cmd = cmd.fallback
             argv = tied(engine.exec_argv(name, wrapped(cmd, marker), workdir=workdir, env_names=names, tty=tty))
             continue
         if kind == _MISSING:
-            held = b"ab-exec: " + cmd[0].encode(errors="surrogateescape") + b": command not found in the sandbox\n"
+            held, status = _missing_line(held, cmd), 127  # one line and one status, whatever the engine
         if held is not None:
             _write_all(2, held)
         return 128 - status if status < 0 else status
+
+
+def _missing_line(held, cmd):
+    """agentsh's one line for a program not found, naming the program the engine names when it is not cmd's."""
+    if held.startswith(_RUN_NOT_FOUND):
+        return held
+    what = cmd[0].encode(errors="surrogateescape")
+    start = held.find(b'exec: "')
+    if start >= 0:
+        end = held.find(b'"', start + 7)
+        named = held[start + 7:end] if end > start else b""
+        if named and named != what and named in (b"sh", b"/bin/sh"):  # the `run` script's own interpreter
+            return (b"ab-exec: the sandbox's image has no sh, which agentsh runs every command with; "
+                    b"use an image with a POSIX shell\n")
+    return b"ab-exec: " + what + b": command not found in the sandbox\n"
 
 
 def _wait(pid):
@@ -249,7 +269,8 @@ def _relay_stderr(fd):
         if first and is_gone_message(chunk):
             held, kind = chunk, _GONE
         elif first and ((chunk.startswith(_RUN_NOT_FOUND) and b": command not found in the sandbox" in chunk)
-                        or (chunk.startswith(b"Error: ") and _NOT_FOUND in chunk)):
+                        or (chunk.startswith(_ENGINE_ERRORS) and (_NOT_FOUND in chunk or (
+                            chunk.startswith(_ENGINE_ERRORS[1]) and _NO_FILE in chunk)))):
             held, kind = chunk, _MISSING
         elif first and chunk.startswith(b"Error: ") and any(m in chunk[:400].lower() for m in _INIT_P):
             held, kind = chunk, _PIDS

@@ -67,14 +67,33 @@ def prepare_host(project, topo, locked=False, runtime=None):
         raise FileError(name if name.startswith("/") else os.path.join(where, name), e) from None
 
 
+def prepare_volumes(engine, project, want):
+    """What Docker needs made before `run` that Podman's mount options do themselves.
+
+    A home volume the sandbox user owns (Podman: keep-id, or the user is root), and in
+    lockdown the volume that mounts the project's copy-on-write overlay (Podman: `:O`).
+    """
+    if engine.is_podman:
+        return
+    from agentsh.policy import lockdown  # lazy: re and the rules; ab-exec uses only ensure_running
+
+    if want.locked:
+        upper, work = lockdown.overlay_dirs(project)
+        engine.overlay_volume(lockdown.overlay_volume(project), project.root, upper, work)
+        return
+    uid, gid = os.getuid(), os.getgid()
+    if uid != 0 and f"--user={uid}:{gid}" in want.run_args:
+        engine.volume_owned(project.home_volume, want.image, uid, gid)
+
+
 def ensure_running(project, cfg, engine, store, notify):
     """Before an exec: start the sandbox unless its init process is known to run.
 
     The known case costs no engine call. Engines whose containers are not
     local processes keep the old way: exec, and start on failure.
     """
-    if not engine.is_local or liveness.sandbox_running(store, project.sandbox):
-        return
+    if liveness.sandbox_running(store, project.sandbox) or not engine.is_local:
+        return  # (a remote engine's sandbox not seen here: the exec starts it on failure)
     start(project, cfg, engine, store, notify)
 
 
@@ -111,6 +130,8 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     from agentsh.policy import lockdown  # lazy: re and the rules; ab-exec uses only ensure_running
     from agentsh.sandbox import gitbridge  # lazy: shutil; ab-exec uses only ensure_running
 
+    if cfg["network"]["mode"] in network.PROXIED:
+        network.require_plantable(engine)  # before any container changes: a refusal leaves the sandbox as it was
     lockdown.prepare_host(project, cfg)
     gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
     topo = gittopo.recorded(store, project, again=recreate)
@@ -148,7 +169,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
 
     want = inputs = None
     record = None if recreate else _read_record(store, project.sandbox, notify)
-    if record is not None and engine.is_local:
+    if record is not None and (engine.is_local or record.get("pid")):  # pid: seen as a process of this host
         wanted(record.get("publish", []) if publish is None else publish)
         if record.get("spec") == want.hash and liveness.alive(record.get("pid"), record.get("pid_start")):
             return {"name": want.name, "id": record.get("id", ""), "project": project.root,
@@ -159,7 +180,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
     wanted(kept_publish(info) if publish is None else publish)
     pending = bool((record or {}).get("pending"))  # cut short before: settled under the lock below
     if info and not recreate and not pending and _matches(info, want) and info["State"]["Status"] == RUNNING:
-        remember(store, project, want, info)
+        remember(store, project, want, info, engine)
         return describe(info, project, want.image)
     lock = store.lock(layout.sandbox_lock(want.name))
     with _acquired(lock) as waited:
@@ -168,7 +189,7 @@ def _up_container(project, cfg, engine, store, recreate=False, notify=None, publ
         if waited or info is not None or cut_short:  # what we saw may be stale: look again
             info = _inspect(engine, want.name, notify)
         if pending and info and not recreate and _matches(info, want) and info["State"]["Status"] == RUNNING:
-            remember(store, project, want, info)
+            remember(store, project, want, info, engine)
             return describe(info, project, want.image)
         if info is None and not recreate:
             try:
@@ -248,9 +269,15 @@ def _read_record(store, name, notify=None):
         return {}
 
 
-def remember(store, project, want, info):
-    """Record what ab-up's next no-engine check needs: spec, ports, init pid and its start time."""
+def remember(store, project, want, info, engine=None):
+    """Record what ab-up's next no-engine check needs: spec, ports, init pid and its start time.
+
+    An engine reached through a connection gets the pid recorded only when that process of
+    this host is the container's init (a service on a local socket): elsewhere a pid means nothing here.
+    """
     pid = (info.get("State") or {}).get("Pid") or 0
+    if engine is not None and not engine.is_local and not liveness.is_container_process(pid, info.get("Id", "")):
+        pid = 0
     record = _read_record(store, want.name) or {}
     fresh = {"name": want.name, "project": project.root, "image": want.image, "spec": want.hash,
              "publish": list(want.publish), "id": info.get("Id", ""), "pid": pid,
@@ -261,7 +288,8 @@ def remember(store, project, want, info):
         try:
             with store.lock():
                 store.write(layout.sandbox_record(want.name), fresh)
-                liveness.remember(store, want.name, pid)
+                if pid:
+                    liveness.remember(store, want.name, pid)
         except (AgentshError, OSError):
             pass  # only a cache of what the engine knows: the next ab-up asks the engine again
 
@@ -334,11 +362,13 @@ def _create(engine, store, project, want, notify=None):
     # dir; the caller inspects it and decides.
     notify = notify or (lambda msg: None)
     args = want.full_run_args(_late_env(engine, want))
+    prepare_volumes(engine, project, want)
     try:
         cid = engine.run_detached(args)
     except NameInUse:
         raise
-    except AgentshError:
+    except AgentshError as e:
+        _not_visible(engine, want, e)
         if not _remove_leftovers(engine, want.name):
             raise
         cid = engine.run_detached(args)  # a replacement interrupted half-way held its ports
@@ -362,6 +392,8 @@ def _after_create(engine, want, notify):
 
     A failure removes the new sandbox: the next ab-up makes it again and runs the commands again.
     """
+    if not engine.is_podman or not engine.is_local:
+        _require_sh(engine, want)
     if not getattr(want, "lifecycle", None):
         return
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
@@ -372,6 +404,67 @@ def _after_create(engine, want, notify):
         engine.remove(want.name)
         raise
     devcontainer_run.run(engine, want, ("postStartCommand",), notify)
+
+
+def _not_visible(engine, want, error):
+    """A remote engine that cannot mount a path of ours (its machine has no such directory): say which, in one line."""
+    text = error.message
+    if engine.is_local or "no such file or directory" not in text.lower():
+        return
+    from agentsh.base.paths import data_dir  # lazy: only when a remote engine fails to make a sandbox
+
+    for path, what in ((want.project_root, "the project"), (data_dir(), "agentsh's data dir")):
+        if path in text:
+            raise AgentshError(f"{what} {path} is not visible to the {engine.name} engine at {engine.remote} "
+                               f"({text[-160:]})", _SHARE) from None
+
+
+_SHARE = ("share it with the engine's machine at the same path (Podman machine: its mounts; Docker Desktop: file "
+          "sharing), or run agentsh where the engine runs")
+_SEEN = ('printf "/sh\\0"; [ -f "$2" ] && printf "/lib\\0"; '
+         'for f in "$1"/* "$1"/.[!.]* "$1"/..?*; do if [ -e "$f" ] || [ -L "$f" ]; then printf "%s\\0" "${f##*/}"; fi; done')
+
+
+def _require_sh(engine, want):
+    """A new sandbox must have the `sh` every command runs through, and (on a remote engine) see our files.
+
+    Docker's exec reports a program it cannot find with status 126 and its raw
+    OCI message on stdout, where ab-exec cannot tell it from the command's own
+    output; so the one exec that could fail that way is tried once, here. An
+    engine reached through a connection mounts the project from its own
+    machine's filesystem: the same files must be there at the same path (a
+    shared folder), or the sandbox would work on something else. One exec
+    tells all three; a sandbox that fails is removed, with one line.
+    """
+    from agentsh.base.layout import RUN_SCRIPT  # lazy: only when a sandbox is made
+
+    status, out, err = engine.exec_bytes(want.name, ["sh", "-c", _SEEN, "sh", want.project_root, RUN_SCRIPT],
+                                         timeout=60)
+    said = out + err.encode()
+    fix = None
+    if status in (126, 127) and (b"executable file not found" in said or b"no such file or directory" in said):
+        message, fix = (f"image {want.image} has no sh, which agentsh runs every command with",
+                        "use an image with a POSIX shell (/bin/sh), or add one to it")
+    elif not engine.is_local:
+        seen = out.split(b"\0")
+        where = f"the {engine.name} engine at {engine.remote}"
+        share = _SHARE
+        try:
+            here = sorted(os.fsencode(n) for n in os.listdir(want.project_root))
+        except OSError:
+            here = None
+        if status != 0 or b"/sh" not in seen:
+            message, fix = f"{where} could not run sh in the new sandbox ({said.decode(errors='replace')[-200:]})", \
+                "check the engine ('ab-doctor')"
+        elif here is not None and sorted(n for n in seen if n not in (b"/sh", b"/lib", b"")) != here:
+            message, fix = f"the project {want.project_root} is not visible to {where} (it sees other files there)", share
+        elif b"/lib" not in seen:
+            from agentsh.base.paths import data_dir  # lazy: only when a sandbox is made
+
+            message, fix = f"agentsh's data dir {data_dir()} is not visible to {where}", share
+    if fix is not None:
+        engine.remove(want.name)
+        raise AgentshError(message, fix)
 
 
 def _record_id(store, project, want, cid):
@@ -433,6 +526,7 @@ def _replace(engine, store, project, want, info, notify):
         if info is None:
             return _create(engine, store, project, want, notify)
     prepare_host(project, want.topo or gittopo.detect(project.root), want.locked, getattr(want, "runtime", None))
+    prepare_volumes(engine, project, want)
     kept = _read_record(store, name)  # the running sandbox's record, put back if the new one fails
     store.write(layout.sandbox_record(name), _record(project, want))  # before any change (see _create)
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
@@ -557,6 +651,12 @@ def down(engine, names, remove=False, volumes=(), store=None):
             except NoSuchContainer:
                 continue
         done.append(name)
+    if remove and not engine.is_podman:  # Docker: the volumes mounting a lockdown overlay (the upper dir stays)
+        from agentsh.policy.lockdown import OVERLAY_VOLUME  # lazy: re and the rules; only for ab-down --rm
+
+        for name in done:
+            for volume in engine.volumes(name + OVERLAY_VOLUME):
+                engine.volume_remove(volume)
     for volume in volumes:
         engine.volume_remove(volume)
         if volume.endswith("-home"):  # the sandbox's state goes with its home: its private git dirs too
@@ -576,6 +676,34 @@ def _forget_egress(store, name, with_log):
     spec.forget_sandbox_ca(name)
 
 
+def utc_timestamp(value):
+    """An engine's creation time as ISO 8601 UTC to the second (2026-12-01T21:13:48Z), "" when unknown.
+
+    Podman's `ps` gives seconds since the epoch; Docker's gives "2026-12-01 21:13:48 +0000 UTC"
+    (the daemon's zone, which may be another), and an inspect "2026-12-01T21:13:48.123456789Z".
+    """
+    import datetime  # lazy: only for ab-ls
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(value))
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    text = value.strip()
+    try:
+        if text[10:11] == "T":  # RFC 3339, with up to nanoseconds (more digits than fromisoformat takes)
+            head, _, frac = text.partition(".")
+            zone = frac.lstrip("0123456789") if frac else ""
+            when = datetime.datetime.fromisoformat((head + (zone or "")).replace("Z", "+00:00"))
+        else:  # "DATE TIME[.frac] +HHMM ZONE"
+            date, clock, offset = text.split()[:3]
+            when = datetime.datetime.strptime(f"{date} {clock.split('.')[0]} {offset}", "%Y-%m-%d %H:%M:%S %z")
+    except ValueError:
+        return text  # an engine's format not known here: shown as it is rather than hidden
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def listing(engine):
     """Every agentsh sandbox the engine knows: name, project, state, image, created."""
     from agentsh.sandbox.spec import LABEL_MANAGED, LABEL_PROJECT  # lazy: json, re; ab-exec uses only ensure_running
@@ -586,9 +714,7 @@ def listing(engine):
         if isinstance(labels, str):  # docker: "k=v,k=v"
             labels = dict(kv.split("=", 1) for kv in labels.split(",") if "=" in kv)
         names = c.get("Names") or []
-        created = c.get("Created") or c.get("CreatedAt")
-        if isinstance(created, (int, float)):
-            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+        created = utc_timestamp(c.get("Created") or c.get("CreatedAt"))
         rows.append({
             "name": names[0] if isinstance(names, list) and names else str(names),
             "id": c.get("Id") or c.get("ID", ""),

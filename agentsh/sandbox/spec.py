@@ -328,7 +328,10 @@ def build(project, cfg, engine, inputs, publish=()):
     iso_args, runtime = isolation.run_args(cfg, engine, cfg["network"]["mode"],
                                            ssh_agent="SSH_AUTH_SOCK" in inputs.secrets[1])
     args += iso_args
-    args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
+    if locked and not engine.is_podman:  # Docker has no `:O`: a volume of its local driver mounts the overlay
+        args += ["-v", f"{lockdown.overlay_volume(project)}:{root}"]
+    else:
+        args += ["-v", f"{root}:{root}" + lockdown.project_mount_suffix(project, cfg)]  # lockdown: copy-on-write
     # The host's git dir read-only, a private one of the sandbox's own at its path (gitbridge).
     args += [_mount_arg(a) for a in inputs.git_args]
     if locked:  # an ephemeral home: nothing persists, nothing of other runs is seen

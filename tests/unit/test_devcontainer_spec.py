@@ -58,7 +58,7 @@ def test_the_per_command_env_goes_with_the_credentials(repo, monkeypatch):
     seen = {}
     monkeypatch.setattr(session.execute, "run", lambda engine, name, cmd, workdir, names, plain, tty, recover,
                         token: seen.setdefault("names", names) and 0)
-    monkeypatch.setattr(session, "_server", lambda engine, name: None)
+    monkeypatch.setattr(session, "_server", lambda engine, name, *local: None)
     from agentsh.creds import delivery
 
     monkeypatch.setattr(delivery, "write_files", lambda engine, name, files, recover=None: seen.setdefault("files", files))

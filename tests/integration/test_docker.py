@@ -1,0 +1,246 @@
+"""The core workflow on Docker: a private dockerd (tests/docker.py), real containers, real effects.
+
+Docker-only: each test checks what Docker does differently from Podman (its
+exec's statuses and messages, its clients' --format, volumes it makes
+root's, no `:O` mounts) or that the shared code paths hold on it. Tests
+that behave the same on both engines are parametrized over them elsewhere
+(`any_engine`).
+"""
+
+import json
+import os
+import re
+import subprocess
+import threading
+import uuid
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from tests.conftest import GIT_IMAGE, TINY_IMAGE, ab, commit, git, git_init, tiny_image_tar
+from tests.docker import DEBIAN_CLIENT
+from tests.integration.test_network import Hello
+
+pytestmark = pytest.mark.usefixtures("docker_env")
+
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def sh(repo, script, *flags, input=None, env=None):
+    return ab("ab-exec", *flags, "--", "sh", "-c", script, cwd=repo, input=input, env=env)
+
+
+@pytest.fixture(params=["server", "engine"])
+def exec_path(request, monkeypatch):
+    """ab-exec through the sandbox's exec server, and through Docker's own exec."""
+    monkeypatch.setenv("AGENTSH_EXEC_SERVER", "1" if request.param == "server" else "0")
+    return request.param
+
+
+def test_up_makes_one_container_with_the_labels_and_ls_gives_iso_utc(repo, docker_env):
+    up = json.loads(ab("ab-up", "--json", cwd=repo, check=True).stdout)
+    info = docker_env.inspect(up["name"])
+    assert info["State"]["Running"]
+    assert info["Config"]["Labels"]["io.agentsh.project"] == str(repo)
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]
+    again = json.loads(ab("ab-up", "--json", cwd=repo, check=True).stdout)
+    assert again["id"] == up["id"]
+    rows = [r for r in json.loads(ab("ab-ls", "--json", check=True).stdout) if r["name"] == up["name"]]
+    assert len(rows) == 1 and ISO_UTC.fullmatch(rows[0]["created"]), rows
+
+
+def test_exec_status_bytes_cwd_and_env(repo, exec_path, monkeypatch):
+    (repo / "sub").mkdir()
+    assert sh(repo, "exit 7").returncode == 7
+    data = bytes(range(256)) * 64
+    out = ab("ab-exec", "--", "cat", cwd=repo, input=data)
+    assert out.returncode == 0 and out.stdout == data
+    assert ab("ab-exec", "--", "pwd", cwd=repo / "sub").stdout == f"{repo}/sub\n".encode()
+    monkeypatch.setenv("FROM_HOST", "host value")
+    got = sh(repo, 'printf "%s|%s" "$FROM_HOST" "$SET_HERE"', "-e", "FROM_HOST", "-e", "SET_HERE=a b")
+    assert got.stdout == b"host value|a b", got.stderr
+
+
+def test_a_missing_command_is_127_and_one_line(repo, exec_path):
+    ab("ab-up", cwd=repo, check=True)
+    proc = ab("ab-exec", "--", "no-such-program", cwd=repo)
+    assert proc.returncode == 127
+    assert proc.stderr == b"ab-exec: no-such-program: command not found in the sandbox\n"
+
+
+def test_an_image_without_sh_is_refused_in_one_line(repo, docker_env, user_config):
+    """Docker's exec reports a missing program as 126 with its raw OCI message on stdout: agentsh checks the one
+    program every command runs through when it makes the sandbox, and says so in one line."""
+    image = f"localhost/agentsh-test-nosh-{uuid.uuid4().hex[:8]}:latest"
+    docker_env.import_image(tiny_image_tar(without=["bin/sh"]), image)
+    user_config(f'image = "{image}"\n')
+    proc = ab("ab-exec", "--", "true", cwd=repo)
+    assert proc.returncode == 125 and proc.stdout == b""
+    lines = [line for line in proc.stderr.decode().splitlines() if line.startswith("ab-exec:")]
+    assert len(lines) == 1 and "has no sh" in lines[0] and "OCI" not in proc.stderr.decode(), proc.stderr
+    assert docker_env.docker("ps", "-aq", "--filter", f"label=io.agentsh.project={repo}").stdout == b""
+
+
+def test_exec_after_docker_rm_f_makes_the_sandbox_again(repo, docker_env):
+    name = ab("ab-up", cwd=repo, check=True).stdout.decode().strip()
+    first = docker_env.inspect(name)["Id"]
+    docker_env.docker("rm", "-f", name)
+    proc = sh(repo, "echo back")
+    assert proc.returncode == 0 and proc.stdout == b"back\n", proc.stderr
+    assert b"created sandbox" in proc.stderr
+    assert docker_env.inspect(name)["Id"] != first
+
+
+def test_values_are_not_in_docker_inspect(repo, docker_env, exec_path, monkeypatch):
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("TOKEN", secret)
+    name = ab("ab-up", cwd=repo, check=True).stdout.decode().strip()
+    assert sh(repo, 'printf %s "$TOKEN"', "-e", "TOKEN").stdout == secret.encode()
+    assert sh(repo, 'printf %s "$V"', "-e", f"V={secret}x").stdout == f"{secret}x".encode()
+    dump = docker_env.docker("container", "inspect", name).stdout.decode()
+    assert secret not in dump
+
+
+def test_network_none_leaves_only_loopback(repo, docker_env, user_config):
+    user_config(f'image = "{TINY_IMAGE}"\n[network]\nmode = "none"\n')
+    name = ab("ab-up", cwd=repo, check=True).stdout.decode().strip()
+    assert docker_env.inspect(name)["HostConfig"]["NetworkMode"] == "none"
+    devices = sh(repo, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '").stdout.split()
+    assert devices == [b"lo"]
+
+
+def test_allow_mode_reaches_only_the_allowed_host_through_the_proxy(repo, docker_env, user_config):
+    srv = ThreadingHTTPServer(("0.0.0.0", 0), Hello)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    port = srv.server_address[1]
+    try:
+        user_config(f'image = "{TINY_IMAGE}"\n[network]\nmode = "allow"\n'
+                    f'allow = ["host.containers.internal:{port}"]\n')
+        ok = sh(repo, f"wget -q -O- http://host.containers.internal:{port}/")
+        assert ok.returncode == 0 and ok.stdout == b"hello from the host\n", ok.stderr
+        denied = sh(repo, "wget -q -O- http://example.invalid:81/")
+        assert denied.returncode != 0
+        denied_log = json.loads(ab("ab-log", "--json", "--denied", str(repo), check=True).stdout)
+        assert [(e["host"], e["port"], e["allowed"]) for e in denied_log] == [("example.invalid", 81, False)]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_lockdown_keeps_writes_in_an_overlay_and_the_host_project_untouched(repo, docker_env, tmp_path):
+    (repo / "kept.txt").write_text("original\n")
+    proc = sh(repo, "echo changed > kept.txt; echo new > made.txt; cat kept.txt", "--lockdown")
+    assert proc.returncode == 0 and proc.stdout == b"changed\n", proc.stderr
+    assert (repo / "kept.txt").read_text() == "original\n" and not (repo / "made.txt").exists()
+    upper = next((tmp_path / "xdg").glob("xdg_data_home/agentsh/lockdown/*/upper"))
+    assert (upper / "made.txt").read_text() == "new\n" and (upper / "kept.txt").read_text() == "changed\n"
+    again = sh(repo, "cat made.txt", "--lockdown")  # the writes persist across execs
+    assert again.stdout == b"new\n"
+    name = ab("ab-up", "--lockdown", cwd=repo, check=True).stdout.decode().strip()
+    mount = next(m for m in docker_env.inspect(name)["Mounts"] if m["Destination"] == str(repo))
+    assert mount["Type"] == "volume" and mount["Name"].startswith(f"{name}-lockdown-")
+    ab("ab-down", "--rm", cwd=repo, check=True)
+    volumes = docker_env.docker("volume", "ls", "-q").stdout.decode().split()
+    assert not [v for v in volumes if v.startswith(f"{name}-lockdown-")]
+
+
+def test_worktree_commits_inside_reach_the_host(tmp_path, docker_env, user_config):
+    user_config(f'image = "{GIT_IMAGE}"\n')
+    main = git_init(tmp_path / "app")
+    commit(main, "README", "hello\n", "init")
+    path = ab("ab-wt", "new", "feat", cwd=main, check=True).stdout.decode().strip().splitlines()[-1]
+    proc = sh(path, "echo work > w.txt && git add w.txt && git commit -qm 'in the sandbox' && echo done",
+              env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid"})
+    assert proc.returncode == 0 and proc.stdout.endswith(b"done\n"), proc.stderr
+    assert git(main, "log", "-1", "--format=%s", "feat").strip() == "in the sandbox"
+    ab("ab-wt", "rm", "--force", "feat", cwd=main)
+
+
+@pytest.mark.parametrize("client", ["path", "debian"])
+def test_doctor_reads_the_engine_with_either_client(repo, docker_env, client, tmp_path, monkeypatch):
+    """Debian's 20.10 client prints "json" for `info --format json`; doctor must work with it and with newer ones."""
+    if client == "debian":
+        if not os.access(DEBIAN_CLIENT, os.X_OK):
+            pytest.skip("no Debian docker client here")
+        bindir = tmp_path / "bin"
+        bindir.mkdir()
+        (bindir / "docker").symlink_to(DEBIAN_CLIENT)
+        monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    proc = ab("ab-doctor", "--json", cwd=repo)
+    assert b"Traceback" not in proc.stderr and b"internal error" not in proc.stderr, proc.stderr
+    checks = {c["name"]: c for c in json.loads(proc.stdout)}
+    assert checks["engine"]["status"] in ("ok", "warn") and "docker 20.10" in checks["engine"]["detail"], checks
+    assert checks["runtime"]["status"] == "ok", checks["runtime"]
+
+
+def test_a_docker_group_user_gets_a_home_it_owns(rootless_user, docker_daemon):
+    """The usual `docker` group set-up: rootful daemon, non-root user; Docker makes a new volume root's."""
+    env = {"DOCKER_HOST": docker_daemon.host, "AGENTSH_ENGINE": "docker"}
+    project = rootless_user.mkdir(f"work/dock-{uuid.uuid4().hex[:8]}")
+    rootless_user.run("git", "init", "-q", str(project), check=True)
+
+    def run(*args):
+        return rootless_user.run("env", *(f"{k}={v}" for k, v in env.items()), *args, cwd=project)
+
+    outside = run("ab-up")  # not yet in the socket's group: one line that says how to join it
+    assert outside.returncode == 125 and outside.stderr.decode().count("\n") == 1, outside.stderr
+    assert b"may not use the Docker daemon" in outside.stderr and b"usermod -aG docker" in outside.stderr
+    docker_daemon.add_user(rootless_user.name)
+
+    try:
+        proc = run("ab-exec", "--", "sh", "-c", "touch ~/.login && stat -c %u:%g ~ ~/.login && touch made.txt")
+        assert proc.returncode == 0, proc.stderr
+        ids = f"{rootless_user.uid}:{rootless_user.gid}"
+        assert proc.stdout.decode().split() == [ids, ids]
+        assert os.stat(project / "made.txt").st_uid == rootless_user.uid
+        # A file credential lands in the home (its link) and is written back: the home must be the user's.
+        token = f"DOCK_TOKEN_{uuid.uuid4().hex[:8].upper()}"
+        secret = f"file-secret-{uuid.uuid4().hex}".encode()
+        rootless_user.run("ab-creds", "set", token, "--file", "/home/agent/.tool/token", "--writeback",
+                          input=secret, check=True)
+        rootless_user.run("ab-creds", "grant", token, str(project), check=True)
+        got = run("ab-exec", "--", "sh", "-c", "cat ~/.tool/token; printf refreshed > ~/.tool/token")
+        assert got.returncode == 0 and got.stdout == secret, got.stderr
+        assert rootless_user.run("ab-creds", "get", token, check=True).stdout == b"refreshed"
+        name = json.loads(run("ab-up", "--json").stdout)["name"]
+        assert secret not in docker_daemon.docker("container", "inspect", name).stdout
+        rootless_user.run("ab-creds", "rm", token)
+        # The egress proxy's listener needs root over the sandbox's network namespace: refused, in one line.
+        before = json.loads(run("ab-up", "--json").stdout)["id"]
+        refused = run("ab-up", "--network", "allow")
+        assert refused.returncode == 125 and refused.stderr.decode().count("\n") == 1, refused.stderr
+        assert b"recreating" not in refused.stderr  # the refusal comes before any change
+        assert b'network modes "allow" and "learn" with a rootful engine need agentsh run as root' in refused.stderr
+        assert docker_daemon.inspect(json.loads(run("ab-up", "--json").stdout)["name"])["Id"] == before
+    finally:
+        run("ab-down", "--rm", "--volumes")
+
+
+def test_a_docker_context_is_a_remote_engine_that_agentsh_finds_local(repo, docker_env, tmp_path, monkeypatch):
+    """`docker context use` (in DOCKER_CONFIG's config.json) picks the daemon: agentsh treats it as remote,
+    checks that it sees the project, and finds the sandbox's init on this host, so warm paths stay warm."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("DOCKER_HOST")
+    context = f"ab-test-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "context", "create", context, "--docker", f"host={docker_env.host}"],
+                   check=True, capture_output=True)
+    subprocess.run(["docker", "context", "use", context], check=True, capture_output=True)
+    doctor = {c["name"]: c for c in json.loads(ab("ab-doctor", "--json", "--no-run", cwd=repo).stdout)}
+    assert f"remote: context {context}" in doctor["engine"]["detail"]
+    proc = sh(repo, "pwd; exit 4")
+    assert proc.returncode == 4 and proc.stdout == f"{repo}\n".encode(), proc.stderr
+    name = ab("ab-up", cwd=repo, check=True).stdout.decode().strip()
+    assert json.loads(ab("ab-status", "--json", cwd=repo, check=True).stdout)["exec"] == "server"
+    monkeypatch.setenv("DOCKER_CONTEXT", f"{context}-gone")  # an engine that cannot be reached
+    warm = ab("ab-up", cwd=repo)
+    assert warm.returncode == 0 and warm.stdout.decode().strip() == name, warm.stderr
+
+
+def test_concurrent_ups_make_one_container(repo, docker_env):
+    procs = [subprocess.Popen(["ab-up", "--json"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(5)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert len({json.loads(o)["id"] for o, _ in outs}) == 1
+    listed = docker_env.docker("ps", "-aq", "--filter", f"label=io.agentsh.project={repo}").stdout.split()
+    assert len(listed) == 1
