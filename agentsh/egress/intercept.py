@@ -135,6 +135,17 @@ class Swaps:
         return [name for ph, (name, _) in self.names.items() if ph in data]
 
 
+def _chunk_size(line: bytes) -> int:
+    """The size a chunked body's size line gives (extensions after ';' ignored); ValueError when malformed."""
+    size = line[:-2].split(b";", 1)[0].strip()
+    try:
+        if not size or len(size) > 16:
+            raise ValueError
+        return int(size, 16)
+    except ValueError:
+        raise ValueError("bad chunk size") from None
+
+
 def cache_problem(error: Exception) -> str:
     """One line: why the proxy cannot open the placeholders, what that means, and the fix."""
     from agentsh.creds import vault  # lazy: only when the record cannot be opened
@@ -362,13 +373,7 @@ def copy_body(src: Stream, dst: Stream | TLSConn | socket.socket, kind: str, cou
         line = src.line()
         dst.sendall(line)
         total += len(line)
-        size = line[:-2].split(b";", 1)[0].strip()
-        try:
-            if not size or len(size) > 16:
-                raise ValueError
-            size = int(size, 16)
-        except ValueError:
-            raise ValueError("bad chunk size") from None
+        size = _chunk_size(line)
         if size == 0:
             while True:  # trailers, through the blank line
                 line = src.line()
@@ -511,13 +516,7 @@ def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None, i
     while True:
         line = src.line()
         raw.append(line)
-        size = line[:-2].split(b";", 1)[0].strip()
-        try:
-            if not size or len(size) > 16:
-                raise ValueError
-            size = int(size, 16)
-        except ValueError:
-            raise ValueError("bad chunk size") from None
+        size = _chunk_size(line)
         if size == 0:
             trailers = []
             while True:
