@@ -529,10 +529,8 @@ def _replace(engine, store, project, want, info, notify):
     prepare_volumes(engine, project, want)
     kept = _read_record(store, name)  # the running sandbox's record, put back if the new one fails
     store.write(layout.sandbox_record(name), _record(project, want))  # before any change (see _create)
-    from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
-
     try:
-        cid = engine.create(_named(want.full_run_args(devcontainer_run.resolve_late_env(engine, want)), new))
+        cid = engine.create(_named(want.full_run_args(_late_env(engine, want)), new))
     except AgentshError as e:
         engine.remove(new)
         _put_back(store, name, kept)
