@@ -256,7 +256,7 @@ def sweep(before, user, marker, basetemp, exclusive):
     for cid, (name, project) in root.containers().items():
         if cid not in before.containers and project.startswith(basetemp):
             root("rm", "-f", "-t", "0", cid)
-            swept.append(f"container {name}")
+            swept.append(f"container {name} (project {os.path.relpath(project, basetemp)})")
     if exclusive:
         for volume in sorted(root.volumes() - before.volumes):
             if volume.startswith(SANDBOX_VOLUME_PREFIXES + TEST_VOLUME_PREFIXES) and \

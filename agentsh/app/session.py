@@ -162,6 +162,9 @@ def _init_pid(engine, store, sandbox):
         return None
 
 
+STOPPED_SETTLE = 20  # tenths of a second a stopped sandbox is watched for its removal
+
+
 def _went_away(proj, cfg, engine, store, status, held, notify, settle=False):
     """The command was cut short: its sandbox was removed or stopped, or its exec server went away. One line.
 
@@ -174,6 +177,12 @@ def _went_away(proj, cfg, engine, store, status, held, notify, settle=False):
             break
         time.sleep(0.1)
         state = _state(engine, store, proj.sandbox)
+    for _ in range(STOPPED_SETTLE if state == "stopped" else 0):
+        # `rm -f` stops the sandbox first and removes it after: a stop seen at once may be a removal
+        time.sleep(0.1)
+        if _state(engine, store, proj.sandbox) == "removed":
+            state = "removed"
+            break
     if state in ("removed", "stopped"):
         notify(f"sandbox {proj.sandbox} was {state} while the command ran, which killed the command "
                f"(exit {GONE_STATUS}); it was not run again")
