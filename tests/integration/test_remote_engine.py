@@ -50,6 +50,9 @@ def service(tmp_path, monkeypatch):
     srv = Service(tmp_path)
     monkeypatch.setenv("CONTAINER_HOST", srv.url)
     yield srv
+    # The service's containers are rootful Podman's own: sandbox_env's clean-up, which runs after this,
+    # must ask the local engine, not a stopped service
+    monkeypatch.delenv("CONTAINER_HOST", raising=False)
     srv.stop()
 
 
