@@ -159,7 +159,9 @@ def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[
     """One record entry. `where`: a header name, or {"header", "query", "body"} (creds.vault.binding).
 
     Keys beyond placeholder, value, hosts and header appear only when used:
-    "query" (a query parameter's name), "body" (true: request bodies).
+    "query" (a query parameter's name), "body" (true: request bodies),
+    "oauth" (a login file's token, creds.oauth) and "retired" (that token's
+    earlier placeholders, which stand for its current value too).
     """
     where = {"header": where} if where is None or isinstance(where, str) else where
     made = {"placeholder": stand_in, "value": value, "hosts": list(hosts), "header": where.get("header")}
@@ -180,6 +182,8 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
     `where` is entry()'s. Entries not wanted are dropped (a credential no
     longer granted), unless `partial` (only some credentials were opened).
     Rewrites the record only when something changed; returns {name: placeholder}.
+    The caller holds the store lock from reading the values it passes
+    (creds.oauth.refreshed replaces them under it).
     """
     old = read(store, sandbox, key)
     entries = {n: e for n, e in old.items() if n not in wanted} if partial else {}
@@ -189,6 +193,10 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
         if not stand_in or not same_shape(value, stand_in):
             stand_in = placeholder(value)
         entries[name] = entry(stand_in, value, hosts, where)
+        if had.get("oauth") and entries[name].get("oauth"):  # a login's token: its replaced placeholders stay
+            retired = [p for p in [*had.get("retired", ()), had.get("placeholder")] if p and p != stand_in]
+            if retired:
+                entries[name]["retired"] = retired[-8:]
     if entries != old:  # a credential no longer granted loses its entry: its placeholder stops working
         write(store, sandbox, key, entries)
     return {name: entries[name]["placeholder"] for name in wanted}

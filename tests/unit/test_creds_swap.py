@@ -641,7 +641,8 @@ def test_an_oauth_login_arrives_with_placeholders_and_a_refresh_round_trip_keeps
         assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
         _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
                                        f"{inside['accessToken']}\r\nConnection: close\r\n\r\n".encode())
-        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {ACCESS}"  # a request under way keeps working
+        # a command still holding the old placeholder keeps working: it stands for the new token now
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
         # the file the agent writes back (new placeholders) is sealed as the real one
         written = json.dumps({"claudeAiOauth": {"accessToken": got["access_token"],
                                                 "refreshToken": got["refresh_token"], "expiresAt": 2}}).encode()
