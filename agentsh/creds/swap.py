@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from agentsh.base.state import Store
 
 PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-proj-", "sk-svcacct-", "sk-",
-            "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza")
+            "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza",
+            "ya29.", "1//")  # ya29. and 1//: Google OAuth access and refresh tokens
 _DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MIN_RANDOM = 16  # characters of randomness at least (padded past the real length when shorter)
 
