@@ -5,6 +5,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
@@ -77,6 +78,7 @@ class Echo(BaseHTTPRequestHandler):
         data = json.dumps(seen).encode() if self.server.reflect else f"seen {len(self.server.seen)}\n".encode()
         token_endpoint = "/oauth/token" in self.path or self.path.split("?")[0] == "/token"  # Google's: /token
         if token_endpoint and self.server.tokens is not None:  # a token endpoint: new tokens
+            time.sleep(self.server.token_delay)  # a slow one: other commands start while a refresh is under way
             data = json.dumps(self.server.tokens).encode()
         self.send_response(200)
         if self.path.startswith("/echo-header"):  # an API that reflects the key in a response header
@@ -112,6 +114,7 @@ class TLSOrigin:
         self.server.daemon_threads = True
         self.server.seen = []
         self.server.reflect = reflect
+        self.server.token_delay = 0
         self.server.tokens = None  # set: .../oauth/token and /token answer with this JSON (OAuth token endpoints)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
