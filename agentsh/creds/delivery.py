@@ -193,6 +193,11 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
                 if record is not None and record["_scope"] == f.scope:
                     f.value = creds.reveal(record, delivery.key)
                 found = oauth.bindings(fmt, f.value, f.name, f.scope, hosts)
+                for _, bound, where in found.values():
+                    if not bound:  # an opencode provider none of the bound hosts belongs to
+                        notify(f"credential {f.name}: the token of {where['oauth'].get('provider')} is bound to no "
+                               "host, so its placeholder works nowhere (store the login again with --bind-host "
+                               "naming that provider's API host)")
                 proxied.update({n: (None, *v) for n, v in found.items()})
                 if found:
                     logins.append((f, found, fmt))

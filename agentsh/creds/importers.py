@@ -78,7 +78,7 @@ def _token_file(name: str, host_path: str, sandbox_rel: str, fmt: str = creds.RA
         return None
     hosts = oauth.HOSTS.get(fmt, ())
     if fmt == oauth.OPENCODE:
-        held = {slot.split(oauth.SEP)[0] for slot in oauth.tokens(fmt, data)}
+        held = dict.fromkeys(slot.split(oauth.SEP)[0] for slot in oauth.tokens(fmt, data))  # in the file's order
         hosts = tuple(dict.fromkeys(h for p in held if p in oauth.PROVIDERS for h in oauth.PROVIDERS[p][0])) or hosts
     return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True, fmt=fmt,
                  bind_hosts=hosts)

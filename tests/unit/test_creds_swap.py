@@ -924,3 +924,23 @@ def test_importers_bind_gemini_clis_and_opencodes_logins(monkeypatch, tmp_path):
         assert row["bind_hosts"] == list(hosts) and row["writeback"]
         assert creds.find(name)["meta"]["format"] == fmt
     assert creds.find("OPENCODE_AUTH")["meta"]["target"] == "/home/agent/.local/share/opencode/auth.json"
+
+
+def test_an_opencode_provider_bound_to_no_host_gets_a_placeholder_and_a_notice(tmp_path):
+    from agentsh.creds import oauth
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    login = {**OC_LOGIN, "mine": {"type": "api", "key": "m1n3" * 8}}  # a provider agentsh does not know
+    creds.put(store, "LOGIN", creds.GLOBAL, creds.meta(creds.FILE, "/home/agent/.local/share/opencode/auth.json",
+                                                       fmt=oauth.OPENCODE, writeback=True,
+                                                       bind_hosts=oauth.HOSTS[oauth.OPENCODE]),
+              json.dumps(login).encode())
+    creds.grant(store, proj, "LOGIN")
+    notes = []
+    [f] = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, notes.append).files
+    [note] = notes
+    assert "the token of mine is bound to no host" in note and "--bind-host" in note
+    assert b"m1n3m1n3" not in f.value and json.loads(f.value)["mine"]["key"] != login["mine"]["key"]
+    assert swap.read(store, proj.sandbox, creds.load_key())["LOGIN#mine#key"]["hosts"] == []
