@@ -68,7 +68,6 @@ PROVIDERS = {  # opencode's provider ids -> (their hosts, the header of an API k
 HOSTS[OPENCODE] = tuple(dict.fromkeys(h for hosts, _ in PROVIDERS.values() for h in hosts))
 ANSWER = {ACCESS: "access_token", REFRESH: "refresh_token", ID: "id_token"}  # OAuth 2.0 token response keys
 SEP = "#"  # placeholder entries are named CREDENTIAL#role (opencode: CREDENTIAL#provider#role)
-RETIRED = 8  # replaced placeholders kept per token
 
 
 def is_oauth(fmt: str | None) -> bool:
@@ -266,10 +265,7 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
             header = old.get("header") if role == ACCESS and old.get("header") else creds.AUTHORIZATION
             made = swap.entry(stand_in, value, old.get("hosts") or hosts, where(role, name, scope, fmt, provider,
                                                                               header))
-            retired = [p for p in [*old.get("retired", ()), old.get("placeholder")] if p and p != stand_in]
-            if retired:
-                made["retired"] = retired[-RETIRED:]
-            entries[prefix + role] = made
+            entries[prefix + role] = swap.retire(old, made)
             out[value] = stand_in
         swap.write(store, sandbox, key, entries)
     return out

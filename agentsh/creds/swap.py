@@ -39,6 +39,7 @@ PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-pr
             "ya29.", "1//")  # ya29. and 1//: Google OAuth access and refresh tokens
 _DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MIN_RANDOM = 16  # characters of randomness at least (padded past the real length when shorter)
+RETIRED = 8  # a login token's replaced placeholders kept (creds.oauth)
 
 
 def _json() -> ModuleType:
@@ -175,6 +176,14 @@ def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[
     return made
 
 
+def retire(old: Mapping[str, Any], new: dict) -> dict:
+    """`new` (an entry replacing `old`) keeping old's placeholders, but its own, as retired (the last RETIRED)."""
+    retired = [p for p in [*old.get("retired", ()), old.get("placeholder")] if p and p != new["placeholder"]]
+    if retired:
+        new["retired"] = retired[-RETIRED:]
+    return new
+
+
 def stand_ins(store: Store, sandbox: str, key: bytes,
               wanted: Mapping[str, tuple[str, Iterable[str], str | Mapping[str, Any] | None]],
               partial: bool = False) -> dict[str, str]:
@@ -195,9 +204,7 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
             stand_in = placeholder(value)
         entries[name] = entry(stand_in, value, hosts, where)
         if had.get("oauth") and entries[name].get("oauth"):  # a login's token: its replaced placeholders stay
-            retired = [p for p in [*had.get("retired", ()), had.get("placeholder")] if p and p != stand_in]
-            if retired:
-                entries[name]["retired"] = retired[-8:]
+            retire(had, entries[name])
     if entries != old:  # a credential no longer granted loses its entry: its placeholder stops working
         write(store, sandbox, key, entries)
     return {name: entries[name]["placeholder"] for name in wanted}
