@@ -137,8 +137,14 @@ def ab(*args, input=None, cwd=None, check=False, env=None, timeout=120):
     return proc
 
 
+# What points `podman` at another engine; the tests' own podman() looks at this host's, always (a remote-engine
+# test's clean-up runs while its CONTAINER_HOST still names a service it has stopped)
+REMOTE_VARS = ("CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY")
+
+
 def podman(*args, check=True, input=None):
-    proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, input=input)
+    env = {k: v for k, v in os.environ.items() if k not in REMOTE_VARS}
+    proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, input=input, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {args} exited {proc.returncode}: {proc.stderr}")
     return proc
