@@ -491,6 +491,28 @@ def docker_daemon(engine_ready):
         daemon.stop()
 
 
+@pytest.fixture(scope="session")
+def rootless_docker(rootless_user):
+    """A rootless dockerd of the rootless test user's (dockerd-rootless.sh) with the tiny image; stopped after.
+
+    Skipped where it cannot start (not root, no rootlesskit); in CI (AGENTSH_REQUIRE_ENGINE=1) that fails
+    instead, since scripts/test-setup installs both.
+    """
+    from tests import docker
+
+    problem = docker.rootless_problem()
+    if problem:
+        if os.environ.get("AGENTSH_REQUIRE_ENGINE") == "1" and os.geteuid() == 0:
+            pytest.fail(f"the rootless Docker tests need a rootless dockerd: {problem}")
+        pytest.skip(problem)
+    daemon = docker.RootlessDaemon(rootless_user).start()
+    try:
+        daemon.import_image(tiny_image_tar(), TINY_IMAGE)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
 @pytest.fixture
 def docker_env(docker_daemon, user_config, monkeypatch):
     """This test's agentsh runs on the private dockerd, with the tiny image."""

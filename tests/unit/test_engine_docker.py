@@ -226,3 +226,25 @@ def test_a_user_outside_the_docker_group_is_told_how_to_join_it(monkeypatch):
                          "dial unix /var/run/docker.sock: connect: permission denied", "ps")
     assert "may not use the Docker daemon at unix:///var/run/docker.sock" in error.message
     assert "usermod -aG docker" in error.fix
+
+
+def test_docker_is_rootless_when_its_socket_is_the_users_own(monkeypatch):
+    """dockerd-rootless.sh's socket belongs to its user, wherever XDG_RUNTIME_DIR is; a rootful one is root's."""
+    import socket
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d, socket.socket(socket.AF_UNIX) as s:  # (a path without
+        path = os.path.join(d, "docker.sock")  # "rootless" in it, which counts by itself)
+        s.bind(path)
+        if os.geteuid() == 0:
+            os.chown(path, 1000, 1000)
+        user = os.stat(path).st_uid
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        monkeypatch.setattr(os, "geteuid", lambda: user)
+        assert Engine("docker", exe="docker").rootless is True
+        monkeypatch.setattr(os, "geteuid", lambda: user + 1)
+        assert Engine("docker", exe="docker").rootless is False
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+        assert Engine("docker", exe="docker").rootless is False  # root: never "its own" daemon
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    assert Engine("docker", exe="docker").rootless is True
