@@ -17,9 +17,11 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
+from agentsh.policy.ports import stable_host_port
 from tests.conftest import GIT_IMAGE, TINY_IMAGE, ab, commit, git, git_init, tiny_image_tar
 from tests.docker import DEBIAN_CLIENT
 from tests.integration.test_network import Hello
+from tests.integration.test_ports import fetch, serve, status_ports
 
 pytestmark = pytest.mark.usefixtures("docker_env")
 
@@ -234,6 +236,33 @@ def test_a_docker_context_is_a_remote_engine_that_agentsh_finds_local(repo, dock
     monkeypatch.setenv("DOCKER_CONTEXT", f"{context}-gone")  # an engine that cannot be reached
     warm = ab("ab-up", cwd=repo)
     assert warm.returncode == 0 and warm.stdout.decode().strip() == name, warm.stderr
+
+
+def test_ports_from_ab_up_and_forward_ports_are_published_and_reachable_from_the_host(repo, docker_env):
+    """`ab-up -p` and a trusted devcontainer.json's forwardPorts on Docker: bound to 127.0.0.1 on the stable host
+    port, answered by a server in the sandbox, kept by a later ab-up and a restart."""
+    (repo / ".devcontainer").mkdir()
+    (repo / ".devcontainer" / "devcontainer.json").write_text(f'{{"image": "{TINY_IMAGE}", "forwardPorts": [3000]}}')
+    ab("ab-allow", str(repo), check=True)
+    name = json.loads(ab("ab-up", str(repo), "-p", "8080", "--json", check=True).stdout)["name"]
+    web, forwarded = stable_host_port(str(repo), 8080), stable_host_port(str(repo), 3000)
+    bindings = docker_env.inspect(name)["HostConfig"]["PortBindings"]
+    assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(web)}],
+                        "3000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(forwarded)}]}, bindings
+    assert {(p["host"], p["container"]) for p in status_ports(repo)} == {(web, 8080), (forwarded, 3000)}
+    serve(repo, 8080)
+    serve(repo, 3000)
+    assert fetch(web) == b"hello-from-sandbox\n" and fetch(forwarded) == b"hello-from-sandbox\n"
+    first = docker_env.inspect(name)["Id"]
+    ab("ab-up", str(repo), check=True)
+    ab("ab-down", str(repo), check=True)
+    ab("ab-up", str(repo), check=True)
+    assert docker_env.inspect(name)["Id"] == first
+    serve(repo, 8080)
+    assert fetch(web) == b"hello-from-sandbox\n"
+    ab("ab-down", "--rm", str(repo), check=True)
+    with pytest.raises(AssertionError):
+        fetch(web, tries=3)  # the port is closed with the sandbox
 
 
 def test_concurrent_ups_make_one_container(repo, docker_env):
