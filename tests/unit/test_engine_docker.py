@@ -248,3 +248,30 @@ def test_docker_is_rootless_when_its_socket_is_the_users_own(monkeypatch):
         assert Engine("docker", exe="docker").rootless is False  # root: never "its own" daemon
     monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
     assert Engine("docker", exe="docker").rootless is True
+
+
+def test_sh_is_looked_for_inside_the_containers_root(tmp_path):
+    """The check that replaces an exec on local Docker: symlinks resolve inside the root, never on the host."""
+    from agentsh.sandbox.lifecycle import _has_sh
+
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "bin").mkdir()
+    os.symlink("/usr/bin/env", root / "bin/sh")  # the host has /usr/bin/env; this root does not
+    assert not _has_sh(str(root))
+    (root / "usr/bin/env").write_text("")
+    assert not _has_sh(str(root))  # not executable
+    os.chmod(root / "usr/bin/env", 0o755)
+    assert _has_sh(str(root))
+    other = tmp_path / "merged"
+    (other / "usr/bin").mkdir(parents=True)
+    os.symlink("usr/bin", other / "bin")  # merged /usr, and a relative link up and back
+    os.symlink("../../usr/bin/dash", other / "usr/bin/sh")
+    assert not _has_sh(str(other))
+    (other / "usr/bin/dash").write_text("")
+    os.chmod(other / "usr/bin/dash", 0o755)
+    assert _has_sh(str(other))
+    loop = tmp_path / "loop"
+    (loop / "bin").mkdir(parents=True)
+    os.symlink("sh", loop / "bin/sh")
+    assert not _has_sh(str(loop))
