@@ -328,6 +328,13 @@ def test_rootless_docker_for_an_ordinary_user(rootless_user, rootless_docker, ex
         assert b'network modes "allow" and "learn" need Podman' in refused.stderr
         none = run("ab-exec", "--network", "none", "--", "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1")
         assert none.returncode == 0 and none.stdout.split() == [b"lo"], none.stderr
+        if exec_server == "1":  # a published port: rootlesskit's port driver listens on the host
+            assert run("ab-up", "-p", "8080").returncode == 0
+            port = stable_host_port(str(project), 8080)
+            served = run("ab-exec", "--", "sh", "-c", "mkdir -p /tmp/www && echo hello-from-sandbox > "
+                         "/tmp/www/index.html && httpd -p 8080 -h /tmp/www")
+            assert served.returncode == 0, served.stderr
+            assert fetch(port) == b"hello-from-sandbox\n"
         down = run("ab-down", "--rm", "--volumes", "--json")
         assert down.returncode == 0 and json.loads(down.stdout) == [name], down.stderr
         assert rootless_docker.docker("ps", "-aq", "--filter", f"name={name}").stdout == b""
