@@ -8,9 +8,11 @@ no rule lists and internal addresses (loopback, private, link-local, and the
 IPv6 forms embedding them; see policy.rules.classify) that no rule names,
 connects to the very address it checked, then splices bytes both ways
 (os.splice through a pipe: the payload never enters Python) and appends one
-audit entry when the connection ends. A thread per direction, blocking
-splice (measured no slower than a poll loop), the threads reused across
-connections (Workers) since starting one costs more than a small request.
+audit entry when the connection ends. One thread a connection, the one that
+accepted it: it reads the request and splices both directions (poll, then
+non-blocking splice), so a request waits for no thread hand-off; threads
+are reused across connections (Workers) since starting one costs more than
+a small request.
 
 Programs that ignore HTTP(S)_PROXY are served too: the proxy answers the
 sandbox's DNS (egress.dns: synthetic addresses for names a rule allows), and
@@ -67,19 +69,21 @@ _METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZab
 
 
 IDLE_WORKERS = 32  # threads kept waiting for the next connection (a new thread costs 0.1-0.3 ms here)
+ACCEPTORS = 2  # of them, threads blocked in accept() on a listener, at most (one serves, one accepts meanwhile)
 
 
 class Workers:
-    """Threads reused across connections: a connection's handler and its second relay direction.
+    """Threads reused across connections: the acceptors (each serves what it accepts), copiers where no splice.
 
     Starting a thread costs more than a small request through the proxy
     otherwise does; a finished task's thread waits (on its own lock) for
-    the next one instead of exiting, up to IDLE_WORKERS idle. Past that it
-    exits, so a burst of 1,000 connections leaves at most IDLE_WORKERS
-    threads behind.
+    the next one instead of exiting, up to `idle_max` idle (with the
+    ACCEPTORS blocked in accept(), IDLE_WORKERS). Past that it exits, so a
+    burst of 1,000 connections leaves at most IDLE_WORKERS threads behind
+    for a listener.
     """
 
-    def __init__(self, idle_max: int = IDLE_WORKERS) -> None:
+    def __init__(self, idle_max: int = IDLE_WORKERS - ACCEPTORS) -> None:
         self.idle_max = idle_max
         self._lock = threading.Lock()
         self._idle = []
@@ -193,11 +197,8 @@ class Proxy:
         self.names = names if names is not None else Names()
 
     def serve_forever(self) -> None:
-        """Serve every socket given (one thread each) until close()."""
+        """Serve every socket given until close()."""
         threads = []
-        if self.transparent is not None:
-            threads.append(threading.Thread(target=self._accept, args=(self.transparent, self.handle_steered),
-                                            daemon=True))
         if self.dns:
             answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns, self.local_names)
             for sock in self.dns:
@@ -206,27 +207,60 @@ class Proxy:
                 threads.append(threading.Thread(target=loop, args=(sock, answerer, self.closed), daemon=True))
         for t in threads:
             t.start()
-        self._accept(self.listener, self.handle)
+        for sock, handler in ((self.transparent, self.handle_steered), (self.listener, self.handle)):
+            if sock is not None:
+                sock.settimeout(None)
+                waiting = [ACCEPTORS, threading.Lock()]
+                for _ in range(ACCEPTORS):
+                    _WORKERS.run(self._accept, sock, handler, waiting)
+        self.closed.wait()
 
-    def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:
-        listener.settimeout(None)
+    def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], None], waiting: list[Any]) -> None:
+        """Accept on `listener` and serve what comes, until close(); `waiting`: [threads in accept, its lock].
+
+        The thread that accepts a connection serves it, so its request is
+        read without waiting for another thread to wake; it starts another
+        acceptor only when none is left waiting, and accepts again after
+        the connection while fewer than ACCEPTORS do (else it goes back to
+        the workers). Sequential connections thus cost no thread hand-off.
+        """
+        lock = waiting[1]
         while not self.closed.is_set():
             try:
                 conn, _ = listener.accept()
             except OSError:
                 if self.closed.is_set():
-                    return
+                    break
                 time.sleep(0.05)
                 continue
+            with lock:
+                waiting[0] -= 1
+                spare = waiting[0] > 0
+                if not spare:
+                    waiting[0] += 1
+            if not spare:
+                try:
+                    _WORKERS.run(self._accept, listener, handler, waiting)
+                except RuntimeError:  # no thread to be had (a limit reached): this connection is dropped, not the proxy
+                    conn.close()
+                    time.sleep(0.05)
+                    continue  # this thread keeps accepting (it was counted as the new one)
             try:  # relayed replies come as a head and a body: without this the second waits for a delayed ACK
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
             try:
-                _WORKERS.run(handler, conn)
-            except RuntimeError:  # no thread to be had (a limit reached): this connection is dropped, not the proxy
-                conn.close()
-                time.sleep(0.05)
+                handler(conn)
+            except Exception:  # noqa: S110 (a handler reports its own errors; accepting goes on)
+                pass
+            with lock:
+                again = waiting[0] < ACCEPTORS
+                if again:
+                    waiting[0] += 1
+            if not again:
+                return
+        with lock:
+            waiting[0] -= 1
 
     def close(self) -> None:
         self.closed.set()
@@ -383,13 +417,13 @@ class Proxy:
                 return
             entry["allowed"] = True
             client.settimeout(None)
+            greeting = b""
             if method == "CONNECT":
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                first = rest
+                greeting, first = b"HTTP/1.1 200 Connection established\r\n\r\n", rest
             else:
                 self._scan(forward, host, port)
                 first = forward + rest
-            sent, received = _relay(client, upstream, first)
+            sent, received = _relay(client, upstream, first, greeting)
             entry.update(bytes_sent=sent, bytes_received=received)
             self._log(entry, start)
         except Exception as e:  # a broken client must never take the proxy down
@@ -593,39 +627,159 @@ def _reply(sock: socket.socket, status: int, message: str) -> None:
         pass
 
 
-def _relay(client: socket.socket, upstream: socket.socket, first: bytes) -> tuple[int, int]:
-    """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client)."""
-    counts = [0, 0]
+def _relay(client: socket.socket, upstream: socket.socket, first: bytes, greeting: bytes = b"") -> tuple[int, int]:
+    """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client).
+
+    `first` (read from the client with its request) goes upstream at once,
+    `greeting` (a CONNECT's answer) to the client. Both directions are
+    spliced by this one thread (_splice_both); where the kernel cannot
+    splice these sockets, a worker copies the client's bytes and this
+    thread the replies.
+    """
+    if first:
+        upstream.sendall(first)
+    if greeting:
+        client.sendall(greeting)
+    if _SPLICE:
+        counts = _splice_both(client, upstream)
+        if counts is not None:
+            return len(first) + counts[0], counts[1]
+    return _relay_threads(client, upstream, len(first))
+
+
+def _relay_threads(client: socket.socket, upstream: socket.socket, sent: int) -> tuple[int, int]:
+    counts = [0]
     done = threading.Lock()
     done.acquire()
 
-    def down() -> None:
+    def up() -> None:
         try:
-            counts[1] = _pump(upstream, client)
+            counts[0] = _pump(client, upstream)
         finally:
             done.release()
 
-    _WORKERS.run(down)
-    sent = 0
+    _WORKERS.run(up)
     try:
-        if first:
-            upstream.sendall(first)
-            sent = len(first)
-        sent += _pump(client, upstream)
+        received = _pump(upstream, client)
     finally:
-        counts[0] = sent
-    done.acquire()
-    return counts[0], counts[1]
+        done.acquire()
+    return sent + counts[0], received
 
 
 _SPLICE = hasattr(os, "splice")
+_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
+_NO_SPLICE = (22, 38, 95)  # EINVAL/ENOSYS/EOPNOTSUPP: no splice for these descriptors
+
+
+class _Lane:
+    """One direction of a spliced relay: src -> pipe -> dst, `pending` bytes in the pipe."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
+        self.src, self.dst = src, dst
+        self.sfd, self.dfd = src.fileno(), dst.fileno()
+        self.r, self.w = os.pipe()
+        try:
+            fcntl.fcntl(self.w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+        except OSError:
+            pass
+        self.pending = self.total = 0
+        self.done = False
+
+    def step(self) -> None:
+        """Move what can be moved without blocking; at EOF or an error, half-close dst."""
+        try:
+            if self.pending:
+                self._drain()
+            n = os.splice(self.sfd, self.w, CHUNK, flags=_NONBLOCK)
+            if n == 0:
+                self._end()
+                return
+            self.total += n
+            self.pending = n
+            self._drain()
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            if self.total == 0 and e.errno in _NO_SPLICE:
+                raise
+            self._end()
+
+    def _drain(self) -> None:
+        while self.pending:  # BlockingIOError when dst is full: the rest waits in the pipe for POLLOUT
+            self.pending -= os.splice(self.r, self.dfd, self.pending, flags=_NONBLOCK)
+
+    def _end(self) -> None:
+        self.done, self.pending = True, 0
+        try:
+            self.dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+def _splice_both(client: socket.socket, upstream: socket.socket) -> tuple[int, int] | None:
+    """Both directions in this thread until both are done: poll, then non-blocking splice through a pipe each.
+
+    Nothing blocks but poll, so neither direction can hold the other up
+    (both peers may send at once) and no second thread is woken per
+    connection. Returns (client to upstream, upstream to client), or None
+    where these sockets cannot be spliced (nothing moved; the caller copies).
+    """
+    global _SPLICE
+    import select
+
+    lanes = []
+    try:
+        lanes = [_Lane(client, upstream), _Lane(upstream, client)]
+        client.setblocking(False)
+        upstream.setblocking(False)
+        poller = select.poll()
+        registered = {client.fileno(): 0, upstream.fileno(): 0}
+        while True:
+            wanted = dict.fromkeys(registered, 0)
+            for lane in lanes:
+                if lane.pending:
+                    wanted[lane.dfd] |= select.POLLOUT
+                elif not lane.done:
+                    wanted[lane.sfd] |= select.POLLIN
+            if not any(wanted.values()):
+                return lanes[0].total, lanes[1].total
+            for fd, events in wanted.items():
+                if events != registered[fd]:
+                    if not events:
+                        poller.unregister(fd)
+                    elif registered[fd]:
+                        poller.modify(fd, events)
+                    else:
+                        poller.register(fd, events)
+                    registered[fd] = events
+            ready = dict(poller.poll())
+            for lane in lanes:
+                if not lane.done and (lane.dfd if lane.pending else lane.sfd) in ready:
+                    lane.step()
+    except OSError as e:
+        if e.errno in _NO_SPLICE and not any(lane.total for lane in lanes):
+            _SPLICE = False
+            return None
+        return lanes[0].total if lanes else 0, lanes[1].total if len(lanes) > 1 else 0
+    finally:
+        for lane in lanes:
+            lane.close()
+        for sock in (client, upstream):
+            try:
+                sock.setblocking(True)
+            except OSError:
+                pass
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> int:
     """src -> dst until EOF, then half-close dst; returns the byte count."""
     total = 0
     try:
-        total = _splice(src, dst) if _SPLICE else _copy(src, dst)
+        total = _copy(src, dst)
     except OSError:
         pass
     finally:
@@ -634,34 +788,6 @@ def _pump(src: socket.socket, dst: socket.socket) -> int:
         except OSError:
             pass
     return total
-
-
-def _splice(src: socket.socket, dst: socket.socket) -> int:
-    global _SPLICE
-    r, w = os.pipe()
-    total = 0
-    try:
-        try:
-            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
-        except OSError:
-            pass
-        sfd, dfd = src.fileno(), dst.fileno()
-        while True:
-            try:
-                n = os.splice(sfd, w, CHUNK)
-            except OSError as e:
-                if total == 0 and e.errno in (22, 38, 95):  # EINVAL/ENOSYS/EOPNOTSUPP: no splice here
-                    _SPLICE = False
-                    return _copy(src, dst)
-                raise
-            if n == 0:
-                return total
-            total += n
-            while n:
-                n -= os.splice(r, dfd, n)
-    finally:
-        os.close(r)
-        os.close(w)
 
 
 def _copy(src: socket.socket, dst: socket.socket) -> int:
