@@ -696,6 +696,15 @@ class _Lane:
                 return
             self.total += n
             self.pending = n
+            try:  # a non-blocking read takes one batch: what arrived since fills the pipe further
+                while self.pending < CHUNK:
+                    n = os.splice(self.sfd, self.w, CHUNK - self.pending, flags=_NONBLOCK)
+                    if n == 0:
+                        break
+                    self.total += n
+                    self.pending += n
+            except BlockingIOError:
+                pass
             self._drain()
         except BlockingIOError:
             pass
