@@ -8,11 +8,11 @@ no rule lists and internal addresses (loopback, private, link-local, and the
 IPv6 forms embedding them; see policy.rules.classify) that no rule names,
 connects to the very address it checked, then splices bytes both ways
 (os.splice through a pipe: the payload never enters Python) and appends one
-audit entry when the connection ends. One thread a connection, the one that
-accepted it: it reads the request and splices both directions (poll, then
-non-blocking splice), so a request waits for no thread hand-off; threads
-are reused across connections (Workers) since starting one costs more than
-a small request.
+audit entry when the connection ends. The thread that accepted a connection
+serves it and splices the replies (blocking splice; a worker the other
+direction), so a request and its answer wait for no thread hand-off;
+threads are reused across connections (Workers) since starting one costs
+more than a small request.
 
 Programs that ignore HTTP(S)_PROXY are served too: the proxy answers the
 sandbox's DNS (egress.dns: synthetic addresses for names a rule allows), and
@@ -73,7 +73,7 @@ ACCEPTORS = 2  # of them, threads blocked in accept() on a listener, at most (on
 
 
 class Workers:
-    """Threads reused across connections: the acceptors (each serves what it accepts), copiers where no splice.
+    """Threads reused across connections: the acceptors (each serves what it accepts), a relay's second direction.
 
     Starting a thread costs more than a small request through the proxy
     otherwise does; a finished task's thread waits (on its own lock) for
@@ -631,23 +631,13 @@ def _relay(client: socket.socket, upstream: socket.socket, first: bytes, greetin
     """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client).
 
     `first` (read from the client with its request) goes upstream at once,
-    `greeting` (a CONNECT's answer) to the client. Both directions are
-    spliced by this one thread (_splice_both); where the kernel cannot
-    splice these sockets, a worker copies the client's bytes and this
-    thread the replies.
+    `greeting` (a CONNECT's answer) to the client once the other direction
+    runs. The client's later bytes are copied by a worker started first; this
+    thread, already running, copies the replies, so no answer waits for a
+    thread to wake.
     """
     if first:
         upstream.sendall(first)
-    if greeting:
-        client.sendall(greeting)
-    if _SPLICE:
-        counts = _splice_both(client, upstream)
-        if counts is not None:
-            return len(first) + counts[0], counts[1]
-    return _relay_threads(client, upstream, len(first))
-
-
-def _relay_threads(client: socket.socket, upstream: socket.socket, sent: int) -> tuple[int, int]:
     counts = [0]
     done = threading.Lock()
     done.acquire()
@@ -659,136 +649,24 @@ def _relay_threads(client: socket.socket, upstream: socket.socket, sent: int) ->
             done.release()
 
     _WORKERS.run(up)
+    received = 0
     try:
+        if greeting:
+            client.sendall(greeting)
         received = _pump(upstream, client)
     finally:
         done.acquire()
-    return sent + counts[0], received
+    return len(first) + counts[0], received
 
 
 _SPLICE = hasattr(os, "splice")
-_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
-_NO_SPLICE = (22, 38, 95)  # EINVAL/ENOSYS/EOPNOTSUPP: no splice for these descriptors
-
-
-class _Lane:
-    """One direction of a spliced relay: src -> pipe -> dst, `pending` bytes in the pipe."""
-
-    def __init__(self, src: socket.socket, dst: socket.socket) -> None:
-        self.src, self.dst = src, dst
-        self.sfd, self.dfd = src.fileno(), dst.fileno()
-        self.r, self.w = os.pipe()
-        try:
-            fcntl.fcntl(self.w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
-        except OSError:
-            pass
-        self.pending = self.total = 0
-        self.done = False
-
-    def step(self) -> None:
-        """Move what can be moved without blocking; at EOF or an error, half-close dst."""
-        try:
-            if self.pending:
-                self._drain()
-            n = os.splice(self.sfd, self.w, CHUNK, flags=_NONBLOCK)
-            if n == 0:
-                self._end()
-                return
-            self.total += n
-            self.pending = n
-            try:  # a non-blocking read takes one batch: what arrived since fills the pipe further
-                while self.pending < CHUNK:
-                    n = os.splice(self.sfd, self.w, CHUNK - self.pending, flags=_NONBLOCK)
-                    if n == 0:
-                        break
-                    self.total += n
-                    self.pending += n
-            except BlockingIOError:
-                pass
-            self._drain()
-        except BlockingIOError:
-            pass
-        except OSError as e:
-            if self.total == 0 and e.errno in _NO_SPLICE:
-                raise
-            self._end()
-
-    def _drain(self) -> None:
-        while self.pending:  # BlockingIOError when dst is full: the rest waits in the pipe for POLLOUT
-            self.pending -= os.splice(self.r, self.dfd, self.pending, flags=_NONBLOCK)
-
-    def _end(self) -> None:
-        self.done, self.pending = True, 0
-        try:
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        os.close(self.r)
-        os.close(self.w)
-
-
-def _splice_both(client: socket.socket, upstream: socket.socket) -> tuple[int, int] | None:
-    """Both directions in this thread until both are done: poll, then non-blocking splice through a pipe each.
-
-    Nothing blocks but poll, so neither direction can hold the other up
-    (both peers may send at once) and no second thread is woken per
-    connection. Returns (client to upstream, upstream to client), or None
-    where these sockets cannot be spliced (nothing moved; the caller copies).
-    """
-    global _SPLICE
-    import select
-
-    lanes = []
-    try:
-        lanes = [_Lane(client, upstream), _Lane(upstream, client)]
-        client.setblocking(False)
-        upstream.setblocking(False)
-        poller = select.poll()
-        registered = {client.fileno(): 0, upstream.fileno(): 0}
-        while True:
-            wanted = dict.fromkeys(registered, 0)
-            for lane in lanes:
-                if lane.pending:
-                    wanted[lane.dfd] |= select.POLLOUT
-                elif not lane.done:
-                    wanted[lane.sfd] |= select.POLLIN
-            if not any(wanted.values()):
-                return lanes[0].total, lanes[1].total
-            for fd, events in wanted.items():
-                if events != registered[fd]:
-                    if not events:
-                        poller.unregister(fd)
-                    elif registered[fd]:
-                        poller.modify(fd, events)
-                    else:
-                        poller.register(fd, events)
-                    registered[fd] = events
-            ready = dict(poller.poll())
-            for lane in lanes:
-                if not lane.done and (lane.dfd if lane.pending else lane.sfd) in ready:
-                    lane.step()
-    except OSError as e:
-        if e.errno in _NO_SPLICE and not any(lane.total for lane in lanes):
-            _SPLICE = False
-            return None
-        return lanes[0].total if lanes else 0, lanes[1].total if len(lanes) > 1 else 0
-    finally:
-        for lane in lanes:
-            lane.close()
-        for sock in (client, upstream):
-            try:
-                sock.setblocking(True)
-            except OSError:
-                pass
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> int:
     """src -> dst until EOF, then half-close dst; returns the byte count."""
     total = 0
     try:
-        total = _copy(src, dst)
+        total = _splice(src, dst) if _SPLICE else _copy(src, dst)
     except OSError:
         pass
     finally:
@@ -797,6 +675,34 @@ def _pump(src: socket.socket, dst: socket.socket) -> int:
         except OSError:
             pass
     return total
+
+
+def _splice(src: socket.socket, dst: socket.socket) -> int:
+    global _SPLICE
+    r, w = os.pipe()
+    total = 0
+    try:
+        try:
+            fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+        except OSError:
+            pass
+        sfd, dfd = src.fileno(), dst.fileno()
+        while True:
+            try:
+                n = os.splice(sfd, w, CHUNK)
+            except OSError as e:
+                if total == 0 and e.errno in (22, 38, 95):  # EINVAL/ENOSYS/EOPNOTSUPP: no splice here
+                    _SPLICE = False
+                    return _copy(src, dst)
+                raise
+            if n == 0:
+                return total
+            total += n
+            while n:
+                n -= os.splice(r, dfd, n)
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def _copy(src: socket.socket, dst: socket.socket) -> int:
