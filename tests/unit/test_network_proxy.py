@@ -141,7 +141,7 @@ def _read_all(sock):
 
 @pytest.mark.parametrize("splice", [True, False], ids=["spliced", "copied"])
 def test_a_tunnel_carries_both_directions_at_once_and_half_closes(tmp_path, monkeypatch, splice):
-    """Both peers send 8 MB at the same time, one relay thread splicing both ways; the client half-closes
+    """Both peers send 8 MB at the same time through the relay; the client half-closes
     and the origin still sends after seeing its EOF: every byte arrives, in order, and is counted."""
     if not splice:
         monkeypatch.setattr(proxy, "_SPLICE", False)
