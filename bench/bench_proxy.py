@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/bench_proxy.py [--rounds N] [--json]
     .venv/bin/python bench/bench_proxy.py --load 1000     # tunnels held at once, no containers
+    .venv/bin/python bench/bench_proxy.py --host 1000     # the proxy's own costs on loopback, no containers
 
 Self-contained: a temporary XDG home and two temporary projects on the tiny
 busybox image (imported if missing), one in network mode "full" (direct: the
@@ -180,13 +181,129 @@ def load(count):
             "threads": {"idle": idle_threads, "held": held_threads, "after": after_threads}}
 
 
+ORIGIN_PROCESS = """
+import socket, sys, threading
+big = bytes(range(256)) * (50 * 4096)
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(4096)
+print(listener.getsockname()[1], flush=True)
+
+def serve(c):
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    head = b""
+    while b"\\r\\n\\r\\n" not in head:
+        data = c.recv(65536)
+        if not data:
+            return c.close()
+        head += data
+    body = big if b" /big " in head.split(b"\\r\\n")[0] else b"ok\\n"
+    c.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % len(body))
+    c.sendall(body)
+    c.close()
+
+while True:
+    c, _ = listener.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def _cpu_s(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _switches(pid):
+    """Context switches (voluntary and not) of every thread of a process so far."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                total += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
+
+
+def host_costs(count, rounds):
+    """No containers: COUNT sequential small requests and 2 x 50 MB, direct and through a proxy process.
+
+    Origin, proxy and this client are three processes on loopback. Besides
+    the times (as load-bound as the sandbox figures), what the proxy
+    itself spends: CPU ms and context switches per small request, CPU ms
+    per MB. Those depend far less on what else runs on the machine.
+    """
+    import socket
+    import time
+
+    def fetch(addr, request, buf):
+        s = socket.create_connection(addr, timeout=30)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(request)
+        total = 0
+        while n := s.recv_into(buf):
+            total += n
+        s.close()
+        return total
+
+    with tempfile.TemporaryDirectory() as d:
+        origin = subprocess.Popen([sys.executable, "-c", ORIGIN_PROCESS], stdout=subprocess.PIPE, text=True)
+        port = int(origin.stdout.readline())
+        proc = subprocess.Popen([sys.executable, "-c", PROXY_PROCESS, str(port), os.path.join(d, "log.jsonl")],
+                                stdout=subprocess.PIPE, cwd=REPO, text=True)
+        try:
+            proxy_port = int(proc.stdout.readline())
+            ways = {"direct": (("127.0.0.1", port), b"GET /%s HTTP/1.1\r\nHost: o\r\n\r\n"),
+                    "proxied": (("127.0.0.1", proxy_port),
+                                b"GET http://127.0.0.1:%d/%%s HTTP/1.1\r\nHost: o\r\n\r\n" % port)}
+            buf = bytearray(1 << 20)
+            fetch(*ways["proxied"][:1], ways["proxied"][1] % b"small", buf)  # warm up
+            res = {w: {"ms": [], "mbs": [], "cpu_ms": [], "switches": [], "cpu_ms_mb": []} for w in ways}
+            for r in range(rounds):
+                for way in (list(ways) if r % 2 == 0 else list(reversed(ways))):
+                    addr, request = ways[way]
+                    t, cpu, sw = time.perf_counter(), _cpu_s(proc.pid), _switches(proc.pid)
+                    for _ in range(count):
+                        fetch(addr, request % b"small", buf)
+                    res[way]["ms"].append((time.perf_counter() - t) * 1000 / count)
+                    res[way]["cpu_ms"].append((_cpu_s(proc.pid) - cpu) * 1000 / count)
+                    res[way]["switches"].append((_switches(proc.pid) - sw) / count)
+                    t, cpu = time.perf_counter(), _cpu_s(proc.pid)
+                    n = fetch(addr, request % b"big", buf) + fetch(addr, request % b"big", buf)
+                    res[way]["mbs"].append(n / 1e6 / (time.perf_counter() - t))
+                    res[way]["cpu_ms_mb"].append((_cpu_s(proc.pid) - cpu) * 1000 / (n / 1e6))
+        finally:
+            for p in (proc, origin):
+                p.terminate()
+                p.wait(10)
+    med = {w: {k: statistics.median(v) for k, v in x.items()} for w, x in res.items()}
+    return {"requests": count, "rounds": rounds, "load_average": round(os.getloadavg()[0], 2),
+            "small_added_ms": round(med["proxied"]["ms"] - med["direct"]["ms"], 3),
+            "bulk_ratio": round(med["proxied"]["mbs"] / med["direct"]["mbs"], 3),
+            "direct_ms": round(med["direct"]["ms"], 3), "direct_mb_per_s": round(med["direct"]["mbs"]),
+            "proxy_cpu_ms_per_request": round(med["proxied"]["cpu_ms"], 3),
+            "proxy_switches_per_request": round(med["proxied"]["switches"], 2),
+            "proxy_cpu_ms_per_mb": round(med["proxied"]["cpu_ms_mb"], 3)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--load", type=int, metavar="N",
                     help="only the load test: N tunnels held at once through one proxy (no containers)")
+    ap.add_argument("--host", type=int, metavar="N",
+                    help="only host-side costs: N sequential small requests and 2 x 50 MB a round, no containers")
     opts = ap.parse_args()
+    if opts.host:
+        report = host_costs(opts.host, opts.rounds)
+        print(json.dumps(report, indent=2) if opts.json else
+              f"host only, {report['requests']} requests x {report['rounds']} rounds (load {report['load_average']}): "
+              f"+{report['small_added_ms']} ms a request over direct, bulk {report['bulk_ratio']}x direct; "
+              f"the proxy's CPU {report['proxy_cpu_ms_per_request']} ms and "
+              f"{report['proxy_switches_per_request']} context switches a request, {report['proxy_cpu_ms_per_mb']} ms a MB")
+        return 0
     if opts.load:
         report = load(opts.load)
         first, second = report["rss_kb"]["after"]

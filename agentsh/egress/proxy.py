@@ -8,9 +8,11 @@ no rule lists and internal addresses (loopback, private, link-local, and the
 IPv6 forms embedding them; see policy.rules.classify) that no rule names,
 connects to the very address it checked, then splices bytes both ways
 (os.splice through a pipe: the payload never enters Python) and appends one
-audit entry when the connection ends. A thread per direction, blocking
-splice (measured no slower than a poll loop), the threads reused across
-connections (Workers) since starting one costs more than a small request.
+audit entry when the connection ends. The thread that accepted a connection
+serves it and splices the replies (blocking splice; a worker the other
+direction), so a request and its answer wait for no thread hand-off;
+threads are reused across connections (Workers) since starting one costs
+more than a small request.
 
 Programs that ignore HTTP(S)_PROXY are served too: the proxy answers the
 sandbox's DNS (egress.dns: synthetic addresses for names a rule allows), and
@@ -67,19 +69,21 @@ _METHOD_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZab
 
 
 IDLE_WORKERS = 32  # threads kept waiting for the next connection (a new thread costs 0.1-0.3 ms here)
+ACCEPTORS = 2  # of them, threads blocked in accept() on a listener, at most (one serves, one accepts meanwhile)
 
 
 class Workers:
-    """Threads reused across connections: a connection's handler and its second relay direction.
+    """Threads reused across connections: the acceptors (each serves what it accepts), a relay's second direction.
 
     Starting a thread costs more than a small request through the proxy
     otherwise does; a finished task's thread waits (on its own lock) for
-    the next one instead of exiting, up to IDLE_WORKERS idle. Past that it
-    exits, so a burst of 1,000 connections leaves at most IDLE_WORKERS
-    threads behind.
+    the next one instead of exiting, up to `idle_max` idle (with the
+    ACCEPTORS blocked in accept(), IDLE_WORKERS). Past that it exits, so a
+    burst of 1,000 connections leaves at most IDLE_WORKERS threads behind
+    for a listener.
     """
 
-    def __init__(self, idle_max: int = IDLE_WORKERS) -> None:
+    def __init__(self, idle_max: int = IDLE_WORKERS - ACCEPTORS) -> None:
         self.idle_max = idle_max
         self._lock = threading.Lock()
         self._idle = []
@@ -193,11 +197,8 @@ class Proxy:
         self.names = names if names is not None else Names()
 
     def serve_forever(self) -> None:
-        """Serve every socket given (one thread each) until close()."""
+        """Serve every socket given until close()."""
         threads = []
-        if self.transparent is not None:
-            threads.append(threading.Thread(target=self._accept, args=(self.transparent, self.handle_steered),
-                                            daemon=True))
         if self.dns:
             answerer = dns.Answerer(self.names, self.name_allowed, self._log_dns, self.local_names)
             for sock in self.dns:
@@ -206,27 +207,60 @@ class Proxy:
                 threads.append(threading.Thread(target=loop, args=(sock, answerer, self.closed), daemon=True))
         for t in threads:
             t.start()
-        self._accept(self.listener, self.handle)
+        for sock, handler in ((self.transparent, self.handle_steered), (self.listener, self.handle)):
+            if sock is not None:
+                sock.settimeout(None)
+                waiting = [ACCEPTORS, threading.Lock()]
+                for _ in range(ACCEPTORS):
+                    _WORKERS.run(self._accept, sock, handler, waiting)
+        self.closed.wait()
 
-    def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:
-        listener.settimeout(None)
+    def _accept(self, listener: socket.socket, handler: Callable[[socket.socket], None], waiting: list[Any]) -> None:
+        """Accept on `listener` and serve what comes, until close(); `waiting`: [threads in accept, its lock].
+
+        The thread that accepts a connection serves it, so its request is
+        read without waiting for another thread to wake; it starts another
+        acceptor only when none is left waiting, and accepts again after
+        the connection while fewer than ACCEPTORS do (else it goes back to
+        the workers). Sequential connections thus cost no thread hand-off.
+        """
+        lock = waiting[1]
         while not self.closed.is_set():
             try:
                 conn, _ = listener.accept()
             except OSError:
                 if self.closed.is_set():
-                    return
+                    break
                 time.sleep(0.05)
                 continue
+            with lock:
+                waiting[0] -= 1
+                spare = waiting[0] > 0
+                if not spare:
+                    waiting[0] += 1
+            if not spare:
+                try:
+                    _WORKERS.run(self._accept, listener, handler, waiting)
+                except RuntimeError:  # no thread to be had (a limit reached): this connection is dropped, not the proxy
+                    conn.close()
+                    time.sleep(0.05)
+                    continue  # this thread keeps accepting (it was counted as the new one)
             try:  # relayed replies come as a head and a body: without this the second waits for a delayed ACK
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
             try:
-                _WORKERS.run(handler, conn)
-            except RuntimeError:  # no thread to be had (a limit reached): this connection is dropped, not the proxy
-                conn.close()
-                time.sleep(0.05)
+                handler(conn)
+            except Exception:  # noqa: S110 (a handler reports its own errors; accepting goes on)
+                pass
+            with lock:
+                again = waiting[0] < ACCEPTORS
+                if again:
+                    waiting[0] += 1
+            if not again:
+                return
+        with lock:
+            waiting[0] -= 1
 
     def close(self) -> None:
         self.closed.set()
@@ -383,13 +417,13 @@ class Proxy:
                 return
             entry["allowed"] = True
             client.settimeout(None)
+            greeting = b""
             if method == "CONNECT":
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                first = rest
+                greeting, first = b"HTTP/1.1 200 Connection established\r\n\r\n", rest
             else:
                 self._scan(forward, host, port)
                 first = forward + rest
-            sent, received = _relay(client, upstream, first)
+            sent, received = _relay(client, upstream, first, greeting)
             entry.update(bytes_sent=sent, bytes_received=received)
             self._log(entry, start)
         except Exception as e:  # a broken client must never take the proxy down
@@ -593,29 +627,36 @@ def _reply(sock: socket.socket, status: int, message: str) -> None:
         pass
 
 
-def _relay(client: socket.socket, upstream: socket.socket, first: bytes) -> tuple[int, int]:
-    """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client)."""
-    counts = [0, 0]
+def _relay(client: socket.socket, upstream: socket.socket, first: bytes, greeting: bytes = b"") -> tuple[int, int]:
+    """Copy both ways until both sides are done; returns (bytes to upstream, bytes to client).
+
+    `first` (read from the client with its request) goes upstream at once,
+    `greeting` (a CONNECT's answer) to the client once the other direction
+    runs. The client's later bytes are copied by a worker started first; this
+    thread, already running, copies the replies, so no answer waits for a
+    thread to wake.
+    """
+    if first:
+        upstream.sendall(first)
+    counts = [0]
     done = threading.Lock()
     done.acquire()
 
-    def down() -> None:
+    def up() -> None:
         try:
-            counts[1] = _pump(upstream, client)
+            counts[0] = _pump(client, upstream)
         finally:
             done.release()
 
-    _WORKERS.run(down)
-    sent = 0
+    _WORKERS.run(up)
+    received = 0
     try:
-        if first:
-            upstream.sendall(first)
-            sent = len(first)
-        sent += _pump(client, upstream)
+        if greeting:
+            client.sendall(greeting)
+        received = _pump(upstream, client)
     finally:
-        counts[0] = sent
-    done.acquire()
-    return counts[0], counts[1]
+        done.acquire()
+    return len(first) + counts[0], received
 
 
 _SPLICE = hasattr(os, "splice")

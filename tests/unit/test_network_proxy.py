@@ -105,6 +105,98 @@ def test_connect_tunnels_bytes_both_ways(origin, tmp_path):
     p.close()
 
 
+def _raw_origin(serve):
+    """A TCP server on loopback running serve(conn) for one connection; (port, thread)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+
+    def run():
+        conn, _ = srv.accept()
+        with conn:
+            serve(conn)
+        srv.close()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return srv.getsockname()[1], t
+
+
+def _tunnel(port, origin):
+    c = socket.create_connection(("127.0.0.1", port), timeout=30)
+    c.sendall(f"CONNECT 127.0.0.1:{origin} HTTP/1.1\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += c.recv(1)
+    assert head.startswith(b"HTTP/1.1 200")
+    return c
+
+
+def _read_all(sock):
+    got = bytearray()
+    while chunk := sock.recv(1 << 20):
+        got += chunk
+    return bytes(got)
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["spliced", "copied"])
+def test_a_tunnel_carries_both_directions_at_once_and_half_closes(tmp_path, monkeypatch, splice):
+    """Both peers send 8 MB at the same time through the relay; the client half-closes
+    and the origin still sends after seeing its EOF: every byte arrives, in order, and is counted."""
+    if not splice:
+        monkeypatch.setattr(proxy, "_SPLICE", False)
+    size = 8 << 20
+    up, down = bytes(range(256)) * (size // 256), bytes(range(255, -1, -1)) * (size // 256)
+    seen = {}
+
+    def serve(conn):
+        reader = threading.Thread(target=lambda: seen.update(got=_read_all(conn)))
+        reader.start()
+        conn.sendall(down)  # while the client is still sending its 8 MB
+        reader.join(30)  # the client's EOF came through the proxy...
+        conn.sendall(b"after your EOF")  # ...and this direction still works
+        conn.shutdown(socket.SHUT_WR)
+
+    origin, served = _raw_origin(serve)
+    log_path = tmp_path / "log.jsonl"
+    p, port, _ = start_proxy(proxy.StaticPolicy(Policy("allow", [f"127.0.0.1:{origin}"])), log_path)
+    c = _tunnel(port, origin)
+    received = {}
+    reader = threading.Thread(target=lambda: received.update(got=_read_all(c)))
+    reader.start()
+    c.sendall(up)
+    c.shutdown(socket.SHUT_WR)
+    reader.join(30)
+    served.join(30)
+    c.close()
+    assert seen["got"] == up
+    assert received["got"] == down + b"after your EOF"
+    [entry] = entries(log_path, 1)
+    assert entry["bytes_sent"] == size and entry["bytes_received"] == size + len(b"after your EOF")
+    p.close()
+
+
+def test_a_peer_that_resets_ends_the_tunnel_and_it_is_logged(tmp_path):
+    def serve(conn):
+        conn.recv(5)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    origin, served = _raw_origin(serve)
+    log_path = tmp_path / "log.jsonl"
+    p, port, _ = start_proxy(proxy.StaticPolicy(Policy("allow", [f"127.0.0.1:{origin}"])), log_path)
+    c = _tunnel(port, origin)
+    c.sendall(b"hello")
+    served.join(30)
+    try:
+        assert c.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    c.close()
+    [entry] = entries(log_path, 1)
+    assert entry["allowed"] and entry["bytes_sent"] == 5 and entry["bytes_received"] == 0
+    p.close()
+
+
 def test_learn_mode_refuses_the_hosts_loopback_unless_listed(origin, tmp_path):
     log_path = tmp_path / "log.jsonl"
     p, port, _ = start_proxy(proxy.StaticPolicy(Policy("learn", [])), log_path)
