@@ -7,7 +7,7 @@ from a compose file agentsh writes in its own state directory, never from
 the tree (whose files were read once, as trust hashed them), under a
 compose project name derived from the sandbox name.
 
-Network: agentsh makes one network per sandbox (`<sandbox>-net`) and puts
+Network: agentsh makes one network per sandbox (`<sandbox>-net`, or `-int`) and puts
 the siblings and the sandbox on it. In network mode "full" it is an
 ordinary bridge (siblings reach out like under plain compose); in "allow"
 and "learn" it is `--internal` (no gateway, no route out), the sandbox's
@@ -45,8 +45,9 @@ def project_name(sandbox):
     return re.sub(r"[^a-z0-9_-]", "-", sandbox.lower())
 
 
-def network_name(sandbox):
-    return f"{sandbox}-net"
+def network_name(sandbox, cfg=None):
+    """The siblings' network: `-net` an ordinary bridge (mode "full"), `-int` an internal one (the others)."""
+    return f"{sandbox}-{'int' if cfg is not None and internal(cfg) else 'net'}"
 
 
 def container_name(sandbox, service):
@@ -83,7 +84,7 @@ def sandbox_net_args(project, cfg, net_args):
         out[out.index(f"{network.HOSTS}:/etc/hosts:ro")] = f"{hosts}:/etc/hosts:ro"
     else:
         out += ["-v", f"{hosts}:/etc/hosts:ro"]
-    return [f"--network={network_name(project.sandbox)}", *out]
+    return [f"--network={network_name(project.sandbox, cfg)}", *out]
 
 
 def _escape(value):
@@ -99,13 +100,11 @@ def _escape(value):
 
 def document(project, cfg, dev):
     """The compose file agentsh writes for the siblings (a pure function of project, config and devcontainer)."""
-    from agentsh.sandbox.spec import LABEL_MANAGED  # lazy: the spec module only for a sandbox with siblings
-
     services, volumes = {}, {}
     for name, svc in sorted(dev.siblings.items()):
         out = {"image": svc["image"], "container_name": container_name(project.sandbox, name),
                "networks": ["sandbox"], "restart": "no",
-               "labels": {**svc.get("labels", {}), LABEL_MANAGED: "true", LABEL_SIBLING: project.sandbox}}
+               "labels": {**svc.get("labels", {}), LABEL_SIBLING: project.sandbox}}
         for key in ("environment", "command", "entrypoint", "working_dir", "user", "healthcheck", "stop_signal",
                     "shm_size"):
             if key in svc:
@@ -132,7 +131,8 @@ def document(project, cfg, dev):
         if ports and not internal(cfg):
             out["ports"] = ports
         services[name] = out
-    doc = {"services": services, "networks": {"sandbox": {"external": True, "name": network_name(project.sandbox)}}}
+    doc = {"services": services,
+           "networks": {"sandbox": {"external": True, "name": network_name(project.sandbox, cfg)}}}
     if volumes:
         doc["volumes"] = volumes
     return doc
@@ -210,12 +210,12 @@ def up(project, cfg, engine, store, dev, notify):
     except subprocess.TimeoutExpired:
         raise AgentshError(f"starting the siblings of {sandbox} took over {UP_TIMEOUT} s",
                            "look at 'ab status', then 'ab-down --rm' and 'ab-up'") from None
-    running = _inspect(engine, sandbox, doc)
+    running = _inspect(engine, sandbox, doc, cfg)
     down = [n for n in doc["services"] if not running.get(n, {}).get("running")]
     for name in down:  # made before but stopped (crashed, or ab-down): compose's up leaves those as they are
         engine.call("start", container_name(sandbox, name), check=False)
     if down:
-        running = _inspect(engine, sandbox, doc)
+        running = _inspect(engine, sandbox, doc, cfg)
         down = [n for n in doc["services"] if not running.get(n, {}).get("running")]
     if down:
         said = (proc.stderr or proc.stdout).decode("utf-8", "replace").strip().splitlines()
@@ -225,7 +225,7 @@ def up(project, cfg, engine, store, dev, notify):
     write_hosts(sandbox, project.slug, running)
     with store.lock():
         store.write(layout.compose_record(sandbox), {
-            "hash": digest, "project": project_name(sandbox), "network": network_name(sandbox), "file": path,
+            "hash": digest, "project": project_name(sandbox), "network": network_name(sandbox, cfg), "file": path,
             "internal": internal(cfg), "shutdown": dev.shutdown or "stopCompose",
             "volumes": sorted(v["name"] for v in doc.get("volumes", {}).values()),
             "siblings": {n: {"container": container_name(sandbox, n), "pid": s["pid"],
@@ -243,7 +243,7 @@ def _tool_env():
 
 
 def _network(engine, sandbox, cfg):
-    name = network_name(sandbox)
+    name = network_name(sandbox, cfg)
     status, _, _ = engine.call("network", "inspect", name, check=False)
     if status == 0:
         return
@@ -251,7 +251,7 @@ def _network(engine, sandbox, cfg):
                 f"{LABEL_SIBLING}={sandbox}", name)
 
 
-def _inspect(engine, sandbox, doc):
+def _inspect(engine, sandbox, doc, cfg):
     """{service: {"running", "pid", "address"}} of the siblings' containers (one engine call)."""
     names = [container_name(sandbox, n) for n in doc["services"]]
     status, out, _ = engine.call("inspect", "--type", "container", *names, check=False)
@@ -267,7 +267,7 @@ def _inspect(engine, sandbox, doc):
             continue
         state = info.get("State") or {}
         nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
-        address = (nets.get(network_name(sandbox)) or {}).get("IPAddress") or ""
+        address = (nets.get(network_name(sandbox, cfg)) or {}).get("IPAddress") or ""
         got[service] = {"running": state.get("Status") == "running" or state.get("Running") is True,
                         "pid": int(state.get("Pid") or 0), "address": address}
     return got
@@ -291,18 +291,26 @@ def write_hosts(sandbox, hostname, running):
 
 
 def siblings(engine, sandbox):
-    """[{"service", "container", "state"}] of a sandbox's siblings, as the engine lists them (ab status)."""
-    status, out, _ = engine.call("ps", "-a", "--filter", f"label={LABEL_SIBLING}={sandbox}", "--format",
-                                 "{{.Names}}\t{{.State}}\t{{.Ports}}", check=False)
-    rows = []
+    """[{"service", "container", "state", "ports"}] of a sandbox's siblings, as the engine lists them (ab status)."""
+    status, out, _ = engine.call("ps", "-a", "--filter", f"label={LABEL_SIBLING}={sandbox}", "--format", "json",
+                                 check=False)
+    text = (out or "").strip() if status == 0 else ""
+    try:  # Podman: one JSON list; Docker: one object a line
+        rows = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    except ValueError:
+        rows = []
     prefix = project_name(sandbox) + "-"
-    for line in (out or "").splitlines():
-        name, _, rest = line.partition("\t")
-        state, _, ports = rest.partition("\t")
-        if name:
-            rows.append({"service": name[len(prefix):] if name.startswith(prefix) else name, "container": name,
-                         "state": state, "ports": ports})
-    return rows
+    got = []
+    for row in rows if isinstance(rows, list) else []:
+        names = row.get("Names")
+        name = (names[0] if isinstance(names, list) and names else names) or ""
+        ports = row.get("Ports")
+        if isinstance(ports, list):  # Podman's [{host_ip, host_port, container_port, protocol}]
+            ports = ", ".join(f"{p.get('host_ip') or '0.0.0.0'}:{p.get('host_port')}->{p.get('container_port')}/"
+                              f"{p.get('protocol', 'tcp')}" for p in ports if isinstance(p, dict))
+        got.append({"service": name[len(prefix):] if name.startswith(prefix) else name, "container": name,
+                    "state": str(row.get("State") or ""), "ports": ports or ""})
+    return sorted(got, key=lambda r: r["service"])
 
 
 def _containers(engine, sandbox):
@@ -328,7 +336,8 @@ def down(engine, store, sandbox, remove=False, volumes=False):
                 engine.call("stop", "-t", "5", *ids, check=False)
         return
     _remove_containers(engine, sandbox)
-    engine.call("network", "rm", network_name(sandbox), check=False)
+    for name in (f"{sandbox}-net", f"{sandbox}-int"):
+        engine.call("network", "rm", name, check=False)
     if volumes:
         for name in record.get("volumes", []):
             engine.call("volume", "rm", "-f", name, check=False)
