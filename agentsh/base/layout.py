@@ -55,6 +55,7 @@ def worktree_lock(repo_id: str) -> str:
 
 
 COMPOSE = "compose"  # a compose-based devcontainer's siblings (sandbox.compose)
+COMPOSE_PARSED = "compose-parsed"  # compose files' YAML parsed, by the hash of their bytes (policy.devcontainer_compose)
 
 
 def compose_record(sandbox: str) -> str:

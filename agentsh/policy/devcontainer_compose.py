@@ -237,15 +237,48 @@ def parse_dotenv(text: str, env: Env | None = None, where: str = ".env") -> dict
 # -- reading and merging ------------------------------------------------------------
 
 
+def _cache_path(data: bytes) -> str:
+    """Where the parse of these compose file bytes is kept (in the host's state dir, named by their hash)."""
+    from agentsh.base import layout, paths
+    from agentsh.base.digest import sha256_hex
+
+    return os.path.join(paths.state_dir(), layout.COMPOSE_PARSED, sha256_hex(data) + ".json")
+
+
 def _load_yaml(data: bytes, where: str) -> dict:
-    import yaml  # lazy: PyYAML, only for a compose-based devcontainer
+    """A compose file's YAML; the parse of the same bytes is reused (a warm ab-up imports no YAML parser)."""
+    import json
+
+    path = _cache_path(data)
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read())
+        if isinstance(doc, dict):
+            return doc
+    except (OSError, ValueError):
+        pass
+    doc = _parse_yaml(data, where)
+    try:
+        text = json.dumps(doc)
+        if json.loads(text) == doc:  # plain data only: string keys, no dates or sets
+            from agentsh.base.state import atomic_write
+
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            atomic_write(path, text.encode())
+    except (TypeError, ValueError, RecursionError, OSError):
+        pass  # only a cache
+    return doc
+
+
+def _parse_yaml(data: bytes, where: str) -> dict:
+    import yaml  # lazy: PyYAML, only for a compose-based devcontainer whose file is new
 
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         raise Refused(f"{where}: not UTF-8 text") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml where present
     except (yaml.YAMLError, RecursionError, ValueError) as e:
         raise Refused(f"{where}: invalid YAML: {_printable(str(e).splitlines()[0] if str(e) else e)[:160]}") from None
     if doc is None:
@@ -713,6 +746,12 @@ class Applier:
                 if real == dev.root:
                     self.binds.append((vol["target"], dev.root))
                     dev.ignored.append((shown, f"the project is mounted at its own path, {dev.root}"))
+                    continue
+                if dev.root.startswith(real.rstrip("/") + "/"):  # a folder holding the project (../..:/workspaces)
+                    inside = os.path.relpath(dev.root, real)
+                    self.binds.append((os.path.join(vol["target"], inside), dev.root))
+                    dev.ignored.append((shown, f"only the project in it is mounted, at its own path {dev.root} "
+                                        f"(for {os.path.join(vol['target'], inside)})"))
                     continue
                 if not real.startswith(dev.root.rstrip("/") + "/"):
                     dev.not_applied.append((shown, "bind mounts only of paths inside the project"))

@@ -25,8 +25,6 @@ each sibling's init pid and start time, which /proc checks.
 import json
 import os
 import re
-import shutil
-import subprocess
 
 from agentsh.base import layout, paths
 from agentsh.base.digest import sha256_hex
@@ -154,6 +152,9 @@ def notices(cfg, dev):
 
 def tool(engine):
     """The compose command for this engine, or one line saying what to install."""
+    import shutil  # lazy: not on a warm ab-up's path
+    import subprocess  # lazy: not on a warm ab-up's path
+
     if engine.is_podman:
         exe = shutil.which("podman-compose")
         if exe is None:
@@ -162,8 +163,9 @@ def tool(engine):
         return [exe, "--podman-path", engine.exe]
     status = subprocess.run([engine.exe, "compose", "version"], capture_output=True, timeout=60).returncode
     if status != 0:
-        raise AgentshError("the devcontainer's compose siblings need the Docker Compose plugin (docker compose), "
-                           "which is not installed", "apt-get install docker-compose-plugin (or docker-compose-v2)")
+        raise AgentshError("the devcontainer's compose siblings need Docker's Compose plugin ('docker compose'), "
+                           "which is not installed", "install it (Docker's packages: docker-compose-plugin; Debian "
+                           "13: docker-compose), or use engine = \"podman\" with podman-compose")
     return [engine.exe, "compose"]
 
 
@@ -189,6 +191,7 @@ def up(project, cfg, engine, store, dev, notify):
     sandbox = project.sandbox
     if os.path.isfile(hosts_path(sandbox)) and warm(store, sandbox, digest):
         return
+    command = tool(engine)  # first: without the tool nothing is made
     for line in notices(cfg, dev):
         notify(line)
     record = _record(store, sandbox)
@@ -200,10 +203,11 @@ def up(project, cfg, engine, store, dev, notify):
     _network(engine, sandbox, cfg)
     path = os.path.join(directory, COMPOSE_FILE)
     atomic_write(path, text.encode("utf-8", "surrogateescape"))
-    command = tool(engine)
     notify(f"starting siblings {', '.join(sorted(doc['services']))} "
            f"({'podman-compose' if engine.is_podman else 'docker compose'} project {project_name(sandbox)})")
     argv = [*command, "-p", project_name(sandbox), "-f", path, "up", "-d"]
+    import subprocess  # lazy: not on a warm ab-up's path
+
     try:
         proc = subprocess.run(argv, cwd=directory, stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=UP_TIMEOUT, env=_tool_env())
@@ -243,12 +247,36 @@ def _tool_env():
 
 
 def _network(engine, sandbox, cfg):
+    """Make the siblings' network; an internal one must have no gateway (an address of the host) on it."""
     name = network_name(sandbox, cfg)
-    status, _, _ = engine.call("network", "inspect", name, check=False)
-    if status == 0:
-        return
-    engine.call("network", "create", *(["--internal"] if internal(cfg) else []), "--label",
-                f"{LABEL_SIBLING}={sandbox}", name)
+    status, out, _ = engine.call("network", "inspect", name, check=False)
+    if status != 0:
+        engine.call("network", "create", *(["--internal"] if internal(cfg) else []), "--label",
+                    f"{LABEL_SIBLING}={sandbox}", name)
+        status, out, _ = engine.call("network", "inspect", name, check=False)
+    if internal(cfg) and gateways(out):
+        engine.call("network", "rm", name, check=False)
+        raise AgentshError(f"this engine gives an internal network a gateway ({', '.join(gateways(out))}), through "
+                           f"which the sandbox would reach the host's services around network mode "
+                           f"\"{cfg['network']['mode']}\"; its compose siblings are not started",
+                           "use [network] mode = \"full\" for this project (or \"none\": siblings unreachable), "
+                           "or Podman with its CNI backend")
+
+
+def gateways(inspect_out):
+    """The gateway addresses a `network inspect` shows (Podman's subnets, Docker's IPAM config)."""
+    try:
+        infos = json.loads(inspect_out or "[]")
+    except ValueError:
+        return ["unknown"]
+    found = []
+    for info in infos if isinstance(infos, list) else []:
+        if not isinstance(info, dict):
+            continue
+        subnets = [*(info.get("subnets") or []), *((info.get("IPAM") or {}).get("Config") or [])]
+        found += [str(n.get("gateway") or n.get("Gateway")) for n in subnets
+                  if isinstance(n, dict) and (n.get("gateway") or n.get("Gateway"))]
+    return found
 
 
 def _inspect(engine, sandbox, doc, cfg):
@@ -338,6 +366,8 @@ def down(engine, store, sandbox, remove=False, volumes=False):
     _remove_containers(engine, sandbox)
     for name in (f"{sandbox}-net", f"{sandbox}-int"):
         engine.call("network", "rm", name, check=False)
+    import shutil  # lazy: only when siblings are removed
+
     if volumes:
         for name in record.get("volumes", []):
             engine.call("volume", "rm", "-f", name, check=False)

@@ -244,3 +244,25 @@ def test_concurrent_ups_make_one_container(repo, docker_env):
     assert len({json.loads(o)["id"] for o, _ in outs}) == 1
     listed = docker_env.docker("ps", "-aq", "--filter", f"label=io.agentsh.project={repo}").stdout.split()
     assert len(listed) == 1
+
+
+def test_compose_siblings_need_docker_compose_and_say_so_in_one_line(repo, docker_env):
+    """Docker runs siblings with `docker compose`; where the plugin is absent, one line and nothing made."""
+    (repo / ".devcontainer").mkdir()
+    (repo / ".devcontainer" / "devcontainer.json").write_text(
+        json.dumps({"dockerComposeFile": "../compose.yml", "service": "app"}))
+    (repo / "compose.yml").write_text(f"services:\n  app: {{image: {TINY_IMAGE}}}\n"
+                                      f"  web: {{image: {TINY_IMAGE}, command: [httpd, -f, -p, '8080']}}\n")
+    ab("ab-allow", cwd=repo, check=True)
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    up = ab("ab-up", "--json", cwd=repo, timeout=300)
+    try:
+        if plugin:
+            assert up.returncode == 0, up.stderr
+            assert sh(repo, "echo | nc -w 3 web 8080; echo $?").returncode == 0
+        else:
+            assert up.returncode != 0 and b"docker compose" in up.stderr and b"Traceback" not in up.stderr
+            name = json.loads(ab("ab-status", "--json", cwd=repo, check=True).stdout)["sandbox"]
+            assert docker_env.docker("container", "inspect", name, check=False).returncode != 0
+    finally:
+        ab("ab-down", "--rm", cwd=repo)

@@ -300,3 +300,137 @@ def test_fuzzed_compose_files_raise_only_config_errors(tmp_path):
         json.dumps(d.plan())
         outcomes["applied" if d.service else "refused"] += 1
     assert min(outcomes.values()) > 20, outcomes
+
+
+# -- the siblings' compose file and the sandbox's network (sandbox.compose) ------------------------------------
+
+
+def siblings_dev(tmp_path):
+    return project(tmp_path, {"compose.yml": "services:\n  app: {image: x}\n"
+                              "  db: {image: pg, environment: {P: 'a$$b'}, volumes: [data:/d, ./i:/i:ro, /t],"
+                              " labels: {io.agentsh.sibling: forged, team: x}, command: run $$HOME}\n"
+                              "volumes: {data: {}}\n", "i": ""},
+                   {"forwardPorts": ["db:5432"]})
+
+
+def fake_project(tmp_path):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(sandbox="ab-app-1234abcd", key="k1", slug="app", root=str(tmp_path))
+
+
+@pytest.mark.parametrize("mode, network, ports", [("full", "ab-app-1234abcd-net", ["127.0.0.1::5432"]),
+                                                  ("allow", "ab-app-1234abcd-int", None)])
+def test_the_siblings_file_is_agentshs_own(tmp_path, mode, network, ports):
+    from agentsh.sandbox import compose
+
+    d = siblings_dev(tmp_path)
+    doc = compose.document(fake_project(tmp_path), {"network": {"mode": mode}}, d)
+    db = doc["services"]["db"]
+    assert doc["networks"] == {"sandbox": {"external": True, "name": network}} and db["networks"] == ["sandbox"]
+    assert db["container_name"] == "ab-app-1234abcd-db" and db["restart"] == "no"
+    assert db["labels"] == {"team": "x", "io.agentsh.sibling": "ab-app-1234abcd"}  # its own label cannot be forged
+    assert db["environment"] == {"P": "a$$b"} and db["command"] == "run $$HOME"  # compose reads back a$b, $HOME
+    assert db["volumes"] == ["data:/d", f"{tmp_path}/i:/i:ro", "/t"]
+    assert doc["volumes"] == {"data": {"name": "agentsh-dc-k1-data"}}  # the sandbox's volume of the same name
+    assert db.get("ports") == ports  # host loopback, and only where the network is not internal
+
+
+def test_the_sandbox_joins_the_siblings_network_and_hosts_file(tmp_path, monkeypatch):
+    from agentsh.egress import network
+    from agentsh.sandbox import compose
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    proj = fake_project(tmp_path)
+    hosts = compose.hosts_path(proj.sandbox)
+    full = compose.sandbox_net_args(proj, {"network": {"mode": "full"}}, [])
+    assert full == ["--network=ab-app-1234abcd-net", "-v", f"{hosts}:/etc/hosts:ro"]
+    proxied, _ = network.run_args({"network": {"mode": "allow"}})
+    allow = compose.sandbox_net_args(proj, {"network": {"mode": "allow"}}, proxied)
+    assert allow[0] == "--network=ab-app-1234abcd-int" and "--network=none" not in allow
+    assert f"{hosts}:/etc/hosts:ro" in allow and f"{network.RESOLV_CONF}:/etc/resolv.conf:ro" in allow
+    assert compose.sandbox_net_args(proj, {"network": {"mode": "none"}}, ["--network=none"]) == ["--network=none"]
+    d = siblings_dev(tmp_path)
+    assert "no network to reach them" in compose.notices({"network": {"mode": "none"}}, d)[0]
+    assert "are not published" in compose.notices({"network": {"mode": "learn"}}, d)[0]
+    assert compose.notices({"network": {"mode": "full"}}, d) == []
+
+
+def test_the_hosts_file_is_rewritten_in_place(tmp_path, monkeypatch):
+    import os
+
+    from agentsh.sandbox import compose
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    os.makedirs(compose.files_dir("ab-x"))
+    compose.write_hosts("ab-x", "x", {"db": {"address": "10.89.0.3"}})
+    inode = os.stat(compose.hosts_path("ab-x")).st_ino
+    compose.write_hosts("ab-x", "x", {"db": {"address": "10.89.0.9"}, "web": {"address": ""}})
+    assert os.stat(compose.hosts_path("ab-x")).st_ino == inode  # a bind mount follows the inode
+    text = open(compose.hosts_path("ab-x")).read()
+    assert "10.89.0.9\tdb ab-x-db\n" in text and "web" not in text and text.startswith("127.0.0.1\tlocalhost\n")
+
+
+def test_without_the_compose_tool_one_line(monkeypatch):
+    from types import SimpleNamespace
+
+    from agentsh.base.errors import AgentshError
+    from agentsh.sandbox import compose
+
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(AgentshError, match="need podman-compose"):
+        compose.tool(SimpleNamespace(is_podman=True, exe="podman"))
+
+
+def test_ab_allow_names_each_sibling(tmp_path):
+    from agentsh.policy import config
+
+    d = siblings_dev(tmp_path)
+    w = config.widened({}, d)
+    assert w["siblings"] == [{"service": "db", "image": "pg", "mounts": [f"{tmp_path}/i -> /i"], "ports": [5432]}]
+    assert any(label == "sibling" and value.startswith("db: image pg") for label, value in config.widen_lines(w))
+
+
+def test_a_parse_is_reused_for_the_same_bytes_only(tmp_path):
+    import os
+
+    from agentsh.policy import devcontainer_compose
+
+    first = project(tmp_path, {"compose.yml": "services: {app: {image: one}}"})
+    data = (tmp_path / "compose.yml").read_bytes()
+    assert first.image == "one" and os.path.isfile(devcontainer_compose._cache_path(data))
+    assert project(tmp_path, {"compose.yml": "services: {app: {image: one}}"}).image == "one"
+    assert project(tmp_path, {"compose.yml": "services: {app: {image: two}}"}).image == "two"
+    dates = project(tmp_path, {"compose.yml": "services: {app: {image: x, labels: {d: 2024-01-01}}}"})
+    assert dates.image == "x"  # not plain JSON data: parsed each time, never cached
+    assert not os.path.exists(devcontainer_compose._cache_path((tmp_path / "compose.yml").read_bytes()))
+
+
+def test_an_internal_network_with_a_gateway_is_seen():
+    from agentsh.sandbox.compose import gateways
+
+    cni = '[{"name": "n", "subnets": [{"subnet": "10.89.3.0/24"}], "internal": true}]'
+    netavark = '[{"name": "n", "subnets": [{"subnet": "10.89.3.0/24", "gateway": "10.89.3.1"}]}]'
+    docker = '[{"Name": "n", "IPAM": {"Config": [{"Subnet": "172.20.0.0/16", "Gateway": "172.20.0.1"}]}}]'
+    assert gateways(cni) == [] and gateways(netavark) == ["10.89.3.1"] and gateways(docker) == ["172.20.0.1"]
+    assert gateways("not json") == ["unknown"]
+
+
+def test_an_internal_network_with_a_gateway_is_refused_and_removed():
+    from agentsh.base.errors import AgentshError
+    from agentsh.sandbox import compose
+
+    calls = []
+
+    class Engine:
+        def call(self, *args, check=True):
+            calls.append(args[:2])
+            if args[:2] == ("network", "inspect"):
+                made = ("network", "create") in calls
+                return (0 if made else 1), ('[{"subnets": [{"subnet": "10.9.0.0/24", "gateway": "10.9.0.1"}]}]'
+                                            if made else ""), ""
+            return 0, "", ""
+
+    with pytest.raises(AgentshError, match=r"gateway \(10.9.0.1\).*not started"):
+        compose._network(Engine(), "ab-x", {"network": {"mode": "allow"}})
+    assert calls[-1] == ("network", "rm")
