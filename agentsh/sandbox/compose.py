@@ -176,20 +176,27 @@ def _record(store, sandbox):
         return {}
 
 
-def warm(store, sandbox, digest):
-    """Whether the siblings run as last made: the same file, every init process alive (no engine call)."""
+def warm(store, sandbox, digest, local=True):
+    """Whether the siblings run as last made: the same file, every init process alive (no engine call).
+
+    `local`: the engine's processes are this host's; for an engine reached through a connection a pid
+    means nothing here, so only the file is compared (a crashed sibling comes back with `ab-up --recreate`).
+    """
     record = _record(store, sandbox)
-    return record.get("hash") == digest and bool(record.get("siblings")) and all(
-        liveness.alive(s.get("pid"), s.get("pid_start")) for s in record["siblings"].values())
+    return record.get("hash") == digest and bool(record.get("siblings")) and (not local or all(
+        liveness.alive(s.get("pid"), s.get("pid_start")) for s in record["siblings"].values()))
 
 
-def up(project, cfg, engine, store, dev, notify):
-    """Start (or restart) the siblings of a compose-based devcontainer; before the sandbox, whose network it makes."""
+def up(project, cfg, engine, store, dev, notify, force=False):
+    """Start (or restart) the siblings of a compose-based devcontainer; before the sandbox, whose network it makes.
+
+    `force` (ab-up --recreate): ask the engine even when the record says they run.
+    """
     doc = document(project, cfg, dev)
     text = json.dumps(doc, indent=1, sort_keys=True)
     digest = sha256_hex(f"{text}\0{internal(cfg)}")[:16]
     sandbox = project.sandbox
-    if os.path.isfile(hosts_path(sandbox)) and warm(store, sandbox, digest):
+    if not force and os.path.isfile(hosts_path(sandbox)) and warm(store, sandbox, digest, engine.is_local):
         return
     command = tool(engine)  # first: without the tool nothing is made
     for line in notices(cfg, dev):

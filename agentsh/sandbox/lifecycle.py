@@ -139,7 +139,7 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     if dev is not None and dev.siblings and "image" not in cfg.flag_keys:
         from agentsh.sandbox import compose  # lazy: only for a compose-based devcontainer with siblings
 
-        compose.up(project, cfg, engine, store, dev, notify or (lambda msg: None))  # first: it makes the network
+        compose.up(project, cfg, engine, store, dev, notify or (lambda msg: None), force=recreate)  # makes the network
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
     dev = getattr(cfg, "devcontainer", None)

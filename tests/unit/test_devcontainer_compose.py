@@ -434,3 +434,22 @@ def test_an_internal_network_with_a_gateway_is_refused_and_removed():
     with pytest.raises(AgentshError, match=r"gateway \(10.9.0.1\).*not started"):
         compose._network(Engine(), "ab-x", {"network": {"mode": "allow"}})
     assert calls[-1] == ("network", "rm")
+
+
+def test_a_warm_check_asks_proc_not_the_engine():
+    import os
+
+    from agentsh.base import layout
+    from agentsh.base.state import Store
+    from agentsh.host import liveness
+    from agentsh.sandbox import compose
+
+    store = Store()
+    me = os.getpid()
+    alive = {"web": {"container": "c", "pid": me, "pid_start": liveness.start_time(me)}}
+    dead = {"web": {"container": "c", "pid": me, "pid_start": 1}}
+    store.write(layout.compose_record("ab-x"), {"hash": "h1", "siblings": alive})
+    assert compose.warm(store, "ab-x", "h1") and not compose.warm(store, "ab-x", "h2")  # the file changed
+    store.write(layout.compose_record("ab-x"), {"hash": "h1", "siblings": dead})
+    assert not compose.warm(store, "ab-x", "h1")  # crashed (or pid reused): started again
+    assert compose.warm(store, "ab-x", "h1", local=False)  # a remote engine's pid means nothing here
