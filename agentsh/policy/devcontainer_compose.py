@@ -32,11 +32,14 @@ from __future__ import annotations
 import os
 import re
 
+from agentsh.base import layout, paths
+from agentsh.base.digest import sha256_hex
 from agentsh.base.errors import AgentshError, ConfigError
 from agentsh.base.safefs import read_project_file
+from agentsh.base.state import atomic_write
 from agentsh.policy.devcontainer_args import RUN_FLAGS, run_args
 from agentsh.policy.devcontainer_vars import Resolved, _inside, _printable
-from agentsh.policy.values import ENV_NAME
+from agentsh.policy.values import ENV_NAME, check_image
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -239,15 +242,12 @@ def parse_dotenv(text: str, env: Env | None = None, where: str = ".env") -> dict
 
 def _cache_path(data: bytes) -> str:
     """Where the parse of these compose file bytes is kept (in the host's state dir, named by their hash)."""
-    from agentsh.base import layout, paths
-    from agentsh.base.digest import sha256_hex
-
     return os.path.join(paths.state_dir(), layout.COMPOSE_PARSED, sha256_hex(data) + ".json")
 
 
 def _load_yaml(data: bytes, where: str) -> dict:
     """A compose file's YAML; the parse of the same bytes is reused (a warm ab-up imports no YAML parser)."""
-    import json
+    import json  # lazy: json, only for a compose-based devcontainer (the module is imported only for one)
 
     path = _cache_path(data)
     try:
@@ -261,8 +261,6 @@ def _load_yaml(data: bytes, where: str) -> dict:
     try:
         text = json.dumps(doc)
         if json.loads(text) == doc:  # plain data only: string keys, no dates or sets
-            from agentsh.base.state import atomic_write
-
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             atomic_write(path, text.encode())
     except (TypeError, ValueError, RecursionError, OSError):
@@ -625,8 +623,6 @@ class Applier:
             if key == "extends":
                 dev.honoured.append(label)
             elif key == "image":
-                from agentsh.policy.values import check_image
-
                 dev.image = check_image(str(value), where)
                 dev.honoured.append(label)
             elif key == "build":
@@ -825,8 +821,6 @@ class Applier:
         if not isinstance(svc.get("image"), str) or not svc.get("image"):
             dev.not_applied.append((f"services.{name}", "a sibling needs an image"))
             return None
-        from agentsh.policy.values import check_image
-
         out = {"image": check_image(str(svc["image"]), f"{where}.image")}
         env = {}
         if svc.get("env_file") is not None:
