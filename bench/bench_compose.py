@@ -124,7 +124,7 @@ def main():
                 dt = timed(warm[name], env)
                 if r >= 0:
                     samples[name].append(dt)
-        for r in range(max(3, args.rounds // 4)):
+        for _ in range(max(3, args.rounds // 4)):
             samples["raw"].append(timed(raw_up, env))
         cold = {"ab_up": [], "raw": []}
         for r in range(args.cold_rounds):

@@ -76,6 +76,17 @@ ensure_packages() {  # ensure_packages PKG... : apt-get install what is missing
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+ensure_packages_off() {  # ensure_packages_off PKG... : ensure_packages, starting no service they ship
+  # Debian starts an installed daemon at once; the tests start their own (a port, a socket of their own)
+  local made= rc=0
+  if [ ! -e /usr/sbin/policy-rc.d ] && [ "$(id -u)" = 0 ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made=1
+  fi
+  ensure_packages "$@" || rc=$?
+  [ -z "$made" ] || rm -f /usr/sbin/policy-rc.d
+  return $rc
+}
+
 engine_needs_compat() {  # true where Podman's default runtime cannot start containers
   local facts
   facts=$(podman info --format '{{.Host.CgroupsVersion}} {{.Host.OCIRuntime.Name}}' 2>/dev/null) || return 1

@@ -137,8 +137,14 @@ def ab(*args, input=None, cwd=None, check=False, env=None, timeout=120):
     return proc
 
 
+# What points `podman` at another engine; the tests' own podman() looks at this host's, always (a remote-engine
+# test's clean-up runs while its CONTAINER_HOST still names a service it has stopped)
+REMOTE_VARS = ("CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY")
+
+
 def podman(*args, check=True, input=None):
-    proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, input=input)
+    env = {k: v for k, v in os.environ.items() if k not in REMOTE_VARS}
+    proc = subprocess.run(["podman", *args], capture_output=True, text=True, check=False, input=input, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"podman {args} exited {proc.returncode}: {proc.stderr}")
     return proc
@@ -480,6 +486,28 @@ def docker_daemon(engine_ready):
     try:
         daemon.import_image(tiny_image_tar(), TINY_IMAGE)
         daemon.import_image(git_image_tar(), GIT_IMAGE)
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def rootless_docker(rootless_user):
+    """A rootless dockerd of the rootless test user's (dockerd-rootless.sh) with the tiny image; stopped after.
+
+    Skipped where it cannot start (not root, no rootlesskit); in CI (AGENTSH_REQUIRE_ENGINE=1) that fails
+    instead, since scripts/test-setup installs both.
+    """
+    from tests import docker
+
+    problem = docker.rootless_problem()
+    if problem:
+        if os.environ.get("AGENTSH_REQUIRE_ENGINE") == "1" and os.geteuid() == 0:
+            pytest.fail(f"the rootless Docker tests need a rootless dockerd: {problem}")
+        pytest.skip(problem)
+    daemon = docker.RootlessDaemon(rootless_user).start()
+    try:
+        daemon.import_image(tiny_image_tar(), TINY_IMAGE)
         yield daemon
     finally:
         daemon.stop()

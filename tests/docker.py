@@ -75,3 +75,45 @@ class Daemon:
     def add_user(self, user):
         """Make `user` a member of the socket's group (what `usermod -aG docker` does)."""
         subprocess.run(["usermod", "-aG", self.group, user], check=True)
+
+
+ROOTLESS_LAUNCHER = "/usr/share/docker.io/contrib/dockerd-rootless.sh"
+
+
+def rootless_problem():
+    """Why no rootless dockerd can be started here, or None."""
+    if os.geteuid() != 0:
+        return "starting a rootless dockerd for the test user needs root (to switch to it)"
+    if not os.access(ROOTLESS_LAUNCHER, os.X_OK):
+        return f"{ROOTLESS_LAUNCHER} is missing (docker.io ships it; scripts/test-setup installs docker.io)"
+    if shutil.which("rootlesskit") is None:
+        return "rootlesskit is not installed (apt-get install rootlesskit; scripts/test-setup does)"
+    return None
+
+
+class RootlessDaemon(Daemon):
+    """A rootless dockerd of `user` (a conftest.RootlessUser): dockerd-rootless.sh, run as that user, in a
+    directory of this run's own; stop() (as root) ends it and removes the directory."""
+
+    def __init__(self, user):
+        super().__init__()
+        self.user = user
+        self.group_made = False
+        os.chown(self.dir, user.uid, user.gid)
+        os.chmod(self.dir, 0o755)
+
+    def start(self):
+        proc = subprocess.run(self.user.argv("bash", str(SCRIPT), "start-rootless", self.dir), capture_output=True,
+                              text=True, timeout=120, cwd="/")
+        if proc.returncode != 0:
+            self.stop()
+            raise AssertionError(f"cannot start a rootless dockerd: {proc.stderr[-800:]}")
+        self.host = proc.stdout.strip()
+        return self
+
+    def docker(self, *args, input=None, check=True, client="docker"):
+        proc = subprocess.run(self.user.argv("env", f"DOCKER_HOST={self.host}", client, *args), input=input,
+                              capture_output=True, timeout=300, cwd="/")
+        if check and proc.returncode != 0:
+            raise AssertionError(f"docker {args[:3]} exited {proc.returncode}: {proc.stderr.decode()[-400:]}")
+        return proc

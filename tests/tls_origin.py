@@ -5,6 +5,7 @@ import ipaddress
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
@@ -75,7 +76,9 @@ class Echo(BaseHTTPRequestHandler):
                 "body": body.decode("latin-1"), "peer": id(self.connection)}
         self.server.seen.append(seen)
         data = json.dumps(seen).encode() if self.server.reflect else f"seen {len(self.server.seen)}\n".encode()
-        if "/oauth/token" in self.path and self.server.tokens is not None:  # a token endpoint: new tokens
+        token_endpoint = "/oauth/token" in self.path or self.path.split("?")[0] == "/token"  # Google's: /token
+        if token_endpoint and self.server.tokens is not None:  # a token endpoint: new tokens
+            time.sleep(self.server.token_delay)  # a slow one: other commands start while a refresh is under way
             data = json.dumps(self.server.tokens).encode()
         self.send_response(200)
         if self.path.startswith("/echo-header"):  # an API that reflects the key in a response header
@@ -111,7 +114,8 @@ class TLSOrigin:
         self.server.daemon_threads = True
         self.server.seen = []
         self.server.reflect = reflect
-        self.server.tokens = None  # set: POST .../oauth/token answers with this JSON (an OAuth token endpoint)
+        self.server.token_delay = 0
+        self.server.tokens = None  # set: .../oauth/token and /token answer with this JSON (OAuth token endpoints)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         ctx.set_alpn_protocols(["http/1.1"])  # it speaks nothing else (a client offering h2 gets 1.1)

@@ -220,7 +220,7 @@ HANDLERS = {"set": cmd_set, "get": cmd_get, "ls": cmd_ls, "rm": cmd_rm, "import"
             "ssh-agent": cmd_ssh_agent, "init": cmd_init}
 # The import sources (agentsh.creds.importers.SOURCES, which a test keeps equal), here
 # so that the table needs no import.
-SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
+SOURCES = ("claude", "codex", "gemini", "opencode", "gh", "git", "npm", "aws")
 _NAME = Arg("name", metavar="NAME", value=CREDENTIAL)
 _PROJECT_DIR = Arg("dir", nargs=OPTIONAL, metavar="DIR", help="a directory inside the project (default: .)", value=DIR)
 
@@ -262,7 +262,7 @@ COMMAND = Command(
                            help="the URL query parameter carrying it to those hosts (like ?key=)"),
                     Option("--bind-body", kind=FLAG,
                            help="it travels in request bodies to those hosts (JSON or form fields, up to 1 MiB)"),
-                    Option("--oauth", metavar="AGENT", choices=("claude", "codex"),
+                    Option("--oauth", metavar="AGENT", choices=("claude", "codex", "gemini", "opencode"),
                            help="the file is that agent's OAuth login (with --file): behind the proxy its tokens "
                                 "are placeholders, refreshes included (default hosts: the agent's provider)"),
                     Option("--inject", metavar="HOW", choices=("proxy", "env"),

@@ -144,7 +144,7 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
         return None
     delivery = None
     proxied = {}  # values the egress proxy adds: {name: (env target or None, value, hosts, where)}
-    oauth_files = []  # [(FileCredential, {role: token}, format)]: OAuth token files whose tokens are placeholders
+    oauth_files = []  # [(FileCredential, format, bound hosts)]: login files whose tokens are placeholders
     network_mode = (cfg.get("network") or {}).get("mode")
     for name in names:
         record = creds.find(name, project)
@@ -173,30 +173,42 @@ def prepare(project: Project, cfg: Mapping[str, Any], store: Store, notify: Noti
             delivery.env_values[clear["target"]] = os.fsdecode(value)
         else:
             f = FileCredential(name, record["_scope"], clear["target"], value, clear.get("writeback", False))
-            if creds.inject_mode(clear, network_mode) == creds.PROXY:  # an OAuth token file: its tokens swapped
-                from agentsh.creds import oauth  # lazy: only for an OAuth token file behind the proxy
-
-                found = oauth.tokens(clear["format"], value)
-                for role, token in found.items():
-                    proxied[name + oauth.SEP + role] = (None, token, clear["bind_hosts"],
-                                                        oauth.where(role, name, record["_scope"], clear["format"]))
-                if found:
-                    oauth_files.append((f, found, clear["format"]))
+            if creds.inject_mode(clear, network_mode) == creds.PROXY:  # a login file: its tokens swapped
+                oauth_files.append((f, clear["format"], clear["bind_hosts"]))
             delivery.files.append(f)
-    if delivery is not None and (proxied or not files_only):  # with none proxied: a revoked one loses its entry
+    if delivery is not None and (proxied or oauth_files or not files_only):  # with none: a revoked one loses its entry
+        from contextlib import nullcontext  # lazy: only once a credential is delivered
+
         from agentsh.creds import swap  # lazy: only once a credential is delivered
 
-        stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()},
-                                   partial=files_only)
+        # A refresh (creds.oauth.refreshed, in the proxy) seals new tokens and their placeholders under the store
+        # lock: a login file read again under it and its placeholders made under it are the old login or the new,
+        # never the old tokens written over the new placeholders.
+        with store.lock() if oauth_files else nullcontext():
+            logins = []
+            for f, fmt, hosts in oauth_files:
+                from agentsh.creds import oauth  # lazy: only for a login file behind the proxy
+
+                record = creds.find(f.name, project)
+                if record is not None and record["_scope"] == f.scope:
+                    f.value = creds.reveal(record, delivery.key)
+                found = oauth.bindings(fmt, f.value, f.name, f.scope, hosts)
+                for _, bound, where in found.values():
+                    if not bound:  # an opencode provider none of the bound hosts belongs to
+                        notify(f"credential {f.name}: the token of {where['oauth'].get('provider')} is bound to no "
+                               "host, so its placeholder works nowhere (store the login again with --bind-host "
+                               "naming that provider's API host)")
+                proxied.update({n: (None, *v) for n, v in found.items()})
+                if found:
+                    logins.append((f, found, fmt))
+            stand_ins = swap.stand_ins(store, project.sandbox, delivery.key, {n: v[1:] for n, v in proxied.items()},
+                                       partial=files_only)
         for name, (target, *_) in proxied.items():
             if target is not None:
                 delivery.env_values[target] = stand_ins[name]
-        for f, found, fmt in oauth_files:
-            from agentsh.creds import oauth  # lazy: only for an OAuth token file behind the proxy
-
+        for f, found, fmt in logins:
             f.real, f.format = f.value, fmt
-            f.value = oauth.replaced(f.value, {token: stand_ins[f.name + oauth.SEP + role]
-                                               for role, token in found.items()})
+            f.value = oauth.replaced(f.value, {token: stand_ins[n] for n, (token, *_) in found.items()})
         delivery.proxied = list(proxied)
     return delivery
 
@@ -333,26 +345,24 @@ def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Sto
     changed = [(f, v) for f, v in zip(files, values) if v and v != f.value]
     if not changed:
         return []
-    if any(f.real is not None for f, _ in changed):  # placeholders back to values (the proxy may have refreshed)
-        from agentsh.creds import oauth, swap  # lazy: only for an OAuth token file behind the proxy
-
-        try:
-            entries = swap.read(store, sandbox_name, delivery.key)
-        except AgentshError as e:
-            notify(f"could not read back refreshed credential files from {sandbox_name}: {e}")
-            return []
-        changed = [(f, v if f.real is None else oauth.real_file(
-                       f.format, v, {n: e for n, e in entries.items()
-                                     if (e.get("oauth") or {}).get("credential") == f.name}))
-                   for f, v in changed]
-        changed = [(f, v) for f, v in changed if f.real is None or v != f.real]
     done = []
     try:
-        with store.lock():
+        with store.lock():  # the placeholders turned back under the lock a refresh seals its new tokens under
+            if any(f.real is not None for f, _ in changed):  # placeholders back to values (the proxy may refresh)
+                from agentsh.creds import oauth, swap  # lazy: only for a login file behind the proxy
+
+                entries = swap.read(store, sandbox_name, delivery.key)
+                changed = [(f, v if f.real is None else oauth.real_file(
+                               f.format, v, {n: e for n, e in entries.items()
+                                             if (e.get("oauth") or {}).get("credential") == f.name}))
+                           for f, v in changed]
+                changed = [(f, v) for f, v in changed if f.real is None or v != f.real]
             for f, value in changed:
                 record = creds.read_record(f.name, f.scope)
                 if record is None:  # removed meanwhile: do not resurrect it
                     continue
+                if f.real is not None and value == creds.open_record(delivery.key, record):
+                    continue  # the login as stored already (a refresh sealed it)
                 clear = dict(record["meta"], updated=int(time.time()))
                 creds.put(store, f.name, f.scope, clear, value, key=delivery.key)
                 done.append(f.name)

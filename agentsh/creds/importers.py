@@ -22,7 +22,7 @@ TYPE_CHECKING = False  # typing stays off the paths that import this module
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-SOURCES = ("claude", "codex", "gemini", "gh", "git", "npm", "aws")
+SOURCES = ("claude", "codex", "gemini", "opencode", "gh", "git", "npm", "aws")
 # Where each API key may be sent, and in which header (the egress proxy adds it there; creds.swap).
 BINDINGS = {
     "ANTHROPIC_API_KEY": (("api.anthropic.com",), "x-api-key"),
@@ -68,15 +68,20 @@ def _env(name: str) -> tuple[str, bytes] | None:
 def _token_file(name: str, host_path: str, sandbox_rel: str, fmt: str = creds.RAW) -> Found | None:
     """A tool's OAuth token file: imported with write-back (the tool refreshes it).
 
-    Claude Code's and Codex's (`fmt`: creds.oauth's formats) are bound to
-    their provider's hosts: behind the egress proxy the sandbox gets their
-    tokens as placeholders.
+    The agents' login files (`fmt`: creds.oauth's formats) are bound to
+    their provider's hosts (opencode's to the hosts of the providers it
+    holds): behind the egress proxy the sandbox gets their tokens as
+    placeholders.
     """
     data = _read(host_path)
     if not data or not data.strip():
         return None
+    hosts = oauth.HOSTS.get(fmt, ())
+    if fmt == oauth.OPENCODE:
+        held = dict.fromkeys(slot.split(oauth.SEP)[0] for slot in oauth.tokens(fmt, data))  # in the file's order
+        hosts = tuple(dict.fromkeys(h for p in held if p in oauth.PROVIDERS for h in oauth.PROVIDERS[p][0])) or hosts
     return Found(name, creds.FILE, sandbox_path("~/" + sandbox_rel), data, host_path, writeback=True, fmt=fmt,
-                 bind_hosts=oauth.HOSTS.get(fmt, ()))
+                 bind_hosts=hosts)
 
 
 def _bound(found: Found) -> Found:
@@ -114,8 +119,17 @@ def codex() -> list[Found]:
 
 def gemini() -> list[Found]:
     return [f for f in (_api_key("GEMINI_API_KEY"), _api_key("GOOGLE_API_KEY"),
-                        _token_file("GEMINI_OAUTH", _home(".gemini", "oauth_creds.json"), ".gemini/oauth_creds.json"))
+                        _token_file("GEMINI_OAUTH", _home(".gemini", "oauth_creds.json"), ".gemini/oauth_creds.json",
+                                    oauth.GEMINI))
             if f]
+
+
+def opencode() -> list[Found]:
+    """opencode's logins and API keys, one entry per provider (it keeps them under $XDG_DATA_HOME)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or _home(".local", "share")
+    found = _token_file("OPENCODE_AUTH", os.path.join(data_home, "opencode", "auth.json"),
+                        ".local/share/opencode/auth.json", oauth.OPENCODE)
+    return [found] if found else []
 
 
 def gh() -> list[Found]:
@@ -198,6 +212,7 @@ WHERE = {
     "claude": "~/.claude/.credentials.json or ANTHROPIC_API_KEY",
     "codex": "~/.codex/auth.json or OPENAI_API_KEY",
     "gemini": "GEMINI_API_KEY, GOOGLE_API_KEY or ~/.gemini/oauth_creds.json",
+    "opencode": "~/.local/share/opencode/auth.json (under $XDG_DATA_HOME when set)",
     "gh": "GH_TOKEN, GITHUB_TOKEN or 'gh auth token'",
     "git": "git config --global user.name / user.email",
     "npm": "an _authToken line in ~/.npmrc",

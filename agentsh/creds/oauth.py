@@ -1,19 +1,28 @@
-"""The agents' OAuth token files: placeholders inside, refreshes swapped on the host.
+"""The agents' OAuth login files: placeholders inside, refreshes swapped on the host.
 
 Claude Code keeps its login in ~/.claude/.credentials.json
 (`claudeAiOauth.accessToken`, `.refreshToken`, `.expiresAt` in ms), Codex in
 ~/.codex/auth.json (`tokens.access_token`, `.refresh_token`, `.id_token`,
-`last_refresh`). Stored with one of these formats (the importers do) and
-delivered in network modes allow and learn, such a file reaches the sandbox
-with every token replaced by a placeholder (creds.swap): the access token's
-is swapped in the Authorization header, the refresh and id tokens' in request
-bodies, toward the credential's bound hosts (the provider's API and token
-endpoint). When the agent refreshes, the proxy swaps the refresh token's
-placeholder in the request body, takes the new tokens from the endpoint's
-JSON answer, seals them into the stored file (refreshed(); the same cache
-write-back does for files) and hands the sandbox new placeholders in their
-place. After the command, the file the agent wrote is read back with its
-placeholders turned back into the values (real_file) before it is sealed.
+`last_refresh`), Gemini CLI in ~/.gemini/oauth_creds.json (Google's OAuth
+credentials: `access_token`, `refresh_token`, `id_token`, `expiry_date` in
+ms), opencode in ~/.local/share/opencode/auth.json (one entry per provider:
+`{"type": "oauth", "access", "refresh", "expires"}` in ms, `{"type": "api",
+"key"}`, `{"type": "wellknown", "key", "token"}`). Stored with one of these
+formats (the importers do) and delivered in network modes allow and learn,
+such a file reaches the sandbox with every token replaced by a placeholder
+(creds.swap): the access token's and an API key's are swapped in their
+header, the refresh and id tokens' in request bodies to token endpoints,
+toward the credential's bound hosts (the provider's API and token endpoint;
+for opencode each provider's token toward that provider's hosts only). When
+the agent refreshes, the proxy swaps the refresh token's placeholder in the
+request body, takes the new tokens from the endpoint's JSON answer, seals
+them into the stored file (refreshed(); the same cache write-back does for
+files) and hands the sandbox new placeholders in their place. A placeholder
+replaced so keeps standing for its token's current value ("retired" in the
+record): a second command of the same sandbox that still holds it, or a file
+written from it, neither breaks nor brings back the old token. After the
+command, the file the agent wrote is read back with its placeholders turned
+back into the values (real_file) before it is sealed.
 """
 
 from __future__ import annotations
@@ -26,32 +35,53 @@ from agentsh.creds import vault as creds
 
 TYPE_CHECKING = False  # typing stays off the paths that import this module
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from agentsh.base.state import Store
 
-CLAUDE, CODEX = creds.OAUTH_FORMATS
-ACCESS, REFRESH, ID = "access", "refresh", "id"
-FIELDS = {  # format -> role -> the token's path in the file's JSON
+CLAUDE, CODEX, GEMINI, OPENCODE = creds.OAUTH_FORMATS
+ACCESS, REFRESH, ID, KEY = "access", "refresh", "id", "key"
+FIELDS = {  # format -> role -> the token's path in the file's JSON (opencode's: per provider, PER_PROVIDER)
     CLAUDE: {ACCESS: ("claudeAiOauth", "accessToken"), REFRESH: ("claudeAiOauth", "refreshToken")},
     CODEX: {ACCESS: ("tokens", "access_token"), REFRESH: ("tokens", "refresh_token"), ID: ("tokens", "id_token")},
+    GEMINI: {ACCESS: ("access_token",), REFRESH: ("refresh_token",), ID: ("id_token",)},
 }
+PER_PROVIDER = {"oauth": {ACCESS: "access", REFRESH: "refresh"}, "api": {KEY: "key"}, "wellknown": {KEY: "token"}}
+EXPIRY = {CLAUDE: ("claudeAiOauth", "expiresAt"), GEMINI: ("expiry_date",)}  # ms since the epoch (opencode: expires)
 HOSTS = {  # the hosts an imported login is bound to: the API and the token endpoint
     CLAUDE: ("api.anthropic.com", "console.anthropic.com", "platform.claude.com", "claude.ai"),
     CODEX: ("auth.openai.com", "chatgpt.com", "api.openai.com"),
+    # Code Assist (the API of a Google login), the Gemini API, the token endpoint, the user info
+    GEMINI: ("cloudcode-pa.googleapis.com", "generativelanguage.googleapis.com", "oauth2.googleapis.com",
+             "www.googleapis.com"),
 }
+PROVIDERS = {  # opencode's provider ids -> (their hosts, the header of an API key)
+    "anthropic": (HOSTS[CLAUDE], "x-api-key"),
+    "openai": (HOSTS[CODEX], "authorization"),
+    "google": (("generativelanguage.googleapis.com",), "x-goog-api-key"),
+    "openrouter": (("openrouter.ai",), "authorization"),
+    "groq": (("api.groq.com",), "authorization"),
+    "mistral": (("api.mistral.ai",), "authorization"),
+    "xai": (("api.x.ai",), "authorization"),
+    "deepseek": (("api.deepseek.com",), "authorization"),
+}
+HOSTS[OPENCODE] = tuple(dict.fromkeys(h for hosts, _ in PROVIDERS.values() for h in hosts))
 ANSWER = {ACCESS: "access_token", REFRESH: "refresh_token", ID: "id_token"}  # OAuth 2.0 token response keys
-SEP = "#"  # placeholder entries are named CREDENTIAL#role
+SEP = "#"  # placeholder entries are named CREDENTIAL#role (opencode: CREDENTIAL#provider#role)
 
 
 def is_oauth(fmt: str | None) -> bool:
-    return fmt in FIELDS
+    return fmt in creds.OAUTH_FORMATS
 
 
-def where(role: str, name: str, scope: str, fmt: str) -> dict:
-    """A role's place (swap.entry): the access token in Authorization, the others in bodies."""
-    place = {"header": "authorization"} if role == ACCESS else {"header": None, "body": True}
-    return {**place, "oauth": {"credential": name, "scope": scope, "format": fmt, "role": role}}
+def where(role: str, name: str, scope: str, fmt: str, provider: str | None = None,
+          header: str = creds.AUTHORIZATION) -> dict:
+    """A token's place (swap.entry): an access token or key in `header`, the others in bodies."""
+    place = {"header": header} if role in (ACCESS, KEY) else {"header": None, "body": True}
+    meta = {"credential": name, "scope": scope, "format": fmt, "role": role}
+    if provider is not None:
+        meta["provider"] = provider
+    return {**place, "oauth": meta}
 
 
 def _load(data: bytes) -> dict | None:
@@ -62,15 +92,80 @@ def _load(data: bytes) -> dict | None:
     return doc if isinstance(doc, dict) else None
 
 
+def _at(doc: Mapping, path: tuple[str, ...]) -> object:
+    for part in path[:-1]:
+        doc = doc.get(part)
+        if not isinstance(doc, dict):
+            return None
+    return doc.get(path[-1])
+
+
+def _put(doc: dict, path: tuple[str, ...], value: object, make: bool = True) -> None:
+    for part in path[:-1]:
+        if not isinstance(doc.get(part), dict):
+            if not make or part in doc:
+                return
+            doc[part] = {}
+        doc = doc[part]
+    doc[path[-1]] = value
+
+
+def slots(fmt: str, doc: Mapping | None) -> dict[str, tuple[tuple[str, ...], str, str | None]]:
+    """{slot: (the token's path, its role, its provider or None)} of a login file's JSON."""
+    if fmt != OPENCODE:
+        return {role: (path, role, None) for role, path in FIELDS[fmt].items()}
+    found = {}
+    for provider, e in (doc or {}).items():
+        if isinstance(e, dict) and e.get("type") in PER_PROVIDER:
+            for role, field in PER_PROVIDER[e["type"]].items():
+                found[provider + SEP + role] = ((provider, field), role, provider)
+    return found
+
+
 def tokens(fmt: str, data: bytes) -> dict[str, str]:
-    """{role: token} found in a token file ({} when it is not the JSON the format expects)."""
+    """{slot: token} found in a login file ({} when it is not the JSON the format expects).
+
+    A slot is the token's role (access, refresh, id), for opencode
+    `provider#role` (role key for an API key).
+    """
     doc = _load(data)
     found = {}
-    for role, (outer, inner) in FIELDS[fmt].items():
-        value = ((doc or {}).get(outer) or {}).get(inner) if isinstance((doc or {}).get(outer), dict) else None
+    for slot, (path, _, _) in slots(fmt, doc).items():
+        value = _at(doc, path) if doc is not None else None
         if isinstance(value, str) and len(value) >= 8:
-            found[role] = value
+            found[slot] = value
     return found
+
+
+def _binding(fmt: str, provider: str | None, role: str, hosts: Iterable[str]) -> tuple[list[str], str]:
+    """(hosts, header) of one token: an opencode provider's own hosts among the bound ones.
+
+    A known provider's token goes to its hosts among `hosts` (to all of
+    `hosts` when none of them is its: the credential was bound elsewhere on
+    purpose); an unknown provider's to the bound hosts no known provider has
+    (none: its placeholder is swapped nowhere).
+    """
+    hosts = list(hosts)
+    if fmt != OPENCODE:
+        return hosts, creds.AUTHORIZATION
+    known = PROVIDERS.get(provider)
+    if known is None:
+        others = {h for hs, _ in PROVIDERS.values() for h in hs}
+        return [h for h in hosts if h not in others], creds.AUTHORIZATION
+    return [h for h in hosts if h in known[0]] or hosts, known[1] if role == KEY else creds.AUTHORIZATION
+
+
+def bindings(fmt: str, data: bytes, name: str, scope: str, hosts: Iterable[str]
+             ) -> dict[str, tuple[str, list[str], dict]]:
+    """The placeholder entries a login file asks for: {entry name: (token, hosts, where)} (swap.stand_ins)."""
+    hosts = list(hosts)
+    doc_slots = slots(fmt, _load(data))
+    out = {}
+    for slot, token in tokens(fmt, data).items():
+        _, role, provider = doc_slots[slot]
+        bound, header = _binding(fmt, provider, role, hosts)
+        out[name + SEP + slot] = (token, bound, where(role, name, scope, fmt, provider, header))
+    return out
 
 
 def replaced(data: bytes, pairs: Mapping[str, str]) -> bytes:
@@ -83,37 +178,48 @@ def replaced(data: bytes, pairs: Mapping[str, str]) -> bytes:
 def real_file(fmt: str, data: bytes, entries: Mapping[str, Mapping]) -> bytes:
     """A file read back from the sandbox with the placeholders of `entries` (a swap record) turned into values.
 
-    Only at the format's token paths: a placeholder the agent copied
-    anywhere else stays a placeholder, so no value can be planted where the
-    next delivery would not replace it (delivery replaces the tokens found
-    at those paths). A file that is not the format's JSON is kept as it is.
+    Only at the format's token paths, and each token's placeholders (its
+    current one and the retired ones) only at that token's own path: a
+    placeholder the agent copied anywhere else stays a placeholder, so no
+    value can be planted where the next delivery would not replace it
+    (delivery replaces the tokens found at those paths). A retired
+    placeholder becomes the token's current value: a file written from an
+    older view never brings back a replaced token. A file that is not the
+    format's JSON is kept as it is.
     """
     doc = _load(data)
     if doc is None:
         return data
-    values = {e["placeholder"]: e["value"] for e in entries.values() if e.get("oauth")}
+    by_slot = {}
+    for e in entries.values():
+        meta = e.get("oauth")
+        if meta:
+            by_slot[(meta.get("provider"), meta["role"])] = e
     changed = False
-    for outer, inner in FIELDS[fmt].values():
-        section = doc.get(outer)
-        if isinstance(section, dict) and isinstance(section.get(inner), str) and section[inner] in values:
-            section[inner] = values[section[inner]]
+    for path, role, provider in slots(fmt, doc).values():
+        value, e = _at(doc, path), by_slot.get((provider, role))
+        if e is not None and isinstance(value, str) and (value == e["placeholder"] or value in e.get("retired", ())):
+            _put(doc, path, e["value"])
             changed = True
     return (json.dumps(doc, indent=2) + "\n").encode() if changed else data
 
 
-def answered(fmt: str, data: bytes, answer: Mapping, now: float | None = None) -> bytes:
-    """The token file after a refresh: the new tokens (and expiry) of a token endpoint's answer put in."""
+def answered(fmt: str, data: bytes, answer: Mapping, now: float | None = None,
+             provider: str | None = None) -> bytes:
+    """The login file after a refresh: the new tokens (and expiry) of a token endpoint's answer put in.
+
+    `provider`: the opencode provider whose login was refreshed.
+    """
     now = time.time() if now is None else now
     doc = _load(data) or {}
-    for role, (outer, inner) in FIELDS[fmt].items():
+    paths = FIELDS[fmt] if fmt != OPENCODE else {role: (provider, field) for role, field in PER_PROVIDER["oauth"].items()}
+    for role, path in paths.items():
         value = answer.get(ANSWER[role])
         if isinstance(value, str) and value:
-            section = doc.setdefault(outer, {})
-            if isinstance(section, dict):
-                section[inner] = value
-    if fmt == CLAUDE and isinstance(answer.get("expires_in"), (int, float)) and isinstance(doc.get("claudeAiOauth"),
-                                                                                             dict):
-        doc["claudeAiOauth"]["expiresAt"] = int((now + answer["expires_in"]) * 1000)
+            _put(doc, path, value)
+    expiry = EXPIRY.get(fmt) if fmt != OPENCODE else (provider, "expires")
+    if expiry and isinstance(answer.get("expires_in"), (int, float)):
+        _put(doc, expiry, int((now + answer["expires_in"]) * 1000), make=False)
     if fmt == CODEX:
         doc["last_refresh"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     return (json.dumps(doc, indent=2) + "\n").encode()
@@ -123,34 +229,43 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
     """A token endpoint answered a refresh made with `meta`'s credential: seal, re-placeholder.
 
     `meta` is a placeholder entry's "oauth" part (credential, scope,
-    format). The new tokens are sealed into the stored file (a removed
-    credential stays removed) and get placeholders of their own in the
-    sandbox's record; returns {new token: its placeholder}, for the answer
-    the sandbox receives.
+    format, and for opencode the provider). The new tokens are sealed into
+    the stored file (a removed credential stays removed) and get
+    placeholders of their own in the sandbox's record, each replaced one
+    kept as retired (it stands for the new value from now on: a request
+    under way, or another command of the sandbox holding the old file,
+    keeps working); returns {new token: its placeholder}, for the answer
+    the sandbox receives. All under the store lock, which delivery takes
+    too: an ab-exec starting meanwhile sees the old login and its
+    placeholders, or the new.
     """
-    name, scope, fmt = meta["credential"], meta["scope"], meta["format"]
-    new = {role: answer[ANSWER[role]] for role in FIELDS[fmt]
+    name, scope, fmt, provider = meta["credential"], meta["scope"], meta["format"], meta.get("provider")
+    roles = FIELDS[fmt] if fmt != OPENCODE else PER_PROVIDER["oauth"]
+    new = {role: answer[ANSWER[role]] for role in roles
            if isinstance(answer.get(ANSWER[role]), str) and answer[ANSWER[role]]}
     if not new:
         return {}
+    prefix = name + SEP + (provider + SEP if provider is not None else "")
     with store.lock():
         record = creds.read_record(name, scope)
         if record is not None:
             stored = creds.open_record(key, record)
             clear = dict(record["meta"], updated=int(time.time()))
-            creds.put(store, name, scope, clear, answered(fmt, stored, answer), key=key)
+            creds.put(store, name, scope, clear, answered(fmt, stored, answer, provider=provider), key=key)
         entries = swap.read(store, sandbox, key)
-        hosts = next((e["hosts"] for e in entries.values() if (e.get("oauth") or {}).get("credential") == name),
-                     list(HOSTS[fmt]))
+        hosts = next((e["hosts"] for n, e in entries.items() if n.startswith(prefix)), None)
+        if hosts is None:
+            hosts = _binding(fmt, provider, ACCESS, record["meta"].get("bind_hosts") or HOSTS[fmt]
+                             if record is not None else HOSTS[fmt])[0]
         out = {}
-        previous = entries.get(name + SEP + ACCESS)
-        if ACCESS in new and previous is not None and previous["value"] != new[ACCESS]:
-            # requests already under way with the old access token (valid until it expires) keep working;
-            # the next ab-exec drops it
-            entries[name + SEP + ACCESS + "-previous"] = previous
         for role, value in new.items():
-            stand_in = swap.placeholder(value)
-            entries[name + SEP + role] = swap.entry(stand_in, value, hosts, where(role, name, scope, fmt))
+            old = entries.get(prefix + role) or {}
+            stand_in = old.get("placeholder") if old.get("value") == value else None
+            stand_in = stand_in or swap.placeholder(value)
+            header = old.get("header") if role == ACCESS and old.get("header") else creds.AUTHORIZATION
+            made = swap.entry(stand_in, value, old.get("hosts") or hosts, where(role, name, scope, fmt, provider,
+                                                                              header))
+            entries[prefix + role] = swap.retire(old, made)
             out[value] = stand_in
         swap.write(store, sandbox, key, entries)
     return out

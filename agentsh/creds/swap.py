@@ -35,9 +35,11 @@ if TYPE_CHECKING:
     from agentsh.base.state import Store
 
 PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-proj-", "sk-svcacct-", "sk-",
-            "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza")
+            "github_pat_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "npm_", "glpat-", "xoxb-", "xoxp-", "AIza",
+            "ya29.", "1//")  # ya29. and 1//: Google OAuth access and refresh tokens
 _DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MIN_RANDOM = 16  # characters of randomness at least (padded past the real length when shorter)
+RETIRED = 8  # a login token's replaced placeholders kept (creds.oauth)
 
 
 def _json() -> ModuleType:
@@ -159,7 +161,9 @@ def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[
     """One record entry. `where`: a header name, or {"header", "query", "body"} (creds.vault.binding).
 
     Keys beyond placeholder, value, hosts and header appear only when used:
-    "query" (a query parameter's name), "body" (true: request bodies).
+    "query" (a query parameter's name), "body" (true: request bodies),
+    "oauth" (a login file's token, creds.oauth) and "retired" (that token's
+    earlier placeholders, which stand for its current value too).
     """
     where = {"header": where} if where is None or isinstance(where, str) else where
     made = {"placeholder": stand_in, "value": value, "hosts": list(hosts), "header": where.get("header")}
@@ -172,6 +176,14 @@ def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[
     return made
 
 
+def retire(old: Mapping[str, Any], new: dict) -> dict:
+    """`new` (an entry replacing `old`) keeping old's placeholders, but its own, as retired (the last RETIRED)."""
+    retired = [p for p in [*old.get("retired", ()), old.get("placeholder")] if p and p != new["placeholder"]]
+    if retired:
+        new["retired"] = retired[-RETIRED:]
+    return new
+
+
 def stand_ins(store: Store, sandbox: str, key: bytes,
               wanted: Mapping[str, tuple[str, Iterable[str], str | Mapping[str, Any] | None]],
               partial: bool = False) -> dict[str, str]:
@@ -180,6 +192,8 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
     `where` is entry()'s. Entries not wanted are dropped (a credential no
     longer granted), unless `partial` (only some credentials were opened).
     Rewrites the record only when something changed; returns {name: placeholder}.
+    The caller holds the store lock from reading the values it passes
+    (creds.oauth.refreshed replaces them under it).
     """
     old = read(store, sandbox, key)
     entries = {n: e for n, e in old.items() if n not in wanted} if partial else {}
@@ -189,6 +203,8 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
         if not stand_in or not same_shape(value, stand_in):
             stand_in = placeholder(value)
         entries[name] = entry(stand_in, value, hosts, where)
+        if had.get("oauth") and entries[name].get("oauth"):  # a login's token: its replaced placeholders stay
+            retire(had, entries[name])
     if entries != old:  # a credential no longer granted loses its entry: its placeholder stops working
         write(store, sandbox, key, entries)
     return {name: entries[name]["placeholder"] for name in wanted}

@@ -56,7 +56,8 @@ INJECT = (PROXY, ENV)
 AUTHORIZATION = "authorization"
 VALUE, COMMAND = "value", "command"
 RAW, AWS_PROCESS = "raw", "aws-credential-process"
-OAUTH_FORMATS = ("claude-oauth", "codex-oauth")  # the agents' OAuth token files (creds.oauth)
+# the agents' login files (creds.oauth)
+OAUTH_FORMATS = ("claude-oauth", "codex-oauth", "gemini-oauth", "opencode-oauth")
 
 
 def _json() -> ModuleType:

@@ -102,19 +102,21 @@ class Swaps:
                     self.report(problem)
                 entries = {}
             for name, e in entries.items():
-                ph, value = e["placeholder"].encode(), e["value"].encode()
-                names[ph] = (name, tuple(e["hosts"]))
+                value = e["value"].encode()
                 role = (e.get("oauth") or {}).get("role")
                 if role == "refresh":
                     refreshing[name] = e["oauth"]
                 if role in ("refresh", "id"):
                     token_only.add(name)
-                for host in e["hosts"]:
-                    by_host.setdefault(host, []).append((ph, value, (e.get("header") or "").encode(), name))
-                    if e.get("query"):
-                        query_by_host.setdefault(host, []).append((ph, value, e["query"].encode(), name))
-                    if e.get("body"):
-                        body_by_host.setdefault(host, []).append((ph, value, name))
+                for ph in (e["placeholder"], *e.get("retired", ())):  # a replaced one stands for the value too
+                    ph = ph.encode()
+                    names[ph] = (name, tuple(e["hosts"]))
+                    for host in e["hosts"]:
+                        by_host.setdefault(host, []).append((ph, value, (e.get("header") or "").encode(), name))
+                        if e.get("query"):
+                            query_by_host.setdefault(host, []).append((ph, value, e["query"].encode(), name))
+                        if e.get("body"):
+                            body_by_host.setdefault(host, []).append((ph, value, name))
         self.by_host, self.query_by_host, self.body_by_host = by_host, query_by_host, body_by_host
         self.names, self.refreshing, self.token_only, self._stamp = names, refreshing, frozenset(token_only), stamp
 
@@ -456,7 +458,8 @@ def swap_query(first: bytes, bound: list[tuple[bytes, bytes, bytes, str]]) -> tu
 
 
 def token_path(first: bytes) -> bool:
-    """Whether a request line's target is an OAuth token endpoint (its path ends in /oauth/token).
+    """Whether a request line's target is an OAuth token endpoint (its path ends in /oauth/token, or is
+    /token: Google's, oauth2.googleapis.com/token).
 
     An OAuth login's refresh and id tokens are swapped into bodies toward
     such a path only: an API that puts request bodies into its answers (a
@@ -467,7 +470,7 @@ def token_path(first: bytes) -> bool:
         target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
     if b"%" in target or any(seg in (b".", b"..") for seg in target.split(b"/")):  # no path a server rewrites
         return False
-    return target.rstrip(b"/").endswith(b"/oauth/token")
+    return target.rstrip(b"/").endswith(b"/oauth/token") or target == b"/token"
 
 
 def _body_form(headers: list[tuple[bytes, bytes]]) -> str:

@@ -211,6 +211,16 @@ def _docker_context() -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _own_socket(host: str) -> bool:
+    """Whether DOCKER_HOST names a Unix socket that the (non-root) user running us owns."""
+    if not host.startswith("unix://") or os.geteuid() == 0:
+        return False
+    try:
+        return os.stat(host[len("unix://"):]).st_uid == os.geteuid()
+    except OSError:
+        return False
+
+
 def compat_conf() -> str:
     """The shipped containers.conf for hosts whose Podman defaults cannot start containers."""
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "containers-compat.conf")
@@ -272,7 +282,10 @@ class Engine:
         """Rootless engines map the user's uid into the container themselves.
 
         Podman run by a non-root user is rootless (unless it talks to a remote
-        service); Docker is rootless when its socket is the user's own.
+        service); Docker is rootless when its socket is the user's own: a
+        DOCKER_HOST socket file a non-root user owns (what dockerd-rootless.sh
+        makes, wherever XDG_RUNTIME_DIR is), or an address naming
+        /run/user/ or "rootless". A rootful daemon's socket is root's.
         Decided without an engine call, since `ab-up` needs it on its hot path.
         """
         if self._rootless is None:
@@ -280,7 +293,7 @@ class Engine:
                 self._rootless = os.geteuid() != 0 and not os.environ.get("CONTAINER_HOST")
             else:
                 host = os.environ.get("DOCKER_HOST", "")
-                self._rootless = "/run/user/" in host or "rootless" in host
+                self._rootless = "/run/user/" in host or "rootless" in host or _own_socket(host)
         return self._rootless
 
     @property

@@ -377,8 +377,7 @@ def _create(engine, store, project, want, notify=None):
         if not _remove_leftovers(engine, want.name):
             raise
         cid = engine.run_detached(args)  # a replacement interrupted half-way held its ports
-    _after_create(engine, want, notify)
-    _record_id(store, project, want, cid)
+    _created(engine, store, project, want, cid, notify)
     return {"name": want.name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING,
             "started": True, "new": True}
 
@@ -392,15 +391,30 @@ def _late_env(engine, want):
     return devcontainer_run.resolve_late_env(engine, want)
 
 
+def _created(engine, store, project, want, cid, notify):
+    """After a new container runs: its checks and lifecycle commands (_after_create), then its record.
+
+    When the checks inspected it (local Docker), the record names its init
+    already, so the next ab-up needs no engine call.
+    """
+    info = _after_create(engine, want, notify)
+    if info is not None and info.get("Id") == cid:
+        remember(store, project, want, info, engine)
+    else:
+        _record_id(store, project, want, cid)
+
+
 def _after_create(engine, want, notify):
     """A devcontainer's onCreate, updateContent and postCreate (once per creation), then postStart.
 
     A failure removes the new sandbox: the next ab-up makes it again and runs the commands again.
+    Returns the container's inspect dict when the checks asked for it, else None.
     """
+    info = None
     if not engine.is_podman or not engine.is_local:
-        _require_sh(engine, want)
+        info = _require_sh(engine, want)
     if not getattr(want, "lifecycle", None):
-        return
+        return info
     from agentsh.sandbox import devcontainer_run  # lazy: only for lifecycle commands, pulls, feature builds
 
     try:
@@ -409,6 +423,7 @@ def _after_create(engine, want, notify):
         engine.remove(want.name)
         raise
     devcontainer_run.run(engine, want, ("postStartCommand",), notify)
+    return info
 
 
 def _not_visible(engine, want, error):
@@ -440,8 +455,20 @@ def _require_sh(engine, want):
     machine's filesystem: the same files must be there at the same path (a
     shared folder), or the sandbox would work on something else. One exec
     tells all three; a sandbox that fails is removed, with one line.
+
+    A local Docker's sandbox is a process of this host: one inspect (a
+    fifth of an exec's cost) names its init, and an `sh` found in that
+    process's root ends the check (the inspect is returned, for the record);
+    where it cannot be read there (a `docker`-group user may not look into
+    root's processes), the exec decides.
     """
     from agentsh.base.layout import RUN_SCRIPT  # lazy: only when a sandbox is made
+
+    if engine.is_local:
+        info = engine.inspect(want.name)
+        pid = ((info or {}).get("State") or {}).get("Pid")
+        if pid and liveness.is_container_process(pid, info.get("Id", "")) and _has_sh(f"/proc/{int(pid)}/root"):
+            return info
 
     status, out, err = engine.exec_bytes(want.name, ["sh", "-c", _SEEN, "sh", want.project_root, RUN_SCRIPT],
                                          timeout=60)
@@ -470,6 +497,48 @@ def _require_sh(engine, want):
     if fix is not None:
         engine.remove(want.name)
         raise AgentshError(message, fix)
+    return None
+
+
+# Where `sh` is on Docker's default PATH (an image's own PATH rarely puts it elsewhere; if it does, the exec decides)
+_SH_PATHS = ("/usr/local/sbin/sh", "/usr/local/bin/sh", "/usr/sbin/sh", "/usr/bin/sh", "/sbin/sh", "/bin/sh")
+
+
+def _has_sh(root):
+    """Whether the container filesystem at `root` (a /proc/PID/root) has an executable `sh` on the default PATH.
+
+    Symlinks are followed inside `root` (an absolute one names the container's root, not ours).
+    """
+    import stat  # lazy: only when a sandbox is made
+
+    for path in _SH_PATHS:
+        parts, where, hops = path.strip("/").split("/"), "", 0
+        try:
+            while parts:
+                part = parts.pop(0)
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    where = where.rsplit("/", 1)[0]
+                    continue
+                st = os.lstat(f"{root}{where}/{part}")
+                if stat.S_ISLNK(st.st_mode):
+                    hops += 1
+                    if hops > 16:
+                        break
+                    target = os.readlink(f"{root}{where}/{part}")
+                    if target.startswith("/"):
+                        where = ""
+                    parts = target.split("/") + parts
+                    continue
+                where = f"{where}/{part}"
+            else:
+                st = os.stat(f"{root}{where}")
+                if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _record_id(store, project, want, cid):
@@ -564,8 +633,7 @@ def _replace(engine, store, project, want, info, notify):
         raise AgentshError(f"the new sandbox does not start ({e.message}); sandbox {name} is kept as it was",
                            e.fix or "fix the config (see docs/config.md), then run 'ab-up' again") from None
     engine.remove(old)
-    _after_create(engine, want, notify)
-    _record_id(store, project, want, cid)
+    _created(engine, store, project, want, cid, notify)
     return {"name": name, "id": cid, "project": project.root, "image": want.image, "state": RUNNING,
             "started": True}
 

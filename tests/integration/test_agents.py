@@ -49,8 +49,7 @@ def test_builtin_profiles_resolve_to_the_clis_in_the_default_image(default_image
             # no credentials stored: one line naming the import to run
             lines = [line for line in err.splitlines() if "ab-creds import" in line]
             assert len(lines) == 1, (name, err)
-            wanted = "claude" if name == "opencode" else name
-            assert f"run 'ab-creds import {wanted}'" in lines[0]
+            assert f"run 'ab-creds import {name}'" in lines[0]
         # aider is not in the default image: 127 and how to install it
         proc = agent(repo, "aider")
         assert proc.returncode == 127

@@ -17,9 +17,11 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
+from agentsh.policy.ports import stable_host_port
 from tests.conftest import GIT_IMAGE, TINY_IMAGE, ab, commit, git, git_init, tiny_image_tar
 from tests.docker import DEBIAN_CLIENT
 from tests.integration.test_network import Hello
+from tests.integration.test_ports import fetch, serve, status_ports
 
 pytestmark = pytest.mark.usefixtures("docker_env")
 
@@ -236,6 +238,33 @@ def test_a_docker_context_is_a_remote_engine_that_agentsh_finds_local(repo, dock
     assert warm.returncode == 0 and warm.stdout.decode().strip() == name, warm.stderr
 
 
+def test_ports_from_ab_up_and_forward_ports_are_published_and_reachable_from_the_host(repo, docker_env):
+    """`ab-up -p` and a trusted devcontainer.json's forwardPorts on Docker: bound to 127.0.0.1 on the stable host
+    port, answered by a server in the sandbox, kept by a later ab-up and a restart."""
+    (repo / ".devcontainer").mkdir()
+    (repo / ".devcontainer" / "devcontainer.json").write_text(f'{{"image": "{TINY_IMAGE}", "forwardPorts": [3000]}}')
+    ab("ab-allow", str(repo), check=True)
+    name = json.loads(ab("ab-up", str(repo), "-p", "8080", "--json", check=True).stdout)["name"]
+    web, forwarded = stable_host_port(str(repo), 8080), stable_host_port(str(repo), 3000)
+    bindings = docker_env.inspect(name)["HostConfig"]["PortBindings"]
+    assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(web)}],
+                        "3000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(forwarded)}]}, bindings
+    assert {(p["host"], p["container"]) for p in status_ports(repo)} == {(web, 8080), (forwarded, 3000)}
+    serve(repo, 8080)
+    serve(repo, 3000)
+    assert fetch(web) == b"hello-from-sandbox\n" and fetch(forwarded) == b"hello-from-sandbox\n"
+    first = docker_env.inspect(name)["Id"]
+    ab("ab-up", str(repo), check=True)
+    ab("ab-down", str(repo), check=True)
+    ab("ab-up", str(repo), check=True)
+    assert docker_env.inspect(name)["Id"] == first
+    serve(repo, 8080)
+    assert fetch(web) == b"hello-from-sandbox\n"
+    ab("ab-down", "--rm", str(repo), check=True)
+    with pytest.raises(AssertionError):
+        fetch(web, tries=3)  # the port is closed with the sandbox
+
+
 def test_concurrent_ups_make_one_container(repo, docker_env):
     procs = [subprocess.Popen(["ab-up", "--json"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(5)]
@@ -245,6 +274,73 @@ def test_concurrent_ups_make_one_container(repo, docker_env):
     listed = docker_env.docker("ps", "-aq", "--filter", f"label=io.agentsh.project={repo}").stdout.split()
     assert len(listed) == 1
 
+
+@pytest.mark.parametrize("exec_server", ["1", "0"])
+def test_rootless_docker_for_an_ordinary_user(rootless_user, rootless_docker, exec_server):
+    """Rootless Docker (dockerd-rootless.sh, the user's own daemon): its root is the user, so agentsh passes no
+    --user; files and the home are the user's, statuses and bytes as on Podman, egress proxy modes refused."""
+    env = {"DOCKER_HOST": rootless_docker.host, "AGENTSH_ENGINE": "docker", "AGENTSH_EXEC_SERVER": exec_server}
+    project = rootless_user.mkdir(f"work/rdock-{uuid.uuid4().hex[:8]}")
+    rootless_user.run("git", "init", "-q", str(project), check=True)
+
+    def run(*args, input=None, cwd=project):
+        return rootless_user.run("env", *(f"{k}={v}" for k, v in env.items()), *args, cwd=cwd, input=input)
+
+    try:
+        up = run("ab-up", "--json")
+        assert up.returncode == 0, up.stderr
+        name = json.loads(up.stdout)["name"]
+        info = rootless_docker.inspect(name)
+        assert info["State"]["Running"] and info["Config"]["User"] == "" and info["HostConfig"]["CapDrop"] == ["ALL"]
+        doctor = {c["name"]: c for c in json.loads(run("ab-doctor", "--json", "--no-run").stdout)}
+        assert "rootless" in doctor["engine"]["detail"], doctor["engine"]
+        sub = rootless_user.mkdir(f"{project.relative_to(rootless_user.home)}/sub")
+        proc = run("ab-exec", "--", "sh", "-c", "pwd; touch ../made.txt ~/.login && stat -c %u ~/.login; exit 7",
+                   cwd=sub)
+        assert proc.returncode == 7 and proc.stdout == f"{project}/sub\n0\n".encode(), proc.stderr
+        assert os.stat(project / "made.txt").st_uid == rootless_user.uid  # the container's root is the user
+        data = bytes(range(256)) * 64
+        assert run("ab-exec", "--", "cat", input=data).stdout == data
+        got = run("ab-exec", "-e", "SET_HERE=a b", "--", "sh", "-c", 'printf %s "$SET_HERE"')
+        assert got.stdout == b"a b", got.stderr
+        missing = run("ab-exec", "--", "no-such-program")
+        assert missing.returncode == 127
+        assert missing.stderr == b"ab-exec: no-such-program: command not found in the sandbox\n"
+        # a file credential: in the home's link, written back, not in inspect
+        token = f"RDOCK_TOKEN_{uuid.uuid4().hex[:8].upper()}"
+        secret = f"file-secret-{uuid.uuid4().hex}".encode()
+        rootless_user.run("ab-creds", "set", token, "--file", "/home/agent/.tool/token", "--writeback", input=secret,
+                          check=True)
+        try:
+            rootless_user.run("ab-creds", "grant", token, str(project), check=True)
+            got = run("ab-exec", "--", "sh", "-c", "cat ~/.tool/token; printf refreshed > ~/.tool/token")
+            assert got.returncode == 0 and got.stdout == secret, got.stderr
+            assert rootless_user.run("ab-creds", "get", token, check=True).stdout == b"refreshed"
+            assert secret not in rootless_docker.docker("container", "inspect", name).stdout
+        finally:
+            rootless_user.run("ab-creds", "rm", token)
+        rootless_docker.docker("rm", "-f", name)
+        back = run("ab-exec", "--", "echo", "back")
+        assert back.returncode == 0 and back.stdout == b"back\n" and b"created sandbox" in back.stderr, back.stderr
+        # The egress proxy's listener needs root over the sandbox's network namespace: refused, in one line.
+        refused = run("ab-up", "--network", "allow")
+        assert refused.returncode == 125 and refused.stderr.decode().count("\n") == 1, refused.stderr
+        assert b'network modes "allow" and "learn" need Podman' in refused.stderr
+        none = run("ab-exec", "--network", "none", "--", "sh", "-c", "tail -n +3 /proc/net/dev | cut -d: -f1")
+        assert none.returncode == 0 and none.stdout.split() == [b"lo"], none.stderr
+        if exec_server == "1":  # a published port: rootlesskit's port driver listens on the host
+            assert run("ab-up", "-p", "8080").returncode == 0
+            port = stable_host_port(str(project), 8080)
+            served = run("ab-exec", "--", "sh", "-c", "mkdir -p /tmp/www && echo hello-from-sandbox > "
+                         "/tmp/www/index.html && httpd -p 8080 -h /tmp/www")
+            assert served.returncode == 0, served.stderr
+            assert fetch(port) == b"hello-from-sandbox\n"
+        down = run("ab-down", "--rm", "--volumes", "--json")
+        assert down.returncode == 0 and json.loads(down.stdout) == [name], down.stderr
+        assert rootless_docker.docker("ps", "-aq", "--filter", f"name={name}").stdout == b""
+        assert rootless_docker.docker("volume", "ls", "-q", "--filter", f"name={name}").stdout == b""
+    finally:
+        run("ab-down", "--rm", "--volumes")
 
 def test_compose_siblings_need_docker_compose_and_say_so_in_one_line(repo, docker_env):
     """Docker runs siblings with `docker compose`; where the plugin is absent, one line and nothing made."""

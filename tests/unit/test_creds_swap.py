@@ -641,7 +641,8 @@ def test_an_oauth_login_arrives_with_placeholders_and_a_refresh_round_trip_keeps
         assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
         _exchange(port, trust, origin, f"GET /v1/messages HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer "
                                        f"{inside['accessToken']}\r\nConnection: close\r\n\r\n".encode())
-        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {ACCESS}"  # a request under way keeps working
+        # a command still holding the old placeholder keeps working: it stands for the new token now
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
         # the file the agent writes back (new placeholders) is sealed as the real one
         written = json.dumps({"claudeAiOauth": {"accessToken": got["access_token"],
                                                 "refreshToken": got["refresh_token"], "expiresAt": 2}}).encode()
@@ -746,3 +747,200 @@ def test_importers_and_set_oauth_bind_the_logins_to_their_providers(monkeypatch,
                            BOUND], input=b"{}", capture_output=True)
     assert proc.returncode == 0 and creds.find("L")["meta"]["bind_hosts"] == [BOUND]
     assert creds.find("L")["meta"]["format"] == oauth.CODEX
+
+
+# -- Gemini CLI's and opencode's logins; a refresh racing another command -------------------------------------
+
+G_ACCESS, G_REFRESH = "ya29.a0" + "G00gl3Acc3ss_" * 8, "1//0" + "G00gl3R3fr3sh-" * 6
+G_ID = "eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6ImFAYi5jIn0." + "s1gn4tur3" * 5
+G_NEW = "ya29.a0" + "N3wG00gl3_" * 9
+
+
+def _request(method, path, host, headers=(), body=b""):
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n" + "".join(f"{h}\r\n" for h in headers)
+    return (head + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+
+
+def test_a_gemini_cli_login_is_refreshed_at_googles_token_endpoint_through_placeholders(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    login = {"access_token": G_ACCESS, "refresh_token": G_REFRESH, "id_token": G_ID, "token_type": "Bearer",
+             "expiry_date": 1, "scope": "openid"}
+    proj, store = _login_granted(tmp_path, oauth.GEMINI, login, "/home/agent/.gemini/oauth_creds.json")
+    [f] = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print).files
+    inside = json.loads(f.value)
+    for k in ("access_token", "refresh_token", "id_token"):
+        assert login[k].encode() not in f.value and len(inside[k]) == len(login[k]) and inside[k] != login[k]
+    assert inside["id_token"].split(".")[:2] == G_ID.split(".")[:2] and inside["expiry_date"] == 1
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        host = f"{BOUND}:{origin.port}"
+        _exchange(port, trust, origin, _request("GET", "/v1internal:loadCodeAssist", host,
+                                                [f"Authorization: Bearer {inside['access_token']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {G_ACCESS}"
+        # Google answers a refresh with a new access token (and id token) only: the refresh token stays
+        origin.server.tokens = {"access_token": G_NEW, "expires_in": 3599, "token_type": "Bearer", "id_token": G_ID}
+        body = f"refresh_token={inside['refresh_token'].replace('/', '%2F')}&grant_type=refresh_token".encode()
+        head, answer = _exchange(port, trust, origin, _request(
+            "POST", "/token", host, ["Content-Type: application/x-www-form-urlencoded"], body))
+        assert origin.seen[-1]["body"] == f"refresh_token={G_REFRESH.replace('/', '%2F')}&grant_type=refresh_token"
+        got = json.loads(answer)
+        assert head.startswith(b"HTTP/1.1 200") and G_NEW.encode() not in answer and G_ID.encode() not in answer
+        assert got["access_token"].startswith("ya29.") and got["expires_in"] == 3599
+        stored = json.loads(creds.reveal(creds.find("LOGIN", proj)))
+        assert (stored["access_token"], stored["refresh_token"], stored["id_token"]) == (G_NEW, G_REFRESH, G_ID)
+        assert abs(stored["expiry_date"] / 1000 - (time.time() + 3599)) < 60
+        _exchange(port, trust, origin, _request("GET", "/v1beta/models", host,
+                                                [f"Authorization: Bearer {got['access_token']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {G_NEW}"
+    finally:
+        p.close()
+
+
+OC_ACCESS, OC_REFRESH = "sk-ant-oat01-" + "0pencod3Acc_" * 7, "sk-ant-ort01-" + "0pencod3R3f_" * 7
+OC_NEW_ACCESS, OC_NEW_REFRESH = "sk-ant-oat01-" + "0cN3wAcc3ss_" * 7, "sk-ant-ort01-" + "0cN3wR3fr3sh" * 7
+OC_OPENAI_KEY = "sk-proj-" + "0p3nA1k3y" * 6
+OC_LOGIN = {"anthropic": {"type": "oauth", "access": OC_ACCESS, "refresh": OC_REFRESH, "expires": 1},
+            "openai": {"type": "api", "key": OC_OPENAI_KEY}}
+
+
+def test_opencode_binds_each_providers_token_to_that_providers_hosts_and_header():
+    from agentsh.creds import oauth
+
+    data = json.dumps({**OC_LOGIN, "google": {"type": "api", "key": "AIza" + "g" * 35},
+                       "mine": {"type": "api", "key": "k" * 30}, "bad": "x"}).encode()
+    hosts = oauth.HOSTS[oauth.OPENCODE] + ("llm.example.com",)
+    made = oauth.bindings(oauth.OPENCODE, data, "OC", "global", hosts)
+    assert set(made) == {"OC#anthropic#access", "OC#anthropic#refresh", "OC#openai#key", "OC#google#key", "OC#mine#key"}
+    token, bound, where = made["OC#anthropic#access"]
+    assert token == OC_ACCESS and bound == list(oauth.HOSTS[oauth.CLAUDE]) and where["header"] == "authorization"
+    assert made["OC#anthropic#refresh"][2]["body"] and made["OC#anthropic#refresh"][2]["oauth"]["provider"] == "anthropic"
+    assert made["OC#openai#key"][1] == list(oauth.HOSTS[oauth.CODEX]) and made["OC#openai#key"][2]["header"] == "authorization"
+    assert made["OC#google#key"][1] == ["generativelanguage.googleapis.com"]
+    assert made["OC#google#key"][2]["header"] == "x-goog-api-key"
+    assert made["OC#mine#key"][1] == ["llm.example.com"]  # an unknown provider: the bound hosts no provider has
+    assert oauth.bindings(oauth.OPENCODE, data, "OC", "global", oauth.HOSTS[oauth.OPENCODE])["OC#mine#key"][1] == []
+    # bound elsewhere on purpose (a local stand-in): every known provider's token goes there
+    assert oauth.bindings(oauth.OPENCODE, data, "OC", "global", [BOUND])["OC#openai#key"][1] == [BOUND]
+    after = json.loads(oauth.answered(oauth.OPENCODE, data, {"access_token": "A" * 20, "refresh_token": "R" * 20,
+                                                             "expires_in": 10}, now=100, provider="anthropic"))
+    assert after["anthropic"] == {"type": "oauth", "access": "A" * 20, "refresh": "R" * 20, "expires": 110000}
+    assert after["openai"] == OC_LOGIN["openai"]
+
+
+def test_an_opencode_login_is_refreshed_through_placeholders_and_its_api_key_swapped(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    proj, store = _login_granted(tmp_path, oauth.OPENCODE, OC_LOGIN, "/home/agent/.local/share/opencode/auth.json")
+    [f] = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print).files
+    inside = json.loads(f.value)
+    assert all(v.encode() not in f.value for v in (OC_ACCESS, OC_REFRESH, OC_OPENAI_KEY))
+    assert inside["openai"]["key"].startswith("sk-proj-") and inside["anthropic"]["expires"] == 1
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        host = f"{BOUND}:{origin.port}"
+        _exchange(port, trust, origin, _request("GET", "/v1/models", host,
+                                                [f"Authorization: Bearer {inside['openai']['key']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {OC_OPENAI_KEY}"
+        origin.server.tokens = {"access_token": OC_NEW_ACCESS, "refresh_token": OC_NEW_REFRESH, "expires_in": 3600}
+        body = json.dumps({"grant_type": "refresh_token", "refresh_token": inside["anthropic"]["refresh"]}).encode()
+        _, answer = _exchange(port, trust, origin, _request("POST", "/v1/oauth/token", host,
+                                                            ["Content-Type: application/json"], body))
+        assert json.loads(origin.seen[-1]["body"])["refresh_token"] == OC_REFRESH
+        got = json.loads(answer)
+        assert OC_NEW_ACCESS.encode() not in answer and OC_NEW_REFRESH.encode() not in answer
+        stored = json.loads(creds.reveal(creds.find("LOGIN", proj)))
+        assert (stored["anthropic"]["access"], stored["anthropic"]["refresh"]) == (OC_NEW_ACCESS, OC_NEW_REFRESH)
+        assert stored["openai"] == OC_LOGIN["openai"]
+        # opencode writes the answer's (placeholder) tokens into its file: write-back seals the real ones
+        written = json.dumps({**inside, "anthropic": {"type": "oauth", "access": got["access_token"],
+                                                      "refresh": got["refresh_token"], "expires": 5}}).encode()
+        real = json.loads(oauth.real_file(oauth.OPENCODE, written, swap.read(store, proj.sandbox, creds.load_key())))
+        assert real["anthropic"] == {"type": "oauth", "access": OC_NEW_ACCESS, "refresh": OC_NEW_REFRESH, "expires": 5}
+        assert real["openai"]["key"] == OC_OPENAI_KEY
+    finally:
+        p.close()
+
+
+def test_a_refresh_racing_another_commands_delivery_loses_no_token(tmp_path, origin):
+    """An ab-exec reading the login while the proxy seals a refresh: never the old tokens over the new ones."""
+    from agentsh.creds import oauth
+
+    login = {"claudeAiOauth": {"accessToken": ACCESS, "refreshToken": REFRESH}}
+    proj, store = _login_granted(tmp_path, oauth.CLAUDE, login, "/home/agent/.claude/.credentials.json")
+    cfg = {"network": {"mode": "allow"}, "credentials": []}
+    first = json.loads(delivery.prepare(proj, cfg, store, print).files[0].value)["claudeAiOauth"]
+    key = creds.load_key()
+    meta = swap.read(store, proj.sandbox, key)["LOGIN#refresh"]["oauth"]
+    # the refresh lands between the second command's first read of the login and its placeholders
+    real_find, fired = creds.find, []
+
+    def find(name, project=None):
+        record = real_find(name, project)
+        if name == "LOGIN" and not fired:
+            fired.append(oauth.refreshed(store, proj.sandbox, key, meta,
+                                         {"access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH}))
+        return record
+
+    creds.find = find
+    try:
+        second = delivery.prepare(proj, cfg, store, print)
+    finally:
+        creds.find = real_find
+    entries = swap.read(store, proj.sandbox, key)
+    assert fired and (entries["LOGIN#access"]["value"], entries["LOGIN#refresh"]["value"]) == (NEW_ACCESS, NEW_REFRESH)
+    assert NEW_ACCESS.encode() not in second.files[0].value and second.files[0].real != json.dumps(login).encode()
+    seen = json.loads(second.files[0].value)["claudeAiOauth"]
+    assert seen["accessToken"] == fired[0][NEW_ACCESS]  # the second command got the new login's placeholders
+    # the first command's file (old placeholders) read back: the new tokens, not the old ones nor a placeholder
+    stale = json.dumps({"claudeAiOauth": {"accessToken": first["accessToken"], "refreshToken": first["refreshToken"],
+                                          "expiresAt": 3}}).encode()
+    back = json.loads(oauth.real_file(oauth.CLAUDE, stale, entries))["claudeAiOauth"]
+    assert (back["accessToken"], back["refreshToken"]) == (NEW_ACCESS, NEW_REFRESH)
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:  # and the first command's old placeholders still work, for the new token
+        _exchange(port, trust, origin, _request("GET", "/v1/messages", f"{BOUND}:{origin.port}",
+                                                [f"Authorization: Bearer {first['accessToken']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
+    finally:
+        p.close()
+
+
+def test_importers_bind_gemini_clis_and_opencodes_logins(monkeypatch, tmp_path):
+    from agentsh.creds import oauth
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    (tmp_path / ".gemini").mkdir()
+    (tmp_path / ".gemini" / "oauth_creds.json").write_text(json.dumps({"access_token": G_ACCESS}))
+    (tmp_path / "data" / "opencode").mkdir(parents=True)
+    (tmp_path / "data" / "opencode" / "auth.json").write_text(json.dumps(OC_LOGIN))
+    for source, name, fmt, hosts in (("gemini", "GEMINI_OAUTH", oauth.GEMINI, oauth.HOSTS[oauth.GEMINI]),
+                                     ("opencode", "OPENCODE_AUTH", oauth.OPENCODE,
+                                      oauth.HOSTS[oauth.CLAUDE] + oauth.HOSTS[oauth.CODEX])):
+        proc = subprocess.run(["ab-creds", "import", source, "--json"], capture_output=True)
+        assert proc.returncode == 0, proc.stderr
+        row = {r["name"]: r for r in json.loads(proc.stdout)}[name]
+        assert row["bind_hosts"] == list(hosts) and row["writeback"]
+        assert creds.find(name)["meta"]["format"] == fmt
+    assert creds.find("OPENCODE_AUTH")["meta"]["target"] == "/home/agent/.local/share/opencode/auth.json"
+
+
+def test_an_opencode_provider_bound_to_no_host_gets_a_placeholder_and_a_notice(tmp_path):
+    from agentsh.creds import oauth
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    login = {**OC_LOGIN, "mine": {"type": "api", "key": "m1n3" * 8}}  # a provider agentsh does not know
+    creds.put(store, "LOGIN", creds.GLOBAL, creds.meta(creds.FILE, "/home/agent/.local/share/opencode/auth.json",
+                                                       fmt=oauth.OPENCODE, writeback=True,
+                                                       bind_hosts=oauth.HOSTS[oauth.OPENCODE]),
+              json.dumps(login).encode())
+    creds.grant(store, proj, "LOGIN")
+    notes = []
+    [f] = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, notes.append).files
+    [note] = notes
+    assert "the token of mine is bound to no host" in note and "--bind-host" in note
+    assert b"m1n3m1n3" not in f.value and json.loads(f.value)["mine"]["key"] != login["mine"]["key"]
+    assert swap.read(store, proj.sandbox, creds.load_key())["LOGIN#mine#key"]["hosts"] == []

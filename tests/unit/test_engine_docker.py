@@ -226,3 +226,52 @@ def test_a_user_outside_the_docker_group_is_told_how_to_join_it(monkeypatch):
                          "dial unix /var/run/docker.sock: connect: permission denied", "ps")
     assert "may not use the Docker daemon at unix:///var/run/docker.sock" in error.message
     assert "usermod -aG docker" in error.fix
+
+
+def test_docker_is_rootless_when_its_socket_is_the_users_own(monkeypatch):
+    """dockerd-rootless.sh's socket belongs to its user, wherever XDG_RUNTIME_DIR is; a rootful one is root's."""
+    import socket
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir="/tmp") as d, socket.socket(socket.AF_UNIX) as s:  # (a path without
+        path = os.path.join(d, "docker.sock")  # "rootless" in it, which counts by itself)
+        s.bind(path)
+        if os.geteuid() == 0:
+            os.chown(path, 1000, 1000)
+        user = os.stat(path).st_uid
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+        monkeypatch.setattr(os, "geteuid", lambda: user)
+        assert Engine("docker", exe="docker").rootless is True
+        monkeypatch.setattr(os, "geteuid", lambda: user + 1)
+        assert Engine("docker", exe="docker").rootless is False
+        monkeypatch.setattr(os, "geteuid", lambda: 0)
+        assert Engine("docker", exe="docker").rootless is False  # root: never "its own" daemon
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    assert Engine("docker", exe="docker").rootless is True
+
+
+def test_sh_is_looked_for_inside_the_containers_root(tmp_path):
+    """The check that replaces an exec on local Docker: symlinks resolve inside the root, never on the host."""
+    from agentsh.sandbox.lifecycle import _has_sh
+
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "bin").mkdir()
+    os.symlink("/usr/bin/env", root / "bin/sh")  # the host has /usr/bin/env; this root does not
+    assert not _has_sh(str(root))
+    (root / "usr/bin/env").write_text("")
+    assert not _has_sh(str(root))  # not executable
+    os.chmod(root / "usr/bin/env", 0o755)
+    assert _has_sh(str(root))
+    other = tmp_path / "merged"
+    (other / "usr/bin").mkdir(parents=True)
+    os.symlink("usr/bin", other / "bin")  # merged /usr, and a relative link up and back
+    os.symlink("../../usr/bin/dash", other / "usr/bin/sh")
+    assert not _has_sh(str(other))
+    (other / "usr/bin/dash").write_text("")
+    os.chmod(other / "usr/bin/dash", 0o755)
+    assert _has_sh(str(other))
+    loop = tmp_path / "loop"
+    (loop / "bin").mkdir(parents=True)
+    os.symlink("sh", loop / "bin/sh")
+    assert not _has_sh(str(loop))

@@ -132,7 +132,7 @@ def test_the_sweep_removes_this_runs_things_and_a_marked_user(monkeypatch, tmp_p
     assert set(root.images()) == {"i2", "i4"}  # the test image and the new unnamed layer went
     assert ["system", "reset", "-f"] in user.calls
     assert ["userdel", "-r", "agentsh-test"] in ran
-    assert swept == ["container ab-repo-1", "volume ab-repo-1-home", "volume agentsh-cache-npm"]
+    assert swept == ["container ab-repo-1 (project t0/repo)", "volume ab-repo-1-home", "volume agentsh-cache-npm"]
 
 
 def test_the_sweep_of_a_run_that_was_not_alone_touches_only_what_is_surely_its_own(monkeypatch, tmp_path):
