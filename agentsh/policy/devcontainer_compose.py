@@ -39,7 +39,7 @@ from agentsh.base.safefs import read_project_file
 from agentsh.base.state import atomic_write
 from agentsh.policy.devcontainer_args import RUN_FLAGS, run_args
 from agentsh.policy.devcontainer_vars import Resolved, _inside, _printable
-from agentsh.policy.values import ENV_NAME, check_image
+from agentsh.policy.values import ENV_NAME, check_image, control_character
 
 TYPE_CHECKING = False  # typing stays off the hot paths
 if TYPE_CHECKING:
@@ -849,13 +849,17 @@ class Applier:
                 out["depends_on"] = _depends(svc)
             elif key == "labels":
                 labels = {k: str(v) for k, v in _as_map(value, f"{where}.labels").items()
-                          if v is not None and not str(k).startswith("io.agentsh")}
+                          if v is not None and not str(k).startswith("io.agentsh") and LABEL.fullmatch(str(k))}
                 if labels:
                     out["labels"] = labels
             elif key in ("command", "entrypoint"):
                 out[key] = value if isinstance(value, str) else _argv(value, False, f"{where}.{key}")
             elif key in SIBLING_KEYS:
-                out[key] = value
+                why = _sibling_value(key, value)
+                if why:
+                    dev.not_applied.append((label, why))
+                else:
+                    out[key] = value
             elif key == "ports":
                 dev.ignored.append((label, f"the sandbox reaches it as {name}:PORT; forwardPorts \"{name}:PORT\" "
                                     "publishes one on host loopback"))
@@ -881,8 +885,9 @@ class Applier:
         for i, entry in enumerate(value):
             vol = _volume(entry, f"{where}.volumes")
             shown = f"services.{name}.volumes[{i}] {_printable(entry if isinstance(entry, str) else vol['target'])}"
-            if not vol["target"].startswith("/"):
-                raise Refused(f"{where}.volumes: {_printable(entry)!r} names no absolute target")
+            if not vol["target"].startswith("/") or any(c in vol["target"] for c in ":,") \
+                    or control_character(vol["target"]):
+                raise Refused(f"{where}.volumes: {_printable(entry)!r} names no absolute target (without ':' or ',')")
             if vol["type"] == "bind":
                 host = os.path.realpath(os.path.join(self.proj.dir, vol["source"]))
                 git = os.path.join(dev.root, ".git")
@@ -909,6 +914,31 @@ class Applier:
             else:
                 dev.not_applied.append((shown, "only bind, volume and tmpfs mounts"))
         return out
+
+
+WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")  # a signal, a size
+LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,127}")
+USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+
+
+def _sibling_value(key: str, value: object) -> str:
+    """Why a sibling's value is not passed on ("" when it is): values the compose tool turns into engine flags."""
+    if key == "user":
+        return "" if isinstance(value, (str, int)) and USER.fullmatch(str(value)) else "not a user name or uid[:gid]"
+    if key == "working_dir":
+        return "" if isinstance(value, str) and value.startswith("/") and not control_character(value) else \
+            "not an absolute path"
+    if key in ("stop_signal", "shm_size"):
+        return "" if isinstance(value, (str, int)) and WORD.fullmatch(str(value)) else "not a single word"
+    if key == "tmpfs":
+        items = [value] if isinstance(value, str) else value
+        ok = isinstance(items, list) and all(isinstance(t, str) and t.startswith("/") and not control_character(t)
+                                              for t in items)
+        return "" if ok else "entries must be absolute paths"
+    if key == "healthcheck":
+        return "" if isinstance(value, dict) and all(isinstance(v, (str, int, float, bool, list)) for v in
+                                                      value.values()) else "must be a mapping"
+    return ""
 
 
 def _depends(svc: dict) -> list[str]:

@@ -453,3 +453,17 @@ def test_a_warm_check_asks_proc_not_the_engine():
     store.write(layout.compose_record("ab-x"), {"hash": "h1", "siblings": dead})
     assert not compose.warm(store, "ab-x", "h1")  # crashed (or pid reused): started again
     assert compose.warm(store, "ab-x", "h1", local=False)  # a remote engine's pid means nothing here
+
+
+@pytest.mark.parametrize("key, value", [("user", "--privileged"), ("working_dir", "-w"), ("stop_signal", "--x y"),
+                                        ("shm_size", "-1"), ("tmpfs", ["relative"]), ("healthcheck", "x")])
+def test_a_siblings_values_cannot_become_engine_flags(tmp_path, key, value):
+    d = project(tmp_path, {"compose.yml": json.dumps({"services": {"app": {"image": "x"},
+                                                                   "db": {"image": "pg", key: value}}})})
+    assert key not in d.siblings["db"] and f"services.db.{key}" in dict(d.not_applied)
+
+
+def test_a_siblings_volume_target_holds_no_mount_options(tmp_path):
+    d = project(tmp_path, {"compose.yml": json.dumps({"services": {"app": {"image": "x"}, "db": {
+        "image": "pg", "volumes": [{"type": "volume", "source": "v", "target": "/d:z,rw"}]}}})})
+    assert d.siblings == {} and "without ':' or ','" in d.notices()[0]
