@@ -215,3 +215,32 @@ def test_rootless_siblings_are_reached_by_name_and_removed(rootless_user):
 def _as(user, *args):
     proc = user.run("podman", *args)
     return SimpleNamespace(returncode=proc.returncode, stdout=proc.stdout.decode(), stderr=proc.stderr.decode())
+
+
+def test_rootless_siblings_under_an_allowlist(rootless_user):
+    """Rootless Podman, mode "allow": the sibling by name on the internal network, a denied name refused."""
+    repo = rootless_user.mkdir(f"work/compose-allow-{uuid.uuid4().hex[:8]}")
+    rootless_user.run("git", "init", "-q", str(repo), check=True)
+    for rel, text in (("compose.yml", COMPOSE), (".devcontainer/devcontainer.json", json.dumps(DEVCONTAINER)),
+                      ("www/index.html", "hello-sibling\n"),
+                      (".agentsh.toml", '[network]\nmode = "allow"\nallow = ["allowed.example"]\n')):
+        rootless_user.run("mkdir", "-p", str((repo / rel).parent), check=True)
+        rootless_user.run("sh", "-c", f"cat > {repo / rel}", input=text.encode(), check=True)
+    user_podman = lambda *a, check=False: _as(rootless_user, *a)  # noqa: E731
+    sandbox = None
+    try:
+        rootless_user.run("ab-allow", str(repo), check=True)
+        up = rootless_user.run("ab-up", "--json", str(repo), check=True)
+        sandbox = json.loads(up.stdout)["name"]
+        out = rootless_user.run("ab-exec", "--", "sh", "-c", FETCH, cwd=repo, check=True)
+        assert out.stdout == b"hello-sibling\n"
+        denied = rootless_user.run("ab-exec", "--", "sh", "-c",
+                                   'printf "GET http://denied.example.org/ HTTP/1.0\\r\\n\\r\\n" | nc -w 5 127.0.0.1 3128'
+                                   ' | head -1; echo | nc -w 3 1.1.1.1 80; echo status=$?', cwd=repo)
+        assert denied.stdout.startswith(b"HTTP/1.1 403") and b"status=1" in denied.stdout, denied.stdout
+    finally:
+        rootless_user.run("ab-down", "--rm", "--volumes", str(repo))
+        if sandbox:
+            assert siblings_of(sandbox, user_podman) == {}
+            assert user_podman("network", "exists", f"{sandbox}-int").returncode != 0
+        rootless_user.run("rm", "-rf", str(repo))
