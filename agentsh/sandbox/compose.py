@@ -360,12 +360,13 @@ def _remove_containers(engine, sandbox):
 
 
 def down(engine, store, sandbox, remove=False, volumes=False):
-    """Stop a sandbox's siblings (kept with shutdownAction "none"), or remove them, their network and files."""
+    """Stop a sandbox's siblings (kept with shutdownAction "none" or "stopContainer"), or remove them, their
+    network and files."""
     record = _record(store, sandbox)
     if not record and not remove:
         return
     if not remove:
-        if record.get("shutdown") != "none":
+        if record.get("shutdown") not in ("none", "stopContainer"):  # those stop the sandbox's container only
             ids = _containers(engine, sandbox)
             if ids:
                 engine.call("stop", "-t", "5", *ids, check=False)

@@ -467,3 +467,24 @@ def test_a_siblings_volume_target_holds_no_mount_options(tmp_path):
     d = project(tmp_path, {"compose.yml": json.dumps({"services": {"app": {"image": "x"}, "db": {
         "image": "pg", "volumes": [{"type": "volume", "source": "v", "target": "/d:z,rw"}]}}})})
     assert d.siblings == {} and "without ':' or ','" in d.notices()[0]
+
+
+@pytest.mark.parametrize("shutdown, stopped", [("stopCompose", True), ("none", False), ("stopContainer", False)])
+def test_ab_down_stops_the_siblings_as_shutdown_action_says(shutdown, stopped):
+    from agentsh.base import layout
+    from agentsh.base.state import Store
+    from agentsh.sandbox import compose
+
+    calls = []
+
+    class Engine:
+        def call(self, *args, check=True):
+            calls.append(args[0])
+            return 0, "c1\n" if args[0] == "ps" else "", ""
+
+    store = Store()
+    store.write(layout.compose_record("ab-x"), {"hash": "h", "shutdown": shutdown, "siblings": {}})
+    compose.down(Engine(), store, "ab-x")
+    assert ("stop" in calls) == stopped
+    compose.down(Engine(), store, "ab-x", remove=True)
+    assert "rm" in calls and store.read(layout.compose_record("ab-x")) is None
