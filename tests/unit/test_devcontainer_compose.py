@@ -488,3 +488,14 @@ def test_ab_down_stops_the_siblings_as_shutdown_action_says(shutdown, stopped):
     assert ("stop" in calls) == stopped
     compose.down(Engine(), store, "ab-x", remove=True)
     assert "rm" in calls and store.read(layout.compose_record("ab-x")) is None
+
+
+def test_the_text_dry_run_names_the_service_and_siblings(tmp_path):
+    from agentsh.cli.up import render_plan
+
+    d = siblings_dev(tmp_path)
+    plan = {"sandbox": "ab-x", "project": str(tmp_path), "build": None, "image": "x", "pull": False, "user": None,
+            "env": [], "env_per_command": [], "mounts": [], "ports": [], "lifecycle": {}, "wait_for": None,
+            "not_applied": [], "ignored": [], "devcontainer": d.plan()}
+    text = render_plan(plan)
+    assert "service  app (the sandbox; compose files" in text and "sibling  db (port 5432 on host loopback)" in text
