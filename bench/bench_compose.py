@@ -140,6 +140,7 @@ def main():
             quiet([os.path.join(BIN, "ab-down"), "--rm", "--volumes", repo_dir], env)
             quiet([podman, "volume", "rm", "-f", f"{name}-home"])
         raw_clear()
+        quiet([podman, "network", "rm", "-f", "agentsh-bench-raw_default"])  # what podman-compose made for it
         shutil.rmtree(tmp, ignore_errors=True)
     warm_stats = {k: summary(v) for k, v in samples.items()}
     cold_stats = {k: summary(v) for k, v in cold.items()}
