@@ -3,7 +3,7 @@
 
 # mmdebstrap makes the image's Debian base without root when no registry answers
 # (debootstrap does it as root); jq is in the README's tour.
-SYSTEM_PACKAGES="podman runc uidmap slirp4netns fuse-overlayfs catatonit busybox-static debootstrap mmdebstrap git jq iptables iproute2"
+SYSTEM_PACKAGES="podman podman-compose runc uidmap slirp4netns fuse-overlayfs catatonit busybox-static debootstrap mmdebstrap git jq iptables iproute2"
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"

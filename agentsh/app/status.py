@@ -65,7 +65,7 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
               "on_enter": None, "sandbox": None, "state": None, "credentials": [],
               "hook": "off" if disabled(environ) else "on", "inside_sandbox": environ.get(SANDBOX_ENV) or None,
               "ports": [], "error": None, "widens": None, "stale": None, "apply": None, "exec": None,
-              "devcontainers": [], "devcontainer": None}
+              "devcontainers": [], "devcontainer": None, "siblings": []}
     try:
         proj = project.find(directory)
     except AgentshError as e:
@@ -113,6 +113,10 @@ def status_report(directory=None, store=None, engine=True, environ=None, deep=Tr
             report["error"] = report["error"] or (
                 f"sandbox {proj.sandbox} exists only in the engine's storage (an interrupted ab-up); "
                 "run 'ab-up' (it removes and remakes it) or 'ab-down --rm'")
+        if os.path.exists(store.path(layout.compose_record(proj.sandbox))):  # a compose-based devcontainer's
+            from agentsh.sandbox import compose  # lazy: only for a sandbox with compose siblings
+
+            report["siblings"] = compose.siblings(eng, proj.sandbox)
         if info:
             report["stale"], report["exec"] = _staleness(proj, cfg, eng, info)
             if report["stale"]:  # how to bring the sandbox in line with the config

@@ -54,6 +54,20 @@ def worktree_lock(repo_id: str) -> str:
     return f"wt-{repo_id}"
 
 
+COMPOSE = "compose"  # a compose-based devcontainer's siblings (sandbox.compose)
+COMPOSE_PARSED = "compose-parsed"  # compose files' YAML parsed, by the hash of their bytes (policy.devcontainer_compose)
+
+
+def compose_record(sandbox: str) -> str:
+    """The siblings of a sandbox: compose project, network, file hash, containers and their init pids."""
+    return f"{COMPOSE}/{sandbox}.json"
+
+
+def compose_dir(sandbox: str) -> str:
+    """The compose file agentsh writes for a sandbox's siblings, and the sandbox's hosts file naming them."""
+    return f"{COMPOSE}/{sandbox}"
+
+
 def sandbox_record(sandbox: str) -> str:
     """Spec hash, ports, init pid and creation time of a sandbox (sandbox.lifecycle)."""
     return f"{SANDBOXES}/{sandbox}.json"

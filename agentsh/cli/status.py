@@ -74,6 +74,9 @@ def render(report):
         names = ", ".join(f"{d['name']}{' (in use)' if d['path'] == used else ''}" for d in report["devcontainers"])
         lines.append(f"{'devcontainer':<12} {names}" + ("" if used else " (none in use: choose with --devcontainer "
                                                           "NAME or config devcontainer)"))
+    for i, sib in enumerate(report.get("siblings") or ()):
+        ports = f", {sib['ports']}" if sib.get("ports") else ""
+        lines.append(f"{'siblings' if i == 0 else '':<12} {sib['service']} ({sib['container']}, {sib['state']}{ports})")
     if report.get("widens") is not None:
         from agentsh.policy.config import widen_lines  # lazy: only for the text report
 

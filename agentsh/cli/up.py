@@ -160,6 +160,15 @@ def render_plan(plan):
             lines.append((label, argv[2] if argv[:2] == ["/bin/sh", "-c"] and len(argv) == 3 else " ".join(argv)))
     if plan["wait_for"]:
         lines.append(("waitFor", plan["wait_for"]))
+    compose = (plan.get("devcontainer") or {}).get("compose_plan")
+    if compose:
+        lines.append(("service", f"{compose['service']} (the sandbox; compose files "
+                                 f"{', '.join(compose['files'])})"))
+        if compose["command"]:
+            lines.append(("command", " ".join(compose["command"]) + " (in the background at each start)"))
+        for name in compose["siblings"]:
+            ports = [p.split(":", 1)[1] for p in compose["forward_ports"] if p.split(":", 1)[0] == name]
+            lines.append(("sibling", name + (f" (port {', '.join(ports)} on host loopback)" if ports else "")))
     for item in plan["not_applied"]:
         lines.append(("not applied", f"{item['property']}: {item['why']}"))
     for item in plan["ignored"]:

@@ -498,6 +498,11 @@ def widened(layer: Mapping[str, Any], dev: Devcontainer | None = None, build: di
         "build": build,
         "features": [{"id": f.id, "source": f.ref, "files": len(f.files), "registry": f.oci is not None}
                      for f in (dev.features if dev else ())],
+        "siblings": [{"service": name, "image": svc["image"],
+                      "mounts": [f"{v['source']} -> {v['target']}" for v in svc.get("volumes", ())
+                                 if v["type"] == "bind"],
+                      "ports": [p for s, p in (dev.sibling_ports if dev else ()) if s == name]}
+                     for name, svc in sorted((dev.siblings if dev else {}).items())],
     }
 
 
@@ -531,6 +536,11 @@ def widen_lines(w: Mapping[str, Any]) -> list[tuple[str, str]]:
                 else f"{f['files']} files")
         lines.append(("feature", f"{show(f['source'])} ({what}): its install.sh runs as root in a build "
                                  "layer, with network access"))
+    for sib in w.get("siblings", ()):
+        mounts = f", host mounts {', '.join(sib['mounts'])}" if sib["mounts"] else ""
+        ports = f", host loopback ports for {', '.join(map(str, sib['ports']))}" if sib["ports"] else ""
+        lines.append(("sibling", f"{sib['service']}: image {sib['image']}{mounts}{ports} (compose service, runs "
+                                 "alongside the sandbox)"))
     b = w["build"]
     if b:
         args = f", build args {', '.join(b['args'])}" if b["args"] else ""

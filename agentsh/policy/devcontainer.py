@@ -186,15 +186,27 @@ class Devcontainer:
         self.host_requirements = {}
         self.workdir = workspace
         self.compose = any(k in data for k in COMPOSE)
-        if self.compose:
-            self._compose(data)
-            return
+        # compose (agentsh.policy.devcontainer_compose): the files read, the service, its siblings
+        self.compose_files, self.service, self.siblings, self.sibling_ports = [], None, {}, []
+        self.service_command, self.shutdown, self.compose_dir, self._compose_binds = None, None, None, []
         handled = set()
+        if self.compose:
+            from agentsh.policy import devcontainer_compose  # lazy: PyYAML, only for a compose-based file
+
+            if not devcontainer_compose.apply(self, data):
+                return
+            handled = {*COMPOSE, "shutdownAction", "overrideCommand"}
+            for key in ("image", "build", "dockerFile", "dockerfile", "context", "workspaceMount"):
+                if key in data:
+                    handled.add(key)
+                    self.not_applied.append((key, f"the sandbox is the compose service {self.service}"
+                                             if key != "workspaceMount" else
+                                             f"agentsh mounts the project at its own path, {self.root}"))
         for key, handler in self._handlers():
-            if key in data:
+            if key in data and key not in handled:
                 handled.add(key)
                 handler(data[key], data)
-        if "build" not in data and ("dockerFile" in data or "dockerfile" in data or "context" in data):
+        if not self.compose and "build" not in data and ("dockerFile" in data or "dockerfile" in data or "context" in data):
             self._build(None, data)
         handled |= {"dockerFile", "dockerfile", "context"} & set(data)
         for key in data:
@@ -464,7 +476,13 @@ class Devcontainer:
             raise ConfigError(f"{where} must be a list")
         for p in value:
             port = _port(p, where)
-            if port is None:
+            sibling = str(p).rpartition(":")[0] if isinstance(p, str) else ""
+            if port is None and sibling in self.siblings:
+                number = int(str(p).rpartition(":")[2])
+                if (sibling, number) not in self.sibling_ports:
+                    self.sibling_ports.append((sibling, number))
+                self.info.append(f"{key} {_printable(p)}: published on host loopback for the sibling {sibling}")
+            elif port is None:
                 self.not_applied.append((f"{key} {_printable(p)}", "a port of another host or service"))
             elif port not in self.ports:
                 self.ports.append(port)
@@ -543,6 +561,9 @@ class Devcontainer:
     def _workspace_folder(self, value: object, data: dict) -> None:
         where = _key(self.path, "workspaceFolder")
         folder = os.path.normpath(str(self.sub(value, where))) if isinstance(value, str) and value else ""
+        for target, host in self._compose_binds:  # a compose bind of the project: its own path here
+            if folder == target or folder.startswith(target.rstrip("/") + "/"):
+                folder = os.path.normpath(host + folder[len(target):])
         if folder == self.root or folder.startswith(self.root.rstrip("/") + "/"):
             self.workdir = folder
             self.honoured.append("workspaceFolder")
@@ -622,22 +643,12 @@ class Devcontainer:
             return out
         raise ConfigError(f"{where} must be a string, a list or an object")
 
-    def _compose(self, data: dict) -> None:
-        files = data.get("dockerComposeFile")
-        shown = ", ".join(map(_printable, files)) if isinstance(files, list) else _printable(files)
-        why = ("agentsh does not run Docker Compose services yet, so nothing of this file is applied: "
-               "the sandbox uses your config's image")
-        self.not_applied.append((f"dockerComposeFile {shown}", why))
-        for key in data:
-            if key != "dockerComposeFile":
-                self.not_applied.append((_printable(key), "with it"))
-
     # -- what callers read --------------------------------------------------------------
 
     def files(self) -> list[str]:
         """Every file that shapes what runs: trust is taken over all of them."""
         return [self.path] + ([self.dockerfile] if self.dockerfile else []) + (
-            [self.lock_file] if self.lock_file else [])
+            [self.lock_file] if self.lock_file else []) + [p for p, _ in self.compose_files]
 
     def registry_features(self) -> bool:
         """Whether a feature comes from a registry (then its lock file counts too)."""
@@ -681,6 +692,11 @@ class Devcontainer:
             "config": self.config or None,
             "name": self.name,
             "compose": self.compose,
+            "compose_plan": None if not self.service else {
+                "files": [p for p, _ in self.compose_files], "service": self.service,
+                "siblings": sorted(self.siblings), "shutdown_action": self.shutdown,
+                "forward_ports": [f"{s}:{p}" for s, p in self.sibling_ports],
+                "command": list(self.service_command) if self.service_command else None},
             "image": self.image,
             "build": None if not self.dockerfile else {
                 "dockerfile": self.dockerfile, "context": self.context, "args": sorted(self.build_args),

@@ -141,6 +141,8 @@ def cover(anchor_path: str, data: bytes | None = None, choice: str | None = None
         except ConfigError as e:
             out.error = e  # its own bytes are still covered; loading it says what is wrong
         else:
+            # compose files, their .env and env_files: the bytes the Devcontainer was read from
+            out.files += out.devcontainer.compose_files
             if out.devcontainer.dockerfile:
                 out.files.append((out.devcontainer.dockerfile, _read_or_none(out.devcontainer.dockerfile)))
             for feature in out.devcontainer.features:  # the bytes read once, which a build installs
@@ -174,7 +176,7 @@ def _cover_lock(out: Covered, dc_path: str) -> None:
 
 
 def covered_files(anchor_path: str) -> list[str]:
-    """Files besides the anchor that the trust hash covers: devcontainer.json and its Dockerfile."""
+    """Files besides the anchor that the trust hash covers: devcontainer.json, its Dockerfile, its compose files."""
     try:
         return cover(anchor_path).paths()
     except AgentshError:

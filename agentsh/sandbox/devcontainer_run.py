@@ -65,6 +65,8 @@ def resolve_late_env(engine, want):
 def run(engine, want, names, notify):
     """Run the named lifecycle commands of `want` (a Spec) in order; an AgentshError when one fails."""
     steps = [(n, want.lifecycle[n]) for n in ORDER if n in names and want.lifecycle.get(n)]
+    if "postStartCommand" in names and getattr(want, "service_command", None):
+        start_service_command(engine, want, notify)
     if not steps:
         return
     env = None
@@ -84,6 +86,14 @@ def run(engine, want, names, notify):
             _run_one(engine, want, name, label, argv, host, notify)
         else:
             _run_parallel(engine, want, name, jobs, notify)
+
+
+def start_service_command(engine, want, notify):
+    """A compose service's command/entrypoint, in the background: the keep-alive stays agentsh's exec server."""
+    log = "/tmp/agentsh-service.log"
+    notify(f"service command: {shown(want.service_command)} (in the background; output in {log} inside)")
+    cmd = _command(engine, want, want.service_command, frozenset())
+    engine.call("exec", "-d", "-w", want.workdir, want.name, "sh", "-c", f'exec "$@" > {log} 2>&1', "sh", *cmd)
 
 
 def _command(engine, want, argv, host):

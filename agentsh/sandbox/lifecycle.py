@@ -135,6 +135,11 @@ def up(project, cfg, engine, store, recreate=False, notify=None, publish=None, a
     lockdown.prepare_host(project, cfg)
     gitbridge.install_lib()  # before the spec, which names what it holds (one stat when installed)
     topo = gittopo.recorded(store, project, again=recreate)
+    dev = getattr(cfg, "devcontainer", None)
+    if dev is not None and dev.siblings and "image" not in cfg.flag_keys:
+        from agentsh.sandbox import compose  # lazy: only for a compose-based devcontainer with siblings
+
+        compose.up(project, cfg, engine, store, dev, notify or (lambda msg: None), force=recreate)  # makes the network
     record = _up_container(project, cfg, engine, store, recreate, notify, publish, topo)
     network.attach(project, cfg, engine, store, notify)
     dev = getattr(cfg, "devcontainer", None)
@@ -706,6 +711,8 @@ def down(engine, names, remove=False, volumes=(), store=None):
     """Stop (and remove) sandboxes; returns the names acted on."""
     done = []
     for name in names:
+        siblings = store is not None and (os.path.exists(store.path(layout.compose_record(name)))
+                                          or os.path.isdir(store.path(layout.compose_dir(name))))
         if remove:
             engine.remove(name)
             if store is not None:
@@ -714,8 +721,15 @@ def down(engine, names, remove=False, volumes=(), store=None):
         else:
             try:
                 engine.stop(name)
+                stopped = True
             except NoSuchContainer:
-                continue
+                stopped = False
+        if siblings:  # after the sandbox: the network they share goes only once neither is on it
+            from agentsh.sandbox import compose  # lazy: only for a sandbox with compose siblings
+
+            compose.down(engine, store, name, remove=remove, volumes=name + "-home" in volumes)
+        if not remove and not stopped:
+            continue
         done.append(name)
     if remove and not engine.is_podman:  # Docker: the volumes mounting a lockdown overlay (the upper dir stays)
         from agentsh.policy.lockdown import OVERLAY_VOLUME  # lazy: re and the rules; only for ab-down --rm

@@ -324,6 +324,10 @@ def build(project, cfg, engine, inputs, publish=()):
         args.append("--pull=never")
     args += user_args
     net_args, net_env = network.run_args(cfg)  # none / allow / learn: loopback only (+ proxy env)
+    if dev is not None and dev.siblings and "image" not in cfg.flag_keys:
+        from agentsh.sandbox import compose  # lazy: only for a compose-based devcontainer with siblings
+
+        net_args = compose.sandbox_net_args(project, cfg, net_args)  # on the siblings' network
     args += net_args
     iso_args, runtime = isolation.run_args(cfg, engine, cfg["network"]["mode"],
                                            ssh_agent="SSH_AUTH_SOCK" in inputs.secrets[1])
@@ -396,6 +400,9 @@ def build(project, cfg, engine, inputs, publish=()):
     out.workdir = dev.workdir if dev is not None else root
     out.late_env = dict(dev.late_env) if dev is not None else {}
     out.exec_env = {} if dev is None or locked else dict(dev.exec_env)
+    out.service_command = dev.service_command if dev is not None else None
+    if out.service_command:  # a compose service's own command: started with each start (devcontainer_run)
+        out.lifecycle.setdefault("postStartCommand", [])
     return out
 
 

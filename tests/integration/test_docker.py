@@ -341,3 +341,24 @@ def test_rootless_docker_for_an_ordinary_user(rootless_user, rootless_docker, ex
         assert rootless_docker.docker("volume", "ls", "-q", "--filter", f"name={name}").stdout == b""
     finally:
         run("ab-down", "--rm", "--volumes")
+
+def test_compose_siblings_need_docker_compose_and_say_so_in_one_line(repo, docker_env):
+    """Docker runs siblings with `docker compose`; where the plugin is absent, one line and nothing made."""
+    (repo / ".devcontainer").mkdir()
+    (repo / ".devcontainer" / "devcontainer.json").write_text(
+        json.dumps({"dockerComposeFile": "../compose.yml", "service": "app"}))
+    (repo / "compose.yml").write_text(f"services:\n  app: {{image: {TINY_IMAGE}}}\n"
+                                      f"  web: {{image: {TINY_IMAGE}, command: [httpd, -f, -p, '8080']}}\n")
+    ab("ab-allow", cwd=repo, check=True)
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    up = ab("ab-up", "--json", cwd=repo, timeout=300)
+    try:
+        if plugin:
+            assert up.returncode == 0, up.stderr
+            assert sh(repo, "echo | nc -w 3 web 8080; echo $?").returncode == 0
+        else:
+            assert up.returncode != 0 and b"docker compose" in up.stderr and b"Traceback" not in up.stderr
+            name = json.loads(ab("ab-status", "--json", cwd=repo, check=True).stdout)["sandbox"]
+            assert docker_env.docker("container", "inspect", name, check=False).returncode != 0
+    finally:
+        ab("ab-down", "--rm", cwd=repo)

@@ -35,6 +35,9 @@ def project(tmp_path, name):
             {"id": feature, "options": {"version": {"type": "string", "default": "1"}},
              **({"installsAfter": ["./lint"]} if feature == "tools" else {})}))
         (folder / "install.sh").write_text("#!/bin/sh\necho installing\n")
+    compose = os.path.join(CORPUS, "compose", name[:-len(".json")])  # the compose files a compose-based one names
+    if os.path.isdir(compose):
+        shutil.copytree(compose, root, dirs_exist_ok=True)
     return root
 
 
@@ -115,7 +118,19 @@ EXPECTED = {
                                              "host_values": []}]},
         "ignored": [{"property": "customizations", "why": "editor settings"}]},
     "python-django-compose.json": {
-        "compose": True, "image": None, "user": None, "ports": [], "lifecycle": {}},
+        "compose": True, "image": None, "user": "vscode", "ports": ["8000"], "workdir": "{root}",
+        "build": {"dockerfile": "{root}/.devcontainer/Dockerfile", "context": "{root}", "args": [], "target": None,
+                  "cache_from": [], "options": []},
+        "compose_plan": {"files": ["{root}/docker-compose.yml", "{root}/.devcontainer/docker-compose.extend.yml",
+                                   "{root}/.devcontainer/db.env"],
+                         "service": "web", "siblings": ["db"], "shutdown_action": "stopCompose",
+                         "forward_ports": ["db:5432"], "command": ["/bin/sh", "-c", "sleep infinity"]},
+        "lifecycle": {"postCreateCommand": [{"name": None, "argv": ["/bin/sh", "-c", "pip install -r requirements.txt"],
+                                             "host_values": []}]},
+        "not_applied": [{"property": "services.web.cap_add SYS_PTRACE",
+                         "why": "adds capabilities; config cap_add is yours to set"},
+                        {"property": "services.web.security_opt seccomp:unconfined",
+                         "why": "loosens the sandbox's confinement (seccomp, AppArmor, SELinux, no-new-privileges)"}]},
     "node-pnpm-volume.json": {
         "image": "mcr.microsoft.com/devcontainers/javascript-node:20", "user": "node",
         "mounts": [{"type": "volume", "source": "app-node_modules", "target": "{root}/node_modules", "readonly": False}]},
@@ -178,3 +193,19 @@ def test_expected_plans(tmp_path, name, monkeypatch, own_cache):
     for f in want.get("features", ()):
         f.pop("digest", None), f.pop("resolved", None)
     assert {k: plan[k] for k in want} == want
+
+
+COMPOSED = {"elixir-compose.json": ("elixir", ["db"]), "kotlin-compose-postgres.json": ("app", ["db"]),
+            "node-compose-mongo.json": ("app", ["db"]), "python-django-compose.json": ("web", ["db"]),
+            "ruby-rails-compose.json": ("rails-app", ["postgres", "redis", "selenium"])}
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSED))
+def test_compose_files_make_the_service_the_sandbox(tmp_path, name, own_cache):
+    """With their compose files the compose-based ones apply: the service is the sandbox, the rest siblings."""
+    root = project(tmp_path, name)
+    d, _ = load(root)
+    assert (d.service, sorted(d.siblings)) == COMPOSED[name]
+    assert d.image or d.dockerfile
+    assert d.workdir == str(root)  # /app, /workspaces/app: the project at its own path
+    assert not [w for w, _ in d.not_applied if w.startswith("workspaceFolder")]

@@ -217,7 +217,7 @@ def test_ab_status_json_keys_and_prompt(tmp_path):
     out = json.loads(ab("ab-status", "--json", "--no-engine", str(proj), check=True).stdout)
     assert set(out) == {"directory", "project", "project_file", "trust", "reason", "on_enter", "sandbox", "state",
                         "credentials", "hook", "inside_sandbox", "ports", "error", "widens", "stale", "apply",
-                        "exec", "devcontainers", "devcontainer"}
+                        "exec", "devcontainers", "devcontainer", "siblings"}
     assert out["sandbox"] == project.find(str(proj)).sandbox
     assert ab("ab-status", "--prompt", str(proj), check=True).stdout == b"ab:blocked\n"
     assert ab("ab-status", "--prompt", str(tmp_path), check=True).stdout == b""
