@@ -302,7 +302,9 @@ def rootless_user(engine_ready):
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to a test user; as a non-root user the whole suite is rootless")
     if subprocess.run(["id", ROOTLESS_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", ROOTLESS_USER], check=True)
+        # "*": no password matches, and unlike useradd's "!" the account is not locked, so a private sshd lets
+        # it in with a key (tests/integration/test_remote_engine.py)
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", "-p", "*", ROOTLESS_USER], check=True)
         trace.mark_user_made(ROOTLESS_USER)  # so the last run to end removes it (tests/trace.py)
     elif trace.left_by_an_earlier_suite(ROOTLESS_USER):
         trace.mark_user_made(ROOTLESS_USER)  # made by a suite that did not remove it: this run does

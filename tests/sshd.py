@@ -45,6 +45,8 @@ class Sshd:
         self.port = free_port()
         self.key = self.dir / "client_key"
         self.home = self.dir / "home"  # the client's HOME: its ~/.ssh/known_hosts names this daemon's key
+        # where an ordinary user's key is looked for, relative to their home (sshd reads it as that user)
+        self.user_keys = f".ssh/agentsh-test-keys-{self.port}"
         self.proc = None
         self.made_privsep = False
 
@@ -61,7 +63,7 @@ class Sshd:
 ListenAddress 127.0.0.1:{self.port}
 HostKey {self.dir}/host_key
 PidFile {self.dir}/sshd.pid
-AuthorizedKeysFile {self.dir}/authorized_keys
+AuthorizedKeysFile {self.dir}/authorized_keys {self.user_keys}
 AuthenticationMethods publickey
 PasswordAuthentication no
 KbdInteractiveAuthentication no

@@ -211,6 +211,24 @@ def _docker_context() -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _rootless_address(host: str) -> bool:
+    """Whether an engine address names a rootless engine: a path under /run/user/ or naming "rootless", a
+    Unix socket the (non-root) user running us owns, or an ssh:// login as someone other than root (an
+    ordinary user's own Podman or Docker is rootless)."""
+    if "/run/user/" in host or "rootless" in host or _own_socket(host):
+        return True
+    if host.startswith("ssh://"):
+        import getpass  # lazy: only for an ssh:// address, off the local engine's hot path
+        from urllib.parse import urlsplit  # lazy: as above
+
+        try:
+            login = urlsplit(host).username or getpass.getuser()
+        except (ValueError, KeyError, OSError):
+            return False
+        return login != "root"
+    return False
+
+
 def _own_socket(host: str) -> bool:
     """Whether DOCKER_HOST names a Unix socket that the (non-root) user running us owns."""
     if not host.startswith("unix://") or os.geteuid() == 0:
@@ -281,19 +299,20 @@ class Engine:
     def rootless(self) -> bool:
         """Rootless engines map the user's uid into the container themselves.
 
-        Podman run by a non-root user is rootless (unless it talks to a remote
-        service); Docker is rootless when its socket is the user's own: a
-        DOCKER_HOST socket file a non-root user owns (what dockerd-rootless.sh
-        makes, wherever XDG_RUNTIME_DIR is), or an address naming
-        /run/user/ or "rootless". A rootful daemon's socket is root's.
+        Local Podman run by a non-root user is rootless. A remote Podman
+        (CONTAINER_HOST) or Docker (DOCKER_HOST) is rootless when its address
+        says so: a socket file a non-root user owns (what dockerd-rootless.sh
+        and `podman system service` make, wherever XDG_RUNTIME_DIR is), an
+        address naming /run/user/ or "rootless", or an ssh:// login as a user
+        other than root. A rootful daemon's socket is root's.
         Decided without an engine call, since `ab-up` needs it on its hot path.
         """
         if self._rootless is None:
-            if self.is_podman:
-                self._rootless = os.geteuid() != 0 and not os.environ.get("CONTAINER_HOST")
+            host = os.environ.get("CONTAINER_HOST" if self.is_podman else "DOCKER_HOST", "")
+            if self.is_podman and not host:
+                self._rootless = os.geteuid() != 0
             else:
-                host = os.environ.get("DOCKER_HOST", "")
-                self._rootless = "/run/user/" in host or "rootless" in host or _own_socket(host)
+                self._rootless = _rootless_address(host)
         return self._rootless
 
     @property

@@ -292,3 +292,76 @@ def test_the_private_sshd_leaves_nothing_running(tmp_path):
     assert left == [], "a process of the daemon or its client is left"
     assert not daemon.dir.exists() and sshd.PRIVSEP.exists() == had_privsep
     assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_an_ordinary_user_reaches_their_rootless_podman_over_ssh(rootless_user, ssh_daemon):
+    """The usual remote case: a user's own rootless Podman on a server, reached over SSH as that user."""
+    import uuid
+
+    user = rootless_user
+    with open("/etc/shadow") as f:
+        if any(line.startswith(f"{user.name}:!") for line in f):
+            pytest.skip(f"{user.name}'s account is locked ('!' in /etc/shadow): sshd lets no key in; the suite makes "
+                        "its own user unlocked")
+    key = user.home / f".ab-ssh-key-{uuid.uuid4().hex[:8]}"
+    shutil.copyfile(ssh_daemon.key, key)
+    os.chown(key, user.uid, user.gid)
+    os.chmod(key, 0o600)
+    dot_ssh = user.home / ".ssh"
+    made_dot_ssh = not dot_ssh.exists()
+    dot_ssh.mkdir(mode=0o700, exist_ok=True)
+    os.chown(dot_ssh, user.uid, user.gid)
+    authorized = user.home / ssh_daemon.user_keys
+    authorized.write_bytes((ssh_daemon.dir / "client_key.pub").read_bytes())
+    os.chown(authorized, user.uid, user.gid)
+    known = dot_ssh / "known_hosts"
+    old_known = known.read_bytes() if known.exists() else None
+    known.write_bytes((old_known or b"") + (ssh_daemon.home / ".ssh" / "known_hosts").read_bytes())
+    os.chown(known, user.uid, user.gid)
+    sock = user.runtime_dir / f"ab-ssh-{uuid.uuid4().hex[:8]}.sock"
+    service = subprocess.Popen(user.argv("podman", "system", "service", "--time=0", f"unix://{sock}"),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    repo = user.mkdir(f"work/ssh-{uuid.uuid4().hex[:8]}")
+    user.run("git", "init", "-q", str(repo), check=True)
+    remote = ("env", f"CONTAINER_HOST={ssh_daemon.url(sock, user=user.name)}", f"CONTAINER_SSHKEY={key}")
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.1)
+        assert sock.exists(), "the user's podman system service made no socket"
+        up = user.run(*remote, "ab-up", "--json", str(repo))
+        assert up.returncode == 0 and up.stderr == b"", up.stderr
+        name = json.loads(up.stdout)["name"]
+        assert (ssh_daemon.dir / "sshd.log").read_text(errors="replace").count(
+            f"Accepted publickey for {user.name}") > 0  # it went through the daemon, as the user
+        info = json.loads(user.run("podman", "container", "inspect", name, check=True).stdout)[0]
+        assert info["State"]["Running"]
+        proc = user.run(*remote, "sh", "-c", f'cd "{repo}" && ab-exec -- sh -c "echo made > f; cat f; exit 3"')
+        assert proc.returncode == 3, proc.stderr
+        assert proc.stdout == b"made\n", (proc.stdout, proc.stderr)
+        made = repo / "f"
+        assert made.read_text() == "made\n"
+        assert (made.stat().st_uid, made.stat().st_gid) == (user.uid, user.gid)  # the user's own file on the host
+        down = user.run(*remote, "ab-down", "--rm", "--json", str(repo))
+        assert down.returncode == 0 and json.loads(down.stdout) == [name], down.stderr
+        assert user.run("podman", "container", "exists", name).returncode == 1
+    finally:
+        user.run("ab-down", "--rm", "--volumes", str(repo))
+        service.terminate()
+        try:
+            service.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
+        user.run("pkill", "-f", f"system service --time=0 unix://{sock}")
+        user.run("rm", "-rf", str(repo))
+        key.unlink(missing_ok=True)
+        sock.unlink(missing_ok=True)
+        authorized.unlink(missing_ok=True)
+        if made_dot_ssh:
+            shutil.rmtree(dot_ssh)
+        elif old_known is None:
+            known.unlink()
+        else:
+            known.write_bytes(old_known)

@@ -275,3 +275,29 @@ def test_sh_is_looked_for_inside_the_containers_root(tmp_path):
     (loop / "bin").mkdir(parents=True)
     os.symlink("sh", loop / "bin/sh")
     assert not _has_sh(str(loop))
+
+
+@pytest.mark.parametrize("host, rootless", [
+    ("ssh://alice@server/run/user/1000/podman/podman.sock", True),
+    ("ssh://alice@server:2222/home/alice/podman.sock", True),  # an ordinary user's own engine
+    ("ssh://root@server/run/podman/podman.sock", False),
+    ("ssh://root@server:22/var/run/docker.sock", False),
+    ("tcp://server:2375", False),
+    ("unix:///run/podman/podman.sock", False),
+])
+@pytest.mark.parametrize("name", ["podman", "docker"])
+def test_a_remote_engine_is_rootless_when_its_address_says_so(monkeypatch, host, rootless, name):
+    """A remote engine's kind is read off its address with no engine call: an ssh:// login as someone other
+    than root reaches that user's own, rootless, engine (the sandbox then maps the user's uid itself)."""
+    monkeypatch.setenv("CONTAINER_HOST" if name == "podman" else "DOCKER_HOST", host)
+    assert Engine(name, exe=name).rootless is rootless
+
+
+def test_an_ssh_address_without_a_login_is_the_local_users(monkeypatch):
+    import getpass
+
+    monkeypatch.setenv("CONTAINER_HOST", "ssh://server/run/podman/podman.sock")
+    monkeypatch.setattr(getpass, "getuser", lambda: "root")
+    assert Engine("podman", exe="podman").rootless is False
+    monkeypatch.setattr(getpass, "getuser", lambda: "alice")
+    assert Engine("podman", exe="podman").rootless is True
