@@ -211,21 +211,27 @@ def _docker_context() -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _rootless_address(host: str) -> bool:
-    """Whether an engine address names a rootless engine: a path under /run/user/ or naming "rootless", a
-    Unix socket the (non-root) user running us owns, or an ssh:// login as someone other than root (an
-    ordinary user's own Podman or Docker is rootless)."""
-    if "/run/user/" in host or "rootless" in host or _own_socket(host):
+ROOTFUL_SOCKETS = ("/run/podman/", "/var/run/podman/", "/run/docker.sock", "/var/run/docker.sock")
+
+
+def _rootless_address(host: str, own_socket: bool) -> bool:
+    """Whether an engine address names a rootless engine: a path under /run/user/ or naming "rootless", an
+    ssh:// login as someone other than root to a socket outside the rootful engines' places (an ordinary
+    user's own Podman or Docker is rootless), or, with `own_socket` (Docker: dockerd-rootless.sh's socket is
+    its user's; a rootful Podman service's socket may be handed to a user), a Unix socket the (non-root)
+    user running us owns."""
+    if "/run/user/" in host or "rootless" in host or (own_socket and _own_socket(host)):
         return True
     if host.startswith("ssh://"):
         import getpass  # lazy: only for an ssh:// address, off the local engine's hot path
         from urllib.parse import urlsplit  # lazy: as above
 
         try:
-            login = urlsplit(host).username or getpass.getuser()
+            parts = urlsplit(host)
+            login = parts.username or getpass.getuser()
         except (ValueError, KeyError, OSError):
             return False
-        return login != "root"
+        return login != "root" and not parts.path.startswith(ROOTFUL_SOCKETS)
     return False
 
 
@@ -312,7 +318,7 @@ class Engine:
             if self.is_podman and not host:
                 self._rootless = os.geteuid() != 0
             else:
-                self._rootless = _rootless_address(host)
+                self._rootless = _rootless_address(host, own_socket=not self.is_podman)
         return self._rootless
 
     @property

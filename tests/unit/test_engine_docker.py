@@ -282,6 +282,8 @@ def test_sh_is_looked_for_inside_the_containers_root(tmp_path):
     ("ssh://alice@server:2222/home/alice/podman.sock", True),  # an ordinary user's own engine
     ("ssh://root@server/run/podman/podman.sock", False),
     ("ssh://root@server:22/var/run/docker.sock", False),
+    ("ssh://alice@server/run/podman/podman.sock", False),  # root's engine, its socket opened to alice
+    ("ssh://alice@server/var/run/docker.sock", False),
     ("tcp://server:2375", False),
     ("unix:///run/podman/podman.sock", False),
 ])
@@ -296,8 +298,21 @@ def test_a_remote_engine_is_rootless_when_its_address_says_so(monkeypatch, host,
 def test_an_ssh_address_without_a_login_is_the_local_users(monkeypatch):
     import getpass
 
-    monkeypatch.setenv("CONTAINER_HOST", "ssh://server/run/podman/podman.sock")
+    monkeypatch.setenv("CONTAINER_HOST", "ssh://server/home/alice/podman.sock")
     monkeypatch.setattr(getpass, "getuser", lambda: "root")
     assert Engine("podman", exe="podman").rootless is False
     monkeypatch.setattr(getpass, "getuser", lambda: "alice")
     assert Engine("podman", exe="podman").rootless is True
+
+
+def test_a_podman_socket_the_user_owns_is_not_taken_as_rootless(monkeypatch, tmp_path):
+    """A rootful Podman service's socket handed to a user stays rootful (keep-id would be refused there)."""
+    sock = tmp_path / "podman.sock"
+    sock.write_text("")
+    monkeypatch.setenv("CONTAINER_HOST", f"unix://{sock}")
+    monkeypatch.setattr(os, "geteuid", lambda: sock.stat().st_uid if sock.stat().st_uid else 1000)
+    if sock.stat().st_uid == 0:
+        os.chown(sock, 1000, 1000)
+    assert Engine("podman", exe="podman").rootless is False
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{sock}")
+    assert Engine("docker", exe="docker").rootless is True
