@@ -262,11 +262,19 @@ def sweep(before, user, marker, basetemp, exclusive):
             if volume.startswith(SANDBOX_VOLUME_PREFIXES + TEST_VOLUME_PREFIXES) and \
                     root("volume", "rm", volume).returncode == 0:
                 swept.append(f"volume {volume}")
-        left = None
+        left, forced = None, False
         while True:  # build layers go leaf first: repeat while that removes something
             images = root.images()
             doomed = sorted(n for names in images.values() for n in names if n.startswith(TEST_IMAGE_PREFIXES))
             doomed += sorted(i for i, names in images.items() if not names and i not in before.images)
+            if doomed and doomed == left and not forced:
+                # A container left only in storage (a recreate killed half-way) holds a test image, and no
+                # other run is active: force the suite's own images, with what holds them
+                forced = True
+                stuck = [n for n in doomed if n.startswith(TEST_IMAGE_PREFIXES)]
+                if stuck:
+                    root("rmi", "-f", *stuck)
+                    continue
             if not doomed or doomed == left:
                 break
             left = doomed

@@ -155,3 +155,23 @@ def test_the_sweep_of_a_run_that_was_not_alone_touches_only_what_is_surely_its_o
     trace.sweep(before, "agentsh-test", "/tmp/pytest-1", "/tmp/pytest-1", exclusive=False)
     assert root.calls == [["rm", "-f", "-t", "0", "c1"]] and set(root.images()) == {"i1"}
     assert user.calls == [] and ran == []  # another run may be using them
+
+
+def test_a_test_image_held_by_a_storage_only_container_is_forced_out(monkeypatch):
+    """A recreate killed half-way can leave a container only in storage: a plain rmi cannot remove the image."""
+
+    class Held(FakePodman):
+        def __call__(self, *args):
+            if args[0] == "rmi" and "-f" not in args:
+                self.calls.append(list(args))
+                return subprocess.CompletedProcess(args, 2, "", "image is in use by a container")
+            return super().__call__(*[a for a in args if a != "-f"])
+
+    root = Held(images={"i1": {"localhost/agentsh-test-tiny:latest"}, "i2": {"localhost/keep:1"}})
+    monkeypatch.setattr(trace, "Podman", lambda: root)
+    monkeypatch.setattr(trace, "uid_of", lambda user: None)
+    monkeypatch.setattr(trace, "processes", lambda uid, marker: {})
+    before = trace.Footprint(images={"i2": {"localhost/keep:1"}})
+    trace.sweep(before, "agentsh-test", "/tmp/pytest-1", "/tmp/pytest-1", exclusive=True)
+    assert set(root.images()) == {"i2"}  # forced, and only the suite's own image
+    assert ["rmi", "localhost/agentsh-test-tiny:latest"] in root.calls
