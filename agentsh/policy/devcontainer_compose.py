@@ -101,6 +101,9 @@ SIBLING_KEYS = {"image", "command", "entrypoint", "environment", "working_dir", 
                 "depends_on", "volumes", "tmpfs", "stop_signal", "labels", "shm_size"}
 
 
+SHARED_VOLUME = "an external or named engine volume is shared beyond this project"
+
+
 class Refused(Exception):
     """The compose files cannot be honoured: `why` is the one line, and nothing of them is applied."""
 
@@ -756,10 +759,8 @@ class Applier:
                                   "readonly": str(vol["readonly"]).lower()}, entry, where, i)
             elif vol["type"] == "volume":
                 name = vol["source"]
-                decl = self.proj.volumes.get(name) if name else None
-                if name and isinstance(decl, dict) and (decl.get("external") or decl.get("name")):
-                    dev.not_applied.append((shown, "an external or named engine volume is shared beyond this "
-                                            "project"))
+                if self.shared_volume(name):
+                    dev.not_applied.append((shown, SHARED_VOLUME))
                     continue
                 dev._mount_entry({"type": "volume", "source": name, "target": vol["target"],
                                   "readonly": str(vol["readonly"]).lower()}, entry, where, i)
@@ -877,6 +878,11 @@ class Applier:
                 dev.not_applied.append((_printable(label), UNKNOWN))
         return out
 
+    def shared_volume(self, name: str | None) -> bool:
+        """Whether the compose file declares volume `name` external or with an engine name of its own."""
+        decl = self.proj.volumes.get(name) if name else None
+        return isinstance(decl, dict) and bool(decl.get("external") or decl.get("name"))
+
     def sibling_volumes(self, name: str, value: object, where: str) -> list[dict]:
         dev = self.dev
         if not isinstance(value, list):
@@ -901,10 +907,8 @@ class Applier:
                 out.append({"type": "bind", "source": host, "target": vol["target"], "readonly": vol["readonly"]})
             elif vol["type"] == "volume":
                 src = vol["source"]
-                decl = self.proj.volumes.get(src) if src else None
-                if src and isinstance(decl, dict) and (decl.get("external") or decl.get("name")):
-                    dev.not_applied.append((shown, "an external or named engine volume is shared beyond this "
-                                            "project"))
+                if self.shared_volume(src):
+                    dev.not_applied.append((shown, SHARED_VOLUME))
                     continue
                 if src and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", src):
                     raise Refused(f"{where}.volumes: {_printable(src)!r} is not a volume name")
