@@ -269,9 +269,13 @@ def _derive(secret: str, params: Mapping[str, Any]) -> bytes:
                           p=params["p"], maxmem=256 * params["n"] * params["r"] + (1 << 20), dklen=KEY_BYTES)
 
 
-def create_key(with_passphrase: bool = False) -> bytes:
-    """Make the cache's key (random file, or passphrase parameters); error if one exists."""
-    if key_mode() is not None:
+def create_key(with_passphrase: bool = False, exist_ok: bool = False) -> bytes:
+    """Make the cache's key (random file, or passphrase parameters); error if one exists.
+
+    With exist_ok (a first use), a key another process made meanwhile is the
+    one loaded: _publish lets the first writer win.
+    """
+    if not exist_ok and key_mode() is not None:
         raise CredentialError(f"the credential cache already has a key in {paths.config_dir()}",
                               "remove creds.key or creds.passphrase.json (and every record) to start over")
     if with_passphrase:
@@ -319,7 +323,7 @@ def load_key(create: bool = False) -> bytes:
     if not create:
         raise CredentialError(f"the credential key is missing from {paths.config_dir()}",
                               "restore creds.key (or creds.passphrase.json); without it no record can be opened")
-    return create_key(with_passphrase=bool(os.environ.get(PASSPHRASE_ENV)))
+    return create_key(with_passphrase=bool(os.environ.get(PASSPHRASE_ENV)), exist_ok=True)
 
 
 # -- sealing ---------------------------------------------------------------
