@@ -87,4 +87,15 @@ def test_a_killed_proxy_is_replaced_and_connections_made_meanwhile_are_judged_by
 
 
 def children_gone(pid):
-    return not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split(") ")[1][0] == "Z"
+    """The process is gone or a zombie whose every thread has exited.
+
+    A killed leader shows Z while its other threads may still be on their
+    way out, holding the fds (an acceptor among them); only once the task
+    list is down to the leader is nothing of it left to take a connection.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            zombie = f.read().split(") ")[1][0] == "Z"
+        return zombie and len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except FileNotFoundError:
+        return True
