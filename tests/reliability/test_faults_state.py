@@ -110,7 +110,7 @@ def test_full_dir(sandbox_env, isolated_dirs, repo, var):
         assert proc.returncode == 0, proc.stderr
         assert ab("ab-exec", "--", "echo", "ok", cwd=repo).stdout == b"ok\n"
     finally:
-        ab("ab-down", "--rm", str(repo))
+        ab("ab-down", "--rm", "--volumes", str(repo))
         unmount(root)
 
 
@@ -125,7 +125,7 @@ def test_read_only_dir(sandbox_env, isolated_dirs, repo, var):
     finally:
         unmount(root)
     assert ab("ab-up", "--recreate", str(repo)).returncode == 0
-    ab("ab-down", "--rm", str(repo))
+    ab("ab-down", "--rm", "--volumes", str(repo))
 
 
 def test_rootless_read_only_state_dir(rootless_user):
