@@ -12,6 +12,7 @@ import os
 
 from agentsh.base.errors import EngineError
 from agentsh.base.paths import state_dir
+from agentsh.host import connection
 
 TYPE_CHECKING = False  # typing costs milliseconds to import, on ab-exec's path
 if TYPE_CHECKING:
@@ -194,23 +195,6 @@ COMPAT_OPT_OUT = "AGENTSH_ENGINE_COMPAT"  # "0": never apply the compatibility s
 COMPAT_MARKER = "engine-compat"  # in the state dir: this host's Podman needs them (the podman path inside)
 
 
-def _docker_context() -> str | None:
-    """The context `docker context use` made current (DOCKER_CONFIG or ~/.docker), or None."""
-    path = os.path.join(os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 20)
-    except OSError:
-        return None
-    if b"currentContext" not in data:  # the common case: no json import on the hot path
-        return None
-    try:
-        value = _json_loads(data).get("currentContext")
-    except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, str) and value else None
-
-
 ROOTFUL_SOCKETS = ("/run/podman/", "/var/run/podman/", "/run/docker.sock", "/var/run/docker.sock")
 
 
@@ -265,6 +249,7 @@ class Engine:
         self._exe = exe
         self.runner = runner or subprocess_runner
         self._rootless = rootless
+        self._through: list[tuple[str, str] | None] = []  # [podman's connection] once read
         self.compat = False  # whether the compatibility settings are in force for this process
         if name == "podman" and runner is None and not os.environ.get("CONTAINERS_CONF") \
                 and os.environ.get(COMPAT_OPT_OUT) != "0" and os.path.exists(_compat_marker()):
@@ -316,10 +301,18 @@ class Engine:
         if self._rootless is None:
             host = os.environ.get("CONTAINER_HOST" if self.is_podman else "DOCKER_HOST", "")
             if self.is_podman and not host:
-                self._rootless = os.geteuid() != 0
+                through = self._podman_connection()
+                host = through[1] if through else ""
+                self._rootless = _rootless_address(host, own_socket=False) if host else os.geteuid() != 0
             else:
                 self._rootless = _rootless_address(host, own_socket=not self.is_podman)
         return self._rootless
+
+    def _podman_connection(self) -> tuple[str, str] | None:
+        """The connection podman goes through without CONTAINER_HOST (connection.podman_connection), once."""
+        if not self._through:
+            self._through.append(connection.podman_connection())
+        return self._through[0]
 
     @property
     def is_local(self) -> bool:
@@ -335,19 +328,19 @@ class Engine:
     def remote(self) -> str | None:
         """Where the engine is when it is reached through a connection, else None (the engine of this host).
 
-        Podman: CONTAINER_HOST (what `podman --url` sets) or CONTAINER_CONNECTION
-        (a `podman system connection` name). Docker: a DOCKER_HOST other than a
-        Unix socket, DOCKER_CONTEXT, or the current context `docker context use`
+        Podman: CONTAINER_HOST (what `podman --url` sets), CONTAINER_CONNECTION
+        (a `podman system connection` name), or containers.conf's `remote = true`
+        with its default connection. Docker: a DOCKER_HOST other than a Unix
+        socket, DOCKER_CONTEXT, or the current context `docker context use`
         chose (in ~/.docker/config.json). No engine call: it is on ab-exec's path.
         """
         if self.is_podman:
-            return os.environ.get("CONTAINER_HOST") or (
-                f"connection {os.environ['CONTAINER_CONNECTION']}" if os.environ.get("CONTAINER_CONNECTION")
-                else None)
+            through = self._podman_connection()
+            return os.environ.get("CONTAINER_HOST") or (through[0] if through else None)
         host = os.environ.get("DOCKER_HOST")
         if host:
             return None if host.startswith("unix://") else host
-        context = os.environ.get("DOCKER_CONTEXT") or _docker_context()
+        context = os.environ.get("DOCKER_CONTEXT") or connection.docker_context()
         return f"context {context}" if context and context != "default" else None
 
     # -- plumbing -------------------------------------------------------

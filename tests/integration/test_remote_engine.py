@@ -172,7 +172,14 @@ def through_ssh(how, daemon, service, tmp_path, monkeypatch):
     with open(conf, "a") as f:
         f.write(f'\n[engine.service_destinations.abtest]\nuri = "{url}"\nidentity = "{daemon.key}"\n')
     monkeypatch.setenv("CONTAINERS_CONF", str(conf))
-    monkeypatch.setenv("CONTAINER_CONNECTION", "abtest")
+    if how == "default":  # `podman system connection default abtest` and `remote = true`: no variable at all
+        text = conf.read_text()
+        keys = 'remote = true\nactive_service = "abtest"\n'
+        conf.write_text(text.replace("[engine]\n", "[engine]\n" + keys, 1) if "[engine]\n" in text
+                        else f"[engine]\n{keys}{text}")
+        monkeypatch.delenv("CONTAINER_CONNECTION", raising=False)
+    else:
+        monkeypatch.setenv("CONTAINER_CONNECTION", "abtest")
     return "connection abtest"
 
 
@@ -180,7 +187,7 @@ def ssh_logins(daemon):
     return (daemon.dir / "sshd.log").read_text(errors="replace").count("Accepted publickey for root")
 
 
-@pytest.mark.parametrize("how", ["url", "connection"])
+@pytest.mark.parametrize("how", ["url", "connection", "default"])
 def test_up_exec_and_down_work_over_ssh(repo, ssh_daemon, tmp_path, monkeypatch, how):
     srv = Service(tmp_path)
     try:
@@ -208,11 +215,15 @@ def test_up_exec_and_down_work_over_ssh(repo, ssh_daemon, tmp_path, monkeypatch,
         srv.stop()
 
 
-def test_a_project_the_engine_cannot_see_over_ssh_is_refused_in_one_line(repo, ssh_daemon, tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["url", "default"])
+def test_a_project_the_engine_cannot_see_over_ssh_is_refused_in_one_line(repo, ssh_daemon, tmp_path, monkeypatch,
+                                                                         how):
+    """Also with no variable at all (containers.conf's `remote = true`): the podman command goes remote by
+    itself, and agentsh must know it, or it would take the engine for this host's and mount what it cannot see."""
     (repo / "only-here.txt").write_text("x\n")
     hidden = Service(tmp_path, hide=repo)
     try:
-        url = through_ssh("url", ssh_daemon, hidden, tmp_path, monkeypatch)
+        url = through_ssh(how, ssh_daemon, hidden, tmp_path, monkeypatch)
         proc = ab("ab-up", cwd=repo)
         err = proc.stderr.decode()
         assert proc.returncode == 125 and err.count("\n") == 1, err
