@@ -28,6 +28,7 @@ back into the values (real_file) before it is sealed.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from agentsh.creds import swap
@@ -36,6 +37,7 @@ from agentsh.creds import vault as creds
 TYPE_CHECKING = False  # typing stays off the paths that import this module
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
+    from typing import Any
 
     from agentsh.base.state import Store
 
@@ -67,7 +69,35 @@ PROVIDERS = {  # opencode's provider ids -> (their hosts, the header of an API k
 }
 HOSTS[OPENCODE] = tuple(dict.fromkeys(h for hosts, _ in PROVIDERS.values() for h in hosts))
 ANSWER = {ACCESS: "access_token", REFRESH: "refresh_token", ID: "id_token"}  # OAuth 2.0 token response keys
+LOGIN_HOSTS = {  # the token endpoints' hosts where the agents log in, and the login's format (captured())
+    "console.anthropic.com": CLAUDE, "platform.claude.com": CLAUDE, "auth.openai.com": CODEX,
+    "oauth2.googleapis.com": GEMINI,
+}
+LOGIN_HOSTS_ENV = "AGENTSH_LOGIN_HOSTS"  # more of them, HOST=FORMAT,... (a gateway standing in for a provider)
+FORMAT_NAMES = {"claude": CLAUDE, "codex": CODEX, "gemini": GEMINI}
 SEP = "#"  # placeholder entries are named CREDENTIAL#role (opencode: CREDENTIAL#provider#role)
+
+
+def login_hosts(extra: str | None = None) -> dict[str, str]:
+    """{host: format} of the token endpoints where a login made inside a sandbox is captured.
+
+    `extra` (default: AGENTSH_LOGIN_HOSTS, set on the host, never read from
+    the sandbox) adds HOST=claude|codex|gemini pairs, comma-separated;
+    malformed pairs are ignored.
+    """
+    found = dict(LOGIN_HOSTS)
+    for pair in (os.environ.get(LOGIN_HOSTS_ENV, "") if extra is None else extra).split(","):
+        host, _, name = pair.strip().partition("=")
+        if host and name.strip() in FORMAT_NAMES:
+            found[host.strip().lower()] = FORMAT_NAMES[name.strip()]
+    return found
+
+
+def captured_meta(fmt: str, host: str) -> dict[str, Any]:
+    """What refreshed() takes for a login made inside the sandbox at `host`: its tokens go to the provider's
+    hosts and to that one (a gateway named in AGENTSH_LOGIN_HOSTS serves the API too)."""
+    return {"credential": fmt.removesuffix("-oauth") + "-login", "scope": swap.CAPTURED_SCOPE, "format": fmt,
+            "hosts": list(dict.fromkeys([*HOSTS[fmt], host]))}
 
 
 def is_oauth(fmt: str | None) -> bool:
@@ -229,7 +259,9 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
     """A token endpoint answered a refresh made with `meta`'s credential: seal, re-placeholder.
 
     `meta` is a placeholder entry's "oauth" part (credential, scope,
-    format, and for opencode the provider). The new tokens are sealed into
+    format, and for opencode the provider), or captured_meta(): a login
+    made inside the sandbox, whose tokens live in the sandbox's record only.
+    The new tokens are sealed into
     the stored file (a removed credential stays removed) and get
     placeholders of their own in the sandbox's record, each replaced one
     kept as retired (it stands for the new value from now on: a request
@@ -247,7 +279,7 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
         return {}
     prefix = name + SEP + (provider + SEP if provider is not None else "")
     with store.lock():
-        record = creds.read_record(name, scope)
+        record = creds.read_record(name, scope) if scope != swap.CAPTURED_SCOPE else None
         if record is not None:
             stored = creds.open_record(key, record)
             clear = dict(record["meta"], updated=int(time.time()))
@@ -256,7 +288,7 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
         hosts = next((e["hosts"] for n, e in entries.items() if n.startswith(prefix)), None)
         if hosts is None:
             hosts = _binding(fmt, provider, ACCESS, record["meta"].get("bind_hosts") or HOSTS[fmt]
-                             if record is not None else HOSTS[fmt])[0]
+                             if record is not None else meta.get("hosts") or HOSTS[fmt])[0]
         out = {}
         for role, value in new.items():
             old = entries.get(prefix + role) or {}

@@ -40,6 +40,9 @@ PREFIXES = ("sk-ant-api03-", "sk-ant-oat01-", "sk-ant-ort01-", "sk-ant-", "sk-pr
 _DIGITS, _LOWER, _UPPER = "0123456789", "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 MIN_RANDOM = 16  # characters of randomness at least (padded past the real length when shorter)
 RETIRED = 8  # a login token's replaced placeholders kept (creds.oauth)
+# The scope of a login made inside the sandbox (creds.oauth.captured): no stored credential, only this record's
+# entries, kept by stand_ins however the granted credentials change, gone with the sandbox (ab-down --rm)
+CAPTURED_SCOPE = "sandbox"
 
 
 def _json() -> ModuleType:
@@ -176,6 +179,11 @@ def entry(stand_in: str, value: str, hosts: Iterable[str], where: str | Mapping[
     return made
 
 
+def captured(e: Mapping[str, Any]) -> bool:
+    """Whether an entry holds a token of a login made inside the sandbox (no stored credential behind it)."""
+    return (e.get("oauth") or {}).get("scope") == CAPTURED_SCOPE
+
+
 def retire(old: Mapping[str, Any], new: dict) -> dict:
     """`new` (an entry replacing `old`) keeping old's placeholders, but its own, as retired (the last RETIRED)."""
     retired = [p for p in [*old.get("retired", ()), old.get("placeholder")] if p and p != new["placeholder"]]
@@ -190,13 +198,14 @@ def stand_ins(store: Store, sandbox: str, key: bytes,
     """Placeholders for {name: (value, hosts, where)}: the ones the sandbox had, new ones where needed.
 
     `where` is entry()'s. Entries not wanted are dropped (a credential no
-    longer granted), unless `partial` (only some credentials were opened).
+    longer granted), unless `partial` (only some credentials were opened)
+    or they hold a login made inside the sandbox (CAPTURED_SCOPE).
     Rewrites the record only when something changed; returns {name: placeholder}.
     The caller holds the store lock from reading the values it passes
     (creds.oauth.refreshed replaces them under it).
     """
     old = read(store, sandbox, key)
-    entries = {n: e for n, e in old.items() if n not in wanted} if partial else {}
+    entries = {n: e for n, e in old.items() if n not in wanted and (partial or captured(e))}
     for name, (value, hosts, where) in wanted.items():
         had = old.get(name) or {}
         stand_in = had.get("placeholder")

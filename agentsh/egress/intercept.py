@@ -1,7 +1,10 @@
 """TLS interception toward hosts a sandbox's credentials are bound to: placeholders out, values in.
 
 Only a connection to a host some credential of this sandbox is bound to
-(creds.swap) is intercepted; every other one stays a plain tunnel. For an
+(creds.swap), or to a token endpoint the agents log in at (creds.oauth
+LOGIN_HOSTS, once the sandbox trusts its CA: a login made inside is kept on
+the host, Swaps.captured), is intercepted; every other one stays a plain
+tunnel. For an
 intercepted one the proxy first opens TLS to the upstream and verifies it
 against the host's trust store (plus AGENTSH_UPSTREAM_CA, a PEM file, when
 set: tests and private API servers), offering only http/1.1 in ALPN; then it
@@ -60,8 +63,10 @@ class Swaps:
     """The sandbox's sealed placeholder record (creds.swap), re-read when it changes (one stat per check)."""
 
     def __init__(self, path: str, sandbox: str, key: bytes | None = None,
-                 report: Callable[[str], object] | None = None) -> None:
+                 report: Callable[[str], object] | None = None, logins: dict[str, str] | None = None) -> None:
         self.path, self.sandbox, self._key = path, sandbox, key
+        # host -> format: the token endpoints where a login made inside the sandbox is captured (creds.oauth)
+        self.logins = logins if logins is not None else {}
         self.report = report  # told, once per version of the record, why it cannot be opened
         self._stamp = None
         self.by_host = {}  # host -> [(placeholder bytes, value bytes, header bytes or b"", name)]
@@ -128,6 +133,22 @@ class Swaps:
         root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))  # <state>/net/swap/<sandbox>.json
         with self._lock:
             return oauth.refreshed(Store(root), self.sandbox, self._key, meta, answer)
+
+    def captured(self, fmt: str, host: str, answer: dict) -> dict[str, str]:
+        """A login made inside the sandbox: its tokens kept in the sandbox's record; {token: its placeholder}.
+
+        The cache key is made here on a first use (as any first credential
+        would); a cache that cannot be opened (a passphrase with none given)
+        raises, and the answer is then not passed on.
+        """
+        from agentsh.base.state import Store  # lazy: only for a login
+        from agentsh.creds import oauth, vault  # lazy: only for a login
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))  # <state>/net/swap/<sandbox>.json
+        with self._lock:
+            if self._key is None:
+                self._key = vault.load_key(create=True)
+            return oauth.refreshed(Store(root), self.sandbox, self._key, oauth.captured_meta(fmt, host), answer)
 
     def bound(self, host: str) -> bool:
         return host in self.current().by_host
@@ -632,11 +653,15 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
 
         refresh = []  # the OAuth credentials this request refreshes (a refresh token swapped into its body)
+        # a request to a login's token endpoint that refreshes no stored login: a login made inside (or one
+        # from before), whose tokens are taken from the answer and kept on the host
+        login = swaps.logins.get(host) if host is not None and first.startswith(b"POST ") and token_path(first) \
+            else None
 
         def build(headers: list[tuple[bytes, bytes]], names: list[str] = (), first: bytes = first,
-                  refresh: list[dict] = refresh) -> bytes:
+                  refresh: list[dict] = refresh, login: str | None = login) -> bytes:
             refresh.extend(swaps.refreshing[n] for n in names if n in swaps.refreshing)
-            if refresh:  # the answer is read and rewritten here: uncompressed, please
+            if refresh or login:  # the answer is read and rewritten here: uncompressed, please
                 headers = [(n, v) for n, v in headers if n.lower() != b"accept-encoding"]
             out = first + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
             left = swaps.leftovers(out)
@@ -676,9 +701,11 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             rkind, rcount = "none", None
         else:
             rkind, rcount = framing(rheaders, request=False)
-        if refresh and rkind != "none":  # new tokens: sealed on the host, placeholders to the sandbox
-            answer, passed = answer_refresh(upstream, status_line, rheaders, status, rkind, rcount, refresh[0], bound,
-                                            swaps)
+        if (refresh or login) and rkind != "none":  # new tokens: sealed on the host, placeholders to the sandbox
+            keep = (lambda answer, meta=refresh[0]: swaps.refreshed(meta, answer)) if refresh else \
+                (lambda answer, fmt=login: swaps.captured(fmt, host, answer))
+            answer, passed = answer_refresh(upstream, status_line, rheaders, status, rkind, rcount, keep, bound,
+                                            strict=bool(refresh))
             client.sendall(answer)
             received += len(answer)
             if not passed:
@@ -705,17 +732,23 @@ def _read_body(src: Stream, kind: str, count: int | None, limit: int) -> bytes |
     return None
 
 
-def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[bytes, bytes]], status: int, kind: str,
-                   count: int | None, meta: dict, bound: list[tuple[bytes, bytes, bytes, str]],
-                   swaps: Swaps) -> tuple[bytes, bool]:
-    """The token endpoint's answer to a refresh, as the sandbox gets it: (response, passed on).
+def _holds_tokens(answer: dict) -> bool:
+    return any(isinstance(answer.get(k), str) and answer[k] for k in ("access_token", "refresh_token", "id_token"))
 
-    A 2xx answer must be a JSON object with tokens: they are sealed into the
-    stored login (creds.oauth.refreshed) and replaced by new placeholders.
-    Anything else in a 2xx (not JSON, no tokens, compressed, too large, or no
-    way to store the tokens) is never passed on: the sandbox gets 502 and the
-    connection closes. An error answer (no tokens) passes with known values
-    turned back into their placeholders.
+
+def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[bytes, bytes]], status: int, kind: str,
+                   count: int | None, keep: Callable[[dict], dict[str, str]],
+                   bound: list[tuple[bytes, bytes, bytes, str]], strict: bool = True) -> tuple[bytes, bool]:
+    """The token endpoint's answer to a refresh or a login, as the sandbox gets it: (response, passed on).
+
+    A 2xx answer with tokens (a JSON object) has them kept on the host by
+    `keep` (a refresh: sealed into the stored login, creds.oauth.refreshed;
+    a login made inside: the sandbox's record, Swaps.captured), which returns
+    {token: new placeholder}; the sandbox gets the placeholders. Anything
+    else in a 2xx (compressed, too large, or no way to keep the tokens; for
+    a refresh, `strict`, also not JSON or no tokens) is never passed on: the
+    sandbox gets 502 and the connection closes. An error answer (no tokens)
+    passes with known values turned back into their placeholders.
     """
     body = _read_body(upstream, kind, count, BODY_LIMIT)
     problem = None
@@ -728,13 +761,20 @@ def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[byt
         try:
             if coding not in (b"", b"identity"):
                 raise ValueError("it is compressed")
-            answer = json.loads(body)
-            if not isinstance(answer, dict):
+            try:
+                answer = json.loads(body)
+            except ValueError:
+                if strict:
+                    raise
+                answer = None  # a login endpoint's answer with no JSON in it: no token to hide
+            if not isinstance(answer, dict) and strict:
                 raise ValueError("it is no JSON object")
-            pairs = swaps.refreshed(meta, answer)
-            if not pairs:  # a 2xx token answer without the tokens it should carry: nothing known to hide
+            pairs = keep(answer) if isinstance(answer, dict) and _holds_tokens(answer) else {}
+            if not pairs and strict:  # a 2xx token answer without the tokens it should carry: nothing known to hide
                 raise ValueError("it holds no access_token or refresh_token")
-            body = json.dumps({k: pairs.get(v, v) if isinstance(v, str) else v for k, v in answer.items()}).encode()
+            if pairs:
+                body = json.dumps({k: pairs.get(v, v) if isinstance(v, str) else v
+                                   for k, v in answer.items()}).encode()
         except Exception as e:  # whatever it is, the tokens in it never reach the sandbox
             problem = f"the token endpoint's answer was not passed on: {str(e)[:200]}"
     if problem is not None:
@@ -789,6 +829,10 @@ class Contexts:
             ctx.set_alpn_protocols(["http/1.1"])
             self._upstream = ctx
         return self._upstream
+
+    def has_ca(self) -> bool:
+        """Whether the sandbox's CA exists (made by its ab-up, with the bundle that trusts it)."""
+        return os.path.isfile(os.path.join(ca.ca_dir(self.state_root, self.sandbox), ca.CA_CERT))
 
     def server(self, host: str) -> ssl.SSLContext:
         ctx = self._servers.get(host)

@@ -439,7 +439,11 @@ class Proxy:
     # -- credentials: interception toward bound hosts, warnings elsewhere -------------------
 
     def _bound(self, host: str) -> bool:
-        return self.swaps is not None and self.contexts is not None and self.swaps.bound(host)
+        """Whether a TLS connection to `host` is intercepted: a credential is bound to it, or it is a login's
+        token endpoint and the sandbox trusts its CA (else the login would fail rather than be captured)."""
+        if self.swaps is None or self.contexts is None:
+            return False
+        return self.swaps.bound(host) or (host in self.swaps.logins and self.contexts.has_ca())
 
     def _scan(self, head: bytes, host: str, port: int) -> None:
         """Warn (audit log) about placeholders in a plain-HTTP request head: they go out unchanged."""
@@ -747,6 +751,8 @@ def raise_fd_limit() -> None:
 
 def serve(state_root: str, rel: str, fd: int, steer_fd: int | None = None, dns_fds: Iterable[int] = ()) -> None:
     """Run until the sandbox's first process is gone (polled each second) or SIGTERM."""
+    from agentsh.creds import oauth  # lazy: the agents' login endpoints, once at the proxy's start
+
     raise_fd_limit()
     store = Store(state_root)
     policy = RecordPolicy(store, rel)
@@ -766,7 +772,8 @@ def serve(state_root: str, rel: str, fd: int, steer_fd: int | None = None, dns_f
                   transparent=socket.socket(fileno=steer_fd) if steer_fd is not None else None,
                   dns=[socket.socket(fileno=f) for f in dns_fds], names=Names(names_path(store, rel)),
                   local_names=[record["hostname"]] if record.get("hostname") else (),
-                  swaps=Swaps(store.path(layout.swap_record(sandbox)), sandbox, report=report) if sandbox else None,
+                  swaps=Swaps(store.path(layout.swap_record(sandbox)), sandbox, report=report,
+                              logins=oauth.login_hosts()) if sandbox else None,
                   contexts=Contexts(store.root, sandbox) if sandbox else None)
 
     def stop(*_: object) -> None:

@@ -44,6 +44,14 @@ printf '{{"claudeAiOauth": {{"accessToken": "%s", "refreshToken": "%s", "expires
 mv "$f.tmp" "$f"
 curl -sS -H "Authorization: Bearer $at" {api}
 """
+# a login made inside (no credential behind it): the agent posts its authorization code, keeps the answer, uses it
+LOGIN_SCRIPT = r"""set -e
+field() {{ sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p"; }}
+curl -sS -H 'Content-Type: application/json' --data '{{"grant_type": "authorization_code", "code": "c0de"}}' \
+    {token_url} > ~/made-inside.json
+cat ~/made-inside.json; echo
+curl -sS -H "Authorization: Bearer $(field access_token < ~/made-inside.json)" {api}
+"""
 BOUND, UNBOUND = "host.containers.internal", "host.docker.internal"
 NO_PROXY_VARS = "env " + " ".join(f"-u {v}" for v in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
                                                       "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"))
@@ -58,6 +66,7 @@ class Rootful:
         self.base = base
         self.env = own_dirs_env(base, image)
         self.env["AGENTSH_UPSTREAM_CA"] = upstream_ca
+        self.env["AGENTSH_LOGIN_HOSTS"] = f"{BOUND}=claude"  # the stand-in API's host is a login's token endpoint
         self.state = Path(self.env["XDG_STATE_HOME"])
         self.config = Path(self.env["XDG_CONFIG_HOME"]) / "agentsh" / "config.toml"
 
@@ -97,7 +106,7 @@ class Rootless(Rootful):
     def __init__(self, user, image, upstream_ca, base):
         self.user, self.base = user, base
         self.vars = {"XDG_CONFIG_HOME": str(base / "config"), "XDG_STATE_HOME": str(base / "state"),
-                     "AGENTSH_UPSTREAM_CA": upstream_ca}
+                     "AGENTSH_UPSTREAM_CA": upstream_ca, "AGENTSH_LOGIN_HOSTS": f"{BOUND}=claude"}
         self.state = base / "state"
         self.config = base / "config" / "agentsh" / "config.toml"
         user.run("mkdir", "-p", str(self.config.parent), str(self.state), check=True)
@@ -194,6 +203,8 @@ def bound(request, tmp_path_factory):
             # (a temporary file renamed over it), use the new access token
             "oauth": run(REFRESH_SCRIPT.format(token_url=url.format(BOUND).replace("/v1/messages", "/v1/oauth/token"),
                                                api=url.format(BOUND) + "/after-refresh")),
+            "login": run(LOGIN_SCRIPT.format(token_url=url.format(BOUND).replace("/v1/messages", "/login/oauth/token"),
+                                             api=url.format(BOUND) + "/after-login")),
         }
         if who.node:
             # the agents are Node programs: fetch ignores proxy variables (steered) and trusts the bundle
@@ -343,6 +354,21 @@ class TestABoundCredential:
         assert json.loads(token["body"])["refresh_token"] == REFRESH  # the endpoint got the real one
         [after] = [s for s in bound.origin.seen if s["path"].endswith("/after-refresh")]
         assert after["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"  # the new placeholder works
+
+    def test_a_login_made_inside_gets_placeholders_and_its_token_works(self, bound):
+        """No credential stored or granted for it: the token endpoint's answer reaches the sandbox with
+        placeholders (NEW_ACCESS, NEW_REFRESH: what the stand-in endpoint answers), which work toward the API."""
+        call = bound.calls["login"]
+        assert call.returncode == 0, call.stderr
+        out = call.stdout.decode()
+        answer = json.loads(out.splitlines()[0])
+        assert answer["access_token"].startswith("sk-ant-oat01-") and answer["expires_in"] == 28800
+        assert answer["access_token"] != NEW_ACCESS and answer["refresh_token"].startswith("sk-ant-ort01-")
+        for real in (NEW_ACCESS, NEW_REFRESH):  # (the files and memory checks below cover them too)
+            assert real not in out and real.encode() not in bound.environ and real.encode() not in bound.memory
+        [after] = [s for s in bound.origin.seen if s["path"].endswith("/after-login")]
+        assert after["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
+        assert "claude-login" not in bound.who.ab("ab-creds", "ls", check=True).stdout.decode()
 
     def test_after_a_refresh_the_cache_holds_the_new_real_tokens(self, bound):
         scope = ["--project", str(bound.repo)] if bound.who.kind == "rootless" else []

@@ -582,6 +582,19 @@ def _proxy_for(store, sandbox, origin, log_path):
     return p, listener.getsockname()[1], ca.ensure(store.root, sandbox)
 
 
+def _login_proxy(store, sandbox, origin, log_path, fmt):
+    """As _proxy_for, with BOUND as a login's token endpoint of format `fmt` (oauth.LOGIN_HOSTS)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    p = proxy.Proxy(listener, proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{origin.port}"])),
+                    audit.Writer(str(log_path)), sandbox,
+                    swaps=intercept.Swaps(swap.record_path(store, sandbox), sandbox, logins={BOUND: fmt}),
+                    contexts=intercept.Contexts(store.root, sandbox, upstream_ca=origin.ca))
+    threading.Thread(target=p.serve_forever, daemon=True).start()
+    return p, listener.getsockname()[1]
+
+
 def _login_granted(tmp_path, fmt, login, target):
     repo = tmp_path / "repo"
     repo.mkdir(exist_ok=True)
@@ -944,3 +957,117 @@ def test_an_opencode_provider_bound_to_no_host_gets_a_placeholder_and_a_notice(t
     assert "the token of mine is bound to no host" in note and "--bind-host" in note
     assert b"m1n3m1n3" not in f.value and json.loads(f.value)["mine"]["key"] != login["mine"]["key"]
     assert swap.read(store, proj.sandbox, creds.load_key())["LOGIN#mine#key"]["hosts"] == []
+
+
+# -- a login made inside the sandbox ---------------------------------------------------------------------------
+
+
+def test_a_login_made_inside_the_sandbox_gets_placeholders_and_its_tokens_stay_on_the_host(tmp_path, origin):
+    """The agent logs in inside (no credential stored or granted): the token endpoint's answer reaches it with
+    placeholders, the real tokens stay in the sandbox's sealed record, its API calls and refreshes are swapped."""
+    from agentsh.creds import oauth
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    trust = ca.ensure(store.root, proj.sandbox)
+    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CLAUDE)
+    try:
+        host = f"{BOUND}:{origin.port}"
+        origin.server.tokens = {"token_type": "Bearer", "access_token": ACCESS, "refresh_token": REFRESH,
+                                "expires_in": 28800, "scope": "user:inference", "account": {"uuid": "u"}}
+        code = json.dumps({"grant_type": "authorization_code", "code": "c0de", "code_verifier": "v",
+                           "client_id": "c", "redirect_uri": "https://x/callback"}).encode()
+        head, answer = _exchange(port, trust, origin, _request(
+            "POST", "/v1/oauth/token", host, ["Content-Type: application/json", "Accept-Encoding: gzip"], code))
+        assert json.loads(origin.seen[-1]["body"]) == json.loads(code)  # the login itself passes unchanged
+        assert "Accept-Encoding" not in origin.seen[-1]["headers"]
+        got = json.loads(answer)
+        assert head.startswith(b"HTTP/1.1 200") and ACCESS.encode() not in answer and REFRESH.encode() not in answer
+        assert got["access_token"].startswith("sk-ant-oat01-") and len(got["access_token"]) == len(ACCESS)
+        assert got["refresh_token"].startswith("sk-ant-ort01-") and got["account"] == {"uuid": "u"}
+        assert creds.find("claude-login", proj) is None  # no credential is made: the tokens are this sandbox's
+        raw = open(swap.record_path(store, proj.sandbox), "rb").read()
+        assert ACCESS.encode() not in raw and REFRESH.encode() not in raw  # sealed
+        # the placeholder works toward the provider
+        _exchange(port, trust, origin, _request("GET", "/v1/messages", host,
+                                                [f"Authorization: Bearer {got['access_token']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {ACCESS}"
+        # a later exec's delivery of another credential keeps the login's entries
+        creds.put(store, "OTHER", creds.GLOBAL, creds.meta(creds.ENV, "OTHER"), b"v" * 20)
+        creds.grant(store, proj, "OTHER")
+        delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print)
+        assert {n for n in swap.read(store, proj.sandbox, creds.load_key()) if n.startswith("claude-login#")} \
+            == {"claude-login#access", "claude-login#refresh"}
+        # a refresh through the placeholder: the real refresh token out, new placeholders back
+        origin.server.tokens = {"access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH, "expires_in": 10}
+        body = json.dumps({"grant_type": "refresh_token", "refresh_token": got["refresh_token"]}).encode()
+        head, answer = _exchange(port, trust, origin, _request("POST", "/v1/oauth/token", host,
+                                                               ["Content-Type: application/json"], body))
+        assert json.loads(origin.seen[-1]["body"])["refresh_token"] == REFRESH
+        again = json.loads(answer)
+        assert NEW_ACCESS.encode() not in answer and NEW_REFRESH.encode() not in answer
+        _exchange(port, trust, origin, _request("GET", "/v1/messages", host,
+                                                [f"Authorization: Bearer {again['access_token']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
+        # a second login (another account) replaces the first
+        origin.server.tokens = {"access_token": "sk-ant-oat01-" + "S3c0nd_" * 12, "refresh_token": REFRESH}
+        head, answer = _exchange(port, trust, origin, _request("POST", "/v1/oauth/token", host,
+                                                               ["Content-Type: application/json"], code))
+        assert b"S3c0nd_" not in answer and head.startswith(b"HTTP/1.1 200")
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("tokens, status", [
+    ({"error": "invalid_grant"}, 200),  # JSON without tokens: nothing to hide, passed on
+    ("not json at all", 200),
+])
+def test_a_login_endpoint_answer_without_tokens_passes_unchanged(tmp_path, origin, tokens, status):
+    from agentsh.creds import oauth
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    trust = ca.ensure(store.root, proj.sandbox)
+    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CODEX)
+    try:
+        origin.server.tokens = tokens
+        head, answer = _exchange(port, trust, origin, _request("POST", "/oauth/token", f"{BOUND}:{origin.port}",
+                                                               ["Content-Type: application/json"], b"{}"))
+        assert head.startswith(b"HTTP/1.1 200") and json.loads(answer) == tokens
+        assert not os.path.exists(swap.record_path(store, proj.sandbox))
+    finally:
+        p.close()
+
+
+def test_a_login_whose_tokens_cannot_be_kept_never_reaches_the_sandbox(tmp_path, origin, monkeypatch):
+    """A passphrase-protected cache the proxy cannot open: the login answer is refused, not passed on."""
+    from agentsh.creds import oauth
+
+    monkeypatch.setenv(creds.PASSPHRASE_ENV, "pw")
+    creds.load_key(create=True)
+    monkeypatch.delenv(creds.PASSPHRASE_ENV)
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    trust = ca.ensure(store.root, proj.sandbox)
+    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CLAUDE)
+    try:
+        origin.server.tokens = {"access_token": ACCESS, "refresh_token": REFRESH}
+        head, answer = _exchange(port, trust, origin, _request("POST", "/v1/oauth/token", f"{BOUND}:{origin.port}",
+                                                               ["Content-Type: application/json"], b"{}"))
+        assert head.startswith(b"HTTP/1.1 502") and ACCESS.encode() not in answer and REFRESH.encode() not in answer
+        assert b"passphrase" in answer
+    finally:
+        p.close()
+
+
+def test_login_hosts_are_the_providers_plus_the_hosts_own_additions():
+    from agentsh.creds import oauth
+
+    assert oauth.login_hosts("")["console.anthropic.com"] == oauth.CLAUDE
+    assert oauth.login_hosts("")["auth.openai.com"] == oauth.CODEX
+    made = oauth.login_hosts(" gw.example.com=codex, bad, x=unknown,=claude,LLM.example=claude")
+    assert made["gw.example.com"] == oauth.CODEX and made["llm.example"] == oauth.CLAUDE
+    assert "bad" not in made and "x" not in made and "" not in made
