@@ -2,13 +2,14 @@
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from agentsh.base import paths
-from tests.conftest import ab, git_init, own_dirs_env, podman, remove_sandboxes_under
+from tests.conftest import TINY_IMAGE, ab, git_init, own_dirs_env, podman, remove_sandboxes_under
 
 ENV_SECRET = b"env-secret-9f1c2a"
 FILE_SECRET = b'{"refreshToken": "file-secret-77d0e4"}'
@@ -34,15 +35,27 @@ def assert_absent_from_disk(secrets, *roots):
             assert secret not in data, f"{secret!r} in plain text in {path}"
 
 
-def volume_dir(name):
-    return podman("volume", "inspect", "--format", "{{.Mountpoint}}", name).stdout.strip()
+def volume_dir(name, engine="podman", env=None):
+    return on(engine, env, "volume", "inspect", "--format", "{{.Mountpoint}}", name).strip()
 
 
-@pytest.fixture(scope="class")
-def delivered(tiny_image, tmp_path_factory):
-    """An env and a file credential granted to a project, and what one ab-exec saw of them."""
+def on(engine, env, *args):
+    """The engine's own CLI, in `env` (Docker's reaches the private daemon through its DOCKER_HOST); stdout."""
+    proc = subprocess.run([engine, *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, f"{engine} {args}: {proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="class", params=["podman", "docker"])
+def delivered(request, tmp_path_factory):
+    """An env and a file credential granted to a project, and what one ab-exec saw of them; on each engine
+    (Docker: the private dockerd)."""
     base = tmp_path_factory.mktemp("creds")
-    env = own_dirs_env(base, tiny_image)
+    env = own_dirs_env(base, TINY_IMAGE)
+    if request.param == "docker":
+        env.update(DOCKER_HOST=request.getfixturevalue("docker_daemon").host, AGENTSH_ENGINE="docker")
+    else:
+        request.getfixturevalue("tiny_image")
     repo = git_init(base / "repo")
     creds("set", "API_KEY", input=ENV_SECRET + b"\n", env=env)
     creds("set", "TOKEN", "--file", "/home/agent/.claude/.credentials.json", "--writeback", input=FILE_SECRET,
@@ -56,9 +69,11 @@ def delivered(tiny_image, tmp_path_factory):
         proc = ab("ab-exec", "--", "sh", "-c", script, cwd=repo, env=env)
         assert proc.returncode == 0, proc.stderr
         name = ab("ab-up", str(repo), check=True, env=env).stdout.decode().strip()
-        yield SimpleNamespace(repo=repo, env=env, name=name, seen=proc.stdout.decode().splitlines())
+        yield SimpleNamespace(repo=repo, env=env, name=name, seen=proc.stdout.decode().splitlines(),
+                              engine=request.param)
     finally:
-        remove_sandboxes_under(str(base))
+        if request.param == "podman":  # (the private dockerd goes whole at the end of the run)
+            remove_sandboxes_under(str(base))
 
 
 class TestGrantedCredentials:
@@ -72,17 +87,18 @@ class TestGrantedCredentials:
         assert link == "/run/agentsh/secrets/TOKEN" and mount.split()[2] == "tmpfs"
 
     def test_they_are_not_in_podman_inspect(self, delivered):
-        inspected = podman("container", "inspect", delivered.name).stdout
+        inspected = on(delivered.engine, delivered.env, "container", "inspect", delivered.name)
         assert ENV_SECRET.decode() not in inspected and "file-secret-77d0e4" not in inspected
 
     def test_nothing_is_in_plain_text_on_disk(self, delivered):
         """The cache, the state, the config, the home volume."""
         dirs = [delivered.env[v] for v in ("XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")]
         assert list(files_under(os.path.join(dirs[0], "agentsh", "creds")))
-        assert_absent_from_disk([ENV_SECRET, b"file-secret-77d0e4"], *dirs, volume_dir(f"{delivered.name}-home"))
+        assert_absent_from_disk([ENV_SECRET, b"file-secret-77d0e4"], *dirs,
+                                volume_dir(f"{delivered.name}-home", delivered.engine, delivered.env))
 
     def test_a_restart_empties_the_tmpfs_and_the_next_exec_puts_the_file_back(self, delivered):
-        podman("restart", "-t", "0", delivered.name)
+        on(delivered.engine, delivered.env, "restart", "-t", "0", delivered.name)
         assert ab("ab-exec", "--", "cat", "/home/agent/.claude/.credentials.json", cwd=delivered.repo,
                   env=delivered.env, check=True).stdout == FILE_SECRET
 

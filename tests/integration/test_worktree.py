@@ -1,5 +1,7 @@
-"""ab-wt against real Podman: git working inside worktree sandboxes, and cleanup."""
+"""ab-wt against real engines, Podman and Docker (the private dockerd): git working inside worktree sandboxes,
+and cleanup."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,21 +9,46 @@ import subprocess
 import pytest
 
 from agentsh.host import project
-from tests.conftest import GIT_ID, ab, git, inspect, podman, remove_sandboxes_under
+from tests.conftest import GIT_ID, GIT_IMAGE, ab, git, remove_sandboxes_under
 
 # Passed as -e NAME=VALUE: the sandbox has no git identity of its own.
 GIT_ID_ARGS = [a for k, v in GIT_ID.items() for a in ("-e", f"{k}={v}")]
 
 
-@pytest.fixture
-def git_env(git_image, user_config, tmp_path):
-    """User config selecting the image with git; removes this test's sandboxes after."""
-    user_config(f'image = "{git_image}"\n')
-    yield
-    remove_sandboxes_under(str(tmp_path))
+@pytest.fixture(params=["podman", "docker"])
+def engine(request, user_config, tmp_path, monkeypatch):
+    """Each engine in turn, with the image that has git; this test's Podman sandboxes removed after (the private
+    dockerd goes whole at the end of the run)."""
+    if request.param == "docker":
+        daemon = request.getfixturevalue("docker_daemon")
+        monkeypatch.setenv("DOCKER_HOST", daemon.host)
+        monkeypatch.setenv("AGENTSH_ENGINE", "docker")
+    else:
+        request.getfixturevalue("git_image")
+    user_config(f'image = "{GIT_IMAGE}"\n')
+    yield request.param
+    if request.param == "podman":
+        remove_sandboxes_under(str(tmp_path))
 
 
-pytestmark = [pytest.mark.usefixtures("git_env"), pytest.mark.committed]
+pytestmark = [pytest.mark.usefixtures("engine"), pytest.mark.committed]
+
+
+def on(engine, *args, check=True):
+    """The engine's own CLI (Docker's reaches the private daemon through DOCKER_HOST)."""
+    proc = subprocess.run([engine, *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{engine} {args} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
+def inspect(engine, name):
+    return json.loads(on(engine, "container", "inspect", name).stdout)[0]
+
+
+def exists(engine, kind, name):
+    """Whether the engine has that container or volume (Docker 20.10 has no `exists`)."""
+    return on(engine, kind, "inspect", name, check=False).returncode == 0
 
 
 def wt_new(repo, name):
@@ -33,12 +60,12 @@ def in_sandbox(*cmd, wt=None, cwd=None):
     return ab(*argv, cwd=cwd)
 
 
-def test_two_worktrees_commit_in_two_sandboxes_at_once(repo):
+def test_two_worktrees_commit_in_two_sandboxes_at_once(repo, engine):
     paths = {name: wt_new(repo, name) for name in ("agent-a", "agent-b")}
     sandboxes = {name: ab("ab-up", "--wt", name, cwd=repo, check=True).stdout.decode().strip() for name in paths}
     assert sandboxes["agent-a"] != sandboxes["agent-b"]
     for name in paths:
-        info = inspect(sandboxes[name])
+        info = inspect(engine, sandboxes[name])
         assert info["State"]["Status"] == "running" and info["Config"]["Labels"]["io.agentsh.project"] == paths[name]
     script = ('set -e; echo "work of $1" > "$1.txt"; git add "$1.txt"; git commit -q -m "commit by $1"; '
               'git status --porcelain; git log --format=%s -1')
@@ -57,7 +84,7 @@ def test_two_worktrees_commit_in_two_sandboxes_at_once(repo):
     assert set(git(repo, "branch", "--format=%(refname:short)").split()) >= set(paths)
 
 
-def test_worktree_sandbox_sees_only_the_main_git_dir_and_cannot_change_hooks_or_config(repo):
+def test_worktree_sandbox_sees_only_the_main_git_dir_and_cannot_change_hooks_or_config(repo, engine):
     path = wt_new(repo, "w")
     listing = in_sandbox("ls", "-a", str(repo), wt="w", cwd=repo)
     assert listing.returncode == 0 and set(listing.stdout.decode().split()) == {".", "..", ".git"}
@@ -67,7 +94,7 @@ def test_worktree_sandbox_sees_only_the_main_git_dir_and_cannot_change_hooks_or_
     assert "hooksPath" not in (repo / ".git" / "config").read_text()
     status = in_sandbox("git", "status", "--short", "--branch", wt="w", cwd=repo)
     assert status.returncode == 0 and status.stdout.decode().startswith("## w"), status.stderr.decode()
-    mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in inspect(project.Project(path).sandbox)["Mounts"]}
+    mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in inspect(engine, project.Project(path).sandbox)["Mounts"]}
     git_dir = str(repo / ".git")
     assert mounts["/run/agentsh/host-git"] == (git_dir, False)  # the host's git dir: read-only
     assert mounts[git_dir][0] != git_dir  # at its path: the sandbox's own
@@ -84,26 +111,26 @@ def test_a_commit_through_ab_exec_in_a_plain_repo_is_a_host_commit(repo):
     assert git(repo, "show", "HEAD:made.txt") == "inside\n"
 
 
-def test_rm_refuses_then_removes_worktree_sandbox_and_home_volume(repo):
+def test_rm_refuses_then_removes_worktree_sandbox_and_home_volume(repo, engine):
     path = wt_new(repo, "r")
     name = project.Project(path).sandbox
     assert in_sandbox("sh", "-c", "echo draft > draft.txt", wt="r", cwd=repo).returncode == 0
-    assert podman("volume", "exists", f"{name}-home", check=False).returncode == 0
+    assert exists(engine, "volume", f"{name}-home")
     dirty = ab("ab-wt", "rm", "r", cwd=repo)
     assert dirty.returncode == 125 and b"uncommitted or untracked" in dirty.stderr
     assert in_sandbox("sh", "-c", "git add draft.txt && git commit -qm draft", wt="r", cwd=repo).returncode == 0
     unmerged = ab("ab-wt", "rm", "r", cwd=repo)
     assert unmerged.returncode == 125 and b"1 commit not merged" in unmerged.stderr
-    assert os.path.isdir(path) and inspect(name)["State"]["Status"] == "running"
+    assert os.path.isdir(path) and inspect(engine, name)["State"]["Status"] == "running"
     ab("ab-wt", "rm", "r", "--force", "--delete-branch", cwd=repo, check=True)
     assert not os.path.exists(path)
-    assert podman("container", "exists", name, check=False).returncode != 0
-    assert podman("volume", "exists", f"{name}-home", check=False).returncode != 0
+    assert not exists(engine, "container", name)
+    assert not exists(engine, "volume", f"{name}-home")
     assert "r" not in git(repo, "branch", "--format=%(refname:short)").split()
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
 
 
-def test_prune_forgets_a_worktree_deleted_by_hand_and_its_sandbox(repo):
+def test_prune_forgets_a_worktree_deleted_by_hand_and_its_sandbox(repo, engine):
     path = wt_new(repo, "p")
     name = ab("ab-up", "--wt", "p", cwd=repo, check=True).stdout.decode().strip()
     shutil.rmtree(path)
@@ -111,7 +138,7 @@ def test_prune_forgets_a_worktree_deleted_by_hand_and_its_sandbox(repo):
     assert gone.returncode == 125 and gone.stderr.decode().count("\n") == 1 and b"is gone" in gone.stderr
     out = ab("ab-wt", "prune", cwd=repo, check=True).stdout.decode()
     assert out == f"forgot p ({path})\n"
-    assert podman("container", "exists", name, check=False).returncode != 0
-    assert podman("volume", "exists", f"{name}-home", check=False).returncode != 0
+    assert not exists(engine, "container", name)
+    assert not exists(engine, "volume", f"{name}-home")
     assert ab("ab-wt", "ls", "--json", cwd=repo, check=True).stdout.strip() == b"[]"
     assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
