@@ -352,9 +352,12 @@ def write_back(engine: Engine, sandbox_name: str, delivery: Delivery, store: Sto
                 from agentsh.creds import oauth, swap  # lazy: only for a login file behind the proxy
 
                 entries = swap.read(store, sandbox_name, delivery.key)
+                # the login's own placeholders, and those of a login made inside over it (the agent logged in
+                # again): the host keeps the tokens the file now names
                 changed = [(f, v if f.real is None else oauth.real_file(
                                f.format, v, {n: e for n, e in entries.items()
-                                             if (e.get("oauth") or {}).get("credential") == f.name}))
+                                             if (e.get("oauth") or {}).get("credential") == f.name
+                                             or swap.captured(e)}))
                            for f, v in changed]
                 changed = [(f, v) for f, v in changed if f.real is None or v != f.real]
             for f, value in changed:

@@ -67,6 +67,7 @@ PROVIDERS = {  # opencode's provider ids -> (their hosts, the header of an API k
     "xai": (("api.x.ai",), "authorization"),
     "deepseek": (("api.deepseek.com",), "authorization"),
 }
+PROVIDER_FORMATS = {"anthropic": CLAUDE, "openai": CODEX, "google": GEMINI}  # whose login an opencode entry is
 HOSTS[OPENCODE] = tuple(dict.fromkeys(h for hosts, _ in PROVIDERS.values() for h in hosts))
 ANSWER = {ACCESS: "access_token", REFRESH: "refresh_token", ID: "id_token"}  # OAuth 2.0 token response keys
 LOGIN_HOSTS = {  # the token endpoints' hosts where the agents log in, and the login's format (captured())
@@ -220,17 +221,25 @@ def real_file(fmt: str, data: bytes, entries: Mapping[str, Mapping]) -> bytes:
     doc = _load(data)
     if doc is None:
         return data
-    by_slot = {}
+    by_slot = {}  # (provider, role) -> the entries that may stand there: the stored login's
+    inside = {}  # (format, role) -> a login made inside the sandbox over it (the agent logged in again)
     for e in entries.values():
         meta = e.get("oauth")
-        if meta:
-            by_slot[(meta.get("provider"), meta["role"])] = e
+        if meta and meta.get("scope") == swap.CAPTURED_SCOPE:
+            inside.setdefault((meta["format"], meta["role"]), []).append(e)
+        elif meta:
+            by_slot.setdefault((meta.get("provider"), meta["role"]), []).append(e)
     changed = False
     for path, role, provider in slots(fmt, doc).values():
-        value, e = _at(doc, path), by_slot.get((provider, role))
-        if e is not None and isinstance(value, str) and (value == e["placeholder"] or value in e.get("retired", ())):
-            _put(doc, path, e["value"])
-            changed = True
+        value = _at(doc, path)
+        if not isinstance(value, str):
+            continue
+        own = fmt if fmt != OPENCODE else PROVIDER_FORMATS.get(provider)  # an opencode provider's own login's
+        for e in [*by_slot.get((provider, role), ()), *inside.get((own, role), ())]:
+            if value == e["placeholder"] or value in e.get("retired", ()):
+                _put(doc, path, e["value"])
+                changed = True
+                break
     return (json.dumps(doc, indent=2) + "\n").encode() if changed else data
 
 

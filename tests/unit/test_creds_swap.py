@@ -1071,3 +1071,35 @@ def test_login_hosts_are_the_providers_plus_the_hosts_own_additions():
     made = oauth.login_hosts(" gw.example.com=codex, bad, x=unknown,=claude,LLM.example=claude")
     assert made["gw.example.com"] == oauth.CODEX and made["llm.example"] == oauth.CLAUDE
     assert "bad" not in made and "x" not in made and "" not in made
+
+
+def test_a_login_made_inside_over_a_stored_one_is_what_write_back_keeps(tmp_path):
+    """The agent logs in again inside (its stored login's file holds the new placeholders): write-back turns them
+    into the new tokens, at their own paths only, and only for that provider's login."""
+    from agentsh.creds import oauth
+
+    store, key = Store(), creds.load_key(create=True)
+    sandbox = "ab-relogin"
+    swap.write(store, sandbox, key, {f"LOGIN#{role}": swap.entry(swap.placeholder(v), v, [BOUND],
+                                                                 oauth.where(role, "LOGIN", "global", oauth.CLAUDE))
+                                     for role, v in (("access", ACCESS), ("refresh", REFRESH))})
+    pairs = oauth.refreshed(store, sandbox, key, oauth.captured_meta(oauth.CLAUDE, BOUND),
+                            {"access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH})
+    codex = oauth.refreshed(store, sandbox, key, oauth.captured_meta(oauth.CODEX, BOUND),
+                            {"access_token": "eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ." + "c0d3x" * 10})
+    entries = swap.read(store, sandbox, key)
+    assert {n for n in entries if swap.captured(entries[n])} == {"claude-login#access", "claude-login#refresh",
+                                                                 "codex-login#access"}
+    written = json.dumps({"claudeAiOauth": {"accessToken": pairs[NEW_ACCESS], "refreshToken": pairs[NEW_REFRESH]},
+                          "elsewhere": pairs[NEW_ACCESS]}).encode()
+    real = json.loads(oauth.real_file(oauth.CLAUDE, written, entries))
+    assert real["claudeAiOauth"] == {"accessToken": NEW_ACCESS, "refreshToken": NEW_REFRESH}
+    assert real["elsewhere"] == pairs[NEW_ACCESS]  # not at a token's path: stays a placeholder
+    # Codex's placeholder in Claude's file is not Claude's login: it stays
+    [codex_ph] = codex.values()
+    crossed = json.dumps({"claudeAiOauth": {"accessToken": codex_ph}}).encode()
+    assert oauth.real_file(oauth.CLAUDE, crossed, entries) == crossed
+    # opencode's anthropic entry takes the Claude login made inside
+    oc = json.dumps({"anthropic": {"type": "oauth", "access": pairs[NEW_ACCESS], "refresh": pairs[NEW_REFRESH],
+                                   "expires": 1}}).encode()
+    assert json.loads(oauth.real_file(oauth.OPENCODE, oc, entries))["anthropic"]["access"] == NEW_ACCESS
