@@ -76,7 +76,8 @@ class Echo(BaseHTTPRequestHandler):
                 "body": body.decode("latin-1"), "peer": id(self.connection)}
         self.server.seen.append(seen)
         data = json.dumps(seen).encode() if self.server.reflect else f"seen {len(self.server.seen)}\n".encode()
-        token_endpoint = "/oauth/token" in self.path or self.path.split("?")[0] == "/token"  # Google's: /token
+        token_endpoint = "/oauth/token" in self.path or self.path.split("?")[0] in (
+            "/token", "/copilot_internal/v2/token")  # Google's: /token; GitHub's Copilot token exchange
         if token_endpoint and self.server.tokens is not None:  # a token endpoint: new tokens
             time.sleep(self.server.token_delay)  # a slow one: other commands start while a refresh is under way
             data = json.dumps(self.server.tokens).encode()

@@ -66,7 +66,13 @@ PROVIDERS = {  # opencode's provider ids -> (their hosts, the header of an API k
     "mistral": (("api.mistral.ai",), "authorization"),
     "xai": (("api.x.ai",), "authorization"),
     "deepseek": (("api.deepseek.com",), "authorization"),
+    # a GitHub login (refresh) exchanged at api.github.com for short-lived Copilot API tokens (access)
+    "github-copilot": (("api.github.com", "api.githubcopilot.com", "api.individual.githubcopilot.com",
+                        "api.business.githubcopilot.com", "api.enterprise.githubcopilot.com"), "authorization"),
 }
+# Providers whose refresh token is sent in a header to an exchange endpoint (not in a token request's body):
+# {provider: (the exchange's hosts, the answer's key of the new access token, of its expiry in seconds)}
+EXCHANGES = {"github-copilot": (("api.github.com",), "token", "expires_at")}
 PROVIDER_FORMATS = {"anthropic": CLAUDE, "openai": CODEX, "google": GEMINI}  # whose login an opencode entry is
 HOSTS[OPENCODE] = tuple(dict.fromkeys(h for hosts, _ in PROVIDERS.values() for h in hosts))
 ANSWER = {ACCESS: "access_token", REFRESH: "refresh_token", ID: "id_token"}  # OAuth 2.0 token response keys
@@ -108,7 +114,8 @@ def is_oauth(fmt: str | None) -> bool:
 def where(role: str, name: str, scope: str, fmt: str, provider: str | None = None,
           header: str = creds.AUTHORIZATION) -> dict:
     """A token's place (swap.entry): an access token or key in `header`, the others in bodies."""
-    place = {"header": header} if role in (ACCESS, KEY) else {"header": None, "body": True}
+    in_header = role in (ACCESS, KEY) or (role == REFRESH and provider in EXCHANGES)
+    place = {"header": header} if in_header else {"header": None, "body": True}
     meta = {"credential": name, "scope": scope, "format": fmt, "role": role}
     if provider is not None:
         meta["provider"] = provider
@@ -183,7 +190,11 @@ def _binding(fmt: str, provider: str | None, role: str, hosts: Iterable[str]) ->
     if known is None:
         others = {h for hs, _ in PROVIDERS.values() for h in hs}
         return [h for h in hosts if h not in others], creds.AUTHORIZATION
-    return [h for h in hosts if h in known[0]] or hosts, known[1] if role == KEY else creds.AUTHORIZATION
+    mine = [h for h in hosts if h in known[0]] or hosts
+    if provider in EXCHANGES:  # the refresh token to the exchange only, the access token to the API only
+        exchange = EXCHANGES[provider][0]
+        mine = [h for h in mine if (h in exchange) == (role == REFRESH)] or mine
+    return mine, known[1] if role == KEY else creds.AUTHORIZATION
 
 
 def bindings(fmt: str, data: bytes, name: str, scope: str, hosts: Iterable[str]
@@ -252,16 +263,26 @@ def answered(fmt: str, data: bytes, answer: Mapping, now: float | None = None,
     now = time.time() if now is None else now
     doc = _load(data) or {}
     paths = FIELDS[fmt] if fmt != OPENCODE else {role: (provider, field) for role, field in PER_PROVIDER["oauth"].items()}
+    keys = answer_keys(fmt, provider)
     for role, path in paths.items():
-        value = answer.get(ANSWER[role])
+        value = answer.get(keys.get(role, ""))
         if isinstance(value, str) and value:
             _put(doc, path, value)
     expiry = EXPIRY.get(fmt) if fmt != OPENCODE else (provider, "expires")
-    if expiry and isinstance(answer.get("expires_in"), (int, float)):
+    if expiry and provider in EXCHANGES and isinstance(answer.get(EXCHANGES[provider][2]), (int, float)):
+        _put(doc, expiry, int(answer[EXCHANGES[provider][2]] * 1000), make=False)  # seconds since the epoch
+    elif expiry and isinstance(answer.get("expires_in"), (int, float)):
         _put(doc, expiry, int((now + answer["expires_in"]) * 1000), make=False)
     if fmt == CODEX:
         doc["last_refresh"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     return (json.dumps(doc, indent=2) + "\n").encode()
+
+
+def answer_keys(fmt: str, provider: str | None = None) -> dict[str, str]:
+    """{role: the key of its new value in the refresh answer}: OAuth 2.0's, or an exchange's (EXCHANGES)."""
+    if fmt == OPENCODE and provider in EXCHANGES:
+        return {ACCESS: EXCHANGES[provider][1]}
+    return ANSWER
 
 
 def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Mapping) -> dict[str, str]:
@@ -282,8 +303,9 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
     """
     name, scope, fmt, provider = meta["credential"], meta["scope"], meta["format"], meta.get("provider")
     roles = FIELDS[fmt] if fmt != OPENCODE else PER_PROVIDER["oauth"]
-    new = {role: answer[ANSWER[role]] for role in roles
-           if isinstance(answer.get(ANSWER[role]), str) and answer[ANSWER[role]]}
+    keys = answer_keys(fmt, provider)
+    new = {role: answer[keys[role]] for role in roles
+           if role in keys and isinstance(answer.get(keys[role]), str) and answer[keys[role]]}
     if not new:
         return {}
     prefix = name + SEP + (provider + SEP if provider is not None else "")

@@ -68,7 +68,16 @@ def _is_jwt(value: str) -> bool:
 
 
 def _template(value: str) -> tuple[str, str]:
-    """(prefix kept, body whose letters and digits are randomised)."""
+    """(prefix kept, body whose letters and digits are randomised).
+
+    A GitHub Copilot token (`tid=...;exp=...;proxy-ep=HOST;...:SIGNATURE`)
+    keeps its fields, which clients read (the API host among them), as a
+    JWT keeps its claims: only the signature after the last `:` is random.
+    """
+    if value.startswith("tid=") and ";" in value and ":" in value:
+        prefix = value[:value.rindex(":") + 1]
+        if sum(c.isalnum() for c in value[len(prefix):]) >= MIN_RANDOM:
+            return prefix, value[len(prefix):]
     prefix = next((p for p in PREFIXES if value.startswith(p) and len(value) > len(p)), "")
     body = value[len(prefix):]
     randomish = sum(c.isalnum() for c in body)

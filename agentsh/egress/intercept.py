@@ -480,7 +480,7 @@ def swap_query(first: bytes, bound: list[tuple[bytes, bytes, bytes, str]]) -> tu
 
 def token_path(first: bytes) -> bool:
     """Whether a request line's target is an OAuth token endpoint (its path ends in /oauth/token, or is
-    /token: Google's, oauth2.googleapis.com/token).
+    /token: Google's, oauth2.googleapis.com/token), or GitHub's Copilot token exchange.
 
     An OAuth login's refresh and id tokens are swapped into bodies toward
     such a path only: an API that puts request bodies into its answers (a
@@ -491,7 +491,7 @@ def token_path(first: bytes) -> bool:
         target = b"/" + target.split(b"://", 1)[1].partition(b"/")[2]
     if b"%" in target or any(seg in (b".", b"..") for seg in target.split(b"/")):  # no path a server rewrites
         return False
-    return target.rstrip(b"/").endswith(b"/oauth/token") or target == b"/token"
+    return target.rstrip(b"/").endswith(b"/oauth/token") or target in (b"/token", b"/copilot_internal/v2/token")
 
 
 def _body_form(headers: list[tuple[bytes, bytes]]) -> str:
@@ -645,6 +645,10 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             break
         headers, names = swap(headers, bound)
         swapped += len(names)
+        if names and token_path(first):  # a refresh token sent in a header (a Copilot token exchange, EXCHANGES)
+            refresh = [swaps.refreshing[n] for n in names if n in swaps.refreshing]
+        else:
+            refresh = []  # the OAuth credentials this request refreshes (a refresh token swapped into its body)
         if in_query:
             first, names = swap_query(first, in_query)
             swapped += len(names)
@@ -652,7 +656,6 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             client.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")  # answered here: the body follows at once
             headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
 
-        refresh = []  # the OAuth credentials this request refreshes (a refresh token swapped into its body)
         # a request to a login's token endpoint that refreshes no stored login: a login made inside (or one
         # from before), whose tokens are taken from the answer and kept on the host
         login = swaps.logins.get(host) if host is not None and first.startswith(b"POST ") and token_path(first) \
@@ -733,7 +736,9 @@ def _read_body(src: Stream, kind: str, count: int | None, limit: int) -> bytes |
 
 
 def _holds_tokens(answer: dict) -> bool:
-    return any(isinstance(answer.get(k), str) and answer[k] for k in ("access_token", "refresh_token", "id_token"))
+    """Whether a token endpoint's answer carries a token (OAuth 2.0's keys, or a Copilot exchange's `token`)."""
+    return any(isinstance(answer.get(k), str) and answer[k]
+               for k in ("access_token", "refresh_token", "id_token", "token"))
 
 
 def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[bytes, bytes]], status: int, kind: str,

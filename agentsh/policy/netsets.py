@@ -16,4 +16,6 @@ SETS = {
                    "deb.debian.org", "security.debian.org"],
     "github": ["github.com", "api.github.com", "codeload.github.com", "objects.githubusercontent.com",
                "raw.githubusercontent.com", "ghcr.io", "*.githubusercontent.com"],
+    # GitHub Copilot's API (opencode's github-copilot provider) and the exchange of a GitHub login for its tokens
+    "copilot": ["api.github.com", "api.githubcopilot.com", "*.githubcopilot.com"],
 }

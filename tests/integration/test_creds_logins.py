@@ -33,9 +33,15 @@ OPENCODE = {"anthropic": {"type": "oauth", "refresh": OC_REFRESH, "access": OC_A
 R_ACCESS, R_REFRESH = "sk-ant-oat01-" + "R4c3Acc3ssT0k_" * 6, "sk-ant-ort01-" + "R4c3R3fr3shT0_" * 6
 R_NEW_ACCESS, R_NEW_REFRESH = "sk-ant-oat01-" + "R4c3N3wAcc3s_" * 7, "sk-ant-ort01-" + "R4c3N3wR3fr3_" * 7
 RACE = {"claudeAiOauth": {"accessToken": R_ACCESS, "refreshToken": R_REFRESH, "expiresAt": 1}}
+# opencode's GitHub Copilot login: a GitHub token (refresh) exchanged for short-lived Copilot API tokens (access)
+CP_GITHUB = "gho_" + "G1tHubL0g1n" * 3 + "xyz"
+CP_TOKEN = ("tid=0123abcd;exp=1700000000;sku=copilot_for_individuals;proxy-ep=proxy.individual.githubcopilot.com;"
+            "8kp=1:" + "a1b2c3d4" * 8)
+CP_NEW = CP_TOKEN.replace("exp=1700000000", "exp=1900000000").replace("a1b2c3d4", "99ff88ee")
+COPILOT = {"github-copilot": {"type": "oauth", "refresh": CP_GITHUB, "access": CP_TOKEN, "expires": 1}}
 REALS = (G_ACCESS, G_REFRESH, G_ID[-40:], G_NEW, OC_ACCESS, OC_REFRESH, OC_NEW_ACCESS, OC_NEW_REFRESH, OC_KEY,
-         R_ACCESS, R_REFRESH, R_NEW_ACCESS, R_NEW_REFRESH)
-NAMES = ("GLOGIN", "OCLOGIN", "RLOGIN")
+         R_ACCESS, R_REFRESH, R_NEW_ACCESS, R_NEW_REFRESH, CP_GITHUB, CP_TOKEN[-64:], CP_NEW[-64:])
+NAMES = ("GLOGIN", "OCLOGIN", "RLOGIN", "CPLOGIN")
 
 FIELD = r"""field() {{ sed -n "s/.*\"$1\": *\"\([^\"]*\)\".*/\1/p"; }}
 """
@@ -67,6 +73,14 @@ printf '{{"anthropic": {{"type": "oauth", "refresh": "%s", "access": "%s", "expi
   "$nrt" "$at" "$key" > "$f.tmp"
 mv "$f.tmp" "$f"
 curl -sS -H "Authorization: Bearer $at" {origin}/oc-after
+"""
+# what opencode does for Copilot: the GitHub token in a header to the exchange, the answer's token to the API
+COPILOT_SCRIPT = FIELD + r"""set -e
+f=~/.cp/auth.json
+cat "$f"; echo
+answer=$(curl -sS -H "Authorization: token $(field refresh < "$f")" {origin}/copilot_internal/v2/token)
+echo "$answer"
+curl -sS -H "Authorization: Bearer $(echo "$answer" | field token)" {origin}/cp-after
 """
 # the race: A reads the login, waits while B refreshes and C starts, then uses what it read and writes it back
 RACE_A = FIELD + r"""f=~/.claude/.credentials.json
@@ -132,7 +146,8 @@ def logins(request, tmp_path_factory):
         scope = ["--project", str(repo)] if who.kind == "rootless" else []
         for name, target, agent, login in (("GLOGIN", "~/.gemini/oauth_creds.json", "gemini", GEMINI),
                                            ("OCLOGIN", "~/.local/share/opencode/auth.json", "opencode", OPENCODE),
-                                           ("RLOGIN", "~/.claude/.credentials.json", "claude", RACE)):
+                                           ("RLOGIN", "~/.claude/.credentials.json", "claude", RACE),
+                                           ("CPLOGIN", "~/.cp/auth.json", "opencode", COPILOT)):
             who.ab("ab-creds", "set", name, *scope, "--file", target, "--oauth", agent, "--writeback", "--bind-host",
                    BOUND, input=json.dumps(login).encode(), check=True)
             if not scope:
@@ -151,6 +166,8 @@ def logins(request, tmp_path_factory):
         calls["gemini"] = run(GEMINI_SCRIPT)
         origin.server.tokens = {"access_token": OC_NEW_ACCESS, "refresh_token": OC_NEW_REFRESH, "expires_in": 3600}
         calls["opencode"] = run(OPENCODE_SCRIPT)
+        origin.server.tokens = {"token": CP_NEW, "expires_at": 1900000000, "refresh_in": 1500}
+        calls["copilot"] = run(COPILOT_SCRIPT)
         # the race: A holds the login's placeholders; B refreshes (a slow token endpoint) and C starts meanwhile
         origin.server.tokens = {"access_token": R_NEW_ACCESS, "refresh_token": R_NEW_REFRESH, "expires_in": 28800}
         a = start(RACE_A)
@@ -177,7 +194,8 @@ def logins(request, tmp_path_factory):
                       "cat /run/agentsh/secrets/* 2>/dev/null; true").stdout
         inside = {n: run(f"cat {t}").stdout for n, t in (("GLOGIN", "~/.gemini/oauth_creds.json"),
                                                           ("OCLOGIN", "~/.local/share/opencode/auth.json"),
-                                                          ("RLOGIN", "~/.claude/.credentials.json"))}
+                                                          ("RLOGIN", "~/.claude/.credentials.json"),
+                                                          ("CPLOGIN", "~/.cp/auth.json"))}
         stored = {n: json.loads(who.ab("ab-creds", "get", n, *scope, check=True).stdout) for n in NAMES}
         name = who.ab("ab-up", str(repo), check=True).stdout.decode().strip()
         yield SimpleNamespace(repo=repo, who=who, origin=origin, calls=calls, environ=environ, inside=inside,
@@ -226,6 +244,21 @@ class TestGeminiAndOpencodeLogins:
         [after] = _seen(logins, "/oc-after")
         assert after["headers"]["Authorization"] == f"Bearer {OC_NEW_ACCESS}"
 
+    def test_opencodes_copilot_login_is_exchanged_through_placeholders_and_sealed(self, logins):
+        call = logins.calls["copilot"]
+        assert call.returncode == 0, call.stderr
+        file_seen, answer = (json.loads(line) for line in call.stdout.decode().splitlines()[:2])
+        seen = file_seen["github-copilot"]
+        assert seen["refresh"].startswith("gho_") and seen["refresh"] != CP_GITHUB
+        assert seen["access"].rsplit(":", 1)[0] == CP_TOKEN.rsplit(":", 1)[0] and seen["access"] != CP_TOKEN
+        assert answer["token"].rsplit(":", 1)[0] == CP_NEW.rsplit(":", 1)[0] and answer["token"] != CP_NEW
+        [exchange] = _seen(logins, "/copilot_internal/v2/token")
+        assert exchange["headers"]["Authorization"] == f"token {CP_GITHUB}"
+        [after] = _seen(logins, "/cp-after")
+        assert after["headers"]["Authorization"] == f"Bearer {CP_NEW}"
+        stored = logins.stored["CPLOGIN"]["github-copilot"]
+        assert (stored["refresh"], stored["access"], stored["expires"]) == (CP_GITHUB, CP_NEW, 1900000000000)
+
     def test_opencodes_refreshed_login_is_sealed_on_the_host(self, logins):
         stored = logins.stored["OCLOGIN"]
         assert stored["anthropic"] == {"type": "oauth", "refresh": OC_NEW_REFRESH, "access": OC_NEW_ACCESS,
@@ -265,5 +298,5 @@ class TestGeminiAndOpencodeLogins:
             assert all(real.encode() not in v for v in logins.inside.values())
             assert files_holding(real.encode(), upper, home) == []
             assert real not in inspect
-        for call in ("gemini", "opencode"):
+        for call in ("gemini", "opencode", "copilot"):
             assert all(real.encode() not in logins.calls[call].stdout for real in REALS)

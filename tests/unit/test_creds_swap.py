@@ -1103,3 +1103,48 @@ def test_a_login_made_inside_over_a_stored_one_is_what_write_back_keeps(tmp_path
     oc = json.dumps({"anthropic": {"type": "oauth", "access": pairs[NEW_ACCESS], "refresh": pairs[NEW_REFRESH],
                                    "expires": 1}}).encode()
     assert json.loads(oauth.real_file(oauth.OPENCODE, oc, entries))["anthropic"]["access"] == NEW_ACCESS
+
+
+COP_GITHUB = "gho_" + "G1tHubL0g1n" * 3 + "xyz"
+COP_TOKEN = ("tid=0123abcd;exp=1700000000;sku=copilot_for_individuals;proxy-ep=proxy.individual.githubcopilot.com;"
+             "8kp=1:" + "a1b2c3d4" * 8)
+COP_NEW = COP_TOKEN.replace("exp=1700000000", "exp=1900000000").replace("a1b2c3d4", "99ff88ee")
+
+
+def test_opencodes_github_copilot_login_is_exchanged_through_placeholders(tmp_path, origin):
+    """opencode's Copilot login: the GitHub token (refresh) goes in a header to api.github.com's exchange, whose
+    answer's `token` (the Copilot API token, fields a client reads kept in its placeholder) is swapped back."""
+    from agentsh.creds import oauth
+
+    hosts = oauth.HOSTS[oauth.OPENCODE]
+    login = {"github-copilot": {"type": "oauth", "refresh": COP_GITHUB, "access": COP_TOKEN, "expires": 1}}
+    made = oauth.bindings(oauth.OPENCODE, json.dumps(login).encode(), "OC", "global", hosts)
+    assert made["OC#github-copilot#refresh"][1] == ["api.github.com"]
+    assert made["OC#github-copilot#refresh"][2]["header"] == "authorization"  # a header, not a body
+    assert "api.github.com" not in made["OC#github-copilot#access"][1]
+    assert "api.individual.githubcopilot.com" in made["OC#github-copilot#access"][1]
+    stand_in = swap.placeholder(COP_TOKEN)
+    assert stand_in.rsplit(":", 1)[0] == COP_TOKEN.rsplit(":", 1)[0] and stand_in != COP_TOKEN
+    proj, store = _login_granted(tmp_path, oauth.OPENCODE, login, "/home/agent/.local/share/opencode/auth.json")
+    [f] = delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print).files
+    inside = json.loads(f.value)["github-copilot"]
+    assert COP_GITHUB.encode() not in f.value and COP_TOKEN.encode() not in f.value
+    assert inside["refresh"].startswith("gho_") and "proxy-ep=proxy.individual" in inside["access"]
+    p, port, trust = _proxy_for(store, proj.sandbox, origin, tmp_path / "log.jsonl")
+    try:
+        host = f"{BOUND}:{origin.port}"
+        origin.server.tokens = {"token": COP_NEW, "expires_at": 1900000000, "refresh_in": 1500,
+                                "endpoints": {"api": "https://api.individual.githubcopilot.com"}}
+        head, answer = _exchange(port, trust, origin, _request("GET", "/copilot_internal/v2/token", host,
+                                                               [f"Authorization: token {inside['refresh']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"token {COP_GITHUB}"
+        got = json.loads(answer)
+        assert head.startswith(b"HTTP/1.1 200") and COP_NEW.encode() not in answer
+        assert got["token"].rsplit(":", 1)[0] == COP_NEW.rsplit(":", 1)[0] and got["refresh_in"] == 1500
+        stored = json.loads(creds.reveal(creds.find("LOGIN", proj)))["github-copilot"]
+        assert (stored["access"], stored["refresh"], stored["expires"]) == (COP_NEW, COP_GITHUB, 1900000000000)
+        _exchange(port, trust, origin, _request("POST", "/chat/completions", host,
+                                                [f"Authorization: Bearer {got['token']}"]))
+        assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {COP_NEW}"
+    finally:
+        p.close()
