@@ -100,10 +100,22 @@ def login_hosts(extra: str | None = None) -> dict[str, str]:
     return found
 
 
-def captured_meta(fmt: str, host: str) -> dict[str, Any]:
+LOGIN_GRANTS = ("authorization_code", "refresh_token", "")  # what makes (or renews) the login itself ("": unread)
+
+
+def captured_meta(fmt: str, host: str, grant: str = "") -> dict[str, Any]:
     """What refreshed() takes for a login made inside the sandbox at `host`: its tokens go to the provider's
-    hosts and to that one (a gateway named in AGENTSH_LOGIN_HOSTS serves the API too)."""
-    return {"credential": fmt.removesuffix("-oauth") + "-login", "scope": swap.CAPTURED_SCOPE, "format": fmt,
+    hosts and to that one (a gateway named in AGENTSH_LOGIN_HOSTS serves the API too).
+
+    The login is `login:FORMAT` (a name no stored credential can have: ':'
+    is not allowed in one); another grant's answer (Codex's exchange of its
+    id token for an API key, a service account's jwt-bearer grant) is kept
+    apart, as `login:FORMAT:GRANT`, so it never replaces the login's tokens.
+    """
+    name = "login:" + fmt.removesuffix("-oauth")
+    if grant not in LOGIN_GRANTS:
+        name += ":" + "".join(c if c.isalnum() or c == "-" else "-" for c in grant.rsplit(":", 1)[-1].lower())[:40]
+    return {"credential": name, "scope": swap.CAPTURED_SCOPE, "format": fmt,
             "hosts": list(dict.fromkeys([*HOSTS[fmt], host]))}
 
 
@@ -303,6 +315,8 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
     """
     name, scope, fmt, provider = meta["credential"], meta["scope"], meta["format"], meta.get("provider")
     roles = FIELDS[fmt] if fmt != OPENCODE else PER_PROVIDER["oauth"]
+    if scope == swap.CAPTURED_SCOPE:  # a login made inside: every token of the answer is kept, none shown
+        roles = ANSWER
     keys = answer_keys(fmt, provider)
     new = {role: answer[keys[role]] for role in roles
            if role in keys and isinstance(answer.get(keys[role]), str) and answer[keys[role]]}
@@ -316,7 +330,7 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
             clear = dict(record["meta"], updated=int(time.time()))
             creds.put(store, name, scope, clear, answered(fmt, stored, answer, provider=provider), key=key)
         entries = swap.read(store, sandbox, key)
-        hosts = next((e["hosts"] for n, e in entries.items() if n.startswith(prefix)), None)
+        hosts = meta.get("hosts") or next((e["hosts"] for n, e in entries.items() if n.startswith(prefix)), None)
         if hosts is None:
             hosts = _binding(fmt, provider, ACCESS, record["meta"].get("bind_hosts") or HOSTS[fmt]
                              if record is not None else meta.get("hosts") or HOSTS[fmt])[0]
@@ -326,8 +340,8 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
             stand_in = old.get("placeholder") if old.get("value") == value else None
             stand_in = stand_in or swap.placeholder(value)
             header = old.get("header") if role == ACCESS and old.get("header") else creds.AUTHORIZATION
-            made = swap.entry(stand_in, value, old.get("hosts") or hosts, where(role, name, scope, fmt, provider,
-                                                                              header))
+            made = swap.entry(stand_in, value, meta.get("hosts") or old.get("hosts") or hosts,
+                              where(role, name, scope, fmt, provider, header))
             entries[prefix + role] = swap.retire(old, made)
             out[value] = stand_in
         swap.write(store, sandbox, key, entries)

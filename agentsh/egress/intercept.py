@@ -134,7 +134,7 @@ class Swaps:
         with self._lock:
             return oauth.refreshed(Store(root), self.sandbox, self._key, meta, answer)
 
-    def captured(self, fmt: str, host: str, answer: dict) -> dict[str, str]:
+    def captured(self, fmt: str, host: str, answer: dict, grant: str = "") -> dict[str, str]:
         """A login made inside the sandbox: its tokens kept in the sandbox's record; {token: its placeholder}.
 
         The cache key is made here on a first use (as any first credential
@@ -148,7 +148,7 @@ class Swaps:
         with self._lock:
             if self._key is None:
                 self._key = vault.load_key(create=True)
-            return oauth.refreshed(Store(root), self.sandbox, self._key, oauth.captured_meta(fmt, host), answer)
+            return oauth.refreshed(Store(root), self.sandbox, self._key, oauth.captured_meta(fmt, host, grant), answer)
 
     def bound(self, host: str) -> bool:
         return host in self.current().by_host
@@ -160,13 +160,11 @@ class Swaps:
 
 def _chunk_size(line: bytes) -> int:
     """The size a chunked body's size line gives (extensions after ';' ignored); ValueError when malformed."""
-    size = line[:-2].split(b";", 1)[0].strip()
-    try:
-        if not size or len(size) > 16:
-            raise ValueError
-        return int(size, 16)
-    except ValueError:
-        raise ValueError("bad chunk size") from None
+    size = line[:-2].split(b";", 1)[0].strip(b" \t")
+    # hex digits only: int() would also take "0x10", "+10" or "1_0", which another parser may read otherwise
+    if not size or len(size) > 16 or size.strip(b"0123456789abcdefABCDEF"):
+        raise ValueError("bad chunk size")
+    return int(size, 16)
 
 
 def cache_problem(error: Exception) -> str:
@@ -558,15 +556,35 @@ def _read_chunks(src: Stream, limit: int) -> tuple[bytes, bytes, bytes | None, i
         size_so_far += size
 
 
+def grant_type(body: bytes, headers: list[tuple[bytes, bytes]]) -> str:
+    """A token request's grant_type (JSON or form body), "" when it cannot be read."""
+    form = _body_form(headers)
+    try:
+        if form == "json":
+            import json  # lazy: only for a login request
+
+            value = json.loads(body).get("grant_type")
+        elif form == "form":
+            from urllib.parse import parse_qs  # lazy: only for a login request
+
+            value = (parse_qs(body.decode("ascii")).get("grant_type") or [""])[0]
+        else:
+            value = ""
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        value = ""
+    return value if isinstance(value, str) else ""
+
+
 def send_swapped_body(client: Stream, upstream: Stream,
                       head: Callable[[list[tuple[bytes, bytes]], list[str]], bytes],
                       headers: list[tuple[bytes, bytes]], kind: str, count: int | None,
-                      bound: list[tuple[bytes, bytes, str]]) -> tuple[int, list[str]]:
+                      bound: list[tuple[bytes, bytes, str]], seen: list[bytes] | None = None) -> tuple[int, list[str]]:
     """Read a request body whole (up to BODY_LIMIT), swap the bound placeholders, send head and body.
 
     A sized body gets its Content-Length recomputed; a chunked one goes out
     as one chunk and its trailers. A body past BODY_LIMIT is sent as it
-    came, unsearched. Returns (bytes sent, names swapped).
+    came, unsearched. Returns (bytes sent, names swapped); `seen` gets the
+    body as it came (nothing when it was too large to read).
     """
     form = _body_form(headers)
     if kind == "length":
@@ -574,7 +592,10 @@ def send_swapped_body(client: Stream, upstream: Stream,
             out = head(headers, [])
             upstream.sendall(out)
             return len(out) + client.copy(upstream, count), []
-        body, swapped = swap_body(client.read(count), bound, form)
+        body = client.read(count)
+        if seen is not None:
+            seen.append(body)
+        body, swapped = swap_body(body, bound, form)
         out = head(_with_length(headers, len(body)), swapped) + body
         upstream.sendall(out)
         return len(out), swapped
@@ -583,6 +604,8 @@ def send_swapped_body(client: Stream, upstream: Stream,
         out = head(headers, []) + raw
         upstream.sendall(out)
         return len(out) + client.copy(upstream, pending) + copy_body(client, upstream, "chunked", None), []
+    if seen is not None:
+        seen.append(body)
     body, swapped = swap_body(body, bound, form)
     out = head(headers, swapped) + (b"%x\r\n%s\r\n" % (len(body), body) if body else b"") + b"0\r\n" + trailers
     upstream.sendall(out)
@@ -673,8 +696,9 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             return out
 
         here = [b for b in in_body if b[2] not in swaps.token_only or token_path(first)] if in_body else in_body
-        if here and kind in ("length", "chunked"):
-            n, names = send_swapped_body(client, upstream, build, headers, kind, count, here)
+        asked = []  # a login request's body as it came (its grant_type says what the answer is)
+        if (here or login) and kind in ("length", "chunked"):
+            n, names = send_swapped_body(client, upstream, build, headers, kind, count, here, seen=asked)
             sent += n
             swapped += len(names)
         else:
@@ -705,8 +729,9 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
         else:
             rkind, rcount = framing(rheaders, request=False)
         if (refresh or login) and rkind != "none":  # new tokens: sealed on the host, placeholders to the sandbox
+            grant = grant_type(asked[0], headers) if asked and not refresh else ""
             keep = (lambda answer, meta=refresh[0]: swaps.refreshed(meta, answer)) if refresh else \
-                (lambda answer, fmt=login: swaps.captured(fmt, host, answer))
+                (lambda answer, fmt=login, grant=grant: swaps.captured(fmt, host, answer, grant))
             answer, passed = answer_refresh(upstream, status_line, rheaders, status, rkind, rcount, keep, bound,
                                             strict=bool(refresh))
             client.sendall(answer)
@@ -735,6 +760,19 @@ def _read_body(src: Stream, kind: str, count: int | None, limit: int) -> bytes |
     return None
 
 
+def _nested(value: object) -> list[dict]:
+    """Every JSON object below the top level of `value`."""
+    found, stack = [], list(value.values()) if isinstance(value, dict) else []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            found.append(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
 def _holds_tokens(answer: dict) -> bool:
     """Whether a token endpoint's answer carries a token (OAuth 2.0's keys, or a Copilot exchange's `token`)."""
     return any(isinstance(answer.get(k), str) and answer[k]
@@ -750,13 +788,17 @@ def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[byt
     `keep` (a refresh: sealed into the stored login, creds.oauth.refreshed;
     a login made inside: the sandbox's record, Swaps.captured), which returns
     {token: new placeholder}; the sandbox gets the placeholders. Anything
-    else in a 2xx (compressed, too large, or no way to keep the tokens; for
-    a refresh, `strict`, also not JSON or no tokens) is never passed on: the
-    sandbox gets 502 and the connection closes. An error answer (no tokens)
-    passes with known values turned back into their placeholders.
+    else in a 2xx (compressed, too large, not a JSON object, tokens below
+    its top level, no way to keep them; for a refresh, `strict`, also no
+    tokens at all) is never passed on: the sandbox gets 502 and the
+    connection closes. An answer whose tokens were replaced closes its
+    connection too (`Connection: close`): the connection's view of the
+    placeholders dates from its start, and the next request may carry the
+    new ones. An error answer (no tokens) passes with known values turned
+    back into their placeholders.
     """
     body = _read_body(upstream, kind, count, BODY_LIMIT)
-    problem = None
+    problem, renewed = None, False
     if body is None:
         problem = "the token endpoint's answer is too large"
     elif 200 <= status < 300:
@@ -766,20 +808,20 @@ def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[byt
         try:
             if coding not in (b"", b"identity"):
                 raise ValueError("it is compressed")
-            try:
-                answer = json.loads(body)
-            except ValueError:
-                if strict:
-                    raise
-                answer = None  # a login endpoint's answer with no JSON in it: no token to hide
-            if not isinstance(answer, dict) and strict:
+            answer = json.loads(body)
+            if not isinstance(answer, dict):  # (JSONP, a prefix, a list: where tokens could hide unseen)
                 raise ValueError("it is no JSON object")
-            pairs = keep(answer) if isinstance(answer, dict) and _holds_tokens(answer) else {}
+            if any(_holds_tokens(v) for v in _nested(answer)):
+                raise ValueError("it holds tokens below its top level")
+            pairs = keep(answer) if _holds_tokens(answer) else {}
             if not pairs and strict:  # a 2xx token answer without the tokens it should carry: nothing known to hide
                 raise ValueError("it holds no access_token or refresh_token")
             if pairs:
                 body = json.dumps({k: pairs.get(v, v) if isinstance(v, str) else v
                                    for k, v in answer.items()}).encode()
+                # the connection's view of the placeholders was read when it opened: the next request, which
+                # may carry the new ones, comes on a new connection
+                renewed = True
         except Exception as e:  # whatever it is, the tokens in it never reach the sandbox
             problem = f"the token endpoint's answer was not passed on: {str(e)[:200]}"
     if problem is not None:
@@ -788,9 +830,12 @@ def answer_refresh(upstream: Stream, status_line: bytes, headers: list[tuple[byt
                 b"X-Agentsh-Policy: error\r\nConnection: close\r\n\r\n%s" % (len(msg), msg)), False
     for placeholder, real, _, _ in bound:
         body = body.replace(real, placeholder)
-    kept = [(n, v) for n, v in headers if n.lower() not in (b"content-length", b"transfer-encoding")]
+    drop = (b"content-length", b"transfer-encoding") + ((b"connection",) if renewed else ())
+    kept = [(n, v) for n, v in headers if n.lower() not in drop]
     head = status_line + b"\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in kept)
-    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body, kind != "close"
+    if renewed:
+        head += b"Connection: close\r\n"
+    return head + b"Content-Length: %d\r\n\r\n" % len(body) + body, kind != "close" and not renewed
 
 
 def _raw(client: Stream, upstream: Stream, sent: int, received: int, requests: int,

@@ -368,7 +368,7 @@ class TestABoundCredential:
             assert real not in out and real.encode() not in bound.environ and real.encode() not in bound.memory
         [after] = [s for s in bound.origin.seen if s["path"].endswith("/after-login")]
         assert after["headers"]["Authorization"] == f"Bearer {NEW_ACCESS}"
-        assert "claude-login" not in bound.who.ab("ab-creds", "ls", check=True).stdout.decode()
+        assert "login:claude" not in bound.who.ab("ab-creds", "ls", check=True).stdout.decode()
 
     def test_after_a_refresh_the_cache_holds_the_new_real_tokens(self, bound):
         scope = ["--project", str(bound.repo)] if bound.who.kind == "rootless" else []

@@ -986,7 +986,8 @@ def test_a_login_made_inside_the_sandbox_gets_placeholders_and_its_tokens_stay_o
         assert head.startswith(b"HTTP/1.1 200") and ACCESS.encode() not in answer and REFRESH.encode() not in answer
         assert got["access_token"].startswith("sk-ant-oat01-") and len(got["access_token"]) == len(ACCESS)
         assert got["refresh_token"].startswith("sk-ant-ort01-") and got["account"] == {"uuid": "u"}
-        assert creds.find("claude-login", proj) is None  # no credential is made: the tokens are this sandbox's
+        assert head.count(b"Connection: close") == 1  # the next request comes on a connection that knows them
+        assert creds.find("login:claude", proj) is None  # no credential is made: the tokens are this sandbox's
         raw = open(swap.record_path(store, proj.sandbox), "rb").read()
         assert ACCESS.encode() not in raw and REFRESH.encode() not in raw  # sealed
         # the placeholder works toward the provider
@@ -997,8 +998,8 @@ def test_a_login_made_inside_the_sandbox_gets_placeholders_and_its_tokens_stay_o
         creds.put(store, "OTHER", creds.GLOBAL, creds.meta(creds.ENV, "OTHER"), b"v" * 20)
         creds.grant(store, proj, "OTHER")
         delivery.prepare(proj, {"network": {"mode": "allow"}, "credentials": []}, store, print)
-        assert {n for n in swap.read(store, proj.sandbox, creds.load_key()) if n.startswith("claude-login#")} \
-            == {"claude-login#access", "claude-login#refresh"}
+        assert {n for n in swap.read(store, proj.sandbox, creds.load_key()) if n.startswith("login:claude#")} \
+            == {"login:claude#access", "login:claude#refresh"}
         # a refresh through the placeholder: the real refresh token out, new placeholders back
         origin.server.tokens = {"access_token": NEW_ACCESS, "refresh_token": NEW_REFRESH, "expires_in": 10}
         body = json.dumps({"grant_type": "refresh_token", "refresh_token": got["refresh_token"]}).encode()
@@ -1019,11 +1020,13 @@ def test_a_login_made_inside_the_sandbox_gets_placeholders_and_its_tokens_stay_o
         p.close()
 
 
-@pytest.mark.parametrize("tokens, status", [
-    ({"error": "invalid_grant"}, 200),  # JSON without tokens: nothing to hide, passed on
-    ("not json at all", 200),
+@pytest.mark.parametrize("tokens, passed", [
+    ({"error": "invalid_grant"}, True),  # JSON without tokens: nothing to hide, passed on
+    ("not json at all", False),  # (what is not a JSON object could hide a token: refused)
+    ([{"access_token": "sk-ant-oat01-" + "L1st3d_" * 10}], False),
+    ({"data": {"access_token": "sk-ant-oat01-" + "N3st3d_" * 10}}, False),
 ])
-def test_a_login_endpoint_answer_without_tokens_passes_unchanged(tmp_path, origin, tokens, status):
+def test_a_login_endpoint_answer_without_tokens_passes_unchanged(tmp_path, origin, tokens, passed):
     from agentsh.creds import oauth
 
     repo = tmp_path / "repo"
@@ -1035,7 +1038,11 @@ def test_a_login_endpoint_answer_without_tokens_passes_unchanged(tmp_path, origi
         origin.server.tokens = tokens
         head, answer = _exchange(port, trust, origin, _request("POST", "/oauth/token", f"{BOUND}:{origin.port}",
                                                                ["Content-Type: application/json"], b"{}"))
-        assert head.startswith(b"HTTP/1.1 200") and json.loads(answer) == tokens
+        if passed:
+            assert head.startswith(b"HTTP/1.1 200") and json.loads(answer) == tokens
+        else:
+            assert head.startswith(b"HTTP/1.1 502") and b"3st3d_" not in answer and b"L1st3d_" not in answer
+            assert b"not passed on" in answer
         assert not os.path.exists(swap.record_path(store, proj.sandbox))
     finally:
         p.close()
@@ -1088,8 +1095,8 @@ def test_a_login_made_inside_over_a_stored_one_is_what_write_back_keeps(tmp_path
     codex = oauth.refreshed(store, sandbox, key, oauth.captured_meta(oauth.CODEX, BOUND),
                             {"access_token": "eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ." + "c0d3x" * 10})
     entries = swap.read(store, sandbox, key)
-    assert {n for n in entries if swap.captured(entries[n])} == {"claude-login#access", "claude-login#refresh",
-                                                                 "codex-login#access"}
+    assert {n for n in entries if swap.captured(entries[n])} == {"login:claude#access", "login:claude#refresh",
+                                                                 "login:codex#access"}
     written = json.dumps({"claudeAiOauth": {"accessToken": pairs[NEW_ACCESS], "refreshToken": pairs[NEW_REFRESH]},
                           "elsewhere": pairs[NEW_ACCESS]}).encode()
     real = json.loads(oauth.real_file(oauth.CLAUDE, written, entries))
@@ -1148,3 +1155,71 @@ def test_opencodes_github_copilot_login_is_exchanged_through_placeholders(tmp_pa
         assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {COP_NEW}"
     finally:
         p.close()
+
+
+def test_codex_exchanging_its_id_token_for_an_api_key_keeps_the_login_apart(tmp_path, origin):
+    """Codex logs in (authorization_code), then exchanges the id token for an API key (token-exchange): the key
+    is kept apart, so the login's access placeholder still stands for the login's access token."""
+    from agentsh.creds import oauth
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    trust = ca.ensure(store.root, proj.sandbox)
+    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CODEX)
+    jwt = "eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6ImFAYi5jIn0."
+    access, ident, refresh = jwt + "acc3ss" * 8, jwt + "1d3nt" * 9, "rt_" + "R3fr" * 10
+    api_key = "sk-proj-" + "3xch4ng3d" * 6
+    try:
+        host = f"{BOUND}:{origin.port}"
+        origin.server.tokens = {"access_token": access, "id_token": ident, "refresh_token": refresh}
+        _, answer = _exchange(port, trust, origin, _request(
+            "POST", "/oauth/token", host, ["Content-Type: application/x-www-form-urlencoded"],
+            b"grant_type=authorization_code&code=c0de&code_verifier=v"))
+        login = json.loads(answer)
+        assert all(v.encode() not in answer for v in (access, ident, refresh))
+        assert login["id_token"].split(".")[:2] == ident.split(".")[:2]  # claims kept: Codex reads them
+        origin.server.tokens = {"access_token": api_key}
+        body = ("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&requested_token=openai-api-key"
+                f"&subject_token={login['id_token']}").encode()
+        _, answer = _exchange(port, trust, origin, _request(
+            "POST", "/oauth/token", host, ["Content-Type: application/x-www-form-urlencoded"], body))
+        assert f"subject_token={ident}" in origin.seen[-1]["body"]  # the real id token went to the endpoint
+        key_ph = json.loads(answer)["access_token"]
+        assert api_key.encode() not in answer and key_ph.startswith("sk-proj-")
+        entries = swap.read(store, proj.sandbox, creds.load_key())
+        assert entries["login:codex#access"]["value"] == access
+        assert entries["login:codex:token-exchange#access"]["value"] == api_key
+        for ph, real in ((login["access_token"], access), (key_ph, api_key)):
+            _exchange(port, trust, origin, _request("GET", "/v1/models", host, [f"Authorization: Bearer {ph}"]))
+            assert origin.seen[-1]["headers"]["Authorization"] == f"Bearer {real}"
+    finally:
+        p.close()
+
+
+def test_a_claude_login_answer_with_an_id_token_shows_none_of_its_tokens(tmp_path, origin):
+    from agentsh.creds import oauth
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    trust = ca.ensure(store.root, proj.sandbox)
+    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CLAUDE)
+    ident = "eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ." + "s1gn" * 12
+    try:
+        origin.server.tokens = {"access_token": ACCESS, "refresh_token": REFRESH, "id_token": ident}
+        head, answer = _exchange(port, trust, origin, _request("POST", "/v1/oauth/token", f"{BOUND}:{origin.port}",
+                                                               ["Content-Type: application/json"],
+                                                               b'{"grant_type": "authorization_code"}'))
+        assert head.startswith(b"HTTP/1.1 200")
+        assert all(v.encode() not in answer for v in (ACCESS, REFRESH, ident))
+    finally:
+        p.close()
+
+
+@pytest.mark.parametrize("line", [b"0x10\r\n", b"+10\r\n", b"1_0\r\n", b"-1\r\n", b"\r\n", b"g\r\n", b"1" * 17 + b"\r\n"])
+def test_a_chunk_size_is_hex_digits_only(line):
+    """What int(x, 16) would also take ("0x10", "+10", "1_0") another parser reads otherwise: refused."""
+    with pytest.raises(ValueError):
+        intercept._chunk_size(line)
+    assert intercept._chunk_size(b"1aF;ext=1\r\n") == 0x1AF and intercept._chunk_size(b"0\r\n") == 0
