@@ -524,16 +524,23 @@ def docker_env(docker_daemon, user_config, monkeypatch):
     return docker_daemon
 
 
-@pytest.fixture(params=["podman", "docker"])
-def any_engine(request, user_config, monkeypatch):
-    """Each engine in turn (for tests cheap enough to run on both): its name; Podman's sandboxes removed after."""
+def each_engine(request, user_config, monkeypatch, image, podman_image_fixture):
+    """For a fixture parametrized by engine name: that engine for this test, with `image` (the private dockerd
+    holds the tiny and git images; Podman's comes from `podman_image_fixture`); yields the name and removes
+    Podman's sandboxes after (the private dockerd goes whole at the end of the run)."""
     if request.param == "docker":
         daemon = request.getfixturevalue("docker_daemon")
         monkeypatch.setenv("DOCKER_HOST", daemon.host)
         monkeypatch.setenv("AGENTSH_ENGINE", "docker")
     else:
-        request.getfixturevalue("tiny_image")
-    user_config(f'image = "{TINY_IMAGE}"\n')
+        request.getfixturevalue(podman_image_fixture)
+    user_config(f'image = "{image}"\n')
     yield request.param
     if request.param == "podman":
         remove_sandboxes_under(str(request.getfixturevalue("tmp_path")))
+
+
+@pytest.fixture(params=["podman", "docker"])
+def any_engine(request, user_config, monkeypatch):
+    """Each engine in turn (for tests cheap enough to run on both): its name; Podman's sandboxes removed after."""
+    yield from each_engine(request, user_config, monkeypatch, TINY_IMAGE, "tiny_image")

@@ -9,26 +9,16 @@ import subprocess
 import pytest
 
 from agentsh.host import project
-from tests.conftest import GIT_ID, GIT_IMAGE, ab, git, remove_sandboxes_under
+from tests.conftest import GIT_ID, GIT_IMAGE, ab, each_engine, git
 
 # Passed as -e NAME=VALUE: the sandbox has no git identity of its own.
 GIT_ID_ARGS = [a for k, v in GIT_ID.items() for a in ("-e", f"{k}={v}")]
 
 
 @pytest.fixture(params=["podman", "docker"])
-def engine(request, user_config, tmp_path, monkeypatch):
-    """Each engine in turn, with the image that has git; this test's Podman sandboxes removed after (the private
-    dockerd goes whole at the end of the run)."""
-    if request.param == "docker":
-        daemon = request.getfixturevalue("docker_daemon")
-        monkeypatch.setenv("DOCKER_HOST", daemon.host)
-        monkeypatch.setenv("AGENTSH_ENGINE", "docker")
-    else:
-        request.getfixturevalue("git_image")
-    user_config(f'image = "{GIT_IMAGE}"\n')
-    yield request.param
-    if request.param == "podman":
-        remove_sandboxes_under(str(tmp_path))
+def engine(request, user_config, monkeypatch):
+    """Each engine in turn, with the image that has git."""
+    yield from each_engine(request, user_config, monkeypatch, GIT_IMAGE, "git_image")
 
 
 pytestmark = [pytest.mark.usefixtures("engine"), pytest.mark.committed]

@@ -582,17 +582,22 @@ def _proxy_for(store, sandbox, origin, log_path):
     return p, listener.getsockname()[1], ca.ensure(store.root, sandbox)
 
 
-def _login_proxy(store, sandbox, origin, log_path, fmt):
-    """As _proxy_for, with BOUND as a login's token endpoint of format `fmt` (oauth.LOGIN_HOSTS)."""
+def _inside(tmp_path, origin, fmt):
+    """A project with nothing stored for it, its sandbox's CA, and a proxy taking BOUND as a login's token
+    endpoint of format `fmt` (oauth.LOGIN_HOSTS): (project, store, CA path, proxy, its port)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    proj, store = project.find(str(repo)), Store()
+    trust = ca.ensure(store.root, proj.sandbox)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     p = proxy.Proxy(listener, proxy.StaticPolicy(Policy("allow", [f"{BOUND}:{origin.port}"])),
-                    audit.Writer(str(log_path)), sandbox,
-                    swaps=intercept.Swaps(swap.record_path(store, sandbox), sandbox, logins={BOUND: fmt}),
-                    contexts=intercept.Contexts(store.root, sandbox, upstream_ca=origin.ca))
+                    audit.Writer(str(tmp_path / "log.jsonl")), proj.sandbox,
+                    swaps=intercept.Swaps(swap.record_path(store, proj.sandbox), proj.sandbox, logins={BOUND: fmt}),
+                    contexts=intercept.Contexts(store.root, proj.sandbox, upstream_ca=origin.ca))
     threading.Thread(target=p.serve_forever, daemon=True).start()
-    return p, listener.getsockname()[1]
+    return proj, store, trust, p, listener.getsockname()[1]
 
 
 def _login_granted(tmp_path, fmt, login, target):
@@ -967,11 +972,7 @@ def test_a_login_made_inside_the_sandbox_gets_placeholders_and_its_tokens_stay_o
     placeholders, the real tokens stay in the sandbox's sealed record, its API calls and refreshes are swapped."""
     from agentsh.creds import oauth
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    proj, store = project.find(str(repo)), Store()
-    trust = ca.ensure(store.root, proj.sandbox)
-    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CLAUDE)
+    proj, store, trust, p, port = _inside(tmp_path, origin, oauth.CLAUDE)
     try:
         host = f"{BOUND}:{origin.port}"
         origin.server.tokens = {"token_type": "Bearer", "access_token": ACCESS, "refresh_token": REFRESH,
@@ -1029,11 +1030,7 @@ def test_a_login_made_inside_the_sandbox_gets_placeholders_and_its_tokens_stay_o
 def test_a_login_endpoint_answer_without_tokens_passes_unchanged(tmp_path, origin, tokens, passed):
     from agentsh.creds import oauth
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    proj, store = project.find(str(repo)), Store()
-    trust = ca.ensure(store.root, proj.sandbox)
-    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CODEX)
+    proj, store, trust, p, port = _inside(tmp_path, origin, oauth.CODEX)
     try:
         origin.server.tokens = tokens
         head, answer = _exchange(port, trust, origin, _request("POST", "/oauth/token", f"{BOUND}:{origin.port}",
@@ -1055,11 +1052,7 @@ def test_a_login_whose_tokens_cannot_be_kept_never_reaches_the_sandbox(tmp_path,
     monkeypatch.setenv(creds.PASSPHRASE_ENV, "pw")
     creds.load_key(create=True)
     monkeypatch.delenv(creds.PASSPHRASE_ENV)
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    proj, store = project.find(str(repo)), Store()
-    trust = ca.ensure(store.root, proj.sandbox)
-    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CLAUDE)
+    proj, store, trust, p, port = _inside(tmp_path, origin, oauth.CLAUDE)
     try:
         origin.server.tokens = {"access_token": ACCESS, "refresh_token": REFRESH}
         head, answer = _exchange(port, trust, origin, _request("POST", "/v1/oauth/token", f"{BOUND}:{origin.port}",
@@ -1162,11 +1155,7 @@ def test_codex_exchanging_its_id_token_for_an_api_key_keeps_the_login_apart(tmp_
     is kept apart, so the login's access placeholder still stands for the login's access token."""
     from agentsh.creds import oauth
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    proj, store = project.find(str(repo)), Store()
-    trust = ca.ensure(store.root, proj.sandbox)
-    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CODEX)
+    proj, store, trust, p, port = _inside(tmp_path, origin, oauth.CODEX)
     jwt = "eyJhbGciOiJSUzI1NiJ9.eyJlbWFpbCI6ImFAYi5jIn0."
     access, ident, refresh = jwt + "acc3ss" * 8, jwt + "1d3nt" * 9, "rt_" + "R3fr" * 10
     api_key = "sk-proj-" + "3xch4ng3d" * 6
@@ -1200,11 +1189,7 @@ def test_codex_exchanging_its_id_token_for_an_api_key_keeps_the_login_apart(tmp_
 def test_a_claude_login_answer_with_an_id_token_shows_none_of_its_tokens(tmp_path, origin):
     from agentsh.creds import oauth
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    proj, store = project.find(str(repo)), Store()
-    trust = ca.ensure(store.root, proj.sandbox)
-    p, port = _login_proxy(store, proj.sandbox, origin, tmp_path / "log.jsonl", oauth.CLAUDE)
+    proj, store, trust, p, port = _inside(tmp_path, origin, oauth.CLAUDE)
     ident = "eyJhbGciOiJSUzI1NiJ9.eyJhIjoxfQ." + "s1gn" * 12
     try:
         origin.server.tokens = {"access_token": ACCESS, "refresh_token": REFRESH, "id_token": ident}
