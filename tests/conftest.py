@@ -524,6 +524,14 @@ def docker_env(docker_daemon, user_config, monkeypatch):
     return docker_daemon
 
 
+def on_engine(engine, *args, check=True, env=None):
+    """The engine's own CLI (Docker's reaches the private daemon through DOCKER_HOST): the completed process."""
+    proc = subprocess.run([engine, *args], capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{engine} {args} exited {proc.returncode}: {proc.stderr}")
+    return proc
+
+
 def each_engine(request, user_config, monkeypatch, image, podman_image_fixture):
     """For a fixture parametrized by engine name: that engine for this test, with `image` (the private dockerd
     holds the tiny and git images; Podman's comes from `podman_image_fixture`); yields the name and removes

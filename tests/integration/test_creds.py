@@ -2,14 +2,13 @@
 
 import os
 import socket
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from agentsh.base import paths
-from tests.conftest import TINY_IMAGE, ab, git_init, own_dirs_env, podman, remove_sandboxes_under
+from tests.conftest import TINY_IMAGE, ab, git_init, on_engine, own_dirs_env, podman, remove_sandboxes_under
 
 ENV_SECRET = b"env-secret-9f1c2a"
 FILE_SECRET = b'{"refreshToken": "file-secret-77d0e4"}'
@@ -36,14 +35,7 @@ def assert_absent_from_disk(secrets, *roots):
 
 
 def volume_dir(name, engine="podman", env=None):
-    return on(engine, env, "volume", "inspect", "--format", "{{.Mountpoint}}", name).strip()
-
-
-def on(engine, env, *args):
-    """The engine's own CLI, in `env` (Docker's reaches the private daemon through its DOCKER_HOST); stdout."""
-    proc = subprocess.run([engine, *args], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, f"{engine} {args}: {proc.stderr}"
-    return proc.stdout
+    return on_engine(engine, "volume", "inspect", "--format", "{{.Mountpoint}}", name, env=env).stdout.strip()
 
 
 @pytest.fixture(scope="class", params=["podman", "docker"])
@@ -87,7 +79,7 @@ class TestGrantedCredentials:
         assert link == "/run/agentsh/secrets/TOKEN" and mount.split()[2] == "tmpfs"
 
     def test_they_are_not_in_podman_inspect(self, delivered):
-        inspected = on(delivered.engine, delivered.env, "container", "inspect", delivered.name)
+        inspected = on_engine(delivered.engine, "container", "inspect", delivered.name, env=delivered.env).stdout
         assert ENV_SECRET.decode() not in inspected and "file-secret-77d0e4" not in inspected
 
     def test_nothing_is_in_plain_text_on_disk(self, delivered):
@@ -98,7 +90,7 @@ class TestGrantedCredentials:
                                 volume_dir(f"{delivered.name}-home", delivered.engine, delivered.env))
 
     def test_a_restart_empties_the_tmpfs_and_the_next_exec_puts_the_file_back(self, delivered):
-        on(delivered.engine, delivered.env, "restart", "-t", "0", delivered.name)
+        on_engine(delivered.engine, "restart", "-t", "0", delivered.name, env=delivered.env)
         assert ab("ab-exec", "--", "cat", "/home/agent/.claude/.credentials.json", cwd=delivered.repo,
                   env=delivered.env, check=True).stdout == FILE_SECRET
 

@@ -1,4 +1,5 @@
-"""ab-exec through the sandbox's exec server: the same semantics as the engine's exec, without the engine."""
+"""ab-exec through the sandbox's exec server: the same semantics as the engine's exec, without the engine; on
+Podman and on Docker (the private dockerd)."""
 
 import json
 import os
@@ -7,9 +8,15 @@ import time
 
 import pytest
 
-from tests.conftest import ab, inspect, podman
+from tests.conftest import TINY_IMAGE, ab, each_engine, on_engine
 
-pytestmark = pytest.mark.usefixtures("sandbox_env")
+
+@pytest.fixture(params=["podman", "docker"])
+def engine(request, user_config, monkeypatch):
+    yield from each_engine(request, user_config, monkeypatch, TINY_IMAGE, "tiny_image")
+
+
+pytestmark = pytest.mark.usefixtures("engine")
 
 
 def _up(repo):
@@ -24,9 +31,9 @@ def _served(repo):
     return ab("ab-exec", "--", "sh", "-c", SERVED, cwd=repo).stdout.strip() == b"execd"
 
 
-def test_the_sandbox_keep_alive_is_the_exec_server(repo):
+def test_the_sandbox_keep_alive_is_the_exec_server(repo, engine):
     name = _up(repo)
-    info = inspect(name)
+    info = json.loads(on_engine(engine, "container", "inspect", name).stdout)[0]
     assert info["Config"]["Cmd"] == ["/run/agentsh/lib/execd", "/run/agentsh/io/execd.sock"]
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert mounts["/run/agentsh/io"]["RW"] is True and mounts["/run/agentsh/lib"]["RW"] is False
@@ -152,7 +159,7 @@ def _fake_server(name, answer_hello):
     return srv, held
 
 
-def test_a_replaced_socket_that_never_answers_costs_a_second_then_the_engine_takes_over(repo):
+def test_a_replaced_socket_that_never_answers_costs_a_second_then_the_engine_takes_over(repo, engine):
     name = _up(repo)
     srv, _held = _fake_server(name, answer_hello=False)
     try:
@@ -163,11 +170,11 @@ def test_a_replaced_socket_that_never_answers_costs_a_second_then_the_engine_tak
     finally:
         srv.close()
     assert not _served(repo)  # the engine's exec did it
-    podman("restart", "-t", "0", name)  # the server is back with a fresh socket
+    on_engine(engine, "restart", "-t", "0", name)  # the server is back with a fresh socket
     assert _served(repo)
 
 
-def test_a_stand_in_server_that_stalls_is_left_on_a_second_ctrl_c(repo):
+def test_a_stand_in_server_that_stalls_is_left_on_a_second_ctrl_c(repo, engine):
     import signal
 
     name = _up(repo)
@@ -189,12 +196,12 @@ def test_a_stand_in_server_that_stalls_is_left_on_a_second_ctrl_c(repo):
         for conn in held:  # it holds the descriptors ab-exec sent, as any reader of the socket could
             conn.close()
         srv.close()
-        podman("restart", "-t", "0", name)
+        on_engine(engine, "restart", "-t", "0", name)
 
 
-def test_a_killed_server_takes_its_sandbox_down_and_the_next_exec_restarts_it(repo):
+def test_a_killed_server_takes_its_sandbox_down_and_the_next_exec_restarts_it(repo, engine):
     name = _up(repo)
-    podman("exec", name, "sh", "-c", "kill -KILL $(pidof execd) 2>/dev/null; true")
+    on_engine(engine, "exec", name, "sh", "-c", "kill -KILL $(pidof execd) 2>/dev/null; true", check=False)
     proc = ab("ab-exec", "--", "sh", "-c", "echo ok", cwd=repo)
     assert proc.returncode == 0 and proc.stdout == b"ok\n"
     assert _served(repo)
@@ -208,24 +215,25 @@ def test_twenty_concurrent_execs_in_one_sandbox(repo):
     assert results == [(f"{i}\n".encode(), i % 7) for i in range(20)]
 
 
-def _engine_logged(tmp_path):
-    """An environment whose `podman` logs each subcommand to the returned file, then runs the real one."""
+def _engine_logged(tmp_path, engine):
+    """An environment whose `podman` (or `docker`) logs each subcommand to the returned file, then runs the
+    real one."""
     import shutil
 
     log, wrap = tmp_path / "engine.log", tmp_path / "logged-bin"
     wrap.mkdir()
-    (wrap / "podman").write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {shutil.which("podman")} "$@"\n')
-    (wrap / "podman").chmod(0o755)
+    (wrap / engine).write_text(f'#!/bin/sh\necho "$1" >> {log}\nexec {shutil.which(engine)} "$@"\n')
+    (wrap / engine).chmod(0o755)
     return {**os.environ, "PATH": f"{wrap}{os.pathsep}{os.environ['PATH']}"}, log
 
 
-def test_credential_files_go_in_and_come_back_through_the_server(repo, tmp_path):
+def test_credential_files_go_in_and_come_back_through_the_server(repo, tmp_path, engine):
     """A file credential is written into the sandbox, and a refreshed one read back, with no engine exec."""
     _up(repo)
     ab("ab-creds", "set", "SRV_TOKEN", "--file", "~/.tool/token.json", "--writeback", input=b"v1-" * 30000,
        check=True)  # 90 kB: more than a pipe holds, so the stdin is written as the command reads it
     ab("ab-creds", "grant", "SRV_TOKEN", str(repo), check=True)
-    env, log = _engine_logged(tmp_path)
+    env, log = _engine_logged(tmp_path, engine)
     proc = ab("ab-exec", "--", "sh", "-c", "wc -c < ~/.tool/token.json; printf v2 > ~/.tool/token.json",
               cwd=repo, env=env)
     assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, b"90000", b"")
@@ -234,14 +242,14 @@ def test_credential_files_go_in_and_come_back_through_the_server(repo, tmp_path)
     assert "exec" not in calls and _served(repo)
 
 
-def test_a_stand_in_server_that_stalls_credential_files_costs_its_timeout_then_the_engine_writes_them(repo, tmp_path):
+def test_a_stand_in_server_that_stalls_credential_files_costs_its_timeout_then_the_engine_writes_them(repo, tmp_path, engine):
     """A socket that greets and then says nothing: credential files still arrive (by the engine), within the timeout."""
     name = _up(repo)
     ab("ab-creds", "set", "STALL_TOKEN", "--file", "~/.tool/stall", input=b"s3cret", check=True)
     ab("ab-creds", "grant", "STALL_TOKEN", str(repo), check=True)
     srv, held = _fake_server(name, answer_hello=True)
     try:
-        env, log = _engine_logged(tmp_path)
+        env, log = _engine_logged(tmp_path, engine)
         start = time.monotonic()
         proc = subprocess.Popen(["ab-exec", "--", "cat", "/home/agent/.tool/stall"], cwd=repo, env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -260,5 +268,5 @@ def test_a_stand_in_server_that_stalls_credential_files_costs_its_timeout_then_t
         for conn in held:
             conn.close()
         srv.close()
-        podman("restart", "-t", "0", name)
+        on_engine(engine, "restart", "-t", "0", name)
     assert ab("ab-exec", "--", "cat", "/home/agent/.tool/stall", cwd=repo, check=True).stdout == b"s3cret"

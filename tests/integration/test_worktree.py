@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from agentsh.host import project
-from tests.conftest import GIT_ID, GIT_IMAGE, ab, each_engine, git
+from tests.conftest import GIT_ID, GIT_IMAGE, ab, each_engine, git, on_engine
 
 # Passed as -e NAME=VALUE: the sandbox has no git identity of its own.
 GIT_ID_ARGS = [a for k, v in GIT_ID.items() for a in ("-e", f"{k}={v}")]
@@ -24,21 +24,13 @@ def engine(request, user_config, monkeypatch):
 pytestmark = [pytest.mark.usefixtures("engine"), pytest.mark.committed]
 
 
-def on(engine, *args, check=True):
-    """The engine's own CLI (Docker's reaches the private daemon through DOCKER_HOST)."""
-    proc = subprocess.run([engine, *args], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{engine} {args} exited {proc.returncode}: {proc.stderr}")
-    return proc
-
-
 def inspect(engine, name):
-    return json.loads(on(engine, "container", "inspect", name).stdout)[0]
+    return json.loads(on_engine(engine, "container", "inspect", name).stdout)[0]
 
 
 def exists(engine, kind, name):
     """Whether the engine has that container or volume (Docker 20.10 has no `exists`)."""
-    return on(engine, kind, "inspect", name, check=False).returncode == 0
+    return on_engine(engine, kind, "inspect", name, check=False).returncode == 0
 
 
 def wt_new(repo, name):
