@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import ab, git_init, inspect, own_dirs_env, podman, remove_sandboxes_under
+from tests.conftest import TINY_IMAGE, ab, git_init, inspect, own_dirs_env, podman, remove_sandboxes_under
 
 pytestmark = pytest.mark.usefixtures("sandbox_env")
 
@@ -60,14 +60,21 @@ def wait_for_entry(repo, predicate, tries=50, env=None):
     return []
 
 
-@pytest.fixture(scope="class")
-def allowlisted(tiny_image, tmp_path_factory):
-    """A sandbox allowed one host (a local server): a GET, a CONNECT and a refused GET through its proxy."""
+@pytest.fixture(scope="class", params=["podman", "docker"])
+def allowlisted(request, tmp_path_factory):
+    """A sandbox allowed one host (a local server): a GET, a CONNECT and a refused GET through its proxy; on
+    Podman and on Docker (the private dockerd)."""
+    if request.param == "docker":
+        docker_host = request.getfixturevalue("docker_daemon").host
+    else:
+        request.getfixturevalue("tiny_image")
     srv = ThreadingHTTPServer(("0.0.0.0", 0), Hello)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     port = srv.server_address[1]
     base = tmp_path_factory.mktemp("allowlist")
-    env = own_dirs_env(base, tiny_image)
+    env = own_dirs_env(base, TINY_IMAGE)
+    if request.param == "docker":
+        env.update(DOCKER_HOST=docker_host, AGENTSH_ENGINE="docker")
     with open(os.path.join(env["XDG_CONFIG_HOME"], "agentsh", "config.toml"), "a") as f:
         f.write(f'[network]\nmode = "allow"\nallow = ["host.containers.internal:{port}"]\n')
     repo = git_init(base / "repo")
@@ -82,7 +89,10 @@ def allowlisted(tiny_image, tmp_path_factory):
     finally:
         srv.shutdown()
         srv.server_close()
-        remove_sandboxes_under(str(base))
+        if request.param == "podman":  # (the private dockerd goes whole at the end of the run)
+            remove_sandboxes_under(str(base))
+        else:  # its proxy ends with its sandbox
+            ab("ab-down", "--rm", "--volumes", str(repo), env=env)
 
 
 class TestAnAllowlist:
