@@ -212,6 +212,9 @@ def test_up_exec_and_down_work_over_ssh(repo, ssh_daemon, tmp_path, monkeypatch,
         assert ssh_logins(ssh_daemon) > logins
         assert podman("container", "exists", name, check=False).returncode == 1
     finally:
+        # the home volume too, while the engine is reachable the way the test set up (the clean-up after the
+        # test may still see this test's containers.conf, whose engine is then gone)
+        ab("ab-down", "--rm", "--volumes", cwd=repo)
         srv.stop()
 
 
