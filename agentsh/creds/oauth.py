@@ -333,7 +333,7 @@ def refreshed(store: Store, sandbox: str, key: bytes, meta: Mapping, answer: Map
         hosts = meta.get("hosts") or next((e["hosts"] for n, e in entries.items() if n.startswith(prefix)), None)
         if hosts is None:
             hosts = _binding(fmt, provider, ACCESS, record["meta"].get("bind_hosts") or HOSTS[fmt]
-                             if record is not None else meta.get("hosts") or HOSTS[fmt])[0]
+                             if record is not None else HOSTS[fmt])[0]
         out = {}
         for role, value in new.items():
             old = entries.get(prefix + role) or {}

@@ -126,29 +126,27 @@ class Swaps:
         self.names, self.refreshing, self.token_only, self._stamp = names, refreshing, frozenset(token_only), stamp
 
     def refreshed(self, meta: dict, answer: dict) -> dict[str, str]:
-        """New tokens from a token endpoint: sealed into the stored login; returns {token: new placeholder}."""
-        from agentsh.base.state import Store  # lazy: only for a refresh
-        from agentsh.creds import oauth  # lazy: only for a refresh
+        """New tokens from a token endpoint: sealed into the stored login; returns {token: new placeholder}.
 
-        root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))  # <state>/net/swap/<sandbox>.json
-        with self._lock:
-            return oauth.refreshed(Store(root), self.sandbox, self._key, meta, answer)
-
-    def captured(self, fmt: str, host: str, answer: dict, grant: str = "") -> dict[str, str]:
-        """A login made inside the sandbox: its tokens kept in the sandbox's record; {token: its placeholder}.
-
-        The cache key is made here on a first use (as any first credential
-        would); a cache that cannot be opened (a passphrase with none given)
-        raises, and the answer is then not passed on.
+        With no key yet (a login made inside, the sandbox's first credential)
+        the cache key is made here, as any first credential would make it; a
+        cache that cannot be opened (a passphrase with none given) raises,
+        and the answer is then not passed on.
         """
-        from agentsh.base.state import Store  # lazy: only for a login
-        from agentsh.creds import oauth, vault  # lazy: only for a login
+        from agentsh.base.state import Store  # lazy: only for a refresh
+        from agentsh.creds import oauth, vault  # lazy: only for a refresh
 
         root = os.path.dirname(os.path.dirname(os.path.dirname(self.path)))  # <state>/net/swap/<sandbox>.json
         with self._lock:
             if self._key is None:
                 self._key = vault.load_key(create=True)
-            return oauth.refreshed(Store(root), self.sandbox, self._key, oauth.captured_meta(fmt, host, grant), answer)
+            return oauth.refreshed(Store(root), self.sandbox, self._key, meta, answer)
+
+    def captured(self, fmt: str, host: str, answer: dict, grant: str = "") -> dict[str, str]:
+        """A login made inside the sandbox: its tokens kept in the sandbox's record; {token: its placeholder}."""
+        from agentsh.creds import oauth  # lazy: only for a login
+
+        return self.refreshed(oauth.captured_meta(fmt, host, grant), answer)
 
     def bound(self, host: str) -> bool:
         return host in self.current().by_host
@@ -668,7 +666,8 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
             break
         headers, names = swap(headers, bound)
         swapped += len(names)
-        if names and token_path(first):  # a refresh token sent in a header (a Copilot token exchange, EXCHANGES)
+        to_token = token_path(first)  # (the query swapped below leaves the path as it is)
+        if names and to_token:  # a refresh token sent in a header (a Copilot token exchange, EXCHANGES)
             refresh = [swaps.refreshing[n] for n in names if n in swaps.refreshing]
         else:
             refresh = []  # the OAuth credentials this request refreshes (a refresh token swapped into its body)
@@ -681,8 +680,7 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
 
         # a request to a login's token endpoint that refreshes no stored login: a login made inside (or one
         # from before), whose tokens are taken from the answer and kept on the host
-        login = swaps.logins.get(host) if host is not None and first.startswith(b"POST ") and token_path(first) \
-            else None
+        login = swaps.logins.get(host) if host is not None and first.startswith(b"POST ") and to_token else None
 
         def build(headers: list[tuple[bytes, bytes]], names: list[str] = (), first: bytes = first,
                   refresh: list[dict] = refresh, login: str | None = login) -> bytes:
@@ -695,7 +693,7 @@ def relay(client: Stream, upstream: Stream, bound: list[tuple[bytes, bytes, byte
                 warn(left)
             return out
 
-        here = [b for b in in_body if b[2] not in swaps.token_only or token_path(first)] if in_body else in_body
+        here = [b for b in in_body if b[2] not in swaps.token_only or to_token] if in_body else in_body
         asked = []  # a login request's body as it came (its grant_type says what the answer is)
         if (here or login) and kind in ("length", "chunked"):
             n, names = send_swapped_body(client, upstream, build, headers, kind, count, here, seen=asked)

@@ -131,18 +131,14 @@ def podman_connection() -> tuple[str, str] | None:
     CONTAINER_HOST is not looked at here (it is the URI itself).
     """
     name = os.environ.get("CONTAINER_CONNECTION")
-    settings = None
-    default, connections = None, {}
+    settings = None if name else _engine_settings()
+    if settings is not None and settings.get("remote") is not True:
+        return None
+    default, connections = _connections_json()
     if not name:
-        settings = _engine_settings()
-        if settings.get("remote") is not True:
-            return None
-        default, connections = _connections_json()
         name = default or settings.get("active_service")
         if not isinstance(name, str) or not name:
             return "the default podman service", default_podman_socket()
-    else:
-        default, connections = _connections_json()
     found = connections.get(name)
     uri = found.get("URI") if isinstance(found, dict) else None
     if not isinstance(uri, str):

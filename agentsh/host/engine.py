@@ -335,8 +335,10 @@ class Engine:
         chose (in ~/.docker/config.json). No engine call: it is on ab-exec's path.
         """
         if self.is_podman:
+            if os.environ.get("CONTAINER_HOST"):
+                return os.environ["CONTAINER_HOST"]
             through = self._podman_connection()
-            return os.environ.get("CONTAINER_HOST") or (through[0] if through else None)
+            return through[0] if through else None
         host = os.environ.get("DOCKER_HOST")
         if host:
             return None if host.startswith("unix://") else host
