@@ -2,7 +2,8 @@
 
 The sandbox itself is made by agentsh (sandbox.spec); the other services of
 the compose project (policy.devcontainer_compose sorted what of them may
-run) start with `podman-compose` on Podman and `docker compose` on Docker,
+run) start with `podman-compose` on Podman and `docker compose` on Docker (or
+the stand-alone `docker-compose` where the plugin is missing),
 from a compose file agentsh writes in its own state directory, never from
 the tree (whose files were read once, as trust hashed them), under a
 compose project name derived from the sandbox name.
@@ -162,11 +163,14 @@ def tool(engine):
                                "apt-get install podman-compose (or pip install podman-compose)")
         return [exe, "--podman-path", engine.exe]
     status = subprocess.run([engine.exe, "compose", "version"], capture_output=True, timeout=60).returncode
-    if status != 0:
-        raise AgentshError("the devcontainer's compose siblings need Docker's Compose plugin ('docker compose'), "
-                           "which is not installed", "install it (Docker's packages: docker-compose-plugin; Debian "
-                           "13: docker-compose), or use engine = \"podman\" with podman-compose")
-    return [engine.exe, "compose"]
+    if status == 0:
+        return [engine.exe, "compose"]
+    exe = shutil.which("docker-compose")  # the stand-alone tool: Debian 12's 1.29 (Python), or v2's binary
+    if exe is None:
+        raise AgentshError("the devcontainer's compose siblings need Docker Compose ('docker compose' or "
+                           "'docker-compose'), which is not installed", "apt-get install docker-compose (or "
+                           "Docker's docker-compose-plugin), or use engine = \"podman\" with podman-compose")
+    return [exe]
 
 
 def _record(store, sandbox):
@@ -211,7 +215,7 @@ def up(project, cfg, engine, store, dev, notify, force=False):
     path = os.path.join(directory, COMPOSE_FILE)
     atomic_write(path, text.encode("utf-8", "surrogateescape"))
     notify(f"starting siblings {', '.join(sorted(doc['services']))} "
-           f"({'podman-compose' if engine.is_podman else 'docker compose'} project {project_name(sandbox)})")
+           f"({'podman-compose' if engine.is_podman else ' '.join(map(os.path.basename, command))} project {project_name(sandbox)})")
     argv = [*command, "-p", project_name(sandbox), "-f", path, "up", "-d"]
     import subprocess  # lazy: not on a warm ab-up's path
 
@@ -356,7 +360,8 @@ def _containers(engine, sandbox):
 def _remove_containers(engine, sandbox):
     ids = _containers(engine, sandbox)
     if ids:
-        engine.call("rm", "-f", "-t", "2", *ids, check=False)
+        grace = ("-t", "2") if engine.is_podman else ()  # Docker's rm has no -t (and -f kills at once)
+        engine.call("rm", "-f", *grace, *ids, check=False)
 
 
 def down(engine, store, sandbox, remove=False, volumes=False):

@@ -382,6 +382,28 @@ def test_without_the_compose_tool_one_line(monkeypatch):
         compose.tool(SimpleNamespace(is_podman=True, exe="podman"))
 
 
+@pytest.mark.parametrize("plugin, standalone, expected", [
+    (True, "/usr/bin/docker-compose", ["docker", "compose"]),
+    (False, "/usr/bin/docker-compose", ["/usr/bin/docker-compose"]),
+    (False, None, None)])
+def test_docker_takes_its_plugin_then_the_stand_alone_tool(monkeypatch, plugin, standalone, expected):
+    import subprocess
+    from types import SimpleNamespace
+
+    from agentsh.base.errors import AgentshError
+    from agentsh.sandbox import compose
+
+    monkeypatch.setattr("shutil.which", lambda name: standalone if name == "docker-compose" else None)
+    monkeypatch.setattr(subprocess, "run", lambda argv, **kw: SimpleNamespace(returncode=0 if plugin else 1))
+    engine = SimpleNamespace(is_podman=False, exe="docker")
+    if expected is None:
+        with pytest.raises(AgentshError, match="need Docker Compose") as e:
+            compose.tool(engine)
+        assert "apt-get install docker-compose" in e.value.fix
+    else:
+        assert compose.tool(engine) == expected
+
+
 def test_ab_allow_names_each_sibling(tmp_path):
     from agentsh.policy import config
 
@@ -478,6 +500,8 @@ def test_ab_down_stops_the_siblings_as_shutdown_action_says(shutdown, stopped):
     calls = []
 
     class Engine:
+        is_podman = True
+
         def call(self, *args, check=True):
             calls.append(args[0])
             return 0, "c1\n" if args[0] == "ps" else "", ""
